@@ -1,0 +1,110 @@
+//! Thin wrappers over the host's imports.
+
+use crate::task_world::cannon::platform as wit;
+
+/// Log lines go into the host's log, tagged with the service, component and message id.
+/// A call's log output is bounded by the service's `limits.log_kb`.
+pub mod log {
+    use super::wit::log::{log, Level};
+
+    pub fn trace(text: &str) {
+        log(Level::Trace, text);
+    }
+    pub fn debug(text: &str) {
+        log(Level::Debug, text);
+    }
+    pub fn info(text: &str) {
+        log(Level::Info, text);
+    }
+    pub fn warn(text: &str) {
+        log(Level::Warn, text);
+    }
+    pub fn error(text: &str) {
+        log(Level::Error, text);
+    }
+}
+
+/// The component's `conf` from the compose file (`kwargs`, or a `params` entry).
+pub mod config {
+    use super::wit::config;
+
+    /// The value of `key`, if configured.
+    pub fn get(key: &str) -> Option<String> {
+        config::get(key)
+    }
+
+    /// The value of `key`, or `default`.
+    pub fn get_or(key: &str, default: &str) -> String {
+        config::get(key).unwrap_or_else(|| default.to_owned())
+    }
+
+    /// `key` parsed as `T`, or `default` when absent; a value that does not parse is an
+    /// error naming the key.
+    pub fn parse_or<T: std::str::FromStr>(key: &str, default: T) -> Result<T, String>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match config::get(key) {
+            None => Ok(default),
+            Some(raw) => raw
+                .parse()
+                .map_err(|err| format!("config {key}={raw:?}: {err}")),
+        }
+    }
+
+    /// Every configured pair.
+    pub fn all() -> Vec<(String, String)> {
+        config::get_all()
+    }
+}
+
+/// A key-value store scoped to the calling service. Needs `allow: [kv]` in the compose file.
+pub mod kv {
+    pub use super::wit::kv::Error;
+    use super::wit::kv;
+
+    pub fn get(key: &str) -> Result<Option<Vec<u8>>, Error> {
+        kv::get(key)
+    }
+
+    /// The value as UTF-8 text (invalid bytes are replaced).
+    pub fn get_string(key: &str) -> Result<Option<String>, Error> {
+        Ok(kv::get(key)?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub fn set(key: &str, value: &[u8]) -> Result<(), Error> {
+        kv::set(key, value, None)
+    }
+
+    pub fn set_string(key: &str, value: &str) -> Result<(), Error> {
+        kv::set(key, value.as_bytes(), None)
+    }
+
+    /// Stores `value`, expiring after `ttl_ms` milliseconds.
+    pub fn set_with_ttl(key: &str, value: &[u8], ttl_ms: u64) -> Result<(), Error> {
+        kv::set(key, value, Some(ttl_ms))
+    }
+
+    /// Returns whether the key existed.
+    pub fn delete(key: &str) -> Result<bool, Error> {
+        kv::delete(key)
+    }
+
+    pub fn increment(key: &str, delta: i64) -> Result<i64, Error> {
+        kv::increment(key, delta)
+    }
+
+    /// Keys starting with `prefix`, sorted, at most `limit`.
+    pub fn list_keys(prefix: &str, limit: u32) -> Result<Vec<String>, Error> {
+        kv::list_keys(prefix, limit)
+    }
+}
+
+/// Extra taskbacks, delivered only when the whole pipeline succeeds. Needs
+/// `allow: [taskback]` in the compose file.
+pub mod taskback {
+    /// Queues one taskback with these fields.
+    pub fn send(fields: &[(String, String)]) -> Result<(), String> {
+        super::wit::taskback::send(fields)
+    }
+}

@@ -1,0 +1,162 @@
+//! Brokers: where messages, taskbacks, dead letters and kv data live.
+//!
+//! Each service has three streams, `{ns}:{service}:data`, `:taskback` and `:dead`. Workers
+//! read the data stream through the consumer group [`WORKER_GROUP`]; a collector reads the
+//! taskback stream through [`COLLECTOR_GROUP`]. A message is acknowledged only after its
+//! pipeline finished, in the same transaction that adds its taskback.
+//!
+//! ## Layout
+//! - `mod.rs`: the [`Broker`] and [`KvStore`] traits and their data types.
+//! - `redis.rs`: Redis streams and consumer groups.
+//! - `parse.rs`: decoding of Redis replies.
+
+mod parse;
+mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use self::redis::RedisBroker;
+pub use crate::config::StreamKind;
+
+/// Ordered `key -> value` pairs: a message's fields, results or a taskback.
+pub type Fields = Vec<(String, String)>;
+
+/// Consumer group of the workers on a data stream.
+pub const WORKER_GROUP: &str = "cannon";
+/// Consumer group of a service's collector on its taskback stream.
+pub const COLLECTOR_GROUP: &str = "collector";
+/// Field of a taskback naming the message it answers.
+pub const ID_FIELD: &str = "cannon.id";
+
+/// One stream entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: String,
+    pub fields: Fields,
+}
+
+/// A data-stream entry handed to this consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: String,
+    pub fields: Fields,
+    /// How many times the broker has handed this entry out, this time included.
+    pub deliveries: u32,
+}
+
+/// A processed message: the taskbacks to add and the entry to acknowledge, atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub id: String,
+    pub taskbacks: Vec<Fields>,
+}
+
+/// A message that failed `retry.max_attempts` times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub id: String,
+    pub fields: Fields,
+    pub error: String,
+    pub attempts: u32,
+    /// Milliseconds since the Unix epoch of the last failure.
+    pub failed_at_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker {url}: {source}")]
+    Redis {
+        url: String,
+        #[source]
+        source: ::redis::RedisError,
+    },
+    #[error("broker {url}: unexpected reply to {command}: {detail}")]
+    Protocol { url: String, command: &'static str, detail: String },
+    #[error("invalid broker URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+}
+
+pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
+
+/// Message transport of a set of services.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Where this broker lives, for messages (password removed).
+    fn describe(&self) -> String;
+
+    /// Creates the service's streams and consumer groups when missing, and records the
+    /// approximate maximum stream length used when adding entries.
+    async fn prepare(&self, service: &str, maxlen: u64) -> Result<()>;
+
+    /// Appends an entry to one of the service's streams; returns its id.
+    async fn add(&self, service: &str, stream: StreamKind, fields: &[(String, String)]) -> Result<String>;
+
+    /// New data-stream entries for `consumer`, waiting up to `block` for the first.
+    async fn read(&self, service: &str, consumer: &str, count: usize, block: Duration) -> Result<Vec<Delivery>>;
+
+    /// Takes over entries pending longer than `min_idle` with any consumer.
+    async fn reclaim(&self, service: &str, consumer: &str, min_idle: Duration, count: usize) -> Result<Vec<Delivery>>;
+
+    /// For each completion, atomically: add its taskbacks, acknowledge its entry.
+    async fn complete(&self, service: &str, done: &[Completion]) -> Result<()>;
+
+    /// For each dead letter, atomically: add it to the dead stream, acknowledge its entry.
+    async fn bury(&self, service: &str, dead: &[DeadLetter]) -> Result<()>;
+
+    /// New taskbacks for a collector's consumer group.
+    async fn read_taskbacks(&self, service: &str, consumer: &str, count: usize, block: Duration) -> Result<Vec<Entry>>;
+
+    /// Acknowledges taskbacks a collector has handled.
+    async fn ack_taskbacks(&self, service: &str, ids: &[String]) -> Result<()>;
+
+    /// Id of the newest entry of a stream (`0-0` when empty), to tail from.
+    async fn last_id(&self, service: &str, stream: StreamKind) -> Result<String>;
+
+    /// Entries after `after`, waiting up to `block` for the first; no consumer group.
+    async fn tail(
+        &self,
+        service: &str,
+        stream: StreamKind,
+        after: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Entry>>;
+}
+
+/// Why a kv operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvFailure {
+    QuotaExceeded(String),
+    NotANumber(String),
+    Unavailable(String),
+}
+
+/// Storage behind the `kv` import. Keys are relative to the service; the store scopes them.
+#[async_trait]
+pub trait KvStore: Send + Sync + 'static {
+    async fn kv_get(&self, service: &str, key: &str) -> Result<Option<Vec<u8>>, KvFailure>;
+    async fn kv_set(
+        &self,
+        service: &str,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+        quota: &crate::config::KvQuota,
+    ) -> Result<(), KvFailure>;
+    async fn kv_delete(&self, service: &str, key: &str) -> Result<bool, KvFailure>;
+    async fn kv_increment(
+        &self,
+        service: &str,
+        key: &str,
+        delta: i64,
+        quota: &crate::config::KvQuota,
+    ) -> Result<i64, KvFailure>;
+    async fn kv_list(&self, service: &str, prefix: &str, limit: u32) -> Result<Vec<String>, KvFailure>;
+}
+
+/// Opens the broker at `url` (`redis://` or `rediss://`).
+pub async fn connect(url: &str, namespace: &str) -> Result<std::sync::Arc<RedisBroker>> {
+    Ok(std::sync::Arc::new(RedisBroker::connect(url, namespace).await?))
+}

@@ -1,0 +1,342 @@
+//! Redis streams with consumer groups.
+//!
+//! Short commands share one auto-reconnecting multiplexed connection. Blocking reads
+//! (`XREADGROUP ... BLOCK`, `XREAD ... BLOCK`) each borrow a dedicated connection from a
+//! small pool, because a blocked command would stall every other command queued on a
+//! shared connection.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client, Cmd, Value};
+
+use crate::broker::parse::{self, RawEntry};
+use crate::broker::{
+    Broker, BrokerError, COLLECTOR_GROUP, Completion, DeadLetter, Delivery, Entry, ID_FIELD, Result, StreamKind,
+    WORKER_GROUP,
+};
+
+/// Default approximate stream length when a service was not prepared.
+const DEFAULT_MAXLEN: u64 = 100_000;
+/// How long a short command may take before the connection is considered broken.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct RedisBroker {
+    client: Client,
+    /// The URL without its password, for messages.
+    url: String,
+    namespace: String,
+    manager: ConnectionManager,
+    /// Dedicated connections for blocking reads, reused across reads.
+    blocking: Mutex<Vec<MultiplexedConnection>>,
+    /// Approximate maximum length per service, from `prepare`.
+    maxlen: RwLock<HashMap<String, u64>>,
+}
+
+/// `redis://user:secret@host` -> `redis://user:***@host`.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl StreamKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamKind::Data => "data",
+            StreamKind::Taskback => "taskback",
+            StreamKind::Dead => "dead",
+        }
+    }
+}
+
+impl RedisBroker {
+    pub async fn connect(url: &str, namespace: &str) -> Result<Self> {
+        let shown = redact(url);
+        let client = Client::open(url).map_err(|e| BrokerError::Url { url: shown.clone(), reason: e.to_string() })?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(3);
+        let manager = client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(|source| BrokerError::Redis { url: shown.clone(), source })?;
+        Ok(Self {
+            client,
+            url: shown,
+            namespace: namespace.to_owned(),
+            manager,
+            blocking: Mutex::new(Vec::new()),
+            maxlen: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// `{ns}:{service}:{stream}`.
+    pub fn key(&self, service: &str, stream: StreamKind) -> String {
+        format!("{}:{service}:{}", self.namespace, stream.as_str())
+    }
+
+    fn maxlen(&self, service: &str) -> u64 {
+        self.maxlen.read().unwrap_or_else(PoisonError::into_inner).get(service).copied().unwrap_or(DEFAULT_MAXLEN)
+    }
+
+    fn err(&self, source: redis::RedisError) -> BrokerError {
+        BrokerError::Redis { url: self.url.clone(), source }
+    }
+
+    fn protocol(&self, command: &'static str, detail: String) -> BrokerError {
+        BrokerError::Protocol { url: self.url.clone(), command, detail }
+    }
+
+    async fn query(&self, cmd: &Cmd) -> Result<Value> {
+        let mut con = self.manager.clone();
+        cmd.query_async(&mut con).await.map_err(|e| self.err(e))
+    }
+
+    /// Runs a blocking command on a dedicated connection.
+    async fn query_blocking(&self, cmd: &Cmd) -> Result<Value> {
+        let pooled = self.blocking.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let mut con = match pooled {
+            Some(con) => con,
+            None => {
+                let config = AsyncConnectionConfig::new()
+                    .set_response_timeout(None)
+                    .set_connection_timeout(Some(Duration::from_secs(5)));
+                self.client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| self.err(e))?
+            }
+        };
+        let value: Value = cmd.query_async(&mut con).await.map_err(|e| self.err(e))?;
+        self.blocking.lock().unwrap_or_else(PoisonError::into_inner).push(con);
+        Ok(value)
+    }
+
+    fn xadd(&self, key: &str, maxlen: u64, fields: &[(String, String)]) -> Cmd {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(key).arg("MAXLEN").arg("~").arg(maxlen).arg("*");
+        for (k, v) in fields {
+            cmd.arg(k).arg(v);
+        }
+        cmd
+    }
+
+    async fn create_group(&self, key: &str, group: &str, start: &str) -> Result<()> {
+        let mut cmd = redis::cmd("XGROUP");
+        cmd.arg("CREATE").arg(key).arg(group).arg(start).arg("MKSTREAM");
+        match self.query(&cmd).await {
+            Ok(_) => Ok(()),
+            Err(BrokerError::Redis { source, .. }) if source.code() == Some("BUSYGROUP") => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Drops entries deleted while pending (acknowledging them) and keeps the rest.
+    async fn live_entries(&self, key: &str, group: &str, raw: Vec<RawEntry>) -> Result<Vec<Entry>> {
+        let mut gone = Vec::new();
+        let mut live = Vec::with_capacity(raw.len());
+        for (id, fields) in raw {
+            match fields {
+                Some(fields) => live.push(Entry { id, fields }),
+                None => gone.push(id),
+            }
+        }
+        if !gone.is_empty() {
+            tracing::warn!(stream = key, count = gone.len(), "acknowledging entries deleted while pending");
+            let mut ack = redis::cmd("XACK");
+            ack.arg(key).arg(group).arg(&gone);
+            self.query(&ack).await?;
+        }
+        Ok(live)
+    }
+
+    /// Blocking `XREADGROUP` of new entries.
+    async fn read_group(
+        &self,
+        key: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Entry>> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP").arg(group).arg(consumer).arg("COUNT").arg(count.max(1));
+        if !block.is_zero() {
+            cmd.arg("BLOCK").arg(block.as_millis().max(1) as u64);
+        }
+        cmd.arg("STREAMS").arg(key).arg(">");
+        let reply = if block.is_zero() { self.query(&cmd).await? } else { self.query_blocking(&cmd).await? };
+        let raw = parse::read_reply(&reply).map_err(|d| self.protocol("XREADGROUP", d))?;
+        self.live_entries(key, group, raw).await
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    fn describe(&self) -> String {
+        self.url.clone()
+    }
+
+    async fn prepare(&self, service: &str, maxlen: u64) -> Result<()> {
+        self.maxlen.write().unwrap_or_else(PoisonError::into_inner).insert(service.to_owned(), maxlen);
+        // "0": messages sent before the first worker started are processed too.
+        self.create_group(&self.key(service, StreamKind::Data), WORKER_GROUP, "0").await?;
+        self.create_group(&self.key(service, StreamKind::Taskback), COLLECTOR_GROUP, "$").await
+    }
+
+    async fn add(&self, service: &str, stream: StreamKind, fields: &[(String, String)]) -> Result<String> {
+        let cmd = self.xadd(&self.key(service, stream), self.maxlen(service), fields);
+        match self.query(&cmd).await? {
+            Value::BulkString(id) => Ok(String::from_utf8_lossy(&id).into_owned()),
+            Value::SimpleString(id) => Ok(id),
+            other => Err(self.protocol("XADD", format!("{other:?}"))),
+        }
+    }
+
+    async fn read(&self, service: &str, consumer: &str, count: usize, block: Duration) -> Result<Vec<Delivery>> {
+        let key = self.key(service, StreamKind::Data);
+        let entries = self.read_group(&key, WORKER_GROUP, consumer, count, block).await?;
+        Ok(entries.into_iter().map(|e| Delivery { id: e.id, fields: e.fields, deliveries: 1 }).collect())
+    }
+
+    async fn reclaim(&self, service: &str, consumer: &str, min_idle: Duration, count: usize) -> Result<Vec<Delivery>> {
+        let key = self.key(service, StreamKind::Data);
+        let mut cmd = redis::cmd("XAUTOCLAIM");
+        cmd.arg(&key)
+            .arg(WORKER_GROUP)
+            .arg(consumer)
+            .arg(min_idle.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(count.max(1));
+        let reply = self.query(&cmd).await?;
+        let raw = parse::autoclaim_reply(&reply).map_err(|d| self.protocol("XAUTOCLAIM", d))?;
+        let entries = self.live_entries(&key, WORKER_GROUP, raw).await?;
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+            return Ok(Vec::new());
+        };
+        // Delivery counts, which XAUTOCLAIM has just incremented, come from XPENDING.
+        let mut pending = redis::cmd("XPENDING");
+        pending.arg(&key).arg(WORKER_GROUP).arg(&first.id).arg(&last.id).arg(entries.len() * 2 + 16).arg(consumer);
+        let rows = parse::pending_reply(&self.query(&pending).await?).map_err(|d| self.protocol("XPENDING", d))?;
+        let counts: HashMap<String, u32> = rows.into_iter().map(|(id, _, _, n)| (id, n)).collect();
+        Ok(entries
+            .into_iter()
+            .map(|e| {
+                let deliveries = counts.get(&e.id).copied().unwrap_or(2);
+                Delivery { id: e.id, fields: e.fields, deliveries }
+            })
+            .collect())
+    }
+
+    async fn complete(&self, service: &str, done: &[Completion]) -> Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let data = self.key(service, StreamKind::Data);
+        let taskback = self.key(service, StreamKind::Taskback);
+        let maxlen = self.maxlen(service);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let mut plain_acks = Vec::new();
+        for completion in done {
+            if completion.taskbacks.is_empty() {
+                plain_acks.push(completion.id.as_str());
+                continue;
+            }
+            for fields in &completion.taskbacks {
+                pipe.add_command(self.xadd(&taskback, maxlen, fields)).ignore();
+            }
+            pipe.cmd("XACK").arg(&data).arg(WORKER_GROUP).arg(&completion.id).ignore();
+        }
+        if !plain_acks.is_empty() {
+            pipe.cmd("XACK").arg(&data).arg(WORKER_GROUP).arg(&plain_acks).ignore();
+        }
+        let mut con = self.manager.clone();
+        pipe.query_async::<()>(&mut con).await.map_err(|e| self.err(e))
+    }
+
+    async fn bury(&self, service: &str, dead: &[DeadLetter]) -> Result<()> {
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let data = self.key(service, StreamKind::Data);
+        let dead_key = self.key(service, StreamKind::Dead);
+        let maxlen = self.maxlen(service);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for letter in dead {
+            let mut fields = letter.fields.clone();
+            fields.push((ID_FIELD.to_owned(), letter.id.clone()));
+            fields.push(("cannon.error".to_owned(), letter.error.clone()));
+            fields.push(("cannon.attempts".to_owned(), letter.attempts.to_string()));
+            fields.push(("cannon.failed_at".to_owned(), letter.failed_at_ms.to_string()));
+            pipe.add_command(self.xadd(&dead_key, maxlen, &fields)).ignore();
+            pipe.cmd("XACK").arg(&data).arg(WORKER_GROUP).arg(&letter.id).ignore();
+        }
+        let mut con = self.manager.clone();
+        pipe.query_async::<()>(&mut con).await.map_err(|e| self.err(e))
+    }
+
+    async fn read_taskbacks(&self, service: &str, consumer: &str, count: usize, block: Duration) -> Result<Vec<Entry>> {
+        let key = self.key(service, StreamKind::Taskback);
+        self.read_group(&key, COLLECTOR_GROUP, consumer, count, block).await
+    }
+
+    async fn ack_taskbacks(&self, service: &str, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("XACK");
+        cmd.arg(self.key(service, StreamKind::Taskback)).arg(COLLECTOR_GROUP).arg(ids);
+        self.query(&cmd).await.map(drop)
+    }
+
+    async fn last_id(&self, service: &str, stream: StreamKind) -> Result<String> {
+        let mut cmd = redis::cmd("XREVRANGE");
+        cmd.arg(self.key(service, stream)).arg("+").arg("-").arg("COUNT").arg(1);
+        let reply = self.query(&cmd).await?;
+        let entries = parse::entries(&reply).map_err(|d| self.protocol("XREVRANGE", d))?;
+        Ok(entries.into_iter().next().map_or_else(|| "0-0".to_owned(), |(id, _)| id))
+    }
+
+    async fn tail(
+        &self,
+        service: &str,
+        stream: StreamKind,
+        after: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Entry>> {
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT").arg(count.max(1));
+        if !block.is_zero() {
+            cmd.arg("BLOCK").arg(block.as_millis().max(1) as u64);
+        }
+        cmd.arg("STREAMS").arg(self.key(service, stream)).arg(after);
+        let reply = if block.is_zero() { self.query(&cmd).await? } else { self.query_blocking(&cmd).await? };
+        let raw = parse::read_reply(&reply).map_err(|d| self.protocol("XREAD", d))?;
+        Ok(raw.into_iter().filter_map(|(id, fields)| fields.map(|fields| Entry { id, fields })).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("redis://u:pw@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(redact("redis://:pw@h"), "redis://:***@h");
+        assert_eq!(redact("redis://h:6379"), "redis://h:6379");
+    }
+}

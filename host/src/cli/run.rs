@@ -1,0 +1,88 @@
+//! `cannon-host run [SERVICE...] [--role all|worker|collector]`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, connect, load_compose};
+use crate::collector::{self, Exit};
+use crate::engine::Engine;
+use crate::service::{self, engine_options};
+use crate::worker;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Services to run (default: all in the compose file).
+    pub services: Vec<String>,
+    /// What this process runs: collectors and workers, or one of them (scale out by
+    /// starting more `--role worker` processes against the same broker).
+    #[arg(long, value_enum, default_value_t = Role::All)]
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    All,
+    Worker,
+    Collector,
+}
+
+pub async fn run(cli: &Cli, args: &Args, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let compose = load_compose(&cli.file)?;
+    let selected = service::select(&compose, &args.services)?;
+    let broker = connect(cli, &compose).await?;
+    for spec in &selected {
+        broker.prepare(&spec.name, spec.stream.maxlen).await?;
+    }
+
+    let mut tasks = JoinSet::new();
+    if args.role != Role::Collector {
+        let engine = Arc::new(Engine::new(&engine_options(&selected))?);
+        for spec in &selected {
+            let runtime = Arc::new(service::build(&compose, spec, &engine, None).await?);
+            let consumer = worker::consumer_name("");
+            tasks.spawn(worker::run(runtime, broker.clone(), consumer, shutdown.clone()));
+        }
+    }
+    if args.role != Role::Worker {
+        for spec in selected.iter().filter(|s| s.collector.is_some()) {
+            let ctx = collector::Context {
+                service: (*spec).clone(),
+                broker: broker.clone(),
+                consumer: worker::consumer_name("collector"),
+                shutdown: shutdown.clone(),
+            };
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                let name = ctx.service.name.clone();
+                let exit = collector::run(ctx).await?;
+                if exit == Exit::Finished {
+                    tracing::info!(service = %name, "input ended; shutting down");
+                    shutdown.cancel();
+                }
+                Ok(())
+            });
+        }
+    }
+    let names: Vec<&str> = selected.iter().map(|s| s.name.as_str()).collect();
+    tracing::info!(
+        services = %names.join(","),
+        broker = %broker.describe(),
+        ms = started.elapsed().as_millis() as u64,
+        "ready"
+    );
+    let mut failed = false;
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined.map_err(anyhow::Error::from).and_then(|r| r);
+        if let Err(err) = result {
+            tracing::error!("{err:#}");
+            failed = true;
+            shutdown.cancel();
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}

@@ -1,0 +1,100 @@
+//! `stdin`: each line of standard input becomes a message `{user, text}`; each taskback is
+//! printed on standard output (its `text` field, or the whole taskback as JSON when it has
+//! none). At end of input the collector waits for the replies still due, then finishes.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::broker::{Entry, ID_FIELD};
+use crate::collector::{Context, Exit};
+
+/// After end of input, how long to wait without any taskback before giving up on replies
+/// (a pipeline with empty results sends none).
+const REPLY_GRACE: Duration = Duration::from_secs(10);
+
+fn render(entry: &Entry) -> String {
+    match entry.fields.iter().rev().find(|(k, _)| k == "text") {
+        Some((_, text)) => text.clone(),
+        None => {
+            let object: serde_json::Map<String, serde_json::Value> =
+                entry.fields.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+            serde_json::Value::Object(object).to_string()
+        }
+    }
+}
+
+pub async fn run(ctx: Context) -> anyhow::Result<Exit> {
+    let user = ctx
+        .service
+        .collector
+        .as_ref()
+        .and_then(|c| c.kwargs.get("user").cloned())
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "me".to_owned());
+    let outstanding: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let last_reply = Arc::new(Mutex::new(Instant::now()));
+
+    // The printer stops after its current read, so every taskback it took is acknowledged.
+    let printer_stop = ctx.shutdown.child_token();
+    let printer = {
+        let mut ctx = ctx.clone();
+        ctx.shutdown = printer_stop.clone();
+        let outstanding = outstanding.clone();
+        let last_reply = last_reply.clone();
+        tokio::spawn(async move {
+            ctx.taskbacks(|entry| {
+                println!("{}", render(entry));
+                if let Some((_, id)) = entry.fields.iter().find(|(k, _)| k == ID_FIELD) {
+                    outstanding.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
+                }
+                *last_reply.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+            })
+            .await;
+        })
+    };
+
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let exit = loop {
+        let line = tokio::select! {
+            line = lines.next_line() => line,
+            () = ctx.shutdown.cancelled() => break Exit::Stopped,
+        };
+        match line {
+            Ok(Some(line)) if line.trim().is_empty() => {}
+            Ok(Some(line)) => {
+                let fields = vec![("user".to_owned(), user.clone()), ("text".to_owned(), line)];
+                match ctx.add(fields).await {
+                    Ok(id) => {
+                        outstanding.lock().unwrap_or_else(PoisonError::into_inner).insert(id);
+                    }
+                    Err(err) => eprintln!("cannot send that: {err:#}"),
+                }
+            }
+            Ok(None) => break Exit::Finished,
+            Err(err) => {
+                tracing::error!(service = %ctx.service.name, error = %err, "cannot read standard input");
+                break Exit::Finished;
+            }
+        }
+    };
+
+    if exit == Exit::Finished {
+        *last_reply.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        loop {
+            let pending = outstanding.lock().unwrap_or_else(PoisonError::into_inner).len();
+            let quiet = last_reply.lock().unwrap_or_else(PoisonError::into_inner).elapsed();
+            if pending == 0 || quiet > REPLY_GRACE || ctx.shutdown.is_cancelled() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    printer_stop.cancel();
+    if let Err(err) = printer.await {
+        tracing::error!(service = %ctx.service.name, error = %err, "taskback printer failed");
+    }
+    Ok(exit)
+}

@@ -1,0 +1,199 @@
+//! From node tree to [`Compose`]: the top-level keys, each service and its settings, and
+//! the checks that need more than one section (torch needs a shell, and so on).
+
+use std::path::Path;
+
+use indexmap::IndexMap;
+
+use super::collector::collector;
+use super::component::{Role, component, tasks};
+use super::ctx::{Ctx, is_identifier};
+use super::de::join;
+use super::model::{Compose, KvQuota, Limits, Retry, Service, StreamSettings, TaskSpec, Workers};
+use super::yaml::{Key, Node, Value};
+
+const TOP_KEYS: &[&str] = &["namespace", "broker", "app_dir", "data_dir", "groups", "params", "services"];
+const AT_LEAST_ONE: &str = "must be at least 1";
+const SERVICE_KEYS: &[&str] = &["collector", "shell", "tasks", "workers", "limits", "retry", "stream", "kv"];
+
+/// The per-service limits a component's `limits:` overrides.
+pub(crate) struct ServiceLimits<'n> {
+    /// The service's limits (global defaults where it sets none).
+    pub limits: Limits,
+    /// The service's `limits:` mapping when it parsed cleanly.
+    pub node: Option<&'n Node>,
+}
+
+/// Builds the model, recording every problem in `ctx`. The result is only meaningful when
+/// no problem was recorded.
+pub(crate) fn compose(root: &Node, path: &Path, ctx: &mut Ctx) -> Option<Compose> {
+    if !matches!(root.value, Value::Map(_)) {
+        let found = root.describe();
+        ctx.error(root, "", format!("expected a mapping with a `services:` key at the top level, found {found}"));
+        return None;
+    }
+    ctx.map(root, "", TOP_KEYS);
+
+    let namespace = match root.get("namespace").map(|n| (n, ctx.string(n, "namespace"))) {
+        None | Some((_, None)) => "cannon".to_owned(),
+        Some((node, Some(ns))) => {
+            if !is_identifier(&ns, &['_', '.', '-']) {
+                let msg = format!("`{ns}` is not a valid namespace (use letters, digits, `_`, `.` and `-`)");
+                ctx.error(node, "namespace", msg);
+            }
+            ns
+        }
+    };
+    let broker = match root.get("broker") {
+        None => None,
+        Some(node) if matches!(node.value, Value::Null) => None,
+        Some(node) => ctx.name(node, "broker"),
+    };
+    let dir = |ctx: &mut Ctx, key: &str, default: &str| match root.get(key) {
+        None => default.to_owned(),
+        Some(node) => ctx.name(node, key).unwrap_or_else(|| default.to_owned()),
+    };
+    ctx.app_dir_text = dir(ctx, "app_dir", "app");
+    ctx.app_dir = ctx.base.join(&ctx.app_dir_text);
+    let data_dir_text = dir(ctx, "data_dir", ".cannon");
+    let data_dir = ctx.base.join(data_dir_text);
+
+    if let Some(node) = root.get("groups") {
+        for (key, members) in ctx.named(node, "groups") {
+            let users = ctx.texts(members, &join("groups", &key.text));
+            let users = users.into_iter().map(|(u, _)| u).collect();
+            ctx.groups.insert(key.text.clone(), users);
+        }
+    }
+    if let Some(node) = root.get("params") {
+        for (key, conf) in ctx.named(node, "params") {
+            let kwargs = ctx.kwargs(conf, &join("params", &key.text));
+            ctx.params.insert(key.text.clone(), kwargs);
+        }
+    }
+
+    let mut services = IndexMap::new();
+    match root.get("services") {
+        None => ctx.error(root, "", "missing `services:` (at least one service is required)"),
+        Some(node) => {
+            let entries = ctx.named(node, "services");
+            if entries.is_empty() && matches!(node.value, Value::Map(_) | Value::Null) {
+                ctx.error_at(node.line, node.column, "services", "no services defined");
+            }
+            ctx.services = entries.iter().map(|(k, _)| k.text.clone()).collect();
+            for (key, node) in entries {
+                let svc = service(ctx, key, node);
+                services.insert(key.text.clone(), svc);
+            }
+        }
+    }
+
+    Some(Compose {
+        path: path.to_path_buf(),
+        namespace,
+        broker,
+        app_dir: ctx.app_dir.clone(),
+        data_dir,
+        groups: ctx.groups.clone(),
+        params: ctx.params.clone(),
+        services,
+    })
+}
+
+fn service(ctx: &mut Ctx, key: &Key, node: &Node) -> Service {
+    let name = key.text.clone();
+    let path = join("services", &name);
+    if !is_identifier(&name, &['_', '-']) {
+        let msg = format!("`{name}` is not a valid service name (use letters, digits, `_` and `-`)");
+        ctx.error_at(key.line, key.column, "services", msg);
+    }
+    let Some(fields) = ctx.map(node, &path, SERVICE_KEYS) else {
+        return Service {
+            name,
+            line: key.line,
+            collector: None,
+            shell: None,
+            tasks: Vec::new(),
+            workers: Workers::default(),
+            limits: Limits::default(),
+            retry: Retry::default(),
+            stream: StreamSettings::default(),
+            kv: KvQuota::default(),
+        };
+    };
+    let get = |k: &str| fields.iter().find(|(key, _)| key.text == k).map(|(_, v)| v);
+
+    let limits_path = join(&path, "limits");
+    let before = ctx.problems.0.len();
+    let limits: Limits = ctx.settings(get("limits"), &limits_path);
+    check_limits(ctx, &limits, get("limits"), &limits_path);
+    let clean = ctx.problems.0.len() == before;
+    let service_limits = ServiceLimits { limits, node: get("limits").filter(|_| clean) };
+
+    let section = |k: &str| (get(k), join(&path, k));
+    let (node, p) = section("workers");
+    let workers: Workers = ctx.settings(node, &p);
+    ctx.check(node, &p, "concurrency", workers.concurrency == 0, AT_LEAST_ONE);
+    ctx.check(node, &p, "batch", workers.batch == 0, AT_LEAST_ONE);
+    let (node, p) = section("retry");
+    let retry: Retry = ctx.settings(node, &p);
+    ctx.check(node, &p, "max_attempts", retry.max_attempts == 0, AT_LEAST_ONE);
+    let (node, p) = section("stream");
+    let stream: StreamSettings = ctx.settings(node, &p);
+    ctx.check(node, &p, "maxlen", stream.maxlen == 0, AT_LEAST_ONE);
+    let (node, p) = section("kv");
+    let kv: KvQuota = ctx.settings(node, &p);
+
+    let collector = get("collector").and_then(|n| collector(ctx, n, &join(&path, "collector"), &name));
+    let shell = get("shell").and_then(|n| component(ctx, n, &join(&path, "shell"), Role::Shell, None, &service_limits));
+    let task_list = get("tasks").map(|n| tasks(ctx, n, &join(&path, "tasks"), &service_limits)).unwrap_or_default();
+
+    let has_torch = task_list.iter().any(|(t, _)| matches!(t, TaskSpec::Torch(_)));
+    if let Some(shell) = get("shell").filter(|_| !has_torch) {
+        let msg = format!("service `{name}` has a shell but no torch task reaches it");
+        ctx.error_at(shell.line, shell.column, "", msg);
+    }
+    if get("shell").is_none() {
+        for (task, (line, column)) in &task_list {
+            if matches!(task, TaskSpec::Torch(_)) {
+                let msg = format!("service `{name}` has a torch task but no `shell:` for it to call");
+                ctx.error_at(*line, *column, "", msg);
+            }
+        }
+    }
+    if get("collector").is_none() && get("tasks").is_none_or(is_empty) {
+        let msg = format!("service `{name}` has neither a collector nor tasks");
+        ctx.error_at(key.line, key.column, "", msg);
+    }
+
+    Service {
+        name,
+        line: key.line,
+        collector,
+        shell,
+        tasks: task_list.into_iter().map(|(t, _)| t).collect(),
+        workers,
+        limits,
+        retry,
+        stream,
+        kv,
+    }
+}
+
+fn is_empty(node: &Node) -> bool {
+    match &node.value {
+        Value::Null => true,
+        Value::Seq(items) => items.is_empty(),
+        Value::Map(entries) => entries.is_empty(),
+        _ => false,
+    }
+}
+
+/// Limits that make no sense; only keys present in `node` are checked (defaults are sane).
+pub(crate) fn check_limits(ctx: &mut Ctx, limits: &Limits, node: Option<&Node>, path: &str) {
+    ctx.check(node, path, "timeout_ms", limits.timeout_ms == 0, AT_LEAST_ONE);
+    let mb = limits.memory_mb;
+    ctx.check(node, path, "memory_mb", mb == 0 || mb > 4096, "must be between 1 and 4096");
+    ctx.check(node, path, "message_kb", limits.message_kb == 0, AT_LEAST_ONE);
+    ctx.check(node, path, "fuel", limits.fuel == Some(0), "must be at least 1 (or null for no fuel limit)");
+}

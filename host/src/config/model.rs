@@ -1,0 +1,240 @@
+//! The typed model of `cannon-compose.yml`.
+//!
+//! Every struct denies unknown keys, so a typo is an error with a line number rather than
+//! a silently ignored setting. Defaults are chosen so that a service with only a `tasks:`
+//! list runs safely: bounded time, memory and output per call, three attempts per message.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+/// Ordered `key -> value` strings: message fields, kwargs, params.
+pub type Kwargs = IndexMap<String, String>;
+
+/// A whole compose file after loading: `${ENV}` substituted, params resolved, paths made
+/// absolute against the file's directory.
+#[derive(Debug, Clone)]
+pub struct Compose {
+    /// The file this was loaded from; errors and relative paths refer to it.
+    pub path: PathBuf,
+    /// Prefix of every broker key, so several deployments can share one Redis.
+    pub namespace: String,
+    /// Broker URL from the file (`--broker` and `CANNON_BROKER` take precedence).
+    pub broker: Option<String>,
+    /// Directory where `file: NAME` components live as `NAME.wasm`.
+    pub app_dir: PathBuf,
+    /// Directory of the embedded broker (relative to the compose file unless absolute).
+    pub data_dir: PathBuf,
+    /// Named groups of users, referenced by shell permissions.
+    pub groups: IndexMap<String, Vec<String>>,
+    /// Named kwargs, defined once and reused with `conf: {key: NAME}`.
+    pub params: IndexMap<String, Kwargs>,
+    /// The services, in file order.
+    pub services: IndexMap<String, Service>,
+}
+
+/// One entry under `services:`.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// The key under `services:`; also the middle part of the service's stream names.
+    pub name: String,
+    /// Line of the service's key in the compose file, for messages that name it.
+    pub line: usize,
+    /// Where messages come from; `None` means only `cannon-host send` (or another process) adds them.
+    pub collector: Option<CollectorSpec>,
+    /// The command tree that `torch` tasks dispatch into.
+    pub shell: Option<ComponentSpec>,
+    /// The pipeline, in order.
+    pub tasks: Vec<TaskSpec>,
+    pub workers: Workers,
+    pub limits: Limits,
+    pub retry: Retry,
+    pub stream: StreamSettings,
+    pub kv: KvQuota,
+}
+
+/// A native collector: the long-lived source of a service's messages.
+#[derive(Debug, Clone)]
+pub struct CollectorSpec {
+    pub kind: CollectorKind,
+    /// Fields added to every message the collector yields (botcannon's `conf.kwargs`);
+    /// for `stdin`, `user` names the sender (default `$USER`).
+    pub kwargs: Kwargs,
+    pub line: usize,
+}
+
+#[derive(Debug, Clone)]
+pub enum CollectorKind {
+    /// One message `{user, text}` per line of standard input; taskbacks are printed.
+    Stdin,
+    /// `POST /` with a JSON object body; `GET /healthz`.
+    Http { listen: String },
+    /// `{tick: RFC 3339 time}` every `every`, or on a UTC cron schedule.
+    Tick { schedule: TickSchedule, at_start: bool },
+    /// Follows another service's stream with its own consumer group.
+    Stream { service: String, stream: StreamKind },
+    /// A program that writes JSON-object lines (messages) and reads taskbacks as JSON lines.
+    Exec { command: Vec<String> },
+}
+
+#[derive(Debug, Clone)]
+pub enum TickSchedule {
+    Every(Duration),
+    /// A standard five-field cron expression, evaluated in UTC.
+    Cron(String),
+}
+
+/// Which of a service's streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamKind {
+    Data,
+    Taskback,
+    Dead,
+}
+
+/// A Wasm component as a shell or a task.
+#[derive(Debug, Clone)]
+pub struct ComponentSpec {
+    /// Short name used in logs and errors (`file:` value, or the file stem of `path:`).
+    pub name: String,
+    /// Absolute path of the `.wasm` file.
+    pub path: PathBuf,
+    /// What the component sees through the `config` import.
+    pub config: Kwargs,
+    /// cannon imports granted beyond `log` and `config`.
+    pub allow: Vec<Capability>,
+    /// A directory preopened read-only as `/` in the guest (absolute).
+    pub files: Option<PathBuf>,
+    /// Shell only: command name -> groups allowed to run it.
+    pub permissions: IndexMap<String, Vec<String>>,
+    /// Per-component overrides of the service's limits.
+    pub limits: Limits,
+    pub line: usize,
+}
+
+/// A cannon import the compose file may grant to a component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Capability {
+    Kv,
+    Taskback,
+}
+
+/// One step of a pipeline.
+#[derive(Debug, Clone)]
+#[expect(clippy::large_enum_variant, reason = "a few per service, built once at load")]
+pub enum TaskSpec {
+    /// The built-in task that dispatches `message[in_key]` into the service's shell.
+    Torch(TorchSpec),
+    Wasm(ComponentSpec),
+}
+
+#[derive(Debug, Clone)]
+pub struct TorchSpec {
+    /// Message field holding the command line (default `text`).
+    pub in_key: String,
+    /// Result key receiving the reply (default `text`).
+    pub out_key: String,
+    /// Message field naming the sender, for permissions (default `user`).
+    pub user_key: String,
+    pub line: usize,
+}
+
+/// How many messages a worker process handles at once and how it reads them.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Workers {
+    /// Messages processed concurrently per process.
+    pub concurrency: usize,
+    /// Messages fetched per read from the broker.
+    pub batch: usize,
+    /// How long one blocking read waits for new messages, in milliseconds.
+    pub block_ms: u64,
+    /// How long shutdown waits for in-flight messages, in milliseconds.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        Self { concurrency: 16, batch: 64, block_ms: 1000, drain_timeout_ms: 10_000 }
+    }
+}
+
+/// Per-call sandbox limits. Set on a service; a component may override any of them.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Wall-clock deadline of one call, host functions included.
+    pub timeout_ms: u64,
+    /// Cap on the instance's linear memory.
+    pub memory_mb: u64,
+    /// Cap on the bytes of a call's results (keys plus values) or reply.
+    pub output_kb: u64,
+    /// Cap on the bytes a call may log (log import plus stdout/stderr); the rest is dropped.
+    pub log_kb: u64,
+    /// Cap on extra taskbacks one call may send.
+    pub taskbacks: u32,
+    /// Optional fuel (roughly, Wasm instructions) per call.
+    pub fuel: Option<u64>,
+    /// Cap on one message accepted from a collector (all keys and values).
+    pub message_kb: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { timeout_ms: 1000, memory_mb: 32, output_kb: 64, log_kb: 16, taskbacks: 16, fuel: None, message_kb: 256 }
+    }
+}
+
+/// What happens when a message's pipeline fails.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retry {
+    /// Deliveries before the message goes to the dead-letter stream.
+    pub max_attempts: u32,
+    /// A message pending this long with an idle consumer is reclaimed by another worker.
+    pub visibility_timeout_ms: u64,
+    /// First retry delay; doubles per attempt.
+    pub backoff_ms: u64,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self { max_attempts: 3, visibility_timeout_ms: 30_000, backoff_ms: 100 }
+    }
+}
+
+/// Stream retention.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSettings {
+    /// Approximate maximum length of each stream (`XADD MAXLEN ~ N`).
+    pub maxlen: u64,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self { maxlen: 100_000 }
+    }
+}
+
+/// Per-service quotas of the `kv` store.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KvQuota {
+    pub max_keys: u64,
+    pub max_bytes: u64,
+    /// Largest single value.
+    pub max_value_kb: u64,
+    /// Most keys one `list-keys` call returns.
+    pub list_limit: u32,
+}
+
+impl Default for KvQuota {
+    fn default() -> Self {
+        Self { max_keys: 10_000, max_bytes: 16 * 1024 * 1024, max_value_kb: 512, list_limit: 1000 }
+    }
+}

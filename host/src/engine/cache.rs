@@ -1,0 +1,108 @@
+//! Compiled-component cache on disk.
+//!
+//! Compiling a component with Cranelift takes from milliseconds (a 60 KB Rust guest) to
+//! over ten seconds (an 18 MB Python guest). The result is stored as
+//! `{dir}/{sha256(component bytes, engine settings)}.cwasm` and mapped back in with
+//! `Component::deserialize_file`, which takes a few milliseconds. The key covers the
+//! engine's compatibility hash (wasmtime version, target, settings), so a different
+//! engine never loads an incompatible artifact; a corrupt file is recompiled.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+
+/// Where compiled components are kept.
+#[derive(Debug, Clone)]
+pub struct ComponentCache {
+    dir: PathBuf,
+}
+
+/// Feeds `Hash` output into SHA-256, so the key is stable across processes.
+struct ShaHasher(Sha256);
+
+impl Hasher for ShaHasher {
+    fn finish(&self) -> u64 {
+        0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+impl ComponentCache {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    /// `$CANNON_CACHE_DIR`, else `$XDG_CACHE_HOME/cannon`, else `~/.cache/cannon`.
+    pub fn default_dir() -> Option<PathBuf> {
+        if let Some(dir) = std::env::var_os("CANNON_CACHE_DIR") {
+            return Some(PathBuf::from(dir));
+        }
+        if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+            return Some(PathBuf::from(dir).join("cannon"));
+        }
+        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache").join("cannon"))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn key(engine: &wasmtime::Engine, bytes: &[u8]) -> String {
+        let mut hasher = ShaHasher(Sha256::new());
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        hasher.0.update(bytes);
+        let digest = hasher.0.finalize();
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The compiled form of `bytes`, from the cache or freshly compiled (and then cached).
+    /// Returns the component and whether it came from the cache.
+    pub fn load(&self, engine: &wasmtime::Engine, bytes: &[u8]) -> anyhow::Result<(Component, bool)> {
+        let file = self.dir.join(format!("{}.cwasm", Self::key(engine, bytes)));
+        if file.is_file() {
+            match deserialize_file(engine, &file) {
+                Ok(component) => return Ok((component, true)),
+                Err(err) => {
+                    tracing::warn!(file = %file.display(), "discarding unusable cached component: {err:#}");
+                    let _ = std::fs::remove_file(&file);
+                }
+            }
+        }
+        let compiled = engine.precompile_component(bytes).map_err(anyhow::Error::from)?;
+        if let Err(err) = write_atomically(&self.dir, &file, &compiled) {
+            tracing::warn!(dir = %self.dir.display(), "cannot write the component cache: {err:#}");
+        }
+        Ok((deserialize(engine, &compiled)?, false))
+    }
+}
+
+fn write_atomically(dir: &Path, file: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, file).with_context(|| format!("renaming {}", tmp.display()))?;
+    Ok(())
+}
+
+#[expect(
+    unsafe_code,
+    reason = "the artifact was produced by Engine::precompile_component of a compatible engine \
+              (the cache key includes the engine's compatibility hash) and wasmtime re-checks \
+              the header; only someone able to write the cache directory could forge it"
+)]
+fn deserialize_file(engine: &wasmtime::Engine, file: &Path) -> anyhow::Result<Component> {
+    // SAFETY: see the `expect` reason above.
+    unsafe { Component::deserialize_file(engine, file) }.map_err(anyhow::Error::from)
+}
+
+#[expect(unsafe_code, reason = "the bytes were just produced by Engine::precompile_component")]
+fn deserialize(engine: &wasmtime::Engine, compiled: &[u8]) -> anyhow::Result<Component> {
+    // SAFETY: `compiled` comes straight from `precompile_component` on this engine.
+    unsafe { Component::deserialize(engine, compiled) }.map_err(anyhow::Error::from)
+}

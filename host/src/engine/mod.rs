@@ -1,0 +1,134 @@
+//! The Wasm engine: one wasmtime `Engine` and `Linker` per process, one `InstancePre` per
+//! component, a fresh `Store` per call.
+//!
+//! ## Layout
+//! - `mod.rs`: [`Engine`] (configuration, pooling allocator, epoch ticker) and loading.
+//! - `component.rs`: [`Component`], a loaded task or shell, and its calls.
+//! - `state.rs`: the per-call store data and its resource limiter.
+//! - `output.rs`: guest log and stdout/stderr, bounded, into `tracing`.
+//! - `imports.rs`, `kv.rs`: the cannon imports.
+//! - `cache.rs`: compiled components on disk.
+//! - `bindings.rs`: all `bindgen!` output.
+
+mod bindings;
+mod cache;
+mod component;
+mod error;
+mod imports;
+mod kv;
+mod output;
+mod state;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::Linker;
+use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use bindings::{Command, KvError, Message};
+pub use cache::ComponentCache;
+pub use component::{CallOutput, CallStats, Component, World};
+pub use error::{CallError, LoadError};
+pub use kv::KvScope;
+pub use state::HostState;
+
+/// How often the epoch advances: the granularity of deadlines, and how often a busy guest
+/// yields its thread to other messages.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Engine-wide settings, derived from the services a process runs.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Component instances that may exist at once (pooling allocator slots); 0 selects the
+    /// on-demand allocator.
+    pub instances: u32,
+    /// Largest memory cap of any component, which sizes the pool's memory slots.
+    pub max_memory_mb: u64,
+    /// Whether any component sets `limits.fuel` (fuel metering costs every call a little).
+    pub fuel: bool,
+    /// Compiled-component cache; `None` compiles in memory every time.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { instances: 0, max_memory_mb: 32, fuel: false, cache_dir: ComponentCache::default_dir() }
+    }
+}
+
+/// The wasmtime engine, its linker and the epoch ticker that enforces deadlines.
+pub struct Engine {
+    pub(crate) engine: wasmtime::Engine,
+    pub(crate) linker: Arc<Linker<HostState>>,
+    cache: Option<ComponentCache>,
+    pub(crate) fuel: bool,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+/// Core instances one component may create: a Rust guest needs 3, a Python one about 10.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+const MEMORIES_PER_COMPONENT: u32 = 4;
+const TABLES_PER_COMPONENT: u32 = 8;
+
+impl Engine {
+    pub fn new(options: &EngineOptions) -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.consume_fuel(options.fuel);
+        config.memory_init_cow(true);
+        if options.instances > 0 {
+            let n = options.instances;
+            let mut pool = PoolingAllocationConfig::default();
+            pool.total_component_instances(n)
+                .total_core_instances(n.saturating_mul(4))
+                .total_memories(n.saturating_mul(2))
+                .total_tables(n.saturating_mul(2))
+                .total_stacks(n)
+                .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+                .max_memories_per_component(MEMORIES_PER_COMPONENT)
+                .max_tables_per_component(TABLES_PER_COMPONENT)
+                .max_memory_size(usize::try_from(options.max_memory_mb << 20).unwrap_or(usize::MAX));
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = wasmtime::Engine::new(&config).map_err(anyhow::Error::from)?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        bindings::task::Task::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(anyhow::Error::from)?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        spawn_ticker(engine.clone(), ticker_stop.clone())?;
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+            cache: options.cache_dir.clone().map(ComponentCache::new),
+            fuel: options.fuel,
+            ticker_stop,
+        })
+    }
+
+    /// The compiled-component cache, if enabled.
+    pub fn cache(&self) -> Option<&ComponentCache> {
+        self.cache.as_ref()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn spawn_ticker(engine: wasmtime::Engine, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    std::thread::Builder::new().name("cannon-epoch".into()).spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(EPOCH_TICK);
+            engine.increment_epoch();
+        }
+    })?;
+    Ok(())
+}

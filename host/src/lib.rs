@@ -1,0 +1,30 @@
+//! # cannon-host
+//!
+//! Runs message-driven services whose work is done by sandboxed WebAssembly components.
+//! A native **collector** yields messages into a service's stream; **workers** run the
+//! service's pipeline of **tasks** on each message, every task in a fresh component
+//! instance; results go back to the collector as a **taskback**. A **shell** is a command
+//! tree reached through the built-in **torch** task.
+//!
+//! ## Layout
+//! - [`config`]: `cannon-compose.yml`, loaded into a typed model with errors at file:line.
+//! - [`engine`]: wasmtime engine, linker, limits, host imports; one `InstancePre` per
+//!   component and a fresh `Store` per call.
+//! - [`broker`]: the [`broker::Broker`] trait and its Redis implementation (streams and
+//!   consumer groups).
+//! - [`pipeline`], [`torch`]: what happens to one message.
+//! - [`service`]: compose entries turned into runnable pipelines.
+//! - [`worker`]: consume -> pipeline -> taskback + ack, retries and dead letters.
+//! - [`collector`]: native message sources (`stdin`, ...).
+//! - [`cli`]: the `cannon-host` commands; `main.rs` only parses arguments and sets up
+//!   logging and signals.
+
+pub mod broker;
+pub mod cli;
+pub mod collector;
+pub mod config;
+pub mod engine;
+pub mod pipeline;
+pub mod service;
+pub mod torch;
+pub mod worker;

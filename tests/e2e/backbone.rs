@@ -1,0 +1,113 @@
+//! The backbone: a message in, a fresh instance per task, a taskback out.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use crate::support::{
+    Project, RedisServer, Running, add_messages, component, entries, field, key, pending, run_host, wait_len,
+};
+
+fn shout_and_counter() -> Project {
+    component("shout");
+    component("counter");
+    Project::new(
+        "services:\n  shout:\n    tasks: [ { file: shout } ]\n  counter:\n    tasks: [ { file: counter } ]\n    workers: { concurrency: 8 }\n",
+    )
+}
+
+#[test]
+fn send_wait_prints_the_taskback_as_json() {
+    let redis = RedisServer::start();
+    let project = shout_and_counter();
+    let mut host = Running::start(&project, &redis, &["shout"]);
+    host.wait_for_log("ready", Duration::from_secs(60));
+
+    let out = run_host(&project, &redis, &["send", "shout", "text=hi", "user=ann", "--wait"], None);
+    assert!(out.status.success(), "send failed: {}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+    assert_eq!(json["text"], "HI", "{json}");
+    assert_eq!(json["user"], "ann", "message fields are kept: {json}");
+    assert!(json["cannon.id"].as_str().is_some_and(|id| id.contains('-')), "{json}");
+
+    // Without --wait: the id, and the taskback arrives anyway.
+    let out = run_host(&project, &redis, &["send", "shout", "text=hello"], None);
+    assert!(out.status.success());
+    let id = String::from_utf8(out.stdout).expect("utf8").trim().to_owned();
+    let mut con = redis.con();
+    wait_len(&mut con, &key("shout", "taskback"), 2, Duration::from_secs(10));
+    let taskbacks = entries(&mut con, &key("shout", "taskback"));
+    let answer = taskbacks.iter().find(|(_, f)| field(f, "cannon.id") == Some(id.as_str())).expect("taskback");
+    assert_eq!(field(&answer.1, "text"), Some("HELLO"));
+    assert!(host.terminate().success(), "{}", host.log_text());
+}
+
+#[test]
+fn send_wait_times_out_clearly_without_workers() {
+    let redis = RedisServer::start();
+    let project = shout_and_counter();
+    let out = run_host(&project, &redis, &["send", "shout", "text=hi", "--wait", "--timeout-ms", "300"], None);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no taskback for message") && stderr.contains("within 300 ms"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn every_message_gets_a_fresh_instance() {
+    let redis = RedisServer::start();
+    let project = shout_and_counter();
+    let mut con = redis.con();
+    let messages: Vec<_> = (0..50).map(|i| vec![("n", i.to_string())]).collect();
+    let ids = add_messages(&mut con, "counter", &messages);
+    let mut host = Running::start(&project, &redis, &["counter"]);
+    let got = wait_len(&mut con, &key("counter", "taskback"), 50, Duration::from_secs(60));
+    assert_eq!(got, 50, "{}", host.log_text());
+    for (_, fields) in entries(&mut con, &key("counter", "taskback")) {
+        assert_eq!(field(&fields, "count"), Some("1"), "state leaked between messages: {fields:?}");
+        assert!(ids.iter().any(|id| field(&fields, "cannon.id") == Some(id.as_str())));
+    }
+    assert!(host.terminate().success());
+}
+
+#[test]
+fn a_thousand_messages_each_processed_exactly_once() {
+    let redis = RedisServer::start();
+    let project = shout_and_counter();
+    let mut host = Running::start(&project, &redis, &["shout"]);
+    host.wait_for_log("ready", Duration::from_secs(60));
+    let mut con = redis.con();
+    let messages: Vec<_> = (0..1000).map(|i| vec![("text", format!("message {i}"))]).collect();
+    let ids = add_messages(&mut con, "shout", &messages);
+    let got = wait_len(&mut con, &key("shout", "taskback"), 1000, Duration::from_secs(120));
+    assert_eq!(got, 1000, "{}", host.log_text());
+    // Give a duplicate the chance to show up before counting.
+    std::thread::sleep(Duration::from_millis(300));
+    let taskbacks = entries(&mut con, &key("shout", "taskback"));
+    assert_eq!(taskbacks.len(), 1000, "duplicates");
+    let answered: HashSet<&str> = taskbacks.iter().filter_map(|(_, f)| field(f, "cannon.id")).collect();
+    let sent: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    assert_eq!(answered, sent);
+    for (_, fields) in &taskbacks {
+        let text = field(fields, "text").expect("text");
+        assert!(text.starts_with("MESSAGE "), "{text}");
+    }
+    assert_eq!(pending(&mut con, "shout"), 0);
+    assert!(host.terminate().success());
+}
+
+#[test]
+fn chat_on_stdin_answers_through_torch() {
+    let redis = RedisServer::start();
+    component("dice");
+    let project = Project::new(
+        "services:\n  chat:\n    collector: { kind: stdin, conf: { kwargs: { user: ann } } }\n    shell: { file: dice }\n    tasks: [ { torch: { in_key: text, out_key: text } } ]\n",
+    );
+    let out = run_host(&project, &redis, &["run", "chat"], Some("roll 3d6\nflip\nroll --help\n"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines.iter().any(|l| l.contains("(total ")), "no roll in {stdout:?}\n{stderr}");
+    assert!(lines.iter().any(|l| *l == "heads" || *l == "tails"), "no flip in {stdout:?}");
+    assert!(stdout.contains("usage: roll NdM"), "{stdout:?}");
+}

@@ -1,0 +1,312 @@
+//! Test harness: a real `redis-server` per test on a free port, real `cannon-host`
+//! processes, compose files in a temp dir, and helpers to talk to the streams directly.
+
+#![allow(dead_code, reason = "each test module uses a different part of the harness")]
+
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use redis::Value;
+
+/// The repository root (this file is `tests/e2e/support.rs`).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Where `guests/build.sh` puts components.
+pub fn app_dir() -> PathBuf {
+    repo().join("app")
+}
+
+/// Path of a built component, failing with a clear hint when guests were not built.
+pub fn component(name: &str) -> PathBuf {
+    let path = app_dir().join(format!("{name}.wasm"));
+    assert!(path.is_file(), "{} is missing: run guests/build.sh (scripts/test does) before the tests", path.display());
+    path
+}
+
+/// The compiled-component cache shared by every test's host processes.
+pub fn cache_dir() -> PathBuf {
+    repo().join("target").join("cannon-test-cache")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free port")
+}
+
+/// A `redis-server` of this test's own, stopped on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts redis-server with extra arguments (e.g. `["--appendonly", "yes"]`).
+    pub fn start_with(extra: &[&str]) -> Self {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let port = free_port();
+            let child = spawn_redis(port, dir.path(), extra);
+            let mut server = RedisServer { port, child, dir };
+            if server.wait_ready() {
+                return server;
+            }
+            // Most likely the port was taken in between; `Drop` kills this one.
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if let Ok(mut con) = self.client().get_connection()
+                && redis::cmd("PING").query::<String>(&mut con).is_ok()
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).expect("redis url")
+    }
+
+    pub fn con(&self) -> redis::Connection {
+        self.client().get_connection().expect("connect to test redis")
+    }
+
+    /// Stops the server (SIGTERM, so an AOF is flushed) and waits for it.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and directory.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.stop();
+        self.child = spawn_redis(self.port, self.dir.path(), extra);
+        assert!(self.wait_ready(), "redis-server did not come back");
+    }
+}
+
+fn spawn_redis(port: u16, dir: &Path, extra: &[&str]) -> Child {
+    Command::new("redis-server")
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--bind")
+        .arg("127.0.0.1")
+        .arg("--save")
+        .arg("")
+        .arg("--dir")
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is not installed")
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A temp dir holding a compose file.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+    pub compose: PathBuf,
+}
+
+impl Project {
+    /// Writes `body` (services and the rest) after a header setting `app_dir` to the built
+    /// guests. Use `{app}` in `body` for that directory.
+    pub fn new(body: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let compose = dir.path().join("cannon-compose.yml");
+        let app = app_dir();
+        let text = format!("app_dir: {}\n{}", app.display(), body.replace("{app}", &app.display().to_string()));
+        std::fs::write(&compose, text).expect("write compose");
+        Project { dir, compose }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// The `cannon-host` binary with the test's compose file, broker and component cache.
+pub fn host(project: &Project, redis: &RedisServer) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cannon-host"));
+    cmd.arg("-f")
+        .arg(&project.compose)
+        .arg("--broker")
+        .arg(redis.url())
+        .env("CANNON_CACHE_DIR", cache_dir())
+        .env_remove("CANNON_BROKER")
+        .env("CANNON_LOG", "info,cannon_host=debug")
+        .current_dir(project.dir.path());
+    cmd
+}
+
+/// A running `cannon-host run ...`, interrupted on drop. Its stderr goes to a log file.
+pub struct Running {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Running {
+    pub fn start(project: &Project, redis: &RedisServer, args: &[&str]) -> Self {
+        Self::start_cmd(host(project, redis), project, args)
+    }
+
+    pub fn start_cmd(mut cmd: Command, project: &Project, args: &[&str]) -> Self {
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let log = project.path(&format!("host-{}.log", STARTED.fetch_add(1, Ordering::Relaxed)));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = cmd
+            .arg("run")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("spawn cannon-host");
+        Running { child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`, failing with the log after `timeout`.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log_text().contains(needle) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("cannon-host exited with {status} before logging {needle:?}:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("cannon-host did not log {needle:?} within {timeout:?}:\n{}", self.log_text());
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "cannon-host did not stop after SIGTERM:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `cannon-host ARGS...` to completion with optional stdin.
+pub fn run_host(project: &Project, redis: &RedisServer, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = host(project, redis);
+    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn cannon-host");
+    if let (Some(mut pipe), Some(text)) = (child.stdin.take(), stdin) {
+        pipe.write_all(text.as_bytes()).expect("write stdin");
+    }
+    child.wait_with_output().expect("wait cannon-host")
+}
+
+/// Stream key of a service.
+pub fn key(service: &str, stream: &str) -> String {
+    format!("cannon:{service}:{stream}")
+}
+
+/// Adds messages straight to a service's data stream; returns their ids.
+pub fn add_messages(con: &mut redis::Connection, service: &str, messages: &[Vec<(&str, String)>]) -> Vec<String> {
+    let mut pipe = redis::pipe();
+    for fields in messages {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(key(service, "data")).arg("*");
+        for (k, v) in fields {
+            cmd.arg(*k).arg(v);
+        }
+        pipe.add_command(cmd);
+    }
+    pipe.query(con).expect("XADD")
+}
+
+/// Every entry of a stream, as (id, fields).
+pub fn entries(con: &mut redis::Connection, key: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let value: Value = redis::cmd("XRANGE").arg(key).arg("-").arg("+").query(con).expect("XRANGE");
+    let Value::Array(items) = value else { panic!("XRANGE reply {value:?}") };
+    items
+        .into_iter()
+        .map(|item| {
+            let Value::Array(parts) = item else { panic!("entry {item:?}") };
+            let id: String = redis::from_redis_value(parts[0].clone()).expect("id");
+            let flat: Vec<String> = redis::from_redis_value(parts[1].clone()).expect("fields");
+            let fields = flat.chunks(2).map(|c| (c[0].clone(), c[1].clone())).collect();
+            (id, fields)
+        })
+        .collect()
+}
+
+pub fn field<'a>(fields: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    fields.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+pub fn xlen(con: &mut redis::Connection, key: &str) -> usize {
+    redis::cmd("XLEN").arg(key).query(con).expect("XLEN")
+}
+
+/// Waits until `key` holds at least `n` entries.
+pub fn wait_len(con: &mut redis::Connection, key: &str, n: usize, timeout: Duration) -> usize {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let len = xlen(con, key);
+        if len >= n || Instant::now() >= deadline {
+            return len;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Messages pending in the workers' group (delivered, not acknowledged).
+pub fn pending(con: &mut redis::Connection, service: &str) -> usize {
+    let value: Value = redis::cmd("XPENDING").arg(key(service, "data")).arg("cannon").query(con).expect("XPENDING");
+    match value {
+        Value::Array(parts) => redis::from_redis_value(parts[0].clone()).unwrap_or(0),
+        other => panic!("XPENDING reply {other:?}"),
+    }
+}
