@@ -105,11 +105,24 @@ pub trait Broker: Send + Sync + 'static {
     /// For each dead letter, atomically: add it to the dead stream, acknowledge its entry.
     async fn bury(&self, service: &str, dead: &[DeadLetter]) -> Result<()>;
 
-    /// New taskbacks for a collector's consumer group.
-    async fn read_taskbacks(&self, service: &str, consumer: &str, count: usize, block: Duration) -> Result<Vec<Entry>>;
+    /// Creates consumer group `group` on one of the service's streams when missing, starting
+    /// at `start` (`"0"`: the whole stream, `"$"`: new entries only).
+    async fn create_group(&self, service: &str, stream: StreamKind, group: &str, start: &str) -> Result<()>;
 
-    /// Acknowledges taskbacks a collector has handled.
-    async fn ack_taskbacks(&self, service: &str, ids: &[String]) -> Result<()>;
+    /// New entries of one of the service's streams for `consumer` of `group`, waiting up to
+    /// `block` for the first.
+    async fn read_group(
+        &self,
+        service: &str,
+        stream: StreamKind,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Entry>>;
+
+    /// Acknowledges entries `group` has handled.
+    async fn ack(&self, service: &str, stream: StreamKind, group: &str, ids: &[String]) -> Result<()>;
 
     /// Id of the newest entry of a stream (`0-0` when empty), to tail from.
     async fn last_id(&self, service: &str, stream: StreamKind) -> Result<String>;

@@ -130,7 +130,7 @@ impl RedisBroker {
         cmd
     }
 
-    async fn create_group(&self, key: &str, group: &str, start: &str) -> Result<()> {
+    async fn ensure_group(&self, key: &str, group: &str, start: &str) -> Result<()> {
         let mut cmd = redis::cmd("XGROUP");
         cmd.arg("CREATE").arg(key).arg(group).arg(start).arg("MKSTREAM");
         match self.query(&cmd).await {
@@ -160,7 +160,7 @@ impl RedisBroker {
     }
 
     /// Blocking `XREADGROUP` of new entries.
-    async fn read_group(
+    async fn read_entries(
         &self,
         key: &str,
         group: &str,
@@ -189,8 +189,8 @@ impl Broker for RedisBroker {
     async fn prepare(&self, service: &str, maxlen: u64) -> Result<()> {
         self.maxlen.write().unwrap_or_else(PoisonError::into_inner).insert(service.to_owned(), maxlen);
         // "0": messages sent before the first worker started are processed too.
-        self.create_group(&self.key(service, StreamKind::Data), WORKER_GROUP, "0").await?;
-        self.create_group(&self.key(service, StreamKind::Taskback), COLLECTOR_GROUP, "$").await
+        self.ensure_group(&self.key(service, StreamKind::Data), WORKER_GROUP, "0").await?;
+        self.ensure_group(&self.key(service, StreamKind::Taskback), COLLECTOR_GROUP, "$").await
     }
 
     async fn add(&self, service: &str, stream: StreamKind, fields: &[(String, String)]) -> Result<String> {
@@ -204,7 +204,7 @@ impl Broker for RedisBroker {
 
     async fn read(&self, service: &str, consumer: &str, count: usize, block: Duration) -> Result<Vec<Delivery>> {
         let key = self.key(service, StreamKind::Data);
-        let entries = self.read_group(&key, WORKER_GROUP, consumer, count, block).await?;
+        let entries = self.read_entries(&key, WORKER_GROUP, consumer, count, block).await?;
         Ok(entries.into_iter().map(|e| Delivery { id: e.id, fields: e.fields, deliveries: 1 }).collect())
     }
 
@@ -287,17 +287,28 @@ impl Broker for RedisBroker {
         pipe.query_async::<()>(&mut con).await.map_err(|e| self.err(e))
     }
 
-    async fn read_taskbacks(&self, service: &str, consumer: &str, count: usize, block: Duration) -> Result<Vec<Entry>> {
-        let key = self.key(service, StreamKind::Taskback);
-        self.read_group(&key, COLLECTOR_GROUP, consumer, count, block).await
+    async fn create_group(&self, service: &str, stream: StreamKind, group: &str, start: &str) -> Result<()> {
+        self.ensure_group(&self.key(service, stream), group, start).await
     }
 
-    async fn ack_taskbacks(&self, service: &str, ids: &[String]) -> Result<()> {
+    async fn read_group(
+        &self,
+        service: &str,
+        stream: StreamKind,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Entry>> {
+        self.read_entries(&self.key(service, stream), group, consumer, count, block).await
+    }
+
+    async fn ack(&self, service: &str, stream: StreamKind, group: &str, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
         let mut cmd = redis::cmd("XACK");
-        cmd.arg(self.key(service, StreamKind::Taskback)).arg(COLLECTOR_GROUP).arg(ids);
+        cmd.arg(self.key(service, stream)).arg(group).arg(ids);
         self.query(&cmd).await.map(drop)
     }
 

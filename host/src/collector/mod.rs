@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, Entry, Fields};
+use crate::broker::{Broker, COLLECTOR_GROUP, Entry, Fields, StreamKind};
 use crate::config::{CollectorKind, Service};
 
 /// How a collector ended.
@@ -50,7 +50,7 @@ impl Context {
                 self.service.name
             );
         }
-        Ok(self.broker.add(&self.service.name, crate::broker::StreamKind::Data, &message).await?)
+        Ok(self.broker.add(&self.service.name, StreamKind::Data, &message).await?)
     }
 
     fn kwargs(&self) -> &crate::config::Kwargs {
@@ -63,8 +63,17 @@ impl Context {
     pub async fn taskbacks(&self, mut handle: impl FnMut(&Entry)) {
         let mut failures = 0u32;
         while !self.shutdown.is_cancelled() {
-            let read =
-                self.broker.read_taskbacks(&self.service.name, &self.consumer, 64, Duration::from_millis(500)).await;
+            let read = self
+                .broker
+                .read_group(
+                    &self.service.name,
+                    StreamKind::Taskback,
+                    COLLECTOR_GROUP,
+                    &self.consumer,
+                    64,
+                    Duration::from_millis(500),
+                )
+                .await;
             match read {
                 Ok(entries) => {
                     failures = 0;
@@ -72,7 +81,9 @@ impl Context {
                         handle(entry);
                     }
                     let ids: Vec<String> = entries.into_iter().map(|e| e.id).collect();
-                    if let Err(err) = self.broker.ack_taskbacks(&self.service.name, &ids).await {
+                    if let Err(err) =
+                        self.broker.ack(&self.service.name, StreamKind::Taskback, COLLECTOR_GROUP, &ids).await
+                    {
                         tracing::error!(service = %self.service.name, error = %err, "cannot acknowledge taskbacks");
                     }
                 }
