@@ -6,13 +6,16 @@
 #   FORCE=1 guests/build-js.sh    # rebuild everything
 #
 # Every folder guests/js/NAME/ with an app.js is a guest and becomes $OUT_DIR/NAME-js.wasm.
-# It targets the WIT world `task`, or the one named by a line `// cannon-world: shell`.
+# Lines in app.js choose the world (see world.sh): `// cannon-world: shell` (default task)
+# and `// cannon-allow: kv, taskback` (default none).
 # Tools: @bytecodealliance/componentize-js, pinned in guests/js/package.json and
 # package-lock.json, installed with `npm install` into guests/js/node_modules when missing
 # or when package.json / the lock file changed. Needs node >= 18 and npm.
 # (Not `npm ci`: the lock lists optional per-platform binaries that a registry mirror may
 # lack, and `npm ci` refuses such a lock; `npm install` follows the lock and skips them.)
 set -euo pipefail
+# shellcheck source=world.sh
+. "$(dirname "${BASH_SOURCE[0]}")/world.sh"
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -43,25 +46,27 @@ up_to_date() {
   [ -z "$(find "$@" -newer "$out" -print -quit)" ]
 }
 
-# build NAME WORLD ENTRY_JS
+# build NAME KIND ALLOW ENTRY_JS
 build() {
-  local name=$1 world=$2 entry=$3
+  local name=$1 kind=$2 allow=$3 entry=$4
   local out="$OUT_DIR/$name.wasm"
   if up_to_date "$out" "$(dirname "$entry")" "$WIT" "$JS/package-lock.json" "${BASH_SOURCE[0]}"; then
     echo "skipped $name.wasm (up to date)"
     return
   fi
   ensure_tools
-  local start=$SECONDS tmp="$out.tmp.$$" log
+  local start=$SECONDS tmp="$out.tmp.$$" log wit_dir
   log=$(mktemp)
+  wit_dir=$(mktemp -d)
+  guest_wit "$WIT" "$kind" "$allow" "$wit_dir"
   # -d http fetch-event: without it the component imports wasi:http, which cannon does
   # not link. stdio, random and clocks stay (console.log, Math.random, Date).
-  if ! "$JS/node_modules/.bin/componentize-js" "$entry" --wit "$WIT" -n "$world" \
+  if ! "$JS/node_modules/.bin/componentize-js" "$entry" --wit "$wit_dir" -n guest \
       -d http fetch-event -o "$tmp" >"$log" 2>&1; then
-    cat "$log" >&2; rm -f "$tmp" "$log"
+    cat "$log" >&2; rm -rf "$tmp" "$log" "$wit_dir"
     die "componentize-js failed for $name ($entry)"
   fi
-  rm -f "$log"
+  rm -rf "$log" "$wit_dir"
   mv -f "$tmp" "$out"
   echo "built $name.wasm ($(du -k "$out" | cut -f1) KiB, $((SECONDS - start)) s)"
 }
@@ -69,7 +74,6 @@ build() {
 mkdir -p "$OUT_DIR" || die "cannot create OUT_DIR $OUT_DIR"
 [ -d "$WIT" ] || die "WIT directory $WIT not found"
 
-world_of() { local w; w=$(cat "$1" | sed -n 's/^[#/ ]*cannon-world: *\([a-z-]*\).*/\1/p' | sed -n 1p); echo "${w:-task}"; }
 
 found=0
 for app in "$JS"/*/app.js; do
@@ -78,6 +82,6 @@ for app in "$JS"/*/app.js; do
   [ "$name" = node_modules ] && continue
   if [ $# -gt 0 ] && [[ " $* " != *" $name "* ]]; then continue; fi
   found=$((found + 1))
-  build "$name-js" "$(world_of "$app")" "$app"
+  build "$name-js" "$(world_of "$app")" "$(allow_of "$app")" "$app"
 done
 [ "$found" -gt 0 ] || die "no guest found (guests/js/NAME/app.js${*:+ for: $*})"

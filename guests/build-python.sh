@@ -6,12 +6,14 @@
 #   FORCE=1 guests/build-python.sh    # rebuild everything
 #
 # Every folder guests/python/NAME/ with an app.py (except sdk/) is a guest and becomes
-# $OUT_DIR/NAME.wasm. It targets the WIT world `task`, or the one named by a line
-# `# cannon-world: shell` in its app.py.
+# $OUT_DIR/NAME.wasm. Lines in its app.py choose the world (see world.sh):
+# `# cannon-world: shell` (default task) and `# cannon-allow: kv, taskback` (default none).
 # Tools: componentize-py (PyPI) in the venv guests/.venv (created when missing).
 # A component is rebuilt only when a file of its app, of the SDK, of wit/ or this script
 # is newer than the output.
 set -euo pipefail
+# shellcheck source=world.sh
+. "$(dirname "${BASH_SOURCE[0]}")/world.sh"
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -55,23 +57,26 @@ up_to_date() {
   [ -z "$(find "$@" -newer "$out" -not -path '*/__pycache__/*' -not -name '*.pyc' -print -quit)" ]
 }
 
-# build NAME WORLD APP_DIR [MODULE]
+# build NAME KIND ALLOW APP_DIR [MODULE]
 build() {
-  local name=$1 world=$2 app_dir=$3 module=${4:-app}
+  local name=$1 kind=$2 allow=$3 app_dir=$4 module=${5:-app}
   local out="$OUT_DIR/$name.wasm"
   if up_to_date "$out" "$app_dir" "$SDK" "$WIT" "${BASH_SOURCE[0]}"; then
     echo "skipped $name.wasm (up to date)"
     return
   fi
   ensure_componentize_py
-  local start=$SECONDS tmp="$out.tmp.$$"
+  local start=$SECONDS tmp="$out.tmp.$$" wit_dir
+  wit_dir=$(mktemp -d)
+  guest_wit "$WIT" "$kind" "$allow" "$wit_dir"
   # VIRTUAL_ENV points componentize-py at the venv's site-packages (not the system's).
   if ! VIRTUAL_ENV="$VENV" PYTHONDONTWRITEBYTECODE=1 RUST_BACKTRACE=0 "$VENV/bin/componentize-py" -q \
-      -d "$WIT" -w "$world" componentize "$module" \
+      -d "$wit_dir" -w guest componentize "$module" \
       -p "$app_dir" -p "$SDK" -o "$tmp"; then
-    rm -f "$tmp"
+    rm -rf "$tmp" "$wit_dir"
     die "componentize-py failed for $name ($app_dir)"
   fi
+  rm -rf "$wit_dir"
   mv -f "$tmp" "$out"
   echo "built $name.wasm ($(du -k "$out" | cut -f1) KiB, $((SECONDS - start)) s)"
 }
@@ -79,7 +84,6 @@ build() {
 mkdir -p "$OUT_DIR" || die "cannot create OUT_DIR $OUT_DIR"
 [ -d "$WIT" ] || die "WIT directory $WIT not found"
 
-world_of() { local w; w=$(cat "$1" | sed -n 's/^[#/ ]*cannon-world: *\([a-z-]*\).*/\1/p' | sed -n 1p); echo "${w:-task}"; }
 
 found=0
 for app in "$HERE"/python/*/app.py; do
@@ -88,6 +92,6 @@ for app in "$HERE"/python/*/app.py; do
   [ "$name" = sdk ] && continue
   if [ $# -gt 0 ] && [[ " $* " != *" $name "* ]]; then continue; fi
   found=$((found + 1))
-  build "$name" "$(world_of "$app")" "$dir"
+  build "$name" "$(world_of "$app")" "$(allow_of "$app")" "$dir"
 done
 [ "$found" -gt 0 ] || die "no guest found (guests/python/NAME/app.py${*:+ for: $*})"

@@ -30,17 +30,35 @@ __all__ = [
 Fields = List[Tuple[str, str]]
 
 # The bindings exist only inside componentize-py (at build-time pre-initialisation and at
-# run time); importing them here puts them in the pre-initialised snapshot.
+# run time); importing them here puts them in the pre-initialised snapshot. `kv` and
+# `taskback` exist only when the guest's world imports them (a `# cannon-allow: kv` line in
+# app.py, see guests/build-python.sh), so each module is imported on its own.
+def _bindings(name: str):
+    try:
+        return __import__(f"wit_world.imports.{name}", fromlist=[name])
+    except ImportError:  # plain CPython (unit tests), or an interface the world lacks
+        return None
+
+
 try:
     from componentize_py_types import Err as _Err
-    from wit_world.imports import config as _wcfg
-    from wit_world.imports import kv as _wkv
-    from wit_world.imports import log as _wlog
-    from wit_world.imports import taskback as _wtb
-    from wit_world.imports.types import Command as _Command
-except ImportError:  # plain CPython (unit tests): monkeypatch these names if needed
+except ImportError:
     _Err = Exception  # type: ignore[assignment,misc]
-    _wcfg = _wkv = _wlog = _wtb = _Command = None  # type: ignore[assignment]
+_wcfg = _bindings("config")
+_wlog = _bindings("log")
+_wkv = _bindings("kv")
+_wtb = _bindings("taskback")
+_wtypes = _bindings("types")
+_Command = getattr(_wtypes, "Command", None)
+
+
+def _require(module: Any, name: str) -> Any:
+    if module is None:
+        raise Fail(
+            f"`{name}` is not available to this component: add `# cannon-allow: {name}` to its "
+            f"app.py (then rebuild) and `allow: [{name}]` to its entry in cannon-compose.yml"
+        )
+    return module
 
 
 class Fail(Exception):
@@ -236,7 +254,7 @@ class _Kv:
     Failures raise `KvError` (`.kind` = the WIT variant name)."""
 
     def get(self, key: str) -> Optional[bytes]:
-        return _kv_call(_wkv.get, key)
+        return _kv_call(_require(_wkv, "kv").get, key)
 
     def get_str(self, key: str, default: Optional[str] = None) -> Optional[str]:
         v = self.get(key)
@@ -245,16 +263,16 @@ class _Kv:
     def set(self, key: str, value: Any, ttl_ms: Optional[int] = None) -> None:
         if not isinstance(value, (bytes, bytearray)):
             value = str(value).encode("utf-8")
-        _kv_call(_wkv.set, key, bytes(value), ttl_ms)
+        _kv_call(_require(_wkv, "kv").set, key, bytes(value), ttl_ms)
 
     def delete(self, key: str) -> bool:
-        return _kv_call(_wkv.delete, key)
+        return _kv_call(_require(_wkv, "kv").delete, key)
 
     def increment(self, key: str, delta: int = 1) -> int:
-        return _kv_call(_wkv.increment, key, delta)
+        return _kv_call(_require(_wkv, "kv").increment, key, delta)
 
     def list_keys(self, prefix: str = "", limit: int = 100) -> List[str]:
-        return _kv_call(_wkv.list_keys, prefix, limit)
+        return _kv_call(_require(_wkv, "kv").list_keys, prefix, limit)
 
 
 class _Taskback:
@@ -263,7 +281,7 @@ class _Taskback:
 
     def send(self, fields: Mapping[str, Any]) -> None:
         try:
-            _wtb.send(to_fields(fields))
+            _require(_wtb, "taskback").send(to_fields(fields))
         except _Err as e:
             raise Fail(f"taskback refused: {e.value}") from None
 
