@@ -67,7 +67,8 @@ impl Pipeline {
             let (new, taskbacks, stats) = match step {
                 Step::Torch(torch) => {
                     let out = torch.run(msg, self.kv.clone()).await.map_err(fail)?;
-                    (vec![(torch.spec.out_key.clone(), out.value)], out.taskbacks, out.stats)
+                    let results = out.value.map(|reply| (torch.spec.out_key.clone(), reply)).into_iter().collect();
+                    (results, out.taskbacks, out.stats)
                 }
                 Step::Task(component) => {
                     let out = component.run(msg, &outcome.results, self.kv.clone()).await.map_err(fail)?;

@@ -4,6 +4,9 @@
 //! command, permissions are checked against the sender (`message[user_key]`), and the
 //! shell's reply becomes `results[out_key]`. Help, unknown commands, refusals and bad
 //! quoting are answered by torch itself, without entering the guest.
+//!
+//! A message without `in_key` is not for torch (e.g. a timer tick in the same service) and
+//! gets no reply; with a `prefix`, neither does a line that does not start with it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -20,7 +23,7 @@ pub struct Torch {
     shell: Arc<Component>,
     /// The shell's commands, asked once at load (they cannot change between calls).
     commands: Arc<Vec<Command>>,
-    /// Command -> users allowed to run it (resolved from groups). Absent: everyone.
+    /// Command (or `command subcommand`) -> its groups and the users in them. Absent: everyone.
     allowed: IndexMap<String, (Vec<String>, HashSet<String>)>,
 }
 
@@ -129,51 +132,73 @@ impl Torch {
         format!("{}: {}\nusage: {}", command.name, command.summary, command.usage)
     }
 
-    /// Runs one message through torch; the value is the reply for `results[out_key]`.
-    pub async fn run(&self, msg: &Message, kv: Option<KvScope>) -> Result<CallOutput<String>, CallError> {
-        let line = field(&msg.fields, &self.spec.in_key).unwrap_or("");
-        let answer = |text: String| Ok(CallOutput { value: text, taskbacks: Vec::new(), stats: CallStats::default() });
+    /// Runs one message through torch; the value is the reply for `results[out_key]`, or
+    /// `None` when the message is not a command (no `in_key`, or no `prefix`).
+    pub async fn run(&self, msg: &Message, kv: Option<KvScope>) -> Result<CallOutput<Option<String>>, CallError> {
+        let Some(mut line) = field(&msg.fields, &self.spec.in_key) else {
+            return Ok(reply(None));
+        };
+        if let Some(prefix) = &self.spec.prefix {
+            match line.trim_start().strip_prefix(prefix.as_str()) {
+                Some(rest) => line = rest,
+                None => return Ok(reply(None)),
+            }
+        }
         let argv = match split(line) {
             Ok(argv) => argv,
             Err(SplitError::UnbalancedQuote(q)) => {
-                return answer(format!("cannot read that command: a {q} quote is not closed"));
+                return Ok(reply(Some(format!("cannot read that command: a {q} quote is not closed"))));
             }
             Err(SplitError::TrailingBackslash) => {
-                return answer("cannot read that command: it ends with a lone backslash".to_owned());
+                return Ok(reply(Some("cannot read that command: it ends with a lone backslash".to_owned())));
             }
         };
         let Some(name) = argv.first() else {
-            return answer(self.help());
+            return Ok(reply(Some(self.help())));
         };
         if matches!(name.as_str(), "help" | "--help" | "-h") {
-            return answer(match argv.get(1).and_then(|n| self.find(n)) {
+            let text = match argv.get(1).and_then(|n| self.find(n)) {
                 Some(command) => self.usage(command),
                 None => self.help(),
-            });
+            };
+            return Ok(reply(Some(text)));
         }
         let Some(command) = self.find(name) else {
-            return answer(format!("unknown command {name:?}.\n{}", self.help()));
+            return Ok(reply(Some(format!("unknown command {name:?}.\n{}", self.help()))));
         };
         if argv.len() == 2 && matches!(argv[1].as_str(), "--help" | "-h") {
-            return answer(self.usage(command));
+            return Ok(reply(Some(self.usage(command))));
         }
-        if let Some((groups, users)) = self.allowed.get(&command.name) {
-            let user = field(&msg.fields, &self.spec.user_key).unwrap_or("");
-            if !users.contains(user) {
-                let who = if user.is_empty() { "anonymous users".to_owned() } else { format!("{user:?}") };
-                return answer(format!(
-                    "permission denied: `{}` is for {} only, and {who} is not a member",
-                    command.name,
-                    groups.join(", ")
-                ));
-            }
+        if let Some(refusal) = self.refusal(&argv, msg) {
+            return Ok(reply(Some(refusal)));
         }
-        self.shell.call(&argv, msg, kv).await
+        let out = self.shell.call(&argv, msg, kv).await?;
+        Ok(CallOutput { value: Some(out.value), taskbacks: out.taskbacks, stats: out.stats })
+    }
+
+    /// Why the sender may not run `argv`, if they may not. A permission on `cmd sub` is
+    /// checked before one on `cmd`.
+    fn refusal(&self, argv: &[String], msg: &Message) -> Option<String> {
+        let sub = argv.get(1).map(|sub| format!("{} {sub}", argv[0]));
+        let (rule, (groups, users)) = sub
+            .as_deref()
+            .and_then(|key| self.allowed.get_key_value(key))
+            .or_else(|| self.allowed.get_key_value(argv[0].as_str()))?;
+        let user = field(&msg.fields, &self.spec.user_key).unwrap_or("");
+        if users.contains(user) {
+            return None;
+        }
+        let who = if user.is_empty() { "anonymous users".to_owned() } else { format!("{user:?}") };
+        Some(format!("permission denied: `{rule}` is for {} only, and {who} is not a member", groups.join(", ")))
     }
 
     fn find(&self, name: &str) -> Option<&Command> {
         self.commands.iter().find(|c| c.name == name)
     }
+}
+
+fn reply(value: Option<String>) -> CallOutput<Option<String>> {
+    CallOutput { value, taskbacks: Vec::new(), stats: CallStats::default() }
 }
 
 fn field<'a>(fields: &'a Fields, key: &str) -> Option<&'a str> {

@@ -111,3 +111,46 @@ fn chat_on_stdin_answers_through_torch() {
     assert!(lines.iter().any(|l| *l == "heads" || *l == "tails"), "no flip in {stdout:?}");
     assert!(stdout.contains("usage: roll NdM"), "{stdout:?}");
 }
+
+#[test]
+fn torch_prefix_and_subcommand_permissions() {
+    let redis = RedisServer::start();
+    component("dice");
+    let project = Project::new(
+        r#"groups: { moderators: [alice] }
+services:
+  chat:
+    shell:
+      file: dice
+      permissions: { "roll 100d6": [moderators] }
+    tasks: [ { torch: { prefix: "." } } ]
+"#,
+    );
+    let mut host = Running::start(&project, &redis, &["chat"]);
+    host.wait_for_log("ready", Duration::from_secs(60));
+    let mut con = redis.con();
+    let lines = [("bob", ".flip"), ("bob", "just chatting"), ("bob", ".roll 100d6"), ("alice", ".roll 100d6")];
+    let messages: Vec<_> =
+        lines.iter().map(|(u, t)| vec![("user", (*u).to_owned()), ("text", (*t).to_owned())]).collect();
+    let ids = add_messages(&mut con, "chat", &messages);
+    wait_len(&mut con, &key("chat", "taskback"), 3, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(300));
+    let taskbacks = entries(&mut con, &key("chat", "taskback"));
+    let reply = |i: usize| {
+        taskbacks
+            .iter()
+            .find(|(_, f)| field(f, "cannon.id") == Some(ids[i].as_str()))
+            .map(|(_, f)| field(f, "text").unwrap_or("").to_owned())
+    };
+    assert!(matches!(reply(0).as_deref(), Some("heads" | "tails")), "{taskbacks:?}");
+    assert_eq!(reply(1), None, "a line without the prefix gets no reply");
+    assert!(
+        reply(2).is_some_and(|r| r.starts_with("permission denied: `roll 100d6` is for moderators only")),
+        "{:?}",
+        reply(2)
+    );
+    assert!(reply(3).is_some_and(|r| r.contains("(total ")), "{:?}", reply(3));
+    assert_eq!(taskbacks.len(), 3);
+    assert_eq!(pending(&mut con, "chat"), 0, "the prefix-less message was acked too");
+    assert!(host.terminate().success());
+}

@@ -14,7 +14,7 @@ use super::yaml::{Key, Node, Value};
 
 const SHELL_KEYS: &[&str] = &["file", "path", "conf", "allow", "files", "permissions", "limits"];
 const TASK_KEYS: &[&str] = &["file", "path", "conf", "allow", "files", "limits"];
-const TORCH_KEYS: &[&str] = &["in_key", "out_key", "user_key"];
+const TORCH_KEYS: &[&str] = &["in_key", "out_key", "user_key", "prefix"];
 const CONF_KEYS: &[&str] = &["key", "kwargs"];
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -262,7 +262,7 @@ fn task_item(ctx: &mut Ctx, item: &Node, path: &str, service: &ServiceLimits<'_>
             Some(TaskSpec::Torch(torch(ctx, options, &p, item.line)))
         }
         Value::Map(_) if matches!(item.get("file").map(|f| &f.value), Some(Value::Str(s)) if s == "torch") => {
-            ctx.map(item, path, &["file", "in_key", "out_key", "user_key"]);
+            ctx.map(item, path, &["file", "in_key", "out_key", "user_key", "prefix"]);
             Some(TaskSpec::Torch(torch(ctx, item, path, item.line)))
         }
         Value::Map(_) => component(ctx, item, path, Role::Task, None, service).map(TaskSpec::Wasm),
@@ -274,17 +274,26 @@ fn task_item(ctx: &mut Ctx, item: &Node, path: &str, service: &ServiceLimits<'_>
     }
 }
 
-/// Reads `in_key`, `out_key` and `user_key` from `node` (any other keys were checked by
+/// Reads `in_key`, `out_key`, `user_key` and `prefix` from `node` (any other keys were checked by
 /// the caller); a null or scalar node gives the defaults.
 fn torch(ctx: &mut Ctx, node: &Node, path: &str, line: usize) -> TorchSpec {
     let mut key = |name: &str, default: &str| match node.get(name) {
         Some(n) => ctx.name(n, &join(path, name)).unwrap_or_else(|| default.to_owned()),
         None => default.to_owned(),
     };
-    TorchSpec {
-        in_key: key("in_key", "text"),
-        out_key: key("out_key", "text"),
-        user_key: key("user_key", "user"),
-        line,
-    }
+    let in_key = key("in_key", "text");
+    let out_key = key("out_key", "text");
+    let user_key = key("user_key", "user");
+    let prefix = match node.get("prefix") {
+        Some(n) => {
+            let p = join(path, "prefix");
+            let prefix = ctx.string(n, &p);
+            if prefix.as_deref().is_some_and(|s| s.is_empty() || s.chars().any(char::is_whitespace)) {
+                ctx.error(n, &p, "a prefix must be non-empty and without spaces, e.g. \".\" or \"!\"");
+            }
+            prefix
+        }
+        None => None,
+    };
+    TorchSpec { in_key, out_key, user_key, prefix, line }
 }

@@ -140,6 +140,9 @@ pub struct TorchSpec {
     pub out_key: String,
     /// Message field naming the sender, for permissions (default `user`).
     pub user_key: String,
+    /// When set, only lines starting with it are commands (it is stripped: `.roll 2d6`
+    /// with prefix `.` runs `roll 2d6`); other lines get no reply, as in a busy chat room.
+    pub prefix: Option<String>,
     pub line: usize,
 }
 
