@@ -5,4 +5,5 @@ mod support;
 
 mod backbone;
 mod conformance;
+mod kv;
 mod reliability;

@@ -10,8 +10,10 @@
 //! ## Layout
 //! - `mod.rs`: opening, the connection, the async [`Broker`] surface.
 //! - `streams.rs`: the schema and the stream, group and pending operations, in SQL.
+//! - `inspect.rs`: read-only views (ranges, newest id, groups, consumers, pending).
 //! - `kv.rs`: the [`crate::broker::KvStore`] side.
 
+mod inspect;
 mod kv;
 mod streams;
 
@@ -281,7 +283,7 @@ impl Broker for EmbeddedBroker {
 
     async fn last_id(&self, service: &str, stream: StreamKind) -> Result<String> {
         let key = self.key(service, stream);
-        self.read(move |conn| streams::last_id(conn, &key)).await
+        self.read(move |conn| inspect::last_id(conn, &key)).await
     }
 
     async fn tail(
@@ -300,7 +302,7 @@ impl Broker for EmbeddedBroker {
         let until = Instant::now() + block;
         loop {
             let key = key.clone();
-            let got = self.read(move |conn| streams::range_after(conn, &key, after, count.max(1))).await?;
+            let got = self.read(move |conn| inspect::range_after(conn, &key, after, count.max(1))).await?;
             if !got.is_empty() || !self.wait(until).await {
                 return Ok(got);
             }
@@ -309,7 +311,7 @@ impl Broker for EmbeddedBroker {
 
     async fn stream_info(&self, service: &str, stream: StreamKind) -> Result<StreamInfo> {
         let key = self.key(service, stream);
-        self.read(move |conn| streams::info(conn, &key)).await
+        self.read(move |conn| inspect::info(conn, &key)).await
     }
 
     async fn pending(
@@ -321,7 +323,7 @@ impl Broker for EmbeddedBroker {
         count: usize,
     ) -> Result<Vec<PendingEntry>> {
         let (key, group, consumer) = (self.key(service, stream), group.to_owned(), consumer.map(str::to_owned));
-        self.read(move |conn| streams::pending(conn, &key, &group, consumer.as_deref(), count.max(1))).await
+        self.read(move |conn| inspect::pending(conn, &key, &group, consumer.as_deref(), count.max(1))).await
     }
 
     async fn claim(&self, service: &str, consumer: &str, from: &str, ids: &[String]) -> Result<Vec<Delivery>> {
