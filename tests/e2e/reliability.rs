@@ -369,3 +369,80 @@ fn embedded_messages_survive_restarts_and_kills() {
     assert_eq!(info["dead"], 0, "{info}");
     assert!(host.terminate().success(), "{}", host.log_text());
 }
+
+/// `(deliveries)` of every entry pending in the workers' group.
+fn delivery_counts(con: &mut redis::Connection, service: &str) -> Vec<u64> {
+    let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(key(service, "data"))
+        .arg("cannon")
+        .arg("-")
+        .arg("+")
+        .arg(100)
+        .query(con)
+        .unwrap_or_default();
+    rows.into_iter().map(|(_, _, _, n)| n).collect()
+}
+
+#[test]
+fn a_message_running_past_the_visibility_timeout_is_not_reclaimed() {
+    let redis = RedisServer::start();
+    // Runs 4 s; another worker would reclaim anything idle for 1 s.
+    let project = slow_project(4000, "    retry: { visibility_timeout_ms: 1000 }\n");
+    let mut con = redis.con();
+    let mut owner = Running::start(&project, &redis, &["work", "--role", "worker"]);
+    owner.wait_for_log("workers started", Duration::from_secs(60));
+    let sent = add_messages(&mut con, "work", &[vec![("text", "long".to_owned())]]);
+    wait_until("the message in flight", Duration::from_secs(30), || pending(&mut con, "work") == 1);
+    let mut other = Running::start(&project, &redis, &["work", "--role", "worker"]);
+    other.wait_for_log("workers started", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(delivery_counts(&mut con, "work"), vec![1], "delivered once, its claim kept fresh");
+
+    wait_len(&mut con, &key("work", "taskback"), 1, Duration::from_secs(30));
+    assert_exactly_once(&mut con, "work", &sent);
+    for log in [owner.log_text(), other.log_text()] {
+        assert!(!log.contains("reclaimed messages idle"), "{log}");
+    }
+    assert!(owner.terminate().success());
+    assert!(other.terminate().success());
+}
+
+#[test]
+fn info_pending_and_watch_show_the_streams() {
+    let redis = RedisServer::start();
+    let project = slow_project(1500, "");
+    let backend = Backend::Redis(redis);
+    let out = backend.run(&project, &["send", "work", "text=early"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let watch_out = project.path("watch.out");
+    let mut watch = backend
+        .host(&project)
+        .args(["watch", "work", "--from-start"])
+        .stdout(std::fs::File::create(&watch_out).expect("watch output"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn watch");
+    let mut host = Running::start_cmd(backend.host(&project), &project, &["work"]);
+    host.wait_for_log("workers started", Duration::from_secs(60));
+    wait_until("the message in flight", Duration::from_secs(30), || {
+        let out = backend.run(&project, &["pending", "work"]);
+        String::from_utf8_lossy(&out.stdout).contains("deliveries 1")
+    });
+    let out = backend.run(&project, &["info", "work"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("stream cannon:work:data: 1 entries"), "{text}");
+    assert!(text.contains("group cannon: 1 pending"), "{text}");
+    assert!(text.contains(&format!("consumer {}-{}: 1 pending", host_name(), host.child.id())), "{text}");
+    assert!(text.contains("pending 1, dead 0"), "{text}");
+
+    wait_until("watch to print the taskback", Duration::from_secs(30), || {
+        let seen = std::fs::read_to_string(&watch_out).unwrap_or_default();
+        seen.lines().any(|l| l.starts_with("data ") && l.contains(r#""text":"early""#))
+            && seen.lines().any(|l| l.starts_with("taskback ") && l.contains(r#""text":"EARLY""#))
+    });
+    Command::new("kill").args(["-INT", &watch.id().to_string()]).status().expect("kill");
+    let status = watch.wait().expect("watch exit");
+    assert!(status.success(), "watch exits 0 on SIGINT: {status}");
+    assert!(host.terminate().success());
+}

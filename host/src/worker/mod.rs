@@ -196,7 +196,13 @@ pub async fn run(
                 }
             }
         };
-        lock(&in_flight).extend(deliveries.iter().map(|d| d.id.clone()));
+        let mut deliveries = deliveries;
+        {
+            // A reclaim after a broker outage may hand back a message this worker still
+            // runs; running it twice at once could write its taskbacks twice.
+            let mut held = lock(&in_flight);
+            deliveries.retain(|d| held.insert(d.id.clone()));
+        }
         let mut permits = Some(first);
         for delivery in deliveries {
             let permit = match permits.take() {

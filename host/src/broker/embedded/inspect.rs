@@ -32,7 +32,8 @@ pub fn range_after(conn: &Connection, stream: &str, after: Id, count: usize) -> 
 }
 
 pub fn info(conn: &Connection, stream: &str) -> Result<StreamInfo, Fail> {
-    let length: i64 = conn.query_row("SELECT count(*) FROM entries WHERE stream = ?1", [stream], |r| r.get(0))?;
+    let length: i64 =
+        conn.query_row("SELECT length FROM streams WHERE name = ?1", [stream], |r| r.get(0)).optional()?.unwrap_or(0);
     let now = now_ms();
     let mut groups = Vec::new();
     let mut select = conn.prepare("SELECT name, last_ms, last_seq FROM groups WHERE stream = ?1 ORDER BY name")?;
