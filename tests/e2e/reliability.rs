@@ -446,3 +446,57 @@ fn info_pending_and_watch_show_the_streams() {
     assert!(status.success(), "watch exits 0 on SIGINT: {status}");
     assert!(host.terminate().success());
 }
+
+#[test]
+fn deliveries_by_crashed_workers_count_towards_max_attempts() {
+    let redis = RedisServer::start();
+    let project = slow_project(10, "    retry: { max_attempts: 3, visibility_timeout_ms: 500 }\n");
+    let mut con = redis.con();
+    let data = key("work", "data");
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&data)
+        .arg("cannon")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query(&mut con)
+        .expect("group");
+    let sent =
+        add_messages(&mut con, "work", &[vec![("text", "cursed".to_owned())], vec![("text", "fine".to_owned())]]);
+    // Consumers on another host took the first message three times and vanished.
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("cannon")
+        .arg("elsewhere-1")
+        .arg("COUNT")
+        .arg(1)
+        .arg("STREAMS")
+        .arg(&data)
+        .arg(">")
+        .query(&mut con)
+        .expect("XREADGROUP");
+    for ghost in ["elsewhere-2", "elsewhere-3"] {
+        let _: redis::Value = redis::cmd("XCLAIM")
+            .arg(&data)
+            .arg("cannon")
+            .arg(ghost)
+            .arg(0)
+            .arg(&sent[0])
+            .query(&mut con)
+            .expect("XCLAIM");
+    }
+    assert_eq!(delivery_counts(&mut con, "work"), vec![3]);
+
+    let mut worker = Running::start(&project, &redis, &["work"]);
+    let dead = wait_len(&mut con, &key("work", "dead"), 1, Duration::from_secs(60));
+    assert_eq!(dead, 1, "{}", worker.log_text());
+    let letters = entries(&mut con, &key("work", "dead"));
+    let fields = &letters[0].1;
+    assert_eq!(field(fields, "cannon.id"), Some(sent[0].as_str()));
+    assert_eq!(field(fields, "cannon.attempts"), Some("3"));
+    assert!(field(fields, "cannon.error").is_some_and(|e| e.starts_with("abandoned: delivered 3 times")), "{fields:?}");
+    wait_len(&mut con, &key("work", "taskback"), 1, Duration::from_secs(30));
+    assert_exactly_once(&mut con, "work", &sent[1..]);
+    wait_until("nothing pending", Duration::from_secs(30), || pending(&mut con, "work") == 0);
+    assert!(worker.terminate().success());
+}
