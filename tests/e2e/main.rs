@@ -4,4 +4,7 @@
 mod support;
 
 mod backbone;
+mod conformance;
+mod kv;
 mod languages;
+mod reliability;
