@@ -4,6 +4,7 @@ mod check;
 mod ls;
 mod run;
 mod send;
+mod torch;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -40,6 +41,8 @@ pub enum Command {
     Check,
     /// List services with their collector, shell and tasks.
     Ls,
+    /// Run a shell command of a service directly (no broker); without one, a prompt.
+    Torch(torch::Args),
 }
 
 /// Runs one command; the exit code is the command's verdict.
@@ -49,6 +52,7 @@ pub async fn dispatch(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<E
         Command::Send(args) => send::run(&cli, args).await,
         Command::Check => check::run(&cli).await,
         Command::Ls => ls::run(&cli),
+        Command::Torch(args) => torch::run(&cli, args).await,
     }
 }
 
