@@ -4,3 +4,6 @@
 mod support;
 
 mod backbone;
+mod check;
+mod collectors;
+mod service_model;

@@ -47,7 +47,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     for service in compose.services.values() {
         let collector = match service.collector.as_ref() {
             None => "no collector".to_owned(),
-            Some(c) => format!("{} collector", describe(&c.kind)),
+            Some(c) => format!("collector {}", describe(&c.kind)),
         };
         let tasks: Vec<&str> = service
             .tasks

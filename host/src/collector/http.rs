@@ -122,6 +122,7 @@ pub async fn run(ctx: Context, listen: &str) -> anyhow::Result<Exit> {
         .route("/", post(message))
         .route("/healthz", get(healthz))
         .fallback(not_found)
+        .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(shared.body_limit))
         .with_state(shared.clone());
     tracing::info!(service = %name, address = %address, "http collector listening");
@@ -145,6 +146,10 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such path: POST / a JSON object, or GET /healthz")
+}
+
+async fn wrong_method() -> Response {
+    error(StatusCode::METHOD_NOT_ALLOWED, "use POST / with a JSON object, or GET /healthz")
 }
 
 /// The `wait` query parameter, in milliseconds.

@@ -325,7 +325,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<Exit> {
             Err(err) => err,
         };
         if ctx.shutdown.is_cancelled() {
-            tracing::error!(service = %ctx.service.name, collector = kind, error = format!("{err:#}"), "collector failed during shutdown");
+            tracing::error!(service = %ctx.service.name, collector = kind, error = %format_args!("{err:#}"), "collector failed during shutdown");
             return Ok(Exit::Stopped);
         }
         if started.elapsed() >= HEALTHY_RUN {
@@ -336,7 +336,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<Exit> {
         tracing::error!(
             service = %ctx.service.name,
             collector = kind,
-            error = format!("{err:#}"),
+            error = %format_args!("{err:#}"),
             failures,
             restart_in_ms = pause.as_millis() as u64,
             "collector failed; restarting it (workers carry on)"

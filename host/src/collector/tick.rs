@@ -28,7 +28,7 @@ pub async fn run(ctx: Context, spec: &TickSchedule, at_start: bool) -> anyhow::R
     let never = || anyhow::anyhow!("service {name:?}: the tick schedule has no next fire time");
     let taskbacks = ctx.log_taskbacks();
     let describe = match spec {
-        TickSchedule::Every(period) => format!("every {} ms", period.as_millis()),
+        TickSchedule::Every(period) => format!("every {}", super::humanize(*period)),
         TickSchedule::Cron(expr) => format!("cron `{expr}` (UTC)"),
     };
     let mut last = now_ms();
