@@ -4,7 +4,10 @@
 mod support;
 
 mod backbone;
+mod check;
+mod collectors;
 mod conformance;
 mod kv;
 mod languages;
 mod reliability;
+mod service_model;
