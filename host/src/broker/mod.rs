@@ -187,6 +187,17 @@ pub trait Broker: KvStore + Send + Sync + 'static {
         block: Duration,
     ) -> Result<Vec<Entry>>;
 
+    /// Entries of `group` already handed to `consumer` and not acknowledged, oldest first:
+    /// a consumer with a stable name takes them up after a restart before reading new ones.
+    async fn read_own_pending(
+        &self,
+        service: &str,
+        stream: StreamKind,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<Entry>>;
+
     /// Acknowledges entries `group` has handled.
     async fn ack(&self, service: &str, stream: StreamKind, group: &str, ids: &[String]) -> Result<()>;
 
