@@ -4,3 +4,5 @@
 mod support;
 
 mod backbone;
+mod hostile;
+mod sandbox;
