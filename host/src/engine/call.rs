@@ -94,10 +94,11 @@ impl Component {
                 .set_fuel(self.limits.fuel.unwrap_or(u64::MAX))
                 .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
         }
-        let deadline = Instant::now() + self.timeout();
+        // `None`: a timeout too far away to represent, i.e. none.
+        let deadline = Instant::now().checked_add(self.timeout());
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut ctx| {
-            if Instant::now() >= deadline {
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 ctx.data_mut().deadline_hit = true;
                 Ok(UpdateDeadline::Interrupt)
             } else {
