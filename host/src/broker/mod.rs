@@ -10,7 +10,7 @@
 //! - `redis.rs`: Redis streams and consumer groups.
 //! - `parse.rs`: decoding of Redis replies.
 
-mod parse;
+pub mod parse;
 mod redis;
 
 use std::time::Duration;
