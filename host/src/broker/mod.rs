@@ -18,7 +18,7 @@
 //!   `kv.rs`: kv), usable by several processes on one data directory.
 
 mod embedded;
-mod parse;
+pub mod parse;
 mod redis;
 mod redis_admin;
 mod redis_kv;
