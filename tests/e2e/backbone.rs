@@ -188,3 +188,26 @@ fn a_service_with_a_chat_and_a_timer() {
         redis::cmd("XINFO").arg("GROUPS").arg(key("bot", "taskback")).query(&mut con).expect("XINFO");
     assert_eq!(groups.len(), 1, "{groups:?}");
 }
+
+#[test]
+fn bench_reports_json_and_cleans_up() {
+    let redis = RedisServer::start();
+    let project = shout_and_counter();
+    let out = run_host(&project, &redis, &["bench", "shout", "-n", "300", "--concurrency", "4", "--json"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    for key in ["msgs_per_s", "p50_ms", "p99_ms", "rss_mb", "instantiate_us", "call_us"] {
+        assert!(json[key].as_f64().is_some_and(|v| v > 0.0), "{key} in {json}");
+    }
+    assert_eq!(json["calls"], 300, "{json}");
+    assert_eq!(json["failed_calls"], 0, "{json}");
+    // Its scratch namespace is gone, and the service's real streams were never touched.
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut redis.con()).expect("KEYS");
+    assert!(keys.is_empty(), "left behind: {keys:?}");
+
+    // A service whose messages produce no taskback is reported, not waited on forever.
+    let out = run_host(&project, &redis, &["bench", "shout", "-n", "5", "--field", "other=x"], None);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("dead letters") && stderr.contains("--field"), "{stderr}");
+}

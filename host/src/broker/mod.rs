@@ -198,6 +198,10 @@ pub trait Broker: KvStore + Send + Sync + 'static {
         count: usize,
     ) -> Result<Vec<Entry>>;
 
+    /// Deletes the service's streams, groups and kv data (used by `cannon-host bench` for its
+    /// scratch namespace).
+    async fn drop_service(&self, service: &str) -> Result<()>;
+
     /// Acknowledges entries `group` has handled.
     async fn ack(&self, service: &str, stream: StreamKind, group: &str, ids: &[String]) -> Result<()>;
 

@@ -335,6 +335,31 @@ impl Broker for RedisBroker {
         self.live_entries(&key, group, raw).await
     }
 
+    async fn drop_service(&self, service: &str) -> Result<()> {
+        let mut keys: Vec<String> =
+            [StreamKind::Data, StreamKind::Taskback, StreamKind::Dead].iter().map(|s| self.key(service, *s)).collect();
+        keys.extend(self.kv_keys(service));
+        let pattern = format!("{}*", self.kv_prefix(service));
+        let mut cursor = 0u64;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
+            let mut con = self.manager.clone();
+            let (next, found): (u64, Vec<String>) = scan.query_async(&mut con).await.map_err(|e| self.err(e))?;
+            keys.extend(found);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        for chunk in keys.chunks(500) {
+            let mut del = redis::cmd("UNLINK");
+            del.arg(chunk);
+            self.query(&del).await?;
+        }
+        Ok(())
+    }
+
     async fn ack(&self, service: &str, stream: StreamKind, group: &str, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());

@@ -143,12 +143,12 @@ fn status(value: &Value) -> Result<(String, Option<String>), KvFailure> {
 }
 
 impl RedisBroker {
-    fn kv_keys(&self, service: &str) -> [String; 4] {
+    pub(super) fn kv_keys(&self, service: &str) -> [String; 4] {
         let meta = format!("{}:kvmeta:{service}:", self.namespace);
         ["index", "sizes", "expiry", "bytes"].map(|part| format!("{meta}{part}"))
     }
 
-    fn kv_prefix(&self, service: &str) -> String {
+    pub(super) fn kv_prefix(&self, service: &str) -> String {
         format!("{}:kv:{service}:", self.namespace)
     }
 

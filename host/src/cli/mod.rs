@@ -1,5 +1,6 @@
 //! The `cannon-host` commands, one file each.
 
+mod bench;
 mod check;
 mod dead;
 mod info;
@@ -60,6 +61,8 @@ pub enum Command {
     Dead(dead::Args),
     /// Run a shell command of a service directly (no broker); without one, a prompt.
     Torch(torch::Args),
+    /// Measure a service: throughput, latency, memory and per-message isolation cost.
+    Bench(bench::Args),
 }
 
 /// Runs one command; the exit code is the command's verdict.
@@ -74,6 +77,7 @@ pub async fn dispatch(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<E
         Command::Watch(args) => watch::run(&cli, args, shutdown).await,
         Command::Dead(args) => dead::run(&cli, args).await,
         Command::Torch(args) => torch::run(&cli, args).await,
+        Command::Bench(args) => bench::run(&cli, args).await,
     }
 }
 

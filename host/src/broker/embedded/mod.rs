@@ -286,6 +286,13 @@ impl Broker for EmbeddedBroker {
         Ok(got.into_iter().map(|(id, fields)| Entry { id, fields }).collect())
     }
 
+    async fn drop_service(&self, service: &str) -> Result<()> {
+        let keys: Vec<String> =
+            [StreamKind::Data, StreamKind::Taskback, StreamKind::Dead].iter().map(|s| self.key(service, *s)).collect();
+        let scope = self.kv_scope(service);
+        self.write(move |tx| streams::drop_streams(tx, &keys, &scope)).await
+    }
+
     async fn ack(&self, service: &str, stream: StreamKind, group: &str, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());

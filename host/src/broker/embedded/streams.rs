@@ -277,6 +277,18 @@ pub fn read_own_pending(
     Ok(out)
 }
 
+/// Deletes streams with their entries, groups, consumers and pending entries, and a kv scope.
+pub fn drop_streams(tx: &Transaction<'_>, streams: &[String], kv_scope: &str) -> Result<(), Fail> {
+    for stream in streams {
+        for table in ["entries", "groups", "consumers", "pending", "streams"] {
+            let column = if table == "streams" { "name" } else { "stream" };
+            tx.execute(&format!("DELETE FROM {table} WHERE {column} = ?1"), params![stream])?;
+        }
+    }
+    tx.execute("DELETE FROM kv WHERE scope = ?1", params![kv_scope])?;
+    Ok(())
+}
+
 fn entry_fields(conn: &Connection, stream: &str, id: Id) -> Result<Option<Fields>, Fail> {
     let text: Option<String> = conn
         .query_row(

@@ -1,0 +1,330 @@
+//! `cannon-host bench SERVICE [-n N] [--concurrency C] [--rate R] [--json]`: drives the real
+//! broker and the service's real workers in this process, and measures throughput, latency
+//! (message added -> its taskback read), peak memory and the per-message cost of isolation.
+//!
+//! The run uses a namespace of its own (`{namespace}-bench-{pid}`; for the embedded broker
+//! also a temporary data directory), so it neither sees nor disturbs the service's real
+//! streams, and removes its streams when done.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{Broker, Fields, ID_FIELD, KvStore, StreamKind};
+use crate::cli::{Cli, connect, one_service};
+use crate::engine::{Engine, metrics};
+use crate::service::{self, engine_options};
+use crate::worker;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The service to benchmark (its tasks must produce results: each message needs a taskback).
+    pub service: String,
+    /// Messages to send.
+    #[arg(short = 'n', long, default_value_t = 10_000)]
+    pub messages: usize,
+    /// Messages processed at once (default: the service's `workers.concurrency`).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Open loop: add this many messages per second (default: as fast as the broker takes them).
+    #[arg(long, value_name = "PER_SECOND")]
+    pub rate: Option<f64>,
+    /// Fields of every message, `key=value` (default `text=hello world`).
+    #[arg(long = "field", value_name = "KEY=VALUE")]
+    pub fields: Vec<String>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Send instants by message id, and the latencies measured so far.
+#[derive(Default)]
+struct Clock {
+    sent: HashMap<String, Instant>,
+    latencies: Vec<Duration>,
+    /// Taskbacks whose id was not (yet) recorded as sent: matched when the id shows up.
+    early: HashMap<String, Instant>,
+}
+
+impl Clock {
+    fn sent(&mut self, id: String, at: Instant) {
+        match self.early.remove(&id) {
+            Some(done) => self.latencies.push(done.saturating_duration_since(at)),
+            None => {
+                self.sent.insert(id, at);
+            }
+        }
+    }
+
+    fn answered(&mut self, id: String, at: Instant) {
+        match self.sent.remove(&id) {
+            Some(sent) => self.latencies.push(at.saturating_duration_since(sent)),
+            None => {
+                self.early.insert(id, at);
+            }
+        }
+    }
+}
+
+fn lock(clock: &Mutex<Clock>) -> std::sync::MutexGuard<'_, Clock> {
+    clock.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Peak and current resident memory of this process, in MiB.
+fn rss_mb() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (kb("VmHWM:") / 1024.0, kb("VmRSS:") / 1024.0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.messages > 0, "-n must be at least 1");
+    let (mut compose, mut spec) = one_service(cli, &args.service)?;
+    if let Some(concurrency) = args.concurrency {
+        anyhow::ensure!(concurrency > 0, "--concurrency must be at least 1");
+        spec.workers.concurrency = concurrency;
+    }
+    spec.collectors.clear();
+    compose.namespace = format!("{}-bench-{}", compose.namespace, std::process::id());
+    let scratch = std::env::temp_dir().join(format!("cannon-bench-{}", std::process::id()));
+    compose.data_dir = scratch.clone();
+    let fields: Fields = if args.fields.is_empty() {
+        vec![("text".to_owned(), "hello world".to_owned())]
+    } else {
+        args.fields
+            .iter()
+            .map(|pair| {
+                let (k, v) = pair.split_once('=').with_context(|| format!("--field {pair:?} is not KEY=VALUE"))?;
+                Ok((k.to_owned(), v.to_owned()))
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+
+    let broker = connect(cli, &compose).await?;
+    let outcome = measure(&compose, &spec, broker.clone(), &fields, args).await;
+    if let Err(err) = broker.drop_service(&spec.name).await {
+        tracing::warn!(error = %err, "cannot remove the benchmark's streams");
+    }
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&scratch);
+    let report = outcome?;
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        report.print();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Report {
+    broker: String,
+    messages: usize,
+    concurrency: usize,
+    rate: Option<f64>,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+    rss_peak_mb: f64,
+    rss_mb: f64,
+    calls: u64,
+    failed: u64,
+    instantiate_us: f64,
+    call_us: f64,
+}
+
+async fn measure(
+    compose: &crate::config::Compose,
+    spec: &crate::config::Service,
+    broker: Arc<dyn Broker>,
+    fields: &Fields,
+    args: &Args,
+) -> anyhow::Result<Report> {
+    let name = spec.name.clone();
+    broker.prepare(&name, spec.stream.maxlen.max(args.messages as u64 * 2)).await?;
+    let engine = Arc::new(Engine::new(&engine_options(&[spec]))?);
+    let kv: Arc<dyn KvStore> = broker.clone();
+    let runtime = Arc::new(service::build(compose, spec, &engine, Some(kv)).await?);
+    let shutdown = CancellationToken::new();
+    let workers = tokio::spawn(worker::run(runtime, broker.clone(), worker::consumer_name("bench"), shutdown.clone()));
+
+    let clock = Arc::new(Mutex::new(Clock::default()));
+    let before = metrics::snapshot();
+    let started = Instant::now();
+    let producer =
+        tokio::spawn(produce(broker.clone(), name.clone(), fields.clone(), args.messages, args.rate, clock.clone()));
+
+    // Read taskbacks until every message has one.
+    let mut after = "0-0".to_owned();
+    let mut done = 0usize;
+    let mut last_progress = Instant::now();
+    let mut last_answer = Instant::now();
+    while done < args.messages {
+        let entries = broker.tail(&name, StreamKind::Taskback, &after, 1000, Duration::from_millis(200)).await?;
+        let now = Instant::now();
+        let quiet = now.duration_since(last_answer);
+        let dead = if entries.is_empty() && quiet > Duration::from_millis(500) {
+            broker.stream_info(&name, StreamKind::Dead).await.map(|i| i.length).unwrap_or(0)
+        } else {
+            0
+        };
+        if dead > 0 && done + dead as usize >= args.messages || quiet > Duration::from_secs(10) {
+            anyhow::bail!(
+                "{done} of {} messages answered, {dead} dead letters: does every message of \
+                 service {name:?} produce results? (--field sets the message's fields)",
+                args.messages
+            );
+        }
+        {
+            let mut clock = lock(&clock);
+            for entry in &entries {
+                if let Some((_, id)) = entry.fields.iter().find(|(k, _)| k == ID_FIELD) {
+                    clock.answered(id.clone(), now);
+                    done += 1;
+                }
+            }
+        }
+        if let Some(last) = entries.last() {
+            after = last.id.clone();
+            last_answer = now;
+        }
+        if !args.json && now.duration_since(last_progress) >= Duration::from_millis(250) {
+            last_progress = now;
+            let rate = done as f64 / started.elapsed().as_secs_f64();
+            eprint!("\r  {done}/{} taskbacks, {rate:.0} msg/s   ", args.messages);
+            let _ = std::io::stderr().flush();
+        }
+    }
+    let elapsed = started.elapsed();
+    if !args.json {
+        eprintln!("\r  {done}/{} taskbacks{}", args.messages, " ".repeat(24));
+    }
+    producer.await.context("producer panicked")??;
+    let (rss_peak_mb, rss_mb) = rss_mb();
+    shutdown.cancel();
+    workers.await.context("workers panicked")??;
+    let after = metrics::snapshot();
+    let calls = after.calls.saturating_sub(before.calls);
+    let per_call = |total: Duration| if calls == 0 { 0.0 } else { total.as_secs_f64() * 1e6 / calls as f64 };
+    let instantiate = after.instantiate.saturating_sub(before.instantiate);
+    let wall = after.wall.saturating_sub(before.wall);
+    let mut latencies = std::mem::take(&mut lock(&clock).latencies);
+    latencies.sort_unstable();
+    Ok(Report {
+        broker: broker.describe(),
+        messages: args.messages,
+        concurrency: spec.workers.concurrency,
+        rate: args.rate,
+        elapsed,
+        latencies,
+        rss_peak_mb,
+        rss_mb,
+        calls,
+        failed: after.failed().saturating_sub(before.failed()),
+        instantiate_us: per_call(instantiate),
+        call_us: per_call(wall.saturating_sub(instantiate)),
+    })
+}
+
+/// Adds `n` messages: as fast as the broker takes them (up to 256 adds in flight), or at
+/// `rate` per second.
+async fn produce(
+    broker: Arc<dyn Broker>,
+    service: String,
+    fields: Fields,
+    n: usize,
+    rate: Option<f64>,
+    clock: Arc<Mutex<Clock>>,
+) -> anyhow::Result<()> {
+    let mut inflight = tokio::task::JoinSet::new();
+    let mut ticker = rate.map(|r| {
+        let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / r.max(0.001)));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        interval
+    });
+    for _ in 0..n {
+        match ticker.as_mut() {
+            Some(ticker) => {
+                ticker.tick().await;
+            }
+            None => {
+                while inflight.len() >= 256 {
+                    if let Some(joined) = inflight.join_next().await {
+                        joined.context("add panicked")??;
+                    }
+                }
+            }
+        }
+        let (broker, service, fields, clock) = (broker.clone(), service.clone(), fields.clone(), clock.clone());
+        inflight.spawn(async move {
+            let at = Instant::now();
+            let id = broker.add(&service, StreamKind::Data, &fields).await?;
+            lock(&clock).sent(id, at);
+            anyhow::Ok(())
+        });
+    }
+    while let Some(joined) = inflight.join_next().await {
+        joined.context("add panicked")??;
+    }
+    Ok(())
+}
+
+impl Report {
+    fn msgs_per_s(&self) -> f64 {
+        self.messages as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let p = |q| (percentile(&self.latencies, q) * 1000.0).round() / 1000.0;
+        serde_json::json!({
+            "msgs_per_s": self.msgs_per_s().round(),
+            "p50_ms": p(50.0),
+            "p90_ms": p(90.0),
+            "p99_ms": p(99.0),
+            "max_ms": p(100.0),
+            "rss_mb": (self.rss_peak_mb * 10.0).round() / 10.0,
+            "instantiate_us": (self.instantiate_us * 10.0).round() / 10.0,
+            "call_us": (self.call_us * 10.0).round() / 10.0,
+            "messages": self.messages,
+            "concurrency": self.concurrency,
+            "rate": self.rate,
+            "calls": self.calls,
+            "failed_calls": self.failed,
+            "broker": self.broker,
+        })
+    }
+
+    fn print(&self) {
+        let p = |q| percentile(&self.latencies, q);
+        let load = match self.rate {
+            Some(rate) => format!("open loop at {rate} msg/s"),
+            None => "as fast as possible".to_owned(),
+        };
+        println!("{} messages, {load}, concurrency {}, broker {}", self.messages, self.concurrency, self.broker);
+        println!("  throughput      {:>10.0} msg/s  ({:.2} s)", self.msgs_per_s(), self.elapsed.as_secs_f64());
+        println!("  latency (ms)    p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}", p(50.0), p(90.0), p(99.0), p(100.0));
+        println!("  per message     instantiate {:.1} µs, call {:.1} µs", self.instantiate_us, self.call_us);
+        println!("  memory          peak RSS {:.1} MiB (now {:.1} MiB)", self.rss_peak_mb, self.rss_mb);
+        if self.failed > 0 {
+            println!("  failed calls    {} of {}", self.failed, self.calls);
+        }
+    }
+}
