@@ -10,8 +10,8 @@
 //! - [`config`]: `cannon-compose.yml`, loaded into a typed model with errors at file:line.
 //! - [`engine`]: wasmtime engine, linker, limits, host imports; one `InstancePre` per
 //!   component and a fresh `Store` per call.
-//! - [`broker`]: the [`broker::Broker`] trait and its Redis implementation (streams and
-//!   consumer groups).
+//! - [`broker`]: the [`broker::Broker`] and [`broker::KvStore`] traits, implemented by the
+//!   embedded broker (SQLite, the default) and by Redis (streams and consumer groups).
 //! - [`pipeline`], [`torch`]: what happens to one message.
 //! - [`service`]: compose entries turned into runnable pipelines.
 //! - [`worker`]: consume -> pipeline -> taskback + ack, retries and dead letters.

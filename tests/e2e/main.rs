@@ -4,4 +4,8 @@
 mod support;
 
 mod backbone;
+mod conformance;
+mod examples;
+mod kv;
 mod languages;
+mod reliability;

@@ -5,18 +5,31 @@
 //! taskback stream through [`COLLECTOR_GROUP`]. A message is acknowledged only after its
 //! pipeline finished, in the same transaction that adds its taskback.
 //!
+//! Two implementations pass one conformance suite (`tests/e2e/conformance.rs`): Redis
+//! (streams, consumer groups; for several machines) and the embedded broker (SQLite in a
+//! data directory; the default, for one machine). `docs/brokers.md` compares them.
+//!
 //! ## Layout
-//! - `mod.rs`: the [`Broker`] and [`KvStore`] traits and their data types.
-//! - `redis.rs`: Redis streams and consumer groups.
-//! - `parse.rs`: decoding of Redis replies.
+//! - `mod.rs`: the [`Broker`] and [`KvStore`] traits, their data types, [`connect`].
+//! - `redis.rs`: Redis streams and consumer groups; `redis_admin.rs`: inspection, claims
+//!   and replays (Lua scripts where a check and a write must be atomic); `redis_kv.rs`: kv
+//!   with quotas in Lua; `parse.rs`: decoding of Redis replies.
+//! - `embedded/`: the same semantics in SQLite (`streams.rs`: streams, groups, pending;
+//!   `kv.rs`: kv), usable by several processes on one data directory.
 
+mod embedded;
 mod parse;
 mod redis;
+mod redis_admin;
+mod redis_kv;
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use self::embedded::EmbeddedBroker;
 pub use self::redis::RedisBroker;
 pub use crate::config::StreamKind;
 
@@ -64,6 +77,50 @@ pub struct DeadLetter {
     pub failed_at_ms: u64,
 }
 
+/// Fields [`Broker::bury`] adds to a dead letter (after the message's own fields), and
+/// which [`Broker::replay`] strips again.
+pub const DEAD_FIELDS: [&str; 4] = [ID_FIELD, "cannon.error", "cannon.attempts", "cannon.failed_at"];
+
+/// One entry delivered to a consumer of a group and not yet acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingEntry {
+    pub id: String,
+    pub consumer: String,
+    /// Milliseconds since it was last delivered (or kept alive by its consumer).
+    pub idle_ms: u64,
+    /// How many times it has been delivered.
+    pub deliveries: u32,
+}
+
+/// A consumer of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerInfo {
+    pub name: String,
+    /// Entries it holds unacknowledged.
+    pub pending: u64,
+    /// Milliseconds since it last read or claimed.
+    pub idle_ms: u64,
+}
+
+/// A consumer group of a stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    pub name: String,
+    pub pending: u64,
+    /// Id of the last entry handed to any of its consumers.
+    pub last_delivered: String,
+    pub consumers: Vec<ConsumerInfo>,
+}
+
+/// One stream of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StreamInfo {
+    pub length: u64,
+    /// Id of the newest entry (`0-0` when the stream is empty or missing).
+    pub last_id: String,
+    pub groups: Vec<GroupInfo>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("broker {url}: {source}")]
@@ -76,13 +133,22 @@ pub enum BrokerError {
     Protocol { url: String, command: &'static str, detail: String },
     #[error("invalid broker URL {url:?}: {reason}")]
     Url { url: String, reason: String },
+    #[error("embedded broker {path}: {source}")]
+    Sqlite {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("embedded broker {path}: {detail}")]
+    Embedded { path: String, detail: String },
 }
 
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 
-/// Message transport of a set of services.
+/// Message transport of a set of services. Every broker is also the service's kv store
+/// (`Arc<dyn Broker>` coerces to `Arc<dyn KvStore>`).
 #[async_trait]
-pub trait Broker: Send + Sync + 'static {
+pub trait Broker: KvStore + Send + Sync + 'static {
     /// Where this broker lives, for messages (password removed).
     fn describe(&self) -> String;
 
@@ -136,6 +202,35 @@ pub trait Broker: Send + Sync + 'static {
         count: usize,
         block: Duration,
     ) -> Result<Vec<Entry>>;
+
+    /// Length, newest id, groups and consumers of one of the service's streams (empty when
+    /// the stream does not exist).
+    async fn stream_info(&self, service: &str, stream: StreamKind) -> Result<StreamInfo>;
+
+    /// Up to `count` entries pending in `group`, oldest first, optionally only `consumer`'s.
+    async fn pending(
+        &self,
+        service: &str,
+        stream: StreamKind,
+        group: &str,
+        consumer: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<PendingEntry>>;
+
+    /// Takes over those of `ids` (data stream, worker group) still pending with consumer
+    /// `from`, counting a delivery each; entries deleted meanwhile are dropped.
+    async fn claim(&self, service: &str, consumer: &str, from: &str, ids: &[String]) -> Result<Vec<Delivery>>;
+
+    /// Keeps `consumer`'s claim on `ids` (data stream, worker group) fresh, so they are not
+    /// reclaimed as abandoned; returns those still pending with `consumer`.
+    async fn keep(&self, service: &str, consumer: &str, ids: &[String]) -> Result<Vec<String>>;
+
+    /// Removes a consumer (and whatever it still had pending) from a group.
+    async fn remove_consumer(&self, service: &str, stream: StreamKind, group: &str, consumer: &str) -> Result<()>;
+
+    /// Moves dead letters (ids of the dead stream) back onto the data stream, without the
+    /// [`DEAD_FIELDS`], atomically per letter; returns `(dead id, new data id)` of each moved.
+    async fn replay(&self, service: &str, dead_ids: &[String]) -> Result<Vec<(String, String)>>;
 }
 
 /// Why a kv operation was refused.
@@ -169,7 +264,12 @@ pub trait KvStore: Send + Sync + 'static {
     async fn kv_list(&self, service: &str, prefix: &str, limit: u32) -> Result<Vec<String>, KvFailure>;
 }
 
-/// Opens the broker at `url` (`redis://` or `rediss://`).
-pub async fn connect(url: &str, namespace: &str) -> Result<std::sync::Arc<RedisBroker>> {
-    Ok(std::sync::Arc::new(RedisBroker::connect(url, namespace).await?))
+/// Opens the Redis broker at `url` (`redis://` or `rediss://`).
+pub async fn connect(url: &str, namespace: &str) -> Result<Arc<dyn Broker>> {
+    Ok(Arc::new(RedisBroker::connect(url, namespace).await?))
+}
+
+/// Opens (creating when missing) the embedded broker in `data_dir`.
+pub async fn open_embedded(data_dir: &Path, namespace: &str) -> Result<Arc<dyn Broker>> {
+    Ok(Arc::new(EmbeddedBroker::open(data_dir, namespace).await?))
 }

@@ -111,6 +111,76 @@ pub fn pending_reply(value: &Value) -> Result<Vec<(String, String, u64, u32)>, S
         .collect()
 }
 
+/// An integer reply (or a decimal string).
+pub fn int(value: &Value) -> Result<i64, String> {
+    match value {
+        Value::Int(n) => Ok(*n),
+        other => text(other)?.parse::<i64>().map_err(|e| format!("expected an integer: {e}")),
+    }
+}
+
+/// A string reply (or an integer as text).
+pub fn string(value: &Value) -> Result<String, String> {
+    text(value)
+}
+
+/// The `XINFO` shape: a flat `[name, value, ...]` array (RESP2) or a map (RESP3).
+pub fn info_pairs(value: &Value) -> Result<Vec<(String, &Value)>, String> {
+    match value {
+        Value::Map(pairs) => pairs.iter().map(|(k, v)| Ok((text(k)?, v))).collect(),
+        other => {
+            let flat = items(other)?;
+            if flat.len() % 2 != 0 {
+                return Err(format!("odd number of info items ({})", flat.len()));
+            }
+            flat.chunks_exact(2).map(|pair| Ok((text(&pair[0])?, &pair[1]))).collect()
+        }
+    }
+}
+
+/// `XINFO GROUPS` / `XINFO CONSUMERS`: a list of info maps.
+pub fn info_list(value: &Value) -> Result<Vec<Vec<(String, &Value)>>, String> {
+    items(value)?.iter().map(info_pairs).collect()
+}
+
+/// The value of `name` in an info map.
+pub fn info_field<'v>(pairs: &[(String, &'v Value)], name: &str) -> Result<&'v Value, String> {
+    pairs.iter().find(|(k, _)| k == name).map(|(_, v)| *v).ok_or_else(|| format!("no {name:?} in info reply"))
+}
+
+/// The reply of the claim script: `[[id, fields, deliveries], ...]`.
+pub fn claimed_reply(value: &Value) -> Result<Vec<(String, Fields, u32)>, String> {
+    items(value)?
+        .iter()
+        .map(|row| match items(row)? {
+            [id, body, count] => {
+                let fields = fields(body)?.unwrap_or_default();
+                Ok((text(id)?, fields, u32::try_from(int(count)?).unwrap_or(u32::MAX)))
+            }
+            _ => Err(format!("expected [id, fields, deliveries], found {row:?}")),
+        })
+        .collect()
+}
+
+/// A list of strings.
+pub fn strings(value: &Value) -> Result<Vec<String>, String> {
+    if matches!(value, Value::Nil) {
+        return Ok(Vec::new());
+    }
+    items(value)?.iter().map(text).collect()
+}
+
+/// `[[a, b], ...]` into string pairs.
+pub fn string_pairs(value: &Value) -> Result<Vec<(String, String)>, String> {
+    items(value)?
+        .iter()
+        .map(|row| match items(row)? {
+            [a, b] => Ok((text(a)?, text(b)?)),
+            _ => Err(format!("expected a pair, found {row:?}")),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

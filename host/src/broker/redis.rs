@@ -15,8 +15,8 @@ use redis::{AsyncConnectionConfig, Client, Cmd, Value};
 
 use crate::broker::parse::{self, RawEntry};
 use crate::broker::{
-    Broker, BrokerError, COLLECTOR_GROUP, Completion, DeadLetter, Delivery, Entry, ID_FIELD, Result, StreamKind,
-    WORKER_GROUP,
+    Broker, BrokerError, COLLECTOR_GROUP, Completion, DeadLetter, Delivery, Entry, ID_FIELD, PendingEntry, Result,
+    StreamInfo, StreamKind, WORKER_GROUP,
 };
 
 /// Default approximate stream length when a service was not prepared.
@@ -28,8 +28,8 @@ pub struct RedisBroker {
     client: Client,
     /// The URL without its password, for messages.
     url: String,
-    namespace: String,
-    manager: ConnectionManager,
+    pub(super) namespace: String,
+    pub(super) manager: ConnectionManager,
     /// Dedicated connections for blocking reads, reused across reads.
     blocking: Mutex<Vec<MultiplexedConnection>>,
     /// Approximate maximum length per service, from `prepare`.
@@ -87,25 +87,25 @@ impl RedisBroker {
         format!("{}:{service}:{}", self.namespace, stream.as_str())
     }
 
-    fn maxlen(&self, service: &str) -> u64 {
+    pub(super) fn maxlen(&self, service: &str) -> u64 {
         self.maxlen.read().unwrap_or_else(PoisonError::into_inner).get(service).copied().unwrap_or(DEFAULT_MAXLEN)
     }
 
-    fn err(&self, source: redis::RedisError) -> BrokerError {
+    pub(super) fn err(&self, source: redis::RedisError) -> BrokerError {
         BrokerError::Redis { url: self.url.clone(), source }
     }
 
-    fn protocol(&self, command: &'static str, detail: String) -> BrokerError {
+    pub(super) fn protocol(&self, command: &'static str, detail: String) -> BrokerError {
         BrokerError::Protocol { url: self.url.clone(), command, detail }
     }
 
-    async fn query(&self, cmd: &Cmd) -> Result<Value> {
+    pub(super) async fn query(&self, cmd: &Cmd) -> Result<Value> {
         let mut con = self.manager.clone();
         cmd.query_async(&mut con).await.map_err(|e| self.err(e))
     }
 
     /// Runs a blocking command on a dedicated connection.
-    async fn query_blocking(&self, cmd: &Cmd) -> Result<Value> {
+    pub(super) async fn query_blocking(&self, cmd: &Cmd) -> Result<Value> {
         let pooled = self.blocking.lock().unwrap_or_else(PoisonError::into_inner).pop();
         let mut con = match pooled {
             Some(con) => con,
@@ -121,7 +121,7 @@ impl RedisBroker {
         Ok(value)
     }
 
-    fn xadd(&self, key: &str, maxlen: u64, fields: &[(String, String)]) -> Cmd {
+    pub(super) fn xadd(&self, key: &str, maxlen: u64, fields: &[(String, String)]) -> Cmd {
         let mut cmd = redis::cmd("XADD");
         cmd.arg(key).arg("MAXLEN").arg("~").arg(maxlen).arg("*");
         for (k, v) in fields {
@@ -130,7 +130,7 @@ impl RedisBroker {
         cmd
     }
 
-    async fn ensure_group(&self, key: &str, group: &str, start: &str) -> Result<()> {
+    pub(super) async fn ensure_group(&self, key: &str, group: &str, start: &str) -> Result<()> {
         let mut cmd = redis::cmd("XGROUP");
         cmd.arg("CREATE").arg(key).arg(group).arg(start).arg("MKSTREAM");
         match self.query(&cmd).await {
@@ -141,7 +141,7 @@ impl RedisBroker {
     }
 
     /// Drops entries deleted while pending (acknowledging them) and keeps the rest.
-    async fn live_entries(&self, key: &str, group: &str, raw: Vec<RawEntry>) -> Result<Vec<Entry>> {
+    pub(super) async fn live_entries(&self, key: &str, group: &str, raw: Vec<RawEntry>) -> Result<Vec<Entry>> {
         let mut gone = Vec::new();
         let mut live = Vec::with_capacity(raw.len());
         for (id, fields) in raw {
@@ -174,9 +174,22 @@ impl RedisBroker {
             cmd.arg("BLOCK").arg(block.as_millis().max(1) as u64);
         }
         cmd.arg("STREAMS").arg(key).arg(">");
-        let reply = if block.is_zero() { self.query(&cmd).await? } else { self.query_blocking(&cmd).await? };
+        let reply = match self.read_once(&cmd, block).await {
+            // The group is gone (Redis lost its data, or someone deleted the key): recreate
+            // it from the start of what the stream still holds, and read again.
+            Err(BrokerError::Redis { source, .. }) if source.code() == Some("NOGROUP") => {
+                tracing::warn!(stream = key, group, "consumer group missing; recreating it");
+                self.ensure_group(key, group, "0").await?;
+                self.read_once(&cmd, block).await?
+            }
+            other => other?,
+        };
         let raw = parse::read_reply(&reply).map_err(|d| self.protocol("XREADGROUP", d))?;
         self.live_entries(key, group, raw).await
+    }
+
+    async fn read_once(&self, cmd: &Cmd, block: Duration) -> Result<Value> {
+        if block.is_zero() { self.query(cmd).await } else { self.query_blocking(cmd).await }
     }
 }
 
@@ -337,6 +350,44 @@ impl Broker for RedisBroker {
         let reply = if block.is_zero() { self.query(&cmd).await? } else { self.query_blocking(&cmd).await? };
         let raw = parse::read_reply(&reply).map_err(|d| self.protocol("XREAD", d))?;
         Ok(raw.into_iter().filter_map(|(id, fields)| fields.map(|fields| Entry { id, fields })).collect())
+    }
+
+    async fn stream_info(&self, service: &str, stream: StreamKind) -> Result<StreamInfo> {
+        self.info(&self.key(service, stream)).await
+    }
+
+    async fn pending(
+        &self,
+        service: &str,
+        stream: StreamKind,
+        group: &str,
+        consumer: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<PendingEntry>> {
+        self.pending_entries(&self.key(service, stream), group, consumer, count).await
+    }
+
+    async fn claim(&self, service: &str, consumer: &str, from: &str, ids: &[String]) -> Result<Vec<Delivery>> {
+        self.claim_from(&self.key(service, StreamKind::Data), consumer, from, ids).await
+    }
+
+    async fn keep(&self, service: &str, consumer: &str, ids: &[String]) -> Result<Vec<String>> {
+        self.keep_owned(&self.key(service, StreamKind::Data), consumer, ids).await
+    }
+
+    async fn remove_consumer(&self, service: &str, stream: StreamKind, group: &str, consumer: &str) -> Result<()> {
+        let mut cmd = redis::cmd("XGROUP");
+        cmd.arg("DELCONSUMER").arg(self.key(service, stream)).arg(group).arg(consumer);
+        match self.query(&cmd).await {
+            Err(BrokerError::Redis { source, .. }) if source.code() == Some("NOGROUP") => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    async fn replay(&self, service: &str, dead_ids: &[String]) -> Result<Vec<(String, String)>> {
+        let data = self.key(service, StreamKind::Data);
+        let dead = self.key(service, StreamKind::Dead);
+        self.replay_dead(&data, &dead, self.maxlen(service), dead_ids).await
     }
 }
 

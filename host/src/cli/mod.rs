@@ -1,9 +1,13 @@
 //! The `cannon-host` commands, one file each.
 
 mod check;
+mod dead;
+mod info;
 mod ls;
+mod pending;
 mod run;
 mod send;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -23,9 +27,14 @@ pub struct Cli {
     /// Compose file describing the services.
     #[arg(short = 'f', long = "file", global = true, default_value = "cannon-compose.yml", value_name = "FILE")]
     pub file: PathBuf,
-    /// Broker URL, e.g. redis://127.0.0.1:6379 (else $CANNON_BROKER, else the compose file's `broker:`).
+    /// Broker URL, e.g. redis://127.0.0.1:6379, or `embedded` (else $CANNON_BROKER, else the
+    /// compose file's `broker:`, else the embedded broker in the data directory).
     #[arg(long, global = true, env = "CANNON_BROKER", value_name = "URL")]
     pub broker: Option<String>,
+    /// Directory of the embedded broker (default: the compose file's `data_dir`, which
+    /// defaults to `.cannon` beside the compose file).
+    #[arg(long, global = true, env = "CANNON_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -40,6 +49,14 @@ pub enum Command {
     Check,
     /// List services with their collector, shell and tasks.
     Ls,
+    /// Streams, consumer groups, consumers, pending and dead counts of a service.
+    Info(info::Args),
+    /// Messages delivered to workers and not yet acknowledged.
+    Pending(pending::Args),
+    /// Live tail of a service's data, taskback and dead streams.
+    Watch(watch::Args),
+    /// List dead letters, or replay them onto the data stream.
+    Dead(dead::Args),
 }
 
 /// Runs one command; the exit code is the command's verdict.
@@ -49,6 +66,10 @@ pub async fn dispatch(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<E
         Command::Send(args) => send::run(&cli, args).await,
         Command::Check => check::run(&cli).await,
         Command::Ls => ls::run(&cli),
+        Command::Info(args) => info::run(&cli, args).await,
+        Command::Pending(args) => pending::run(&cli, args).await,
+        Command::Watch(args) => watch::run(&cli, args, shutdown).await,
+        Command::Dead(args) => dead::run(&cli, args).await,
     }
 }
 
@@ -60,14 +81,30 @@ pub(crate) fn load_compose(path: &Path) -> anyhow::Result<Compose> {
     })
 }
 
-/// Connects to the broker chosen by `--broker`, `$CANNON_BROKER` or the compose file.
+/// Connects to the broker chosen by `--broker`, `$CANNON_BROKER` or the compose file's
+/// `broker:`; without any of them (or with `embedded`), opens the embedded broker in
+/// `--data-dir` (default: the compose file's `data_dir`).
 pub(crate) async fn connect(cli: &Cli, compose: &Compose) -> anyhow::Result<Arc<dyn Broker>> {
-    let url = cli.broker.clone().or_else(|| compose.broker.clone()).with_context(|| {
-        format!(
-            "no broker configured: add `broker: redis://127.0.0.1:6379` to {}, set CANNON_BROKER or pass --broker",
-            compose.path.display()
-        )
-    })?;
-    let broker = crate::broker::connect(&url, &compose.namespace).await?;
-    Ok(broker)
+    match cli.broker.clone().or_else(|| compose.broker.clone()) {
+        Some(url) if url != "embedded" => crate::broker::connect(&url, &compose.namespace)
+            .await
+            .with_context(|| format!("cannot connect to the broker of {}", compose.path.display())),
+        _ => {
+            let dir = cli.data_dir.clone().unwrap_or_else(|| compose.data_dir.clone());
+            crate::broker::open_embedded(&dir, &compose.namespace)
+                .await
+                .with_context(|| format!("cannot open the embedded broker in {}", dir.display()))
+        }
+    }
+}
+
+/// Loads the compose file and picks one service from it by name.
+pub(crate) fn one_service(cli: &Cli, name: &str) -> anyhow::Result<(Compose, crate::config::Service)> {
+    let compose = load_compose(&cli.file)?;
+    let service = crate::service::select(&compose, std::slice::from_ref(&name.to_owned()))?
+        .into_iter()
+        .next()
+        .cloned()
+        .context("no service selected")?;
+    Ok((compose, service))
 }

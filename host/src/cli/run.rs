@@ -7,6 +7,7 @@ use std::time::Instant;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::KvStore;
 use crate::cli::{Cli, connect, load_compose};
 use crate::collector::{self, Exit};
 use crate::engine::Engine;
@@ -43,7 +44,8 @@ pub async fn run(cli: &Cli, args: &Args, shutdown: CancellationToken) -> anyhow:
     if args.role != Role::Collector {
         let engine = Arc::new(Engine::new(&engine_options(&selected))?);
         for spec in &selected {
-            let runtime = Arc::new(service::build(&compose, spec, &engine, None).await?);
+            let kv: Arc<dyn KvStore> = broker.clone();
+            let runtime = Arc::new(service::build(&compose, spec, &engine, Some(kv)).await?);
             let consumer = worker::consumer_name("");
             tasks.spawn(worker::run(runtime, broker.clone(), consumer, shutdown.clone()));
         }

@@ -1,0 +1,355 @@
+//! The embedded broker: Redis-stream semantics in one SQLite database under the data
+//! directory (`{data_dir}/cannon.db`), so a single machine needs no Redis, a restart loses
+//! nothing, and `cannon-host send`, `info` or `dead` in another process see the same data.
+//!
+//! The database runs in WAL mode (readers never block the writer); every write is one
+//! `BEGIN IMMEDIATE` transaction, so concurrent processes queue on the write lock
+//! (`busy_timeout`) instead of failing. Blocking reads poll: an add in this process wakes
+//! its readers at once, adds from other processes are seen within [`POLL`].
+//!
+//! ## Layout
+//! - `mod.rs`: opening, the connection, the async [`Broker`] surface.
+//! - `streams.rs`: the schema and the stream, group and pending operations, in SQL.
+//! - `inspect.rs`: read-only views (ranges, newest id, groups, consumers, pending).
+//! - `kv.rs`: the [`crate::broker::KvStore`] side.
+
+mod inspect;
+mod kv;
+mod streams;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::broker::{
+    Broker, BrokerError, COLLECTOR_GROUP, Completion, DeadLetter, Delivery, Entry, PendingEntry, Result, StreamInfo,
+    StreamKind, WORKER_GROUP,
+};
+
+/// How often a blocked read looks for entries added by other processes.
+const POLL: Duration = Duration::from_millis(20);
+/// How long a write waits for another process holding the write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "cannon.db";
+
+/// A failure inside a database call.
+#[derive(Debug)]
+pub(super) enum Fail {
+    Sql(rusqlite::Error),
+    Invalid(String),
+}
+
+impl From<rusqlite::Error> for Fail {
+    fn from(err: rusqlite::Error) -> Self {
+        Fail::Sql(err)
+    }
+}
+
+pub struct EmbeddedBroker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The database file, for messages.
+    shown: String,
+    namespace: String,
+    /// One connection per process, used by one call at a time on a blocking thread.
+    conn: Mutex<Connection>,
+    /// Wakes this process's blocked readers when it adds entries.
+    added: tokio::sync::Notify,
+}
+
+impl EmbeddedBroker {
+    /// Opens (creating when missing) the database in `data_dir`.
+    pub async fn open(data_dir: &Path, namespace: &str) -> Result<Self> {
+        let path = data_dir.join(DB_FILE);
+        let shown = path.display().to_string();
+        let dir = data_dir.to_path_buf();
+        let opened = tokio::task::spawn_blocking(move || open_db(&dir, &path)).await;
+        let conn = match opened {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(fail)) => return Err(error(&shown, fail)),
+            Err(join) => return Err(BrokerError::Embedded { path: shown, detail: join.to_string() }),
+        };
+        let inner =
+            Inner { shown, namespace: namespace.to_owned(), conn: Mutex::new(conn), added: tokio::sync::Notify::new() };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// `{ns}:{service}:{stream}`, the same names as in Redis.
+    fn key(&self, service: &str, stream: StreamKind) -> String {
+        format!("{}:{service}:{}", self.inner.namespace, stream.as_str())
+    }
+
+    fn kv_scope(&self, service: &str) -> String {
+        format!("{}:kv:{service}", self.inner.namespace)
+    }
+
+    /// Runs `f` on the connection on a blocking thread.
+    async fn call<T, E>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> std::result::Result<T, E> + Send + 'static,
+    ) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<Fail> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut conn = inner.conn.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut conn)
+        })
+        .await;
+        joined.unwrap_or_else(|join| Err(E::from(Fail::Invalid(format!("database call failed: {join}")))))
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed when `f` succeeds.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> std::result::Result<T, Fail> + Send + 'static,
+    ) -> Result<T> {
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+        .map_err(|fail| error(&self.inner.shown, fail))
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> std::result::Result<T, Fail> + Send + 'static,
+    ) -> Result<T> {
+        self.call(move |conn| f(conn)).await.map_err(|fail| error(&self.inner.shown, fail))
+    }
+
+    /// Waits until `block` passed or something may have been added.
+    async fn wait(&self, until: Instant) -> bool {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let _ = tokio::time::timeout(left.min(POLL), self.inner.added.notified()).await;
+        true
+    }
+
+    async fn read_entries(
+        &self,
+        stream: String,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<(String, crate::broker::Fields)>> {
+        let until = Instant::now() + block;
+        let mut first = true;
+        loop {
+            // Only the first attempt writes unconditionally (it records the consumer);
+            // later polls first look, read-only, whether anything is new.
+            let new = first || {
+                let (stream, group) = (stream.clone(), group.to_owned());
+                self.read(move |conn| streams::has_new(conn, &stream, &group)).await?
+            };
+            if new {
+                let (stream, group, consumer) = (stream.clone(), group.to_owned(), consumer.to_owned());
+                let got =
+                    self.write(move |tx| streams::read_group(tx, &stream, &group, &consumer, count.max(1))).await?;
+                if !got.is_empty() {
+                    return Ok(got);
+                }
+            }
+            first = false;
+            if !self.wait(until).await {
+                return Ok(Vec::new());
+            }
+        }
+    }
+}
+
+fn error(path: &str, fail: Fail) -> BrokerError {
+    match fail {
+        Fail::Sql(source) => BrokerError::Sqlite { path: path.to_owned(), source },
+        Fail::Invalid(detail) => BrokerError::Embedded { path: path.to_owned(), detail },
+    }
+}
+
+fn open_db(dir: &PathBuf, path: &Path) -> std::result::Result<Connection, Fail> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Fail::Invalid(format!("cannot create data directory {}: {e}", dir.display())))?;
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Fail::Invalid(format!("cannot switch {} to WAL mode (got {mode})", path.display())));
+    }
+    // NORMAL in WAL mode: a committed transaction survives a crash of the process; a power
+    // loss may lose the last ones (like Redis with `appendfsync everysec`).
+    conn.execute_batch("PRAGMA synchronous = NORMAL;")?;
+    streams::migrate(&conn)?;
+    Ok(conn)
+}
+
+#[async_trait]
+impl Broker for EmbeddedBroker {
+    fn describe(&self) -> String {
+        format!("embedded:{}", self.inner.shown)
+    }
+
+    async fn prepare(&self, service: &str, maxlen: u64) -> Result<()> {
+        let keys = [StreamKind::Data, StreamKind::Taskback, StreamKind::Dead].map(|s| self.key(service, s));
+        self.write(move |tx| {
+            for key in &keys {
+                streams::set_maxlen(tx, key, maxlen)?;
+            }
+            // "0": messages sent before the first worker started are processed too.
+            streams::create_group(tx, &keys[0], WORKER_GROUP, "0")?;
+            streams::create_group(tx, &keys[1], COLLECTOR_GROUP, "$")
+        })
+        .await
+    }
+
+    async fn add(&self, service: &str, stream: StreamKind, fields: &[(String, String)]) -> Result<String> {
+        let key = self.key(service, stream);
+        let fields = fields.to_vec();
+        let id = self.write(move |tx| streams::add(tx, &key, &fields)).await?;
+        self.inner.added.notify_waiters();
+        Ok(id)
+    }
+
+    async fn read(&self, service: &str, consumer: &str, count: usize, block: Duration) -> Result<Vec<Delivery>> {
+        let got = self.read_entries(self.key(service, StreamKind::Data), WORKER_GROUP, consumer, count, block).await?;
+        Ok(got.into_iter().map(|(id, fields)| Delivery { id, fields, deliveries: 1 }).collect())
+    }
+
+    async fn reclaim(&self, service: &str, consumer: &str, min_idle: Duration, count: usize) -> Result<Vec<Delivery>> {
+        let (key, consumer) = (self.key(service, StreamKind::Data), consumer.to_owned());
+        let min_idle = i64::try_from(min_idle.as_millis()).unwrap_or(i64::MAX);
+        self.write(move |tx| streams::reclaim(tx, &key, WORKER_GROUP, &consumer, min_idle, count.max(1))).await
+    }
+
+    async fn complete(&self, service: &str, done: &[Completion]) -> Result<()> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let (data, taskback) = (self.key(service, StreamKind::Data), self.key(service, StreamKind::Taskback));
+        let done = done.to_vec();
+        self.write(move |tx| streams::complete(tx, &data, &taskback, &done)).await?;
+        self.inner.added.notify_waiters();
+        Ok(())
+    }
+
+    async fn bury(&self, service: &str, dead: &[DeadLetter]) -> Result<()> {
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let (data, dead_key) = (self.key(service, StreamKind::Data), self.key(service, StreamKind::Dead));
+        let dead = dead.to_vec();
+        self.write(move |tx| streams::bury(tx, &data, &dead_key, &dead)).await?;
+        self.inner.added.notify_waiters();
+        Ok(())
+    }
+
+    async fn create_group(&self, service: &str, stream: StreamKind, group: &str, start: &str) -> Result<()> {
+        let (key, group, start) = (self.key(service, stream), group.to_owned(), start.to_owned());
+        self.write(move |tx| streams::create_group(tx, &key, &group, &start)).await
+    }
+
+    async fn read_group(
+        &self,
+        service: &str,
+        stream: StreamKind,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Entry>> {
+        let got = self.read_entries(self.key(service, stream), group, consumer, count, block).await?;
+        Ok(got.into_iter().map(|(id, fields)| Entry { id, fields }).collect())
+    }
+
+    async fn ack(&self, service: &str, stream: StreamKind, group: &str, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let (key, group, ids) = (self.key(service, stream), group.to_owned(), ids.to_vec());
+        self.write(move |tx| streams::ack(tx, &key, &group, &ids)).await
+    }
+
+    async fn last_id(&self, service: &str, stream: StreamKind) -> Result<String> {
+        let key = self.key(service, stream);
+        self.read(move |conn| inspect::last_id(conn, &key)).await
+    }
+
+    async fn tail(
+        &self,
+        service: &str,
+        stream: StreamKind,
+        after: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Entry>> {
+        let key = self.key(service, stream);
+        let after = streams::parse_id(after).map_err(|detail| BrokerError::Embedded {
+            path: self.inner.shown.clone(),
+            detail: format!("tail of {key}: {detail}"),
+        })?;
+        let until = Instant::now() + block;
+        loop {
+            let key = key.clone();
+            let got = self.read(move |conn| inspect::range_after(conn, &key, after, count.max(1))).await?;
+            if !got.is_empty() || !self.wait(until).await {
+                return Ok(got);
+            }
+        }
+    }
+
+    async fn stream_info(&self, service: &str, stream: StreamKind) -> Result<StreamInfo> {
+        let key = self.key(service, stream);
+        self.read(move |conn| inspect::info(conn, &key)).await
+    }
+
+    async fn pending(
+        &self,
+        service: &str,
+        stream: StreamKind,
+        group: &str,
+        consumer: Option<&str>,
+        count: usize,
+    ) -> Result<Vec<PendingEntry>> {
+        let (key, group, consumer) = (self.key(service, stream), group.to_owned(), consumer.map(str::to_owned));
+        self.read(move |conn| inspect::pending(conn, &key, &group, consumer.as_deref(), count.max(1))).await
+    }
+
+    async fn claim(&self, service: &str, consumer: &str, from: &str, ids: &[String]) -> Result<Vec<Delivery>> {
+        let key = self.key(service, StreamKind::Data);
+        let (consumer, from, ids) = (consumer.to_owned(), from.to_owned(), ids.to_vec());
+        self.write(move |tx| streams::claim(tx, &key, WORKER_GROUP, &consumer, &from, &ids)).await
+    }
+
+    async fn keep(&self, service: &str, consumer: &str, ids: &[String]) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (key, consumer, ids) = (self.key(service, StreamKind::Data), consumer.to_owned(), ids.to_vec());
+        self.write(move |tx| streams::keep(tx, &key, WORKER_GROUP, &consumer, &ids)).await
+    }
+
+    async fn remove_consumer(&self, service: &str, stream: StreamKind, group: &str, consumer: &str) -> Result<()> {
+        let (key, group, consumer) = (self.key(service, stream), group.to_owned(), consumer.to_owned());
+        self.write(move |tx| streams::remove_consumer(tx, &key, &group, &consumer)).await
+    }
+
+    async fn replay(&self, service: &str, dead_ids: &[String]) -> Result<Vec<(String, String)>> {
+        let (data, dead) = (self.key(service, StreamKind::Data), self.key(service, StreamKind::Dead));
+        let ids = dead_ids.to_vec();
+        let moved = self.write(move |tx| streams::replay(tx, &data, &dead, &ids)).await?;
+        self.inner.added.notify_waiters();
+        Ok(moved)
+    }
+}

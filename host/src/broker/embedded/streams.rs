@@ -1,0 +1,422 @@
+//! Streams, consumer groups and pending entries in SQL, mirroring Redis streams.
+//!
+//! Entry ids are Redis-style `ms-seq`, stored as two integers so they sort and compare as
+//! row values. Each stream keeps its newest id (ids never go back, even after trimming),
+//! its length and its `maxlen`. A group remembers the last id it handed out; `pending`
+//! holds what its consumers have not acknowledged, with the consumer, the time of the last
+//! delivery (or keep-alive) and the delivery count.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::Fail;
+use crate::broker::{Completion, DEAD_FIELDS, DeadLetter, Delivery, Fields, ID_FIELD, WORKER_GROUP};
+
+/// An entry id: milliseconds and sequence number.
+pub type Id = (i64, i64);
+
+/// Default approximate stream length when a service was not prepared.
+const DEFAULT_MAXLEN: i64 = 100_000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS streams (
+    name TEXT PRIMARY KEY,
+    last_ms INTEGER NOT NULL DEFAULT 0,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    length INTEGER NOT NULL DEFAULT 0,
+    maxlen INTEGER NOT NULL DEFAULT 100000
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS entries (
+    stream TEXT NOT NULL,
+    ms INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    fields TEXT NOT NULL,
+    PRIMARY KEY (stream, ms, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS groups (
+    stream TEXT NOT NULL,
+    name TEXT NOT NULL,
+    last_ms INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    PRIMARY KEY (stream, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS consumers (
+    stream TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    name TEXT NOT NULL,
+    seen_ms INTEGER NOT NULL,
+    PRIMARY KEY (stream, grp, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pending (
+    stream TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    ms INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    consumer TEXT NOT NULL,
+    delivered_ms INTEGER NOT NULL,
+    deliveries INTEGER NOT NULL,
+    PRIMARY KEY (stream, grp, ms, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS pending_by_consumer ON pending (stream, grp, consumer);
+CREATE TABLE IF NOT EXISTS kv (
+    scope TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    expires_ms INTEGER,
+    PRIMARY KEY (scope, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS kv_expiry ON kv (scope, expires_ms) WHERE expires_ms IS NOT NULL;
+PRAGMA user_version = 1;
+";
+
+/// Creates the tables when missing.
+pub fn migrate(conn: &Connection) -> Result<(), Fail> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version > 1 {
+        return Err(Fail::Invalid(format!("database schema version {version} is newer than this cannon-host (1)")));
+    }
+    conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))?;
+    Ok(())
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// `ms-seq`, `ms` (sequence 0) or `0`.
+pub fn parse_id(text: &str) -> Result<Id, String> {
+    let bad = || format!("{text:?} is not a stream id (MS-SEQ)");
+    let (ms, seq) = text.split_once('-').unwrap_or((text, "0"));
+    Ok((ms.parse().map_err(|_| bad())?, seq.parse().map_err(|_| bad())?))
+}
+
+pub fn format_id((ms, seq): Id) -> String {
+    format!("{ms}-{seq}")
+}
+
+fn encode(fields: &Fields) -> Result<String, Fail> {
+    serde_json::to_string(fields).map_err(|e| Fail::Invalid(format!("cannot encode fields: {e}")))
+}
+
+pub(super) fn decode(text: &str) -> Result<Fields, Fail> {
+    serde_json::from_str(text).map_err(|e| Fail::Invalid(format!("corrupt entry fields: {e}")))
+}
+
+fn ids(raw: &[String]) -> Vec<Id> {
+    raw.iter().filter_map(|id| parse_id(id).ok()).collect()
+}
+
+/// Records the approximate maximum length of a stream.
+pub fn set_maxlen(tx: &Transaction<'_>, stream: &str, maxlen: u64) -> Result<(), Fail> {
+    let maxlen = i64::try_from(maxlen).unwrap_or(i64::MAX);
+    tx.execute(
+        "INSERT INTO streams (name, maxlen) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET maxlen = ?2",
+        params![stream, maxlen],
+    )?;
+    Ok(())
+}
+
+/// Appends an entry with the next id and trims the stream to about its `maxlen`.
+pub fn add(tx: &Transaction<'_>, stream: &str, fields: &Fields) -> Result<String, Fail> {
+    tx.execute(
+        "INSERT INTO streams (name, maxlen) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+        params![stream, DEFAULT_MAXLEN],
+    )?;
+    let (last_ms, last_seq, length, maxlen): (i64, i64, i64, i64) =
+        tx.query_row("SELECT last_ms, last_seq, length, maxlen FROM streams WHERE name = ?1", [stream], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
+    let now = now_ms();
+    let id = if now > last_ms { (now, 0) } else { (last_ms, last_seq + 1) };
+    tx.execute(
+        "INSERT INTO entries (stream, ms, seq, fields) VALUES (?1, ?2, ?3, ?4)",
+        params![stream, id.0, id.1, encode(fields)?],
+    )?;
+    let mut length = length + 1;
+    // `MAXLEN ~`: trim in steps, not on every add.
+    let slack = (maxlen / 64).clamp(1, 1000);
+    if length >= maxlen.saturating_add(slack) {
+        let excess = length - maxlen;
+        let removed = tx.execute(
+            "DELETE FROM entries WHERE stream = ?1 AND (ms, seq) IN
+                (SELECT ms, seq FROM entries WHERE stream = ?1 ORDER BY ms, seq LIMIT ?2)",
+            params![stream, excess],
+        )?;
+        length -= i64::try_from(removed).unwrap_or(0);
+    }
+    tx.execute(
+        "UPDATE streams SET last_ms = ?2, last_seq = ?3, length = ?4 WHERE name = ?1",
+        params![stream, id.0, id.1, length],
+    )?;
+    Ok(format_id(id))
+}
+
+fn last_generated(conn: &Connection, stream: &str) -> Result<Id, Fail> {
+    Ok(conn
+        .query_row("SELECT last_ms, last_seq FROM streams WHERE name = ?1", [stream], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .unwrap_or((0, 0)))
+}
+
+/// Creates a group when missing, starting after `start` (`0`: everything, `$`: new only).
+pub fn create_group(tx: &Transaction<'_>, stream: &str, group: &str, start: &str) -> Result<(), Fail> {
+    let after = match start {
+        "$" => last_generated(tx, stream)?,
+        other => parse_id(other).map_err(Fail::Invalid)?,
+    };
+    tx.execute(
+        "INSERT INTO groups (stream, name, last_ms, last_seq) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+        params![stream, group, after.0, after.1],
+    )?;
+    Ok(())
+}
+
+fn group_last(conn: &Connection, stream: &str, group: &str) -> Result<Id, Fail> {
+    conn.query_row("SELECT last_ms, last_seq FROM groups WHERE stream = ?1 AND name = ?2", [stream, group], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .optional()?
+    .ok_or_else(|| Fail::Invalid(format!("NOGROUP: no consumer group {group:?} on stream {stream:?}")))
+}
+
+/// Whether the group has entries it has not handed out yet (read-only).
+pub fn has_new(conn: &Connection, stream: &str, group: &str) -> Result<bool, Fail> {
+    let last = group_last(conn, stream, group)?;
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM entries WHERE stream = ?1 AND (ms, seq) > (?2, ?3) LIMIT 1",
+            params![stream, last.0, last.1],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+fn seen(tx: &Transaction<'_>, stream: &str, group: &str, consumer: &str, now: i64) -> Result<(), Fail> {
+    tx.execute(
+        "INSERT INTO consumers (stream, grp, name, seen_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT DO UPDATE SET seen_ms = ?4",
+        params![stream, group, consumer, now],
+    )?;
+    Ok(())
+}
+
+/// Hands up to `count` new entries to `consumer`, recording them as pending.
+pub fn read_group(
+    tx: &Transaction<'_>,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    count: usize,
+) -> Result<Vec<(String, Fields)>, Fail> {
+    let now = now_ms();
+    let last = group_last(tx, stream, group)?;
+    seen(tx, stream, group, consumer, now)?;
+    let mut select = tx.prepare_cached(
+        "SELECT ms, seq, fields FROM entries WHERE stream = ?1 AND (ms, seq) > (?2, ?3) ORDER BY ms, seq LIMIT ?4",
+    )?;
+    let limit = i64::try_from(count).unwrap_or(i64::MAX);
+    let rows = select
+        .query_map(params![stream, last.0, last.1, limit], |r| Ok(((r.get(0)?, r.get(1)?), r.get::<_, String>(2)?)))?
+        .collect::<Result<Vec<(Id, String)>, _>>()?;
+    let Some(&(newest, _)) = rows.last() else {
+        return Ok(Vec::new());
+    };
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO pending (stream, grp, ms, seq, consumer, delivered_ms, deliveries)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1)
+         ON CONFLICT DO UPDATE SET consumer = ?5, delivered_ms = ?6, deliveries = deliveries + 1",
+    )?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (id, fields) in rows {
+        insert.execute(params![stream, group, id.0, id.1, consumer, now])?;
+        out.push((format_id(id), decode(&fields)?));
+    }
+    tx.execute(
+        "UPDATE groups SET last_ms = ?3, last_seq = ?4 WHERE stream = ?1 AND name = ?2",
+        params![stream, group, newest.0, newest.1],
+    )?;
+    Ok(out)
+}
+
+fn entry_fields(conn: &Connection, stream: &str, id: Id) -> Result<Option<Fields>, Fail> {
+    let text: Option<String> = conn
+        .query_row(
+            "SELECT fields FROM entries WHERE stream = ?1 AND ms = ?2 AND seq = ?3",
+            params![stream, id.0, id.1],
+            |r| r.get(0),
+        )
+        .optional()?;
+    text.as_deref().map(decode).transpose()
+}
+
+fn delete_pending(tx: &Transaction<'_>, stream: &str, group: &str, id: Id) -> Result<bool, Fail> {
+    Ok(tx.execute(
+        "DELETE FROM pending WHERE stream = ?1 AND grp = ?2 AND ms = ?3 AND seq = ?4",
+        params![stream, group, id.0, id.1],
+    )? > 0)
+}
+
+/// Moves `rows` (pending ids with their delivery count) to `consumer`, counting a delivery;
+/// entries deleted meanwhile are acknowledged and left out.
+fn take_over(
+    tx: &Transaction<'_>,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    rows: Vec<(Id, u32)>,
+) -> Result<Vec<Delivery>, Fail> {
+    let now = now_ms();
+    seen(tx, stream, group, consumer, now)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (id, deliveries) in rows {
+        match entry_fields(tx, stream, id)? {
+            Some(fields) => {
+                tx.execute(
+                    "UPDATE pending SET consumer = ?5, delivered_ms = ?6, deliveries = deliveries + 1
+                     WHERE stream = ?1 AND grp = ?2 AND ms = ?3 AND seq = ?4",
+                    params![stream, group, id.0, id.1, consumer, now],
+                )?;
+                out.push(Delivery { id: format_id(id), fields, deliveries: deliveries.saturating_add(1) });
+            }
+            None => {
+                tracing::warn!(stream, id = %format_id(id), "acknowledging an entry deleted while pending");
+                delete_pending(tx, stream, group, id)?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `XAUTOCLAIM`: takes over entries idle for at least `min_idle_ms`, oldest first.
+pub fn reclaim(
+    tx: &Transaction<'_>,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    min_idle_ms: i64,
+    count: usize,
+) -> Result<Vec<Delivery>, Fail> {
+    let rows = {
+        let mut select = tx.prepare_cached(
+            "SELECT ms, seq, deliveries FROM pending WHERE stream = ?1 AND grp = ?2 AND delivered_ms <= ?3
+             ORDER BY ms, seq LIMIT ?4",
+        )?;
+        let limit = i64::try_from(count).unwrap_or(i64::MAX);
+        select
+            .query_map(params![stream, group, now_ms().saturating_sub(min_idle_ms), limit], |r| {
+                Ok(((r.get(0)?, r.get(1)?), r.get(2)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    take_over(tx, stream, group, consumer, rows)
+}
+
+/// Takes over those of `ids` still pending with `from`.
+pub fn claim(
+    tx: &Transaction<'_>,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    from: &str,
+    raw: &[String],
+) -> Result<Vec<Delivery>, Fail> {
+    let mut rows = Vec::with_capacity(raw.len());
+    for id in ids(raw) {
+        let found: Option<u32> = tx
+            .query_row(
+                "SELECT deliveries FROM pending WHERE stream = ?1 AND grp = ?2 AND ms = ?3 AND seq = ?4 AND consumer = ?5",
+                params![stream, group, id.0, id.1, from],
+                |r| r.get(0),
+            )
+            .optional()?;
+        rows.extend(found.map(|n| (id, n)));
+    }
+    take_over(tx, stream, group, consumer, rows)
+}
+
+/// Refreshes the delivery time of those of `ids` still pending with `consumer`.
+pub fn keep(
+    tx: &Transaction<'_>,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    raw: &[String],
+) -> Result<Vec<String>, Fail> {
+    let now = now_ms();
+    let mut update = tx.prepare_cached(
+        "UPDATE pending SET delivered_ms = ?6 WHERE stream = ?1 AND grp = ?2 AND ms = ?3 AND seq = ?4 AND consumer = ?5",
+    )?;
+    let mut owned = Vec::with_capacity(raw.len());
+    for id in ids(raw) {
+        if update.execute(params![stream, group, id.0, id.1, consumer, now])? > 0 {
+            owned.push(format_id(id));
+        }
+    }
+    drop(update);
+    seen(tx, stream, group, consumer, now)?;
+    Ok(owned)
+}
+
+/// For each completion whose entry is still pending: add its taskbacks and acknowledge it.
+/// An entry no longer pending was completed before; doing it again would duplicate.
+pub fn complete(tx: &Transaction<'_>, data: &str, taskback: &str, done: &[Completion]) -> Result<(), Fail> {
+    for completion in done {
+        let Ok(id) = parse_id(&completion.id) else { continue };
+        if delete_pending(tx, data, WORKER_GROUP, id)? {
+            for fields in &completion.taskbacks {
+                add(tx, taskback, fields)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// For each dead letter whose entry is still pending: add it to the dead stream, acknowledge it.
+pub fn bury(tx: &Transaction<'_>, data: &str, dead: &str, letters: &[DeadLetter]) -> Result<(), Fail> {
+    for letter in letters {
+        let Ok(id) = parse_id(&letter.id) else { continue };
+        if delete_pending(tx, data, WORKER_GROUP, id)? {
+            let mut fields = letter.fields.clone();
+            fields.push((ID_FIELD.to_owned(), letter.id.clone()));
+            fields.push(("cannon.error".to_owned(), letter.error.clone()));
+            fields.push(("cannon.attempts".to_owned(), letter.attempts.to_string()));
+            fields.push(("cannon.failed_at".to_owned(), letter.failed_at_ms.to_string()));
+            add(tx, dead, &fields)?;
+        }
+    }
+    Ok(())
+}
+
+pub fn ack(tx: &Transaction<'_>, stream: &str, group: &str, raw: &[String]) -> Result<(), Fail> {
+    for id in ids(raw) {
+        delete_pending(tx, stream, group, id)?;
+    }
+    Ok(())
+}
+
+/// `XGROUP DELCONSUMER`: the consumer and its pending entries go.
+pub fn remove_consumer(tx: &Transaction<'_>, stream: &str, group: &str, consumer: &str) -> Result<(), Fail> {
+    tx.execute("DELETE FROM pending WHERE stream = ?1 AND grp = ?2 AND consumer = ?3", [stream, group, consumer])?;
+    tx.execute("DELETE FROM consumers WHERE stream = ?1 AND grp = ?2 AND name = ?3", [stream, group, consumer])?;
+    Ok(())
+}
+
+/// Moves dead letters back to the data stream without the fields `bury` added.
+pub fn replay(tx: &Transaction<'_>, data: &str, dead: &str, raw: &[String]) -> Result<Vec<(String, String)>, Fail> {
+    let mut moved = Vec::with_capacity(raw.len());
+    for id in ids(raw) {
+        let Some(fields) = entry_fields(tx, dead, id)? else { continue };
+        let mut original: Fields = fields.iter().filter(|(k, _)| !DEAD_FIELDS.contains(&k.as_str())).cloned().collect();
+        if original.is_empty() {
+            original = fields;
+        }
+        let new_id = add(tx, data, &original)?;
+        tx.execute("DELETE FROM entries WHERE stream = ?1 AND ms = ?2 AND seq = ?3", params![dead, id.0, id.1])?;
+        tx.execute("UPDATE streams SET length = max(length - 1, 0) WHERE name = ?1", [dead])?;
+        moved.push((format_id(id), new_id));
+    }
+    Ok(moved)
+}

@@ -1,0 +1,139 @@
+//! `cannon-host dead SERVICE [--json] [--replay ID | --all]`: the dead letters of a service
+//! (messages that failed `retry.max_attempts` times, with their error), and replaying them
+//! onto the data stream.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::broker::{Entry, ID_FIELD, StreamKind};
+use crate::cli::watch::fields_json;
+use crate::cli::{Cli, connect, one_service};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The service whose dead letters to list or replay.
+    pub service: String,
+    /// Print one JSON array instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Re-enqueue one dead letter, named by its dead-stream id or its original message id.
+    #[arg(long, value_name = "ID", conflicts_with = "all")]
+    pub replay: Option<String>,
+    /// Re-enqueue every dead letter.
+    #[arg(long)]
+    pub all: bool,
+}
+
+fn get<'a>(entry: &'a Entry, key: &str) -> &'a str {
+    entry.fields.iter().rev().find(|(k, _)| k == key).map_or("", |(_, v)| v.as_str())
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 UTC, e.g. `2026-11-23T13:31:51.250Z`.
+pub(crate) fn rfc3339(ms: u64) -> String {
+    let (secs, millis) = (ms / 1000, ms % 1000);
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rest / 3600, (rest / 60) % 60, rest % 60)
+}
+
+pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
+    let (compose, service) = one_service(cli, &args.service)?;
+    let broker = connect(cli, &compose).await?;
+    let name = service.name.as_str();
+    let mut letters = Vec::new();
+    let mut after = "0-0".to_owned();
+    loop {
+        let page = broker.tail(name, StreamKind::Dead, &after, 1000, Duration::ZERO).await?;
+        let Some(last) = page.last() else { break };
+        after = last.id.clone();
+        letters.extend(page);
+    }
+
+    if args.replay.is_some() || args.all {
+        let chosen: Vec<String> = match &args.replay {
+            Some(id) => {
+                letters.iter().filter(|e| e.id == *id || get(e, ID_FIELD) == id).map(|e| e.id.clone()).collect()
+            }
+            None => letters.iter().map(|e| e.id.clone()).collect(),
+        };
+        if let (Some(id), true) = (&args.replay, chosen.is_empty()) {
+            anyhow::bail!("service {name:?} has no dead letter {id:?} (see `cannon-host dead {name}`)");
+        }
+        let moved = broker.replay(name, &chosen).await?;
+        for (dead_id, new_id) in &moved {
+            println!("replayed {dead_id} as {new_id}");
+        }
+        eprintln!(
+            "{} dead letter{} of service {name:?} replayed",
+            moved.len(),
+            if moved.len() == 1 { "" } else { "s" }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    if args.json {
+        let rows: Vec<_> = letters
+            .iter()
+            .map(|e| {
+                let failed_at_ms: u64 = get(e, "cannon.failed_at").parse().unwrap_or(0);
+                let original: Vec<(String, String)> = e
+                    .fields
+                    .iter()
+                    .filter(|(k, _)| !crate::broker::DEAD_FIELDS.contains(&k.as_str()))
+                    .cloned()
+                    .collect();
+                json!({
+                    "dead_id": e.id,
+                    "id": get(e, ID_FIELD),
+                    "error": get(e, "cannon.error"),
+                    "attempts": get(e, "cannon.attempts").parse::<u64>().unwrap_or(0),
+                    "failed_at_ms": failed_at_ms,
+                    "failed_at": rfc3339(failed_at_ms),
+                    "fields": fields_json(&original),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if letters.is_empty() {
+        println!("no dead letters for service {name}");
+    }
+    for e in &letters {
+        let failed_at = rfc3339(get(e, "cannon.failed_at").parse().unwrap_or(0));
+        let original: Vec<(String, String)> =
+            e.fields.iter().filter(|(k, _)| !crate::broker::DEAD_FIELDS.contains(&k.as_str())).cloned().collect();
+        println!(
+            "{}  message {}  attempts {}  failed {failed_at}\n  error: {}\n  fields: {}",
+            e.id,
+            get(e, ID_FIELD),
+            get(e, "cannon.attempts"),
+            get(e, "cannon.error"),
+            fields_json(&original)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(1_795_440_711_000), "2026-11-23T13:31:51.000Z");
+    }
+}

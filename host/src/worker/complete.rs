@@ -1,0 +1,88 @@
+//! The completer: writes finished messages to the broker in batches and retries until the
+//! broker takes them. Before each write it asks the broker which of the batch's messages
+//! this consumer still holds (refreshing them), and writes only those: a write that went
+//! through although its reply was lost, or a message another worker took over, is not
+//! written a second time.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::{Finished, InFlight, MAX_BROKER_BACKOFF, backoff, lock};
+use crate::broker::{Broker, BrokerError, Completion, DeadLetter};
+
+/// Most finished messages written to the broker in one transaction.
+const COMPLETE_BATCH: usize = 512;
+
+pub struct Writer {
+    pub broker: Arc<dyn Broker>,
+    pub service: String,
+    pub consumer: String,
+    pub in_flight: InFlight,
+}
+
+impl Writer {
+    pub async fn run(self, mut done: mpsc::UnboundedReceiver<Finished>) {
+        let mut batch = Vec::with_capacity(COMPLETE_BATCH);
+        while done.recv_many(&mut batch, COMPLETE_BATCH).await > 0 {
+            let mut completions = Vec::new();
+            let mut dead = Vec::new();
+            let mut permits = Vec::with_capacity(batch.len());
+            for finished in batch.drain(..) {
+                match finished {
+                    Finished::Done(completion, permit) => {
+                        completions.push(completion);
+                        permits.push(permit);
+                    }
+                    Finished::Dead(letter, permit) => {
+                        dead.push(letter);
+                        permits.push(permit);
+                    }
+                }
+            }
+            let mut failures = 0;
+            while let Err(err) = self.write(&completions, &dead, failures).await {
+                failures += 1;
+                let pause = backoff(Duration::from_millis(50), failures, MAX_BROKER_BACKOFF);
+                tracing::error!(
+                    service = %self.service,
+                    error = %err,
+                    count = completions.len() + dead.len(),
+                    retry_in_ms = pause.as_millis() as u64,
+                    "cannot write taskbacks, acks and dead letters; retrying"
+                );
+                tokio::time::sleep(pause).await;
+            }
+            {
+                let mut held = lock(&self.in_flight);
+                for id in completions.iter().map(|c| &c.id).chain(dead.iter().map(|d| &d.id)) {
+                    held.remove(id);
+                }
+            }
+            drop(permits);
+        }
+    }
+
+    /// One attempt: keep what this consumer still holds, then write it.
+    async fn write(&self, completions: &[Completion], dead: &[DeadLetter], retry: u32) -> Result<(), BrokerError> {
+        let ids: Vec<String> =
+            completions.iter().map(|c| c.id.clone()).chain(dead.iter().map(|d| d.id.clone())).collect();
+        let owned: HashSet<String> = self.broker.keep(&self.service, &self.consumer, &ids).await?.into_iter().collect();
+        let completions: Vec<Completion> = completions.iter().filter(|c| owned.contains(&c.id)).cloned().collect();
+        let dead: Vec<DeadLetter> = dead.iter().filter(|d| owned.contains(&d.id)).cloned().collect();
+        let skipped = ids.len() - completions.len() - dead.len();
+        if skipped > 0 && retry == 0 {
+            tracing::warn!(
+                service = %self.service,
+                count = skipped,
+                "finished messages are no longer held by this worker (taken over after the visibility timeout); not writing them"
+            );
+        } else if skipped > 0 {
+            tracing::info!(service = %self.service, count = skipped, "messages written before the failed attempt are not written again");
+        }
+        self.broker.complete(&self.service, &completions).await?;
+        self.broker.bury(&self.service, &dead).await
+    }
+}

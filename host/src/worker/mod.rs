@@ -1,0 +1,318 @@
+//! The worker loop of one service: consume -> pipeline -> taskback + ack.
+//!
+//! A reader fetches batches from the data stream. Each message runs on its own tokio task,
+//! up to `workers.concurrency` at once. A failed pipeline is retried in place with
+//! exponential backoff; after `retry.max_attempts` the message goes to the dead-letter
+//! stream. A message larger than `limits.message_kb` is dead-lettered at once, never run.
+//! Finished messages flow to a completer that writes taskbacks and acks in batches, each
+//! message's taskbacks and ack in one transaction, and retries the write until the broker
+//! takes it: nothing is acked before it is done, nothing is dropped. Before each write the
+//! completer keeps only the messages this consumer still holds, so a write whose reply was
+//! lost (or a message another worker took over) is never written twice.
+//!
+//! Recovery (`recovery.rs`): at start and every few seconds, pending messages of consumers on
+//! this host whose process is gone are taken over at once; every half visibility timeout,
+//! messages idle longer than `retry.visibility_timeout_ms` are reclaimed from any consumer.
+//! Meanwhile a keeper refreshes the claim on every message this worker holds, so a message
+//! whose retries outlive the visibility timeout is not reclaimed while it still runs.
+//!
+//! Shutdown (the `shutdown` token) stops reading; messages in flight finish and are acked
+//! within `workers.drain_timeout_ms`; anything left is still pending in the broker and is
+//! recovered by another worker.
+//!
+//! ## Layout
+//! - `mod.rs`: the reader loop and one message's processing.
+//! - `recovery.rs`: adopting orphans, reclaiming, keeping claims fresh.
+//! - `complete.rs`: the batched writer of taskbacks, acks and dead letters.
+
+mod complete;
+mod recovery;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
+
+use crate::broker::{Broker, BrokerError, Completion, DeadLetter, Delivery};
+use crate::engine::Message;
+use crate::service::ServiceRuntime;
+
+/// Longest pause between attempts to reach a broker that is down.
+const MAX_BROKER_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest pause between looks for orphans of dead local consumers.
+const ORPHAN_CHECK: Duration = Duration::from_secs(2);
+
+/// A processed message on its way to the broker, holding its concurrency slot until written.
+enum Finished {
+    Done(Completion, OwnedSemaphorePermit),
+    Dead(DeadLetter, OwnedSemaphorePermit),
+}
+
+/// Ids of the messages this worker holds: read or claimed, not yet written.
+type InFlight = Arc<Mutex<HashSet<String>>>;
+
+fn lock(set: &InFlight) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    set.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// This machine's host name.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned())
+}
+
+/// A unique consumer name: host and process id (plus a suffix when several loops share a process).
+pub fn consumer_name(suffix: &str) -> String {
+    let host = host_name();
+    if suffix.is_empty() {
+        format!("{host}-{}", std::process::id())
+    } else {
+        format!("{host}-{}-{suffix}", std::process::id())
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Doubles `base` per attempt, capped.
+fn backoff(base: Duration, attempt: u32, cap: Duration) -> Duration {
+    base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16)).min(cap)
+}
+
+/// Where the reader gets its next batch from, and when.
+struct Fetcher {
+    broker: Arc<dyn Broker>,
+    service: String,
+    consumer: String,
+    block: Duration,
+    visibility: Duration,
+    reclaim_every: Duration,
+    orphan_every: Duration,
+    next_reclaim: Instant,
+    next_orphans: Instant,
+}
+
+impl Fetcher {
+    /// Orphans of dead local consumers first, then messages idle past the visibility
+    /// timeout, then new messages.
+    async fn fetch(&mut self, room: usize) -> Result<Vec<Delivery>, BrokerError> {
+        let now = Instant::now();
+        if now >= self.next_orphans {
+            self.next_orphans = now + self.orphan_every;
+            let found = recovery::adopt_orphans(&*self.broker, &self.service, &self.consumer, room).await?;
+            if !found.is_empty() {
+                tracing::info!(service = %self.service, count = found.len(), "took over messages of a dead worker on this host");
+                return Ok(found);
+            }
+        }
+        if now >= self.next_reclaim {
+            self.next_reclaim = now + self.reclaim_every;
+            let found = self.broker.reclaim(&self.service, &self.consumer, self.visibility, room).await?;
+            if !found.is_empty() {
+                tracing::info!(service = %self.service, count = found.len(), "reclaimed messages idle past the visibility timeout");
+                return Ok(found);
+            }
+        }
+        self.broker.read(&self.service, &self.consumer, room, self.block).await
+    }
+}
+
+/// Runs the workers of one service until `shutdown`, then drains.
+pub async fn run(
+    service: Arc<ServiceRuntime>,
+    broker: Arc<dyn Broker>,
+    consumer: String,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let name = service.name().to_owned();
+    let workers = service.spec.workers;
+    let retry = service.spec.retry;
+    let semaphore = Arc::new(Semaphore::new(workers.concurrency));
+    let tracker = TaskTracker::new();
+    let in_flight: InFlight = Arc::default();
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let writer = complete::Writer {
+        broker: broker.clone(),
+        service: name.clone(),
+        consumer: consumer.clone(),
+        in_flight: in_flight.clone(),
+    };
+    let completer = tokio::spawn(writer.run(done_rx));
+    let visibility = Duration::from_millis(retry.visibility_timeout_ms);
+    let keeper_stop = CancellationToken::new();
+    let keeper = tokio::spawn(recovery::keep_loop(
+        broker.clone(),
+        name.clone(),
+        consumer.clone(),
+        in_flight.clone(),
+        (visibility / 3).max(Duration::from_millis(50)),
+        keeper_stop.clone(),
+    ));
+    let reclaim_every = (visibility / 2).max(Duration::from_millis(100));
+    let mut fetcher = Fetcher {
+        broker: broker.clone(),
+        service: name.clone(),
+        consumer: consumer.clone(),
+        block: Duration::from_millis(workers.block_ms),
+        visibility,
+        reclaim_every,
+        orphan_every: reclaim_every.min(ORPHAN_CHECK),
+        next_reclaim: Instant::now(),
+        next_orphans: Instant::now(),
+    };
+    let mut failures = 0u32;
+    tracing::info!(service = %name, consumer = %consumer, concurrency = workers.concurrency, "workers started");
+
+    while !shutdown.is_cancelled() {
+        let first = tokio::select! {
+            permit = semaphore.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let room = (semaphore.available_permits() + 1).min(workers.batch);
+        let deliveries = match fetcher.fetch(room).await {
+            Ok(deliveries) => {
+                failures = 0;
+                deliveries
+            }
+            Err(err) => {
+                failures += 1;
+                let pause = backoff(Duration::from_millis(100), failures, MAX_BROKER_BACKOFF);
+                tracing::error!(service = %name, error = %err, retry_in_ms = pause.as_millis() as u64, "cannot read messages");
+                drop(first);
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => continue,
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        };
+        let mut deliveries = deliveries;
+        {
+            // A reclaim after a broker outage may hand back a message this worker still
+            // runs; running it twice at once could write its taskbacks twice.
+            let mut held = lock(&in_flight);
+            deliveries.retain(|d| held.insert(d.id.clone()));
+        }
+        let mut permits = Some(first);
+        for delivery in deliveries {
+            let permit = match permits.take() {
+                Some(permit) => permit,
+                // The reader is the only one taking permits, so `room` of them are free.
+                None => match semaphore.clone().acquire_owned().await {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+            };
+            let span = tracing::info_span!("message", service = %name, id = %delivery.id);
+            let task = process(service.clone(), delivery, permit, done_tx.clone());
+            tracker.spawn(task.instrument(span));
+        }
+    }
+
+    tracker.close();
+    let drain = Duration::from_millis(workers.drain_timeout_ms);
+    tracing::info!(service = %name, in_flight = tracker.len(), "draining");
+    drop(done_tx);
+    let drained = tokio::time::timeout(drain, async {
+        tracker.wait().await;
+        completer.await
+    })
+    .await;
+    keeper_stop.cancel();
+    let _ = keeper.await;
+    match drained {
+        Ok(Ok(())) => tracing::info!(service = %name, "workers stopped"),
+        Ok(Err(err)) => tracing::error!(service = %name, error = %err, "completer failed"),
+        Err(_) => tracing::warn!(
+            service = %name,
+            "drain timeout of {} ms passed; unfinished messages stay pending and will be reclaimed",
+            workers.drain_timeout_ms
+        ),
+    }
+    Ok(())
+}
+
+/// Runs one message through the pipeline with retries, then hands it to the completer.
+async fn process(
+    service: Arc<ServiceRuntime>,
+    delivery: Delivery,
+    permit: OwnedSemaphorePermit,
+    done: mpsc::UnboundedSender<Finished>,
+) {
+    let retry = service.spec.retry;
+    let msg = Message { id: delivery.id, service: service.name().to_owned(), fields: delivery.fields };
+    let mut attempt = delivery.deliveries.max(1);
+    let bytes: usize = msg.fields.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let max_bytes = service.spec.limits.message_kb.saturating_mul(1024);
+    let finished = if bytes as u64 > max_bytes {
+        // Not ours to run: another producer bypassed the collector's size check.
+        let error = format!(
+            "message of {bytes} bytes exceeds limits.message_kb = {} of service {:?}; not run",
+            service.spec.limits.message_kb,
+            service.name()
+        );
+        tracing::error!("{error}; moving to dead letters");
+        Finished::Dead(dead_letter(msg, error, 0), permit)
+    } else {
+        loop {
+            if attempt > retry.max_attempts {
+                // Delivered more often than allowed: earlier workers died while holding it.
+                let error = format!(
+                    "abandoned: delivered {} times without finishing (workers crashed while running it)",
+                    attempt - 1
+                );
+                tracing::error!(attempts = attempt - 1, "{error}; moving to dead letters");
+                break Finished::Dead(dead_letter(msg, error, attempt - 1), permit);
+            }
+            match service.pipeline.run(&msg).await {
+                Ok(outcome) => {
+                    tracing::debug!(wall_us = outcome.stats.wall.as_micros() as u64, attempt, "processed");
+                    let id = msg.id.clone();
+                    break Finished::Done(Completion { id, taskbacks: outcome.taskbacks(&msg) }, permit);
+                }
+                Err(err) if attempt < retry.max_attempts => {
+                    let pause = backoff(Duration::from_millis(retry.backoff_ms), attempt, Duration::from_secs(60));
+                    tracing::warn!(attempt, max_attempts = retry.max_attempts, error = %err, "failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    attempt += 1;
+                }
+                Err(err) => {
+                    tracing::error!(attempt, error = %err, "failed for the last time; moving to dead letters");
+                    break Finished::Dead(dead_letter(msg, err.to_string(), attempt), permit);
+                }
+            }
+        }
+    };
+    // The receiver lives until every sender is gone; a send error means shutdown raced
+    // us, and the message simply stays pending for another worker.
+    let _ = done.send(finished);
+}
+
+fn dead_letter(msg: Message, error: String, attempts: u32) -> DeadLetter {
+    DeadLetter { id: msg.id, fields: msg.fields, error, attempts, failed_at_ms: now_ms() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let base = Duration::from_millis(100);
+        let cap = Duration::from_secs(1);
+        assert_eq!(backoff(base, 1, cap), Duration::from_millis(100));
+        assert_eq!(backoff(base, 2, cap), Duration::from_millis(200));
+        assert_eq!(backoff(base, 3, cap), Duration::from_millis(400));
+        assert_eq!(backoff(base, 30, cap), cap);
+    }
+}

@@ -1,0 +1,429 @@
+//! The broker conformance suite: one set of scenarios, written once against
+//! `Arc<dyn Broker>` (and its `KvStore` side) through the library API, run for Redis (a
+//! real redis-server per test) and for the embedded broker (a temp data directory).
+//!
+//! Also home of [`Backend`], which lets the other end-to-end tests run `cannon-host`
+//! against either broker.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cannon_host::broker::{
+    self, Broker, Completion, DEAD_FIELDS, DeadLetter, Delivery, KvFailure, KvStore, StreamKind, WORKER_GROUP,
+};
+use cannon_host::config::KvQuota;
+
+use crate::support::{Project, RedisServer, cache_dir};
+
+/// A broker for a test: its own redis-server, or the embedded broker in a data directory.
+pub enum Backend {
+    Redis(RedisServer),
+    Embedded(PathBuf),
+}
+
+impl Backend {
+    /// The embedded broker in the project's default data directory (`.cannon` beside the
+    /// compose file), as `cannon-host` uses it without `--broker`.
+    pub fn embedded(project: &Project) -> Self {
+        Backend::Embedded(project.path(".cannon"))
+    }
+
+    /// `cannon-host -f COMPOSE` for this broker (Redis: `--broker URL`; embedded: nothing,
+    /// the compose file has no `broker:`).
+    pub fn host(&self, project: &Project) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cannon-host"));
+        cmd.arg("-f")
+            .arg(&project.compose)
+            .env("CANNON_CACHE_DIR", cache_dir())
+            .env_remove("CANNON_BROKER")
+            .env_remove("CANNON_DATA_DIR")
+            .env("CANNON_LOG", "info,cannon_host=debug")
+            .current_dir(project.dir.path());
+        if let Backend::Redis(redis) = self {
+            cmd.arg("--broker").arg(redis.url());
+        }
+        cmd
+    }
+
+    /// Runs `cannon-host ARGS...` to completion.
+    pub fn run(&self, project: &Project, args: &[&str]) -> Output {
+        self.host(project)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run cannon-host")
+    }
+
+    /// The same broker through the library, as another process sees it.
+    pub async fn open(&self) -> Arc<dyn Broker> {
+        match self {
+            Backend::Redis(redis) => broker::connect(&redis.url(), "cannon").await.expect("connect"),
+            Backend::Embedded(dir) => broker::open_embedded(dir, "cannon").await.expect("open embedded"),
+        }
+    }
+}
+
+/// A fresh broker of each kind for one scenario.
+struct Fixture {
+    broker: Arc<dyn Broker>,
+    _redis: Option<RedisServer>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn redis_fixture() -> Fixture {
+    let redis = RedisServer::start();
+    let broker = broker::connect(&redis.url(), "cannon").await.expect("connect");
+    Fixture { broker, _redis: Some(redis), _dir: None }
+}
+
+async fn embedded_fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = broker::open_embedded(&dir.path().join("data"), "cannon").await.expect("open embedded");
+    Fixture { broker, _redis: None, _dir: Some(dir) }
+}
+
+macro_rules! conformance {
+    ($($scenario:ident),* $(,)?) => {
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let fixture = super::redis_fixture().await;
+                    super::$scenario(fixture.broker.clone()).await;
+                }
+            )*
+        }
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let fixture = super::embedded_fixture().await;
+                    super::$scenario(fixture.broker.clone()).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    add_read_complete_ack,
+    blocked_read_wakes_on_add,
+    reclaim_takes_idle_entries_and_counts_deliveries,
+    keep_refreshes_and_reports_ownership,
+    claim_only_from_the_named_consumer,
+    dead_letters_and_replay,
+    last_id_and_tail,
+    create_group_and_read_group,
+    stream_info_and_pending,
+    streams_are_trimmed_to_about_maxlen,
+    kv_get_set_delete_increment_list,
+    kv_ttl_expires,
+    kv_quotas,
+    kv_is_scoped_per_service,
+);
+
+const NO_WAIT: Duration = Duration::ZERO;
+const SVC: &str = "svc";
+
+fn f(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+fn ids(deliveries: &[Delivery]) -> Vec<String> {
+    deliveries.iter().map(|d| d.id.clone()).collect()
+}
+
+async fn add_n(b: &dyn Broker, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(b.add(SVC, StreamKind::Data, &f(&[("n", &i.to_string())])).await.expect("add"));
+    }
+    out
+}
+
+async fn pending_ids(b: &dyn Broker, consumer: Option<&str>) -> Vec<String> {
+    let rows = b.pending(SVC, StreamKind::Data, WORKER_GROUP, consumer, 100).await.expect("pending");
+    rows.into_iter().map(|p| p.id).collect()
+}
+
+async fn add_read_complete_ack(b: Arc<dyn Broker>) {
+    b.prepare(SVC, 1000).await.expect("prepare");
+    let sent = add_n(&*b, 3).await;
+    let got = b.read(SVC, "c1", 10, NO_WAIT).await.expect("read");
+    assert_eq!(ids(&got), sent, "entries in order");
+    assert_eq!(got[1].fields, f(&[("n", "1")]));
+    assert!(got.iter().all(|d| d.deliveries == 1));
+    assert_eq!(pending_ids(&*b, Some("c1")).await, sent);
+
+    let done = vec![
+        Completion { id: sent[0].clone(), taskbacks: vec![f(&[("text", "A"), ("cannon.id", &sent[0])])] },
+        Completion { id: sent[1].clone(), taskbacks: vec![] },
+    ];
+    b.complete(SVC, &done).await.expect("complete");
+    assert_eq!(pending_ids(&*b, None).await, vec![sent[2].clone()]);
+    let taskbacks = b.tail(SVC, StreamKind::Taskback, "0-0", 10, NO_WAIT).await.expect("tail");
+    assert_eq!(taskbacks.len(), 1);
+    assert_eq!(taskbacks[0].fields, f(&[("text", "A"), ("cannon.id", &sent[0])]));
+    assert!(b.read(SVC, "c1", 10, Duration::from_millis(50)).await.expect("read").is_empty());
+
+    b.ack(SVC, StreamKind::Data, WORKER_GROUP, std::slice::from_ref(&sent[2])).await.expect("ack");
+    assert!(pending_ids(&*b, None).await.is_empty());
+}
+
+async fn blocked_read_wakes_on_add(b: Arc<dyn Broker>) {
+    b.prepare(SVC, 1000).await.expect("prepare");
+    let reader = {
+        let b = b.clone();
+        tokio::spawn(async move { b.read(SVC, "c1", 10, Duration::from_secs(20)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let id = b.add(SVC, StreamKind::Data, &f(&[("late", "yes")])).await.expect("add");
+    let got = reader.await.expect("join").expect("read");
+    assert_eq!(ids(&got), vec![id]);
+}
+
+async fn reclaim_takes_idle_entries_and_counts_deliveries(b: Arc<dyn Broker>) {
+    b.prepare(SVC, 1000).await.expect("prepare");
+    let sent = add_n(&*b, 2).await;
+    b.read(SVC, "c1", 10, NO_WAIT).await.expect("read");
+    let early = b.reclaim(SVC, "c2", Duration::from_secs(60), 10).await.expect("reclaim");
+    assert!(early.is_empty(), "nothing is idle for a minute yet: {early:?}");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let got = b.reclaim(SVC, "c2", Duration::from_millis(100), 10).await.expect("reclaim");
+    assert_eq!(ids(&got), sent);
+    assert!(got.iter().all(|d| d.deliveries == 2), "{got:?}");
+    assert_eq!(got[0].fields, f(&[("n", "0")]));
+    assert_eq!(pending_ids(&*b, Some("c2")).await, sent);
+    assert!(pending_ids(&*b, Some("c1")).await.is_empty());
+}
+
+async fn keep_refreshes_and_reports_ownership(b: Arc<dyn Broker>) {
+    b.prepare(SVC, 1000).await.expect("prepare");
+    let sent = add_n(&*b, 2).await;
+    b.read(SVC, "c1", 10, NO_WAIT).await.expect("read");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let kept = b.keep(SVC, "c1", std::slice::from_ref(&sent[0])).await.expect("keep");
+    assert_eq!(kept, vec![sent[0].clone()]);
+    // Only the entry that was not kept fresh is idle long enough to be reclaimed.
+    let got = b.reclaim(SVC, "c2", Duration::from_millis(200), 10).await.expect("reclaim");
+    assert_eq!(ids(&got), vec![sent[1].clone()]);
+    assert_eq!(b.keep(SVC, "c1", &sent).await.expect("keep"), vec![sent[0].clone()]);
+    b.complete(SVC, &[Completion { id: sent[0].clone(), taskbacks: vec![] }]).await.expect("complete");
+    assert!(b.keep(SVC, "c1", &sent).await.expect("keep").is_empty(), "acknowledged entries are no one's");
+    let pending = b.pending(SVC, StreamKind::Data, WORKER_GROUP, None, 10).await.expect("pending");
+    assert_eq!(pending.len(), 1);
+    assert_eq!((pending[0].consumer.as_str(), pending[0].deliveries), ("c2", 2));
+}
+
+async fn claim_only_from_the_named_consumer(b: Arc<dyn Broker>) {
+    b.prepare(SVC, 1000).await.expect("prepare");
+    let sent = add_n(&*b, 3).await;
+    b.read(SVC, "c1", 10, NO_WAIT).await.expect("read");
+    let got = b.claim(SVC, "c2", "c1", &sent[..2]).await.expect("claim");
+    assert_eq!(ids(&got), sent[..2].to_vec());
+    assert!(got.iter().all(|d| d.deliveries == 2));
+    assert_eq!(got[1].fields, f(&[("n", "1")]));
+    assert!(b.claim(SVC, "c3", "c1", &sent[..1]).await.expect("claim").is_empty(), "c1 no longer holds it");
+    assert_eq!(pending_ids(&*b, Some("c1")).await, vec![sent[2].clone()]);
+
+    let info = b.stream_info(SVC, StreamKind::Data).await.expect("info");
+    let group = info.groups.iter().find(|g| g.name == WORKER_GROUP).expect("worker group");
+    let names: Vec<&str> = group.consumers.iter().map(|c| c.name.as_str()).collect();
+    assert!(names.contains(&"c1") && names.contains(&"c2"), "{names:?}");
+    b.remove_consumer(SVC, StreamKind::Data, WORKER_GROUP, "c1").await.expect("remove");
+    let info = b.stream_info(SVC, StreamKind::Data).await.expect("info");
+    let group = info.groups.iter().find(|g| g.name == WORKER_GROUP).expect("worker group");
+    assert!(group.consumers.iter().all(|c| c.name != "c1"), "{group:?}");
+    assert_eq!(group.pending, 2, "c1's entry went with it; c2's two remain");
+}
+
+async fn dead_letters_and_replay(b: Arc<dyn Broker>) {
+    b.prepare(SVC, 1000).await.expect("prepare");
+    let sent = add_n(&*b, 1).await;
+    b.read(SVC, "c1", 10, NO_WAIT).await.expect("read");
+    let letter = DeadLetter {
+        id: sent[0].clone(),
+        fields: f(&[("n", "0")]),
+        error: "boom".into(),
+        attempts: 3,
+        failed_at_ms: 1_700_000_000_000,
+    };
+    b.bury(SVC, &[letter]).await.expect("bury");
+    assert!(pending_ids(&*b, None).await.is_empty(), "a dead letter is acknowledged");
+    let dead = b.tail(SVC, StreamKind::Dead, "0-0", 10, NO_WAIT).await.expect("tail");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        dead[0].fields,
+        f(&[
+            ("n", "0"),
+            (DEAD_FIELDS[0], &sent[0]),
+            (DEAD_FIELDS[1], "boom"),
+            (DEAD_FIELDS[2], "3"),
+            (DEAD_FIELDS[3], "1700000000000")
+        ])
+    );
+
+    let moved = b.replay(SVC, &[dead[0].id.clone()]).await.expect("replay");
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0].0, dead[0].id);
+    assert!(b.tail(SVC, StreamKind::Dead, "0-0", 10, NO_WAIT).await.expect("tail").is_empty());
+    let again = b.read(SVC, "c1", 10, NO_WAIT).await.expect("read");
+    assert_eq!(ids(&again), vec![moved[0].1.clone()]);
+    assert_eq!(again[0].fields, f(&[("n", "0")]), "replayed without the dead-letter fields");
+    assert!(b.replay(SVC, &[dead[0].id.clone()]).await.expect("replay").is_empty(), "replayed once only");
+}
+
+async fn last_id_and_tail(b: Arc<dyn Broker>) {
+    assert_eq!(b.last_id(SVC, StreamKind::Taskback).await.expect("last id"), "0-0");
+    let first = b.add(SVC, StreamKind::Taskback, &f(&[("a", "1")])).await.expect("add");
+    let second = b.add(SVC, StreamKind::Taskback, &f(&[("a", "2")])).await.expect("add");
+    assert_eq!(b.last_id(SVC, StreamKind::Taskback).await.expect("last id"), second);
+    let after_first = b.tail(SVC, StreamKind::Taskback, &first, 10, NO_WAIT).await.expect("tail");
+    assert_eq!(after_first.len(), 1);
+    assert_eq!((after_first[0].id.as_str(), after_first[0].fields.clone()), (second.as_str(), f(&[("a", "2")])));
+    assert!(b.tail(SVC, StreamKind::Taskback, &second, 10, Duration::from_millis(100)).await.expect("tail").is_empty());
+    let waiter = {
+        let (b, second) = (b.clone(), second.clone());
+        tokio::spawn(async move { b.tail(SVC, StreamKind::Taskback, &second, 10, Duration::from_secs(20)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let third = b.add(SVC, StreamKind::Taskback, &f(&[("a", "3")])).await.expect("add");
+    let got = waiter.await.expect("join").expect("tail");
+    assert_eq!(got.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), vec![third]);
+}
+
+async fn create_group_and_read_group(b: Arc<dyn Broker>) {
+    let old = b.add(SVC, StreamKind::Taskback, &f(&[("a", "old")])).await.expect("add");
+    b.create_group(SVC, StreamKind::Taskback, "new-only", "$").await.expect("group");
+    b.create_group(SVC, StreamKind::Taskback, "everything", "0").await.expect("group");
+    b.create_group(SVC, StreamKind::Taskback, "everything", "0").await.expect("creating twice is fine");
+    let new = b.add(SVC, StreamKind::Taskback, &f(&[("a", "new")])).await.expect("add");
+
+    let got = b.read_group(SVC, StreamKind::Taskback, "new-only", "x", 10, NO_WAIT).await.expect("read");
+    assert_eq!(got.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), vec![new.clone()]);
+    let got = b.read_group(SVC, StreamKind::Taskback, "everything", "x", 10, NO_WAIT).await.expect("read");
+    assert_eq!(got.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), vec![old.clone(), new.clone()]);
+    assert_eq!(got[0].fields, f(&[("a", "old")]));
+
+    let pending = b.pending(SVC, StreamKind::Taskback, "everything", None, 10).await.expect("pending");
+    assert_eq!(pending.len(), 2);
+    b.ack(SVC, StreamKind::Taskback, "everything", &[old]).await.expect("ack");
+    let pending = b.pending(SVC, StreamKind::Taskback, "everything", None, 10).await.expect("pending");
+    assert_eq!(pending.iter().map(|p| p.id.clone()).collect::<Vec<_>>(), vec![new]);
+    // Groups are independent: the other group still holds its own entry.
+    assert_eq!(b.pending(SVC, StreamKind::Taskback, "new-only", None, 10).await.expect("pending").len(), 1);
+    let blocked = b.read_group(SVC, StreamKind::Taskback, "new-only", "x", 10, Duration::from_millis(100));
+    assert!(blocked.await.expect("read").is_empty());
+}
+
+async fn stream_info_and_pending(b: Arc<dyn Broker>) {
+    let missing = b.stream_info("nothing-here", StreamKind::Data).await.expect("info");
+    assert_eq!((missing.length, missing.last_id.as_str(), missing.groups.len()), (0, "0-0", 0));
+    b.prepare(SVC, 1000).await.expect("prepare");
+    let sent = add_n(&*b, 4).await;
+    b.read(SVC, "c1", 3, NO_WAIT).await.expect("read");
+    let info = b.stream_info(SVC, StreamKind::Data).await.expect("info");
+    assert_eq!(info.length, 4);
+    assert_eq!(info.last_id, sent[3]);
+    let group = info.groups.iter().find(|g| g.name == WORKER_GROUP).expect("worker group");
+    assert_eq!(group.pending, 3);
+    assert_eq!(group.last_delivered, sent[2]);
+    let c1 = group.consumers.iter().find(|c| c.name == "c1").expect("c1");
+    assert_eq!(c1.pending, 3);
+    let rows = b.pending(SVC, StreamKind::Data, WORKER_GROUP, None, 2).await.expect("pending");
+    assert_eq!(rows.iter().map(|p| p.id.clone()).collect::<Vec<_>>(), sent[..2].to_vec(), "oldest first, bounded");
+    assert!(rows.iter().all(|p| p.consumer == "c1" && p.deliveries == 1));
+    let taskback = b.stream_info(SVC, StreamKind::Taskback).await.expect("info");
+    assert!(taskback.groups.iter().any(|g| g.name == broker::COLLECTOR_GROUP), "prepare makes the collector group");
+}
+
+async fn streams_are_trimmed_to_about_maxlen(b: Arc<dyn Broker>) {
+    b.prepare(SVC, 10).await.expect("prepare");
+    for i in 0..1000 {
+        b.add(SVC, StreamKind::Taskback, &f(&[("i", &i.to_string())])).await.expect("add");
+    }
+    let info = b.stream_info(SVC, StreamKind::Taskback).await.expect("info");
+    // Approximate trimming: at least maxlen entries stay, far fewer than were added.
+    assert!((10..300).contains(&info.length), "length {}", info.length);
+    let newest = b.tail(SVC, StreamKind::Taskback, "0-0", 1000, NO_WAIT).await.expect("tail");
+    assert_eq!(newest.last().map(|e| e.fields.clone()), Some(f(&[("i", "999")])), "the newest entries are kept");
+}
+
+fn quota(max_keys: u64, max_bytes: u64) -> KvQuota {
+    KvQuota { max_keys, max_bytes, ..KvQuota::default() }
+}
+
+async fn kv_get_set_delete_increment_list(b: Arc<dyn Broker>) {
+    let kv: Arc<dyn KvStore> = b;
+    let q = KvQuota::default();
+    assert_eq!(kv.kv_get(SVC, "a").await, Ok(None));
+    kv.kv_set(SVC, "a", b"one", None, &q).await.expect("set");
+    kv.kv_set(SVC, "a", b"\x00bytes\xff", None, &q).await.expect("overwrite");
+    assert_eq!(kv.kv_get(SVC, "a").await, Ok(Some(b"\x00bytes\xff".to_vec())), "values are bytes");
+    assert_eq!(kv.kv_increment(SVC, "n", 5, &q).await, Ok(5));
+    assert_eq!(kv.kv_increment(SVC, "n", -7, &q).await, Ok(-2));
+    assert_eq!(kv.kv_get(SVC, "n").await, Ok(Some(b"-2".to_vec())));
+    assert!(matches!(kv.kv_increment(SVC, "a", 1, &q).await, Err(KvFailure::NotANumber(_))));
+    kv.kv_set(SVC, "big", i64::MAX.to_string().as_bytes(), None, &q).await.expect("set");
+    assert!(matches!(kv.kv_increment(SVC, "big", 1, &q).await, Err(KvFailure::NotANumber(_))), "overflow");
+    for key in ["user:b", "user:a", "user:c", "other"] {
+        kv.kv_set(SVC, key, b"x", None, &q).await.expect("set");
+    }
+    assert_eq!(kv.kv_list(SVC, "user:", 10).await, Ok(vec!["user:a".into(), "user:b".into(), "user:c".into()]));
+    assert_eq!(kv.kv_list(SVC, "user:", 2).await, Ok(vec!["user:a".into(), "user:b".into()]), "bounded");
+    assert_eq!(kv.kv_list(SVC, "", 3).await, Ok(vec!["a".into(), "big".into(), "n".into()]), "sorted");
+    assert_eq!(kv.kv_delete(SVC, "a").await, Ok(true));
+    assert_eq!(kv.kv_delete(SVC, "a").await, Ok(false));
+    assert_eq!(kv.kv_get(SVC, "a").await, Ok(None));
+}
+
+async fn kv_ttl_expires(b: Arc<dyn Broker>) {
+    let kv: Arc<dyn KvStore> = b;
+    let q = quota(2, 1 << 20);
+    kv.kv_set(SVC, "t", b"soon gone", Some(Duration::from_millis(300)), &q).await.expect("set");
+    kv.kv_set(SVC, "keep", b"stays", None, &q).await.expect("set");
+    assert_eq!(kv.kv_get(SVC, "t").await, Ok(Some(b"soon gone".to_vec())));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(kv.kv_get(SVC, "t").await, Ok(None));
+    assert_eq!(kv.kv_list(SVC, "", 10).await, Ok(vec!["keep".into()]));
+    // The expired key no longer counts against max_keys = 2.
+    kv.kv_set(SVC, "another", b"fits", None, &q).await.expect("expired keys free their quota");
+    // Setting without a TTL removes an earlier one.
+    kv.kv_delete(SVC, "another").await.expect("delete");
+    kv.kv_set(SVC, "p", b"1", Some(Duration::from_millis(200)), &q).await.expect("set");
+    kv.kv_set(SVC, "p", b"2", None, &q).await.expect("set");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(kv.kv_get(SVC, "p").await, Ok(Some(b"2".to_vec())));
+}
+
+async fn kv_quotas(b: Arc<dyn Broker>) {
+    let kv: Arc<dyn KvStore> = b;
+    let q = quota(2, 20);
+    kv.kv_set(SVC, "k1", b"12345", None, &q).await.expect("set");
+    kv.kv_set(SVC, "k2", b"12345", None, &q).await.expect("set");
+    assert!(matches!(kv.kv_set(SVC, "k3", b"1", None, &q).await, Err(KvFailure::QuotaExceeded(_))), "max_keys");
+    assert!(matches!(kv.kv_increment(SVC, "k3", 1, &q).await, Err(KvFailure::QuotaExceeded(_))), "max_keys");
+    assert_eq!(kv.kv_get(SVC, "k3").await, Ok(None), "a refused write leaves nothing behind");
+    kv.kv_set(SVC, "k1", b"1234567", None, &q).await.expect("overwriting within max_bytes (9 + 7 = 16)");
+    let refused = kv.kv_set(SVC, "k1", b"123456789012345", None, &q).await;
+    assert!(matches!(refused, Err(KvFailure::QuotaExceeded(ref m)) if m.contains("max_bytes")), "{refused:?}");
+    assert_eq!(kv.kv_get(SVC, "k1").await, Ok(Some(b"1234567".to_vec())), "unchanged after a refusal");
+    kv.kv_delete(SVC, "k2").await.expect("delete");
+    kv.kv_set(SVC, "k3", b"1", None, &q).await.expect("a delete frees a key");
+}
+
+async fn kv_is_scoped_per_service(b: Arc<dyn Broker>) {
+    let kv: Arc<dyn KvStore> = b;
+    let q = KvQuota::default();
+    kv.kv_set("one", "shared", b"1", None, &q).await.expect("set");
+    kv.kv_set("two", "shared", b"2", None, &q).await.expect("set");
+    assert_eq!(kv.kv_get("one", "shared").await, Ok(Some(b"1".to_vec())));
+    assert_eq!(kv.kv_get("two", "shared").await, Ok(Some(b"2".to_vec())));
+    assert_eq!(kv.kv_list("one", "", 10).await, Ok(vec!["shared".into()]));
+    kv.kv_delete("one", "shared").await.expect("delete");
+    assert_eq!(kv.kv_get("two", "shared").await, Ok(Some(b"2".to_vec())));
+}
