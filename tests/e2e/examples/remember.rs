@@ -16,6 +16,7 @@ fn project() -> Project {
     shell: { file: remember, allow: [kv] }
     tasks:
       - torch: { in_key: text, out_key: text, prefix: "." }
+    workers: { concurrency: 1 }
     kv: { max_keys: 100, max_bytes: 65536 }
 "#,
     )
