@@ -4,8 +4,11 @@
 mod support;
 
 mod backbone;
+mod check;
+mod collectors;
 mod conformance;
 mod examples;
 mod kv;
 mod languages;
 mod reliability;
+mod service_model;

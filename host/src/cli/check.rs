@@ -1,11 +1,23 @@
 //! `cannon-host check`: the compose file and every component it names, all problems at once.
+//!
+//! The loader finds every mistake in the file itself (unknown keys, wrong types, missing
+//! component files, unknown groups, params or services, bad schedules). Then each component
+//! is compiled and matched against its world (`task` or `shell`), each cron schedule must
+//! fire at least once, and each `exec` program must exist. Every problem is printed with
+//! `file:line`; the exit code is 1 when there is any.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::cli::Cli;
-use crate::config::{CollectorKind, TaskSpec};
+use crate::collector::{Schedule, describe};
+use crate::config::{CollectorKind, Compose, Service, TaskSpec};
 use crate::engine::{Engine, EngineOptions, World};
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
 
 pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let compose = match crate::config::load(&cli.file) {
@@ -13,40 +25,29 @@ pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Err(err) => {
             eprintln!("{err}");
             let n = err.diagnostics.len();
-            eprintln!("{n} problem{} in {}", if n == 1 { "" } else { "s" }, cli.file.display());
+            eprintln!("{n} problem{} in {}", plural(n), cli.file.display());
             return Ok(ExitCode::FAILURE);
         }
     };
-    let engine = Arc::new(Engine::new(&EngineOptions::default())?);
-    let mut problems = Vec::new();
+    let mut problems = components(&compose).await?;
     for service in compose.services.values() {
-        let components =
-            service.shell.iter().map(|s| (s, World::Shell)).chain(service.tasks.iter().filter_map(|t| match t {
-                TaskSpec::Wasm(c) => Some((c, World::Task)),
-                TaskSpec::Torch(_) => None,
-            }));
-        for (spec, world) in components {
-            let engine = engine.clone();
-            let owned = spec.clone();
-            let loaded = tokio::task::spawn_blocking(move || engine.load(&owned, world)).await?;
-            if let Err(err) = loaded {
-                problems.push(format!("{}:{}: service {:?}: {err}", compose.path.display(), spec.line, service.name));
-            }
-        }
+        problems.extend(collector(service));
     }
+    problems.sort_by_key(|(line, _)| *line);
     if !problems.is_empty() {
-        for problem in &problems {
-            eprintln!("{problem}");
+        for (line, problem) in &problems {
+            eprintln!("{}:{line}: {problem}", compose.path.display());
         }
         let n = problems.len();
-        eprintln!("{n} problem{} in {}", if n == 1 { "" } else { "s" }, compose.path.display());
+        eprintln!("{n} problem{} in {}", plural(n), compose.path.display());
         return Ok(ExitCode::FAILURE);
     }
-    println!("{}: {} services OK", compose.path.display(), compose.services.len());
+    let n = compose.services.len();
+    println!("{}: {n} service{} OK", compose.path.display(), plural(n));
     for service in compose.services.values() {
-        let collector = match service.collector.as_ref().map(|c| &c.kind) {
+        let collector = match service.collector.as_ref() {
             None => "no collector".to_owned(),
-            Some(kind) => format!("{} collector", kind_name(kind)),
+            Some(c) => format!("collector {}", describe(&c.kind)),
         };
         let tasks: Vec<&str> = service
             .tasks
@@ -62,12 +63,77 @@ pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn kind_name(kind: &CollectorKind) -> &'static str {
-    match kind {
-        CollectorKind::Stdin => "stdin",
-        CollectorKind::Http { .. } => "http",
-        CollectorKind::Tick { .. } => "tick",
-        CollectorKind::Stream { .. } => "stream",
-        CollectorKind::Exec { .. } => "exec",
+/// Compiles every component and checks it against its world.
+async fn components(compose: &Compose) -> anyhow::Result<Vec<(usize, String)>> {
+    let engine = Arc::new(Engine::new(&EngineOptions::default())?);
+    let mut problems = Vec::new();
+    for service in compose.services.values() {
+        let components =
+            service.shell.iter().map(|s| (s, World::Shell)).chain(service.tasks.iter().filter_map(|t| match t {
+                TaskSpec::Wasm(c) => Some((c, World::Task)),
+                TaskSpec::Torch(_) => None,
+            }));
+        for (spec, world) in components {
+            let engine = engine.clone();
+            let owned = spec.clone();
+            let loaded = tokio::task::spawn_blocking(move || engine.load(&owned, world)).await?;
+            if let Err(err) = loaded {
+                problems.push((spec.line, format!("service {:?}: {err}", service.name)));
+            }
+        }
+    }
+    Ok(problems)
+}
+
+/// What the loader cannot know about a collector: whether a cron day exists, whether a
+/// program is installed.
+fn collector(service: &Service) -> Option<(usize, String)> {
+    let spec = service.collector.as_ref()?;
+    let name = &service.name;
+    match &spec.kind {
+        CollectorKind::Tick { schedule, .. } => {
+            Schedule::new(schedule).err().map(|err| (spec.line, format!("service {name:?}: tick collector: {err}")))
+        }
+        CollectorKind::Exec { command } => {
+            let program = command.first()?;
+            (!program_exists(program)).then(|| {
+                let where_ = if program.contains('/') {
+                    format!("relative to the working directory {}", working_dir())
+                } else {
+                    "in PATH".to_owned()
+                };
+                (spec.line, format!("service {name:?}: exec collector: program `{program}` not found {where_}"))
+            })
+        }
+        _ => None,
+    }
+}
+
+fn working_dir() -> String {
+    std::env::current_dir().map_or_else(|_| "(unknown)".to_owned(), |d| d.display().to_string())
+}
+
+/// Whether `program` names an executable file: a path as given, or a bare name in `$PATH`.
+fn program_exists(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    let executable =
+        |path: &Path| std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.contains('/') {
+        return executable(Path::new(program));
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| executable(&dir.join(program))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::program_exists;
+
+    #[test]
+    fn programs_are_found_in_path() {
+        assert!(program_exists("sh"));
+        assert!(program_exists("/bin/sh"));
+        assert!(!program_exists("surely-no-such-program-here"));
+        assert!(!program_exists("./surely/not/here"));
     }
 }

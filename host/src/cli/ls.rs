@@ -3,23 +3,33 @@
 use std::process::ExitCode;
 
 use crate::cli::{Cli, load_compose};
+use crate::collector::describe;
 use crate::config::TaskSpec;
 
 pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let compose = load_compose(&cli.file)?;
-    println!("{:<16} {:<10} {:<12} TASKS", "SERVICE", "COLLECTOR", "SHELL");
-    for service in compose.services.values() {
-        let collector = service.collector.as_ref().map_or("-", |c| super::check::kind_name(&c.kind));
-        let shell = service.shell.as_ref().map_or("-", |s| s.name.as_str());
-        let tasks: Vec<String> = service
-            .tasks
-            .iter()
-            .map(|t| match t {
-                TaskSpec::Torch(t) => format!("torch({}->{})", t.in_key, t.out_key),
-                TaskSpec::Wasm(c) => c.name.clone(),
-            })
-            .collect();
-        println!("{:<16} {:<10} {:<12} {}", service.name, collector, shell, tasks.join(", "));
+    let rows: Vec<[String; 4]> = compose
+        .services
+        .values()
+        .map(|service| {
+            let collector = service.collector.as_ref().map_or_else(|| "-".to_owned(), |c| describe(&c.kind));
+            let shell = service.shell.as_ref().map_or_else(|| "-".to_owned(), |s| s.name.clone());
+            let tasks: Vec<String> = service
+                .tasks
+                .iter()
+                .map(|t| match t {
+                    TaskSpec::Torch(t) => format!("torch({}->{})", t.in_key, t.out_key),
+                    TaskSpec::Wasm(c) => c.name.clone(),
+                })
+                .collect();
+            [service.name.clone(), collector, shell, tasks.join(", ")]
+        })
+        .collect();
+    let header = ["SERVICE", "COLLECTOR", "SHELL", "TASKS"].map(str::to_owned);
+    let width = |i: usize| rows.iter().chain([&header]).map(|r| r[i].len()).max().unwrap_or(0);
+    let (w0, w1, w2) = (width(0), width(1), width(2));
+    for [name, collector, shell, tasks] in std::iter::once(&header).chain(&rows) {
+        println!("{name:<w0$}  {collector:<w1$}  {shell:<w2$}  {tasks}");
     }
     Ok(ExitCode::SUCCESS)
 }

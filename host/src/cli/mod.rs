@@ -7,6 +7,7 @@ mod ls;
 mod pending;
 mod run;
 mod send;
+mod torch;
 mod watch;
 
 use std::path::{Path, PathBuf};
@@ -57,6 +58,8 @@ pub enum Command {
     Watch(watch::Args),
     /// List dead letters, or replay them onto the data stream.
     Dead(dead::Args),
+    /// Run a shell command of a service directly (no broker); without one, a prompt.
+    Torch(torch::Args),
 }
 
 /// Runs one command; the exit code is the command's verdict.
@@ -70,6 +73,7 @@ pub async fn dispatch(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<E
         Command::Pending(args) => pending::run(&cli, args).await,
         Command::Watch(args) => watch::run(&cli, args, shutdown).await,
         Command::Dead(args) => dead::run(&cli, args).await,
+        Command::Torch(args) => torch::run(&cli, args).await,
     }
 }
 

@@ -1,19 +1,44 @@
 //! Native collectors: long-lived sources of a service's messages, and the receivers of its
 //! taskbacks.
 //!
+//! [`run`] supervises the service's collector: when it fails (an error or a panic) the
+//! failure is logged and the collector is started again after an exponential backoff,
+//! while the service's workers keep draining its stream.
+//!
 //! ## Layout
-//! - `mod.rs`: [`run`], dispatch on the collector kind, and the shared taskback reader.
+//! - `mod.rs`: [`run`] (dispatch on the kind, supervision), [`Context`] (adding messages
+//!   with the collector's kwargs and the size limit; reading taskbacks).
 //! - `stdin.rs`: interactive chat on standard input and output.
+//! - `http.rs`: `POST /` a JSON object; `?wait=MS` answers with the taskback.
+//! - `tick.rs`: a message on a schedule; `schedule.rs` computes fire times (interval, cron).
+//! - `stream.rs`: follows another service's data or taskback stream.
+//! - `exec.rs`: a program speaking JSON lines on stdin/stdout, restarted when it exits.
 
+mod exec;
+mod http;
+mod schedule;
 mod stdin;
+mod stream;
+mod tick;
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, COLLECTOR_GROUP, Entry, Fields, StreamKind};
-use crate::config::{CollectorKind, Service};
+use crate::broker::{Broker, BrokerError, COLLECTOR_GROUP, Entry, Fields, StreamKind};
+use crate::config::{CollectorKind, Service, TickSchedule};
+
+pub use schedule::{Schedule, ScheduleError, rfc3339};
+
+/// First pause before restarting a failed collector (or an `exec` program); doubles per
+/// consecutive failure.
+pub(crate) const RESTART_BASE: Duration = Duration::from_millis(500);
+/// Longest pause before a restart.
+pub(crate) const RESTART_CAP: Duration = Duration::from_secs(30);
+/// A collector (or program) that ran this long before failing starts its backoff over.
+pub(crate) const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 /// How a collector ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,23 +59,130 @@ pub struct Context {
     pub shutdown: CancellationToken,
 }
 
+/// Why a message was not added.
+#[derive(Debug, thiserror::Error)]
+pub enum AddError {
+    #[error("message of {bytes} bytes exceeds limits.message_kb = {limit_kb} of service {service:?}")]
+    TooLarge { bytes: usize, limit_kb: u64, service: String },
+    #[error("a message needs at least one field")]
+    Empty,
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+/// Doubles `base` per failure (the first failure waits `base`), capped at `cap`.
+pub(crate) fn backoff(base: Duration, failures: u32, cap: Duration) -> Duration {
+    base.saturating_mul(1u32 << failures.saturating_sub(1).min(16)).min(cap)
+}
+
+/// Fields as one JSON object of strings.
+pub(crate) fn to_json(fields: &Fields) -> serde_json::Value {
+    let object: serde_json::Map<String, serde_json::Value> =
+        fields.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+    serde_json::Value::Object(object)
+}
+
+/// A JSON object (an http body, a line from an `exec` program) as message fields: strings
+/// as they are, numbers and booleans as their text; anything else is an error naming the key.
+pub(crate) fn json_fields(bytes: &[u8]) -> Result<Fields, String> {
+    use serde_json::Value;
+    fn kind(value: &Value) -> &'static str {
+        match value {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Number(_) => "a number",
+            Value::String(_) => "a string",
+            Value::Array(_) => "an array",
+            Value::Object(_) => "an object",
+        }
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
+    let Value::Object(object) = value else {
+        return Err(format!(r#"expected a JSON object such as {{"text": "hi"}}, found {}"#, kind(&value)));
+    };
+    object
+        .into_iter()
+        .map(|(key, value)| match value {
+            Value::String(s) => Ok((key, s)),
+            Value::Number(n) => Ok((key, n.to_string())),
+            Value::Bool(b) => Ok((key, b.to_string())),
+            other => Err(format!("field {key:?} is {}; values must be strings, numbers or booleans", kind(&other))),
+        })
+        .collect()
+}
+
+/// A background task reading taskbacks; stopped (after its current read) when dropped or
+/// by [`Background::finish`].
+pub(crate) struct Background {
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Stops the task and waits until every taskback it took is handled and acknowledged.
+    pub(crate) async fn finish(mut self, service: &str) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take()
+            && let Err(err) = task.await
+        {
+            tracing::error!(service, error = %err, "taskback reader failed");
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 impl Context {
-    /// Adds one message built from `fields` plus the collector's kwargs, refusing it
-    /// when it exceeds `limits.message_kb`.
-    pub async fn add(&self, fields: Fields) -> anyhow::Result<String> {
+    /// Adds one message built from `fields` plus the collector's kwargs (the message's own
+    /// fields win), refusing it when it exceeds `limits.message_kb`.
+    pub async fn add(&self, fields: Fields) -> Result<String, AddError> {
+        let message = self.message(fields)?;
+        Ok(self.broker.add(&self.service.name, StreamKind::Data, &message).await?)
+    }
+
+    /// Like [`Context::add`], but a broker failure is logged and retried with backoff until
+    /// it succeeds; gives up (with the last error) only at shutdown.
+    pub async fn add_patiently(&self, fields: Fields) -> Result<String, AddError> {
+        let message = self.message(fields)?;
+        let mut failures = 0u32;
+        loop {
+            match self.broker.add(&self.service.name, StreamKind::Data, &message).await {
+                Ok(id) => return Ok(id),
+                Err(err) => {
+                    failures += 1;
+                    let pause = backoff(Duration::from_millis(100), failures, Duration::from_secs(5));
+                    tracing::error!(
+                        service = %self.service.name,
+                        error = %err,
+                        retry_in_ms = pause.as_millis() as u64,
+                        "cannot add a message; retrying"
+                    );
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = self.shutdown.cancelled() => return Err(err.into()),
+                    }
+                }
+            }
+        }
+    }
+
+    fn message(&self, fields: Fields) -> Result<Fields, AddError> {
         let mut message = Vec::with_capacity(fields.len() + self.kwargs().len());
         message.extend(self.kwargs().iter().map(|(k, v)| (k.clone(), v.clone())));
         crate::pipeline::merge(&mut message, fields);
-        let bytes: usize = message.iter().map(|(k, v)| k.len() + v.len()).sum();
-        let max = self.service.limits.message_kb.saturating_mul(1024);
-        if bytes as u64 > max {
-            anyhow::bail!(
-                "message of {bytes} bytes exceeds limits.message_kb = {} of service {:?}",
-                self.service.limits.message_kb,
-                self.service.name
-            );
+        if message.is_empty() {
+            return Err(AddError::Empty);
         }
-        Ok(self.broker.add(&self.service.name, StreamKind::Data, &message).await?)
+        let bytes: usize = message.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let limit_kb = self.service.limits.message_kb;
+        if bytes as u64 > limit_kb.saturating_mul(1024) {
+            return Err(AddError::TooLarge { bytes, limit_kb, service: self.service.name.clone() });
+        }
+        Ok(message)
     }
 
     fn kwargs(&self) -> &crate::config::Kwargs {
@@ -61,36 +193,40 @@ impl Context {
     /// Reads taskbacks through the collector group until shutdown, calling `handle` on each
     /// and acknowledging it afterwards.
     pub async fn taskbacks(&self, mut handle: impl FnMut(&Entry)) {
+        self.for_each_taskback(|entry| {
+            handle(&entry);
+            std::future::ready(())
+        })
+        .await;
+    }
+
+    /// [`Context::taskbacks`] with an asynchronous handler: a batch is acknowledged once
+    /// `handle` has returned for each of its entries.
+    pub async fn for_each_taskback<F, Fut>(&self, mut handle: F)
+    where
+        F: FnMut(Entry) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let name = self.service.name.as_str();
         let mut failures = 0u32;
         while !self.shutdown.is_cancelled() {
-            let read = self
-                .broker
-                .read_group(
-                    &self.service.name,
-                    StreamKind::Taskback,
-                    COLLECTOR_GROUP,
-                    &self.consumer,
-                    64,
-                    Duration::from_millis(500),
-                )
-                .await;
-            match read {
+            let block = Duration::from_millis(500);
+            let read = self.broker.read_group(name, StreamKind::Taskback, COLLECTOR_GROUP, &self.consumer, 64, block);
+            match read.await {
                 Ok(entries) => {
                     failures = 0;
-                    for entry in &entries {
-                        handle(entry);
+                    let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+                    for entry in entries {
+                        handle(entry).await;
                     }
-                    let ids: Vec<String> = entries.into_iter().map(|e| e.id).collect();
-                    if let Err(err) =
-                        self.broker.ack(&self.service.name, StreamKind::Taskback, COLLECTOR_GROUP, &ids).await
-                    {
-                        tracing::error!(service = %self.service.name, error = %err, "cannot acknowledge taskbacks");
+                    if let Err(err) = self.broker.ack(name, StreamKind::Taskback, COLLECTOR_GROUP, &ids).await {
+                        tracing::error!(service = %name, error = %err, "cannot acknowledge taskbacks");
                     }
                 }
                 Err(err) => {
                     failures += 1;
-                    tracing::error!(service = %self.service.name, error = %err, "cannot read taskbacks");
-                    let pause = Duration::from_millis(100 * u64::from(failures.min(50)));
+                    let pause = backoff(Duration::from_millis(100), failures, Duration::from_secs(5));
+                    tracing::error!(service = %name, error = %err, "cannot read taskbacks");
                     tokio::select! {
                         () = tokio::time::sleep(pause) => {}
                         () = self.shutdown.cancelled() => {}
@@ -99,15 +235,168 @@ impl Context {
             }
         }
     }
+
+    /// Runs [`Context::for_each_taskback`] in the background until the returned guard is
+    /// finished or dropped.
+    pub(crate) fn spawn_taskbacks<F, Fut>(&self, handle: F) -> Background
+    where
+        F: FnMut(Entry) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let stop = self.shutdown.child_token();
+        let mut ctx = self.clone();
+        ctx.shutdown = stop.clone();
+        let task = tokio::spawn(async move { ctx.for_each_taskback(handle).await });
+        Background { stop, task: Some(task) }
+    }
+
+    /// Logs each taskback (for collectors with nobody to hand them to: `tick`, `stream`).
+    pub(crate) fn log_taskbacks(&self) -> Background {
+        let service = self.service.name.clone();
+        self.spawn_taskbacks(move |entry| {
+            tracing::info!(service = %service, taskback = %to_json(&entry.fields), "taskback");
+            std::future::ready(())
+        })
+    }
 }
 
-/// Runs the service's collector until its input ends or `shutdown`.
+/// The kind's name as written in the compose file.
+pub fn kind_name(kind: &CollectorKind) -> &'static str {
+    match kind {
+        CollectorKind::Stdin => "stdin",
+        CollectorKind::Http { .. } => "http",
+        CollectorKind::Tick { .. } => "tick",
+        CollectorKind::Stream { .. } => "stream",
+        CollectorKind::Exec { .. } => "exec",
+    }
+}
+
+/// One line describing a collector, e.g. `http on 127.0.0.1:8080`, `tick every 5s`.
+pub fn describe(kind: &CollectorKind) -> String {
+    match kind {
+        CollectorKind::Stdin => "stdin".to_owned(),
+        CollectorKind::Http { listen } => format!("http on {listen}"),
+        CollectorKind::Tick { schedule: TickSchedule::Every(period), .. } => {
+            format!("tick every {}", humanize(*period))
+        }
+        CollectorKind::Tick { schedule: TickSchedule::Cron(expr), .. } => format!("tick cron `{expr}` UTC"),
+        CollectorKind::Stream { service, stream } => {
+            format!("stream from {service}:{}", stream_name(*stream))
+        }
+        CollectorKind::Exec { command } => format!("exec `{}`", command.join(" ")),
+    }
+}
+
+/// The stream's name as written in the compose file and in broker keys.
+pub fn stream_name(stream: StreamKind) -> &'static str {
+    match stream {
+        StreamKind::Data => "data",
+        StreamKind::Taskback => "taskback",
+        StreamKind::Dead => "dead",
+    }
+}
+
+fn humanize(period: Duration) -> String {
+    let ms = period.as_millis();
+    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+        if ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// Runs the service's collector until its input ends or `shutdown`, restarting it with
+/// backoff whenever it fails.
 pub async fn run(ctx: Context) -> anyhow::Result<Exit> {
     let Some(spec) = ctx.service.collector.clone() else {
         return Ok(Exit::Stopped);
     };
-    match spec.kind {
+    let kind = kind_name(&spec.kind);
+    let mut failures = 0u32;
+    loop {
+        let started = Instant::now();
+        let outcome = match tokio::spawn(run_once(ctx.clone(), spec.kind.clone())).await {
+            Ok(outcome) => outcome,
+            Err(join) => Err(anyhow::anyhow!("collector panicked: {join}")),
+        };
+        let err = match outcome {
+            Ok(exit) => return Ok(exit),
+            Err(err) => err,
+        };
+        if ctx.shutdown.is_cancelled() {
+            tracing::error!(service = %ctx.service.name, collector = kind, error = %format_args!("{err:#}"), "collector failed during shutdown");
+            return Ok(Exit::Stopped);
+        }
+        if started.elapsed() >= HEALTHY_RUN {
+            failures = 0;
+        }
+        failures += 1;
+        let pause = backoff(RESTART_BASE, failures, RESTART_CAP);
+        tracing::error!(
+            service = %ctx.service.name,
+            collector = kind,
+            error = %format_args!("{err:#}"),
+            failures,
+            restart_in_ms = pause.as_millis() as u64,
+            "collector failed; restarting it (workers carry on)"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = ctx.shutdown.cancelled() => return Ok(Exit::Stopped),
+        }
+    }
+}
+
+async fn run_once(ctx: Context, kind: CollectorKind) -> anyhow::Result<Exit> {
+    match kind {
         CollectorKind::Stdin => stdin::run(ctx).await,
-        other => anyhow::bail!("service {:?}: collector {other:?} is not implemented yet", ctx.service.name),
+        CollectorKind::Http { listen } => http::run(ctx, &listen).await,
+        CollectorKind::Tick { schedule, at_start } => tick::run(ctx, &schedule, at_start).await,
+        CollectorKind::Stream { service, stream } => stream::run(ctx, &service, stream).await,
+        CollectorKind::Exec { command } => exec::run(ctx, &command).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_objects_become_fields() {
+        let mut got = json_fields(br#"{"text": "hi", "n": 3, "x": 1.5, "ok": true}"#).unwrap();
+        got.sort();
+        let want: Fields = [("n", "3"), ("ok", "true"), ("text", "hi"), ("x", "1.5")]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        assert_eq!(got, want);
+        assert!(json_fields(b"{nope").unwrap_err().starts_with("not valid JSON"));
+        assert!(json_fields(b"[1]").unwrap_err().ends_with("found an array"));
+        assert_eq!(
+            json_fields(br#"{"a": "x", "deep": {"b": 1}}"#).unwrap_err(),
+            r#"field "deep" is an object; values must be strings, numbers or booleans"#
+        );
+        assert!(json_fields(br#"{"list": [1]}"#).unwrap_err().contains(r#""list" is an array"#));
+        assert!(json_fields(br#"{"gone": null}"#).unwrap_err().contains(r#""gone" is null"#));
+    }
+
+    #[test]
+    fn descriptions() {
+        let every =
+            |ms| CollectorKind::Tick { schedule: TickSchedule::Every(Duration::from_millis(ms)), at_start: false };
+        assert_eq!(describe(&every(5000)), "tick every 5s");
+        assert_eq!(describe(&every(7_200_000)), "tick every 2h");
+        assert_eq!(describe(&every(1500)), "tick every 1500ms");
+        let stream = CollectorKind::Stream { service: "chat".into(), stream: StreamKind::Taskback };
+        assert_eq!(describe(&stream), "stream from chat:taskback");
+    }
+
+    #[test]
+    fn restart_backoff_doubles_and_caps() {
+        assert_eq!(backoff(RESTART_BASE, 1, RESTART_CAP), Duration::from_millis(500));
+        assert_eq!(backoff(RESTART_BASE, 2, RESTART_CAP), Duration::from_secs(1));
+        assert_eq!(backoff(RESTART_BASE, 4, RESTART_CAP), Duration::from_secs(4));
+        assert_eq!(backoff(RESTART_BASE, 40, RESTART_CAP), RESTART_CAP);
     }
 }

@@ -1,0 +1,242 @@
+//! `http`: `POST /` with a JSON object body adds it as a message (string values as they
+//! are, numbers and booleans as their text). Answers `202 {"id": ...}`; with `?wait=MS`,
+//! `200` and the message's taskback as a JSON object, or `504` when none came in time.
+//! `GET /healthz` answers `200`. Bad JSON, nested values or nulls get `400` naming the
+//! problem, a message over `limits.message_kb` gets `413`, a broker failure `503`.
+//!
+//! Taskbacks are read through the service's collector group by one dispatcher that hands
+//! each to the request waiting for it (by `cannon.id`) and acknowledges every one, waited
+//! for or not. `?wait` therefore expects the service's collector to run in one process.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::broker::{Fields, ID_FIELD};
+use crate::collector::{AddError, Context, Exit, json_fields, to_json};
+
+/// Longest `?wait` accepted, in milliseconds.
+const MAX_WAIT_MS: u64 = 300_000;
+/// Taskbacks kept for a waiter that registers after its taskback was read (the window
+/// between adding a message and registering is tiny, so a few suffice).
+const UNCLAIMED_MAX: usize = 64;
+
+/// Requests waiting for taskbacks, by message id.
+#[derive(Default)]
+struct Waiters {
+    waiting: HashMap<String, oneshot::Sender<Fields>>,
+    unclaimed: HashMap<String, Fields>,
+    order: VecDeque<String>,
+}
+
+struct Shared {
+    ctx: Context,
+    waiters: Mutex<Waiters>,
+    body_limit: usize,
+}
+
+impl Shared {
+    fn waiters(&self) -> std::sync::MutexGuard<'_, Waiters> {
+        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Hands a taskback to its waiter, or keeps it briefly in case the waiter is late.
+    fn deliver(&self, fields: Fields) {
+        let Some(id) = fields.iter().rev().find(|(k, _)| k == ID_FIELD).map(|(_, v)| v.clone()) else {
+            return;
+        };
+        let mut waiters = self.waiters();
+        if let Some(tx) = waiters.waiting.remove(&id) {
+            let _ = tx.send(fields);
+            return;
+        }
+        if waiters.unclaimed.contains_key(&id) {
+            return; // a second taskback (sent by a task) of the same message: the first one answers
+        }
+        if waiters.order.len() >= UNCLAIMED_MAX
+            && let Some(old) = waiters.order.pop_front()
+        {
+            waiters.unclaimed.remove(&old);
+        }
+        waiters.order.push_back(id.clone());
+        waiters.unclaimed.insert(id, fields);
+    }
+
+    /// The taskback of `id` if it already came, else a receiver for it.
+    fn register(&self, id: &str) -> Result<Fields, oneshot::Receiver<Fields>> {
+        let mut waiters = self.waiters();
+        if let Some(fields) = waiters.unclaimed.remove(id) {
+            waiters.order.retain(|o| o != id);
+            return Ok(fields);
+        }
+        let (tx, rx) = oneshot::channel();
+        waiters.waiting.insert(id.to_owned(), tx);
+        Err(rx)
+    }
+}
+
+/// Removes a waiter whose request ended (timeout, shutdown or a client that went away).
+struct WaitGuard<'a> {
+    shared: &'a Shared,
+    id: &'a str,
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.waiters().waiting.remove(self.id);
+    }
+}
+
+pub async fn run(ctx: Context, listen: &str) -> anyhow::Result<Exit> {
+    let name = ctx.service.name.clone();
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("service {name:?}: http collector cannot listen on {listen}"))?;
+    let address = listener.local_addr().with_context(|| format!("service {name:?}: address of {listen}"))?;
+    let message_bytes = usize::try_from(ctx.service.limits.message_kb.saturating_mul(1024)).unwrap_or(usize::MAX);
+    let shared = Arc::new(Shared {
+        ctx: ctx.clone(),
+        waiters: Mutex::default(),
+        // Room for JSON quoting and escapes; the decoded message is held to the exact limit.
+        body_limit: message_bytes.saturating_mul(2).saturating_add(64 * 1024),
+    });
+    let taskbacks = {
+        let shared = shared.clone();
+        ctx.spawn_taskbacks(move |entry| {
+            shared.deliver(entry.fields);
+            std::future::ready(())
+        })
+    };
+    let app = Router::new()
+        .route("/", post(message))
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(shared.body_limit))
+        .with_state(shared.clone());
+    tracing::info!(service = %name, address = %address, "http collector listening");
+    let served = axum::serve(listener, app).with_graceful_shutdown(ctx.shutdown.clone().cancelled_owned()).await;
+    taskbacks.finish(&name).await;
+    served.with_context(|| format!("service {name:?}: http collector on {address}"))?;
+    Ok(Exit::Stopped)
+}
+
+fn reply(status: StatusCode, body: &Value) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], format!("{body}\n")).into_response()
+}
+
+fn error(status: StatusCode, text: impl Into<String>) -> Response {
+    reply(status, &json!({ "error": text.into() }))
+}
+
+async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    reply(StatusCode::OK, &json!({ "status": "ok", "service": shared.ctx.service.name }))
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such path: POST / a JSON object, or GET /healthz")
+}
+
+async fn wrong_method() -> Response {
+    error(StatusCode::METHOD_NOT_ALLOWED, "use POST / with a JSON object, or GET /healthz")
+}
+
+/// The `wait` query parameter, in milliseconds.
+fn wait_ms(query: Option<&str>) -> Result<Option<u64>, String> {
+    let Some(query) = query else { return Ok(None) };
+    let mut wait = None;
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key == "wait" {
+            match value.parse::<u64>() {
+                Ok(ms) if ms <= MAX_WAIT_MS => wait = Some(ms),
+                _ => return Err(format!("`wait` must be a number of milliseconds up to {MAX_WAIT_MS}, not {value:?}")),
+            }
+        }
+    }
+    Ok(wait)
+}
+
+async fn message(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let wait = match wait_ms(query.as_deref()) {
+        Ok(wait) => wait,
+        Err(text) => return error(StatusCode::BAD_REQUEST, text),
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let text = format!("body is larger than {} bytes", shared.body_limit);
+            return error(StatusCode::PAYLOAD_TOO_LARGE, text);
+        }
+        Err(rejection) => return error(rejection.status(), rejection.body_text()),
+    };
+    let fields = match json_fields(&body) {
+        Ok(fields) => fields,
+        Err(text) => return error(StatusCode::BAD_REQUEST, format!("body: {text}")),
+    };
+    let ctx = &shared.ctx;
+    let id = match ctx.add(fields).await {
+        Ok(id) => id,
+        Err(err @ AddError::TooLarge { .. }) => return error(StatusCode::PAYLOAD_TOO_LARGE, err.to_string()),
+        Err(err @ AddError::Empty) => return error(StatusCode::BAD_REQUEST, err.to_string()),
+        Err(AddError::Broker(err)) => {
+            tracing::error!(service = %ctx.service.name, error = %err, "cannot add a message from http");
+            return error(StatusCode::SERVICE_UNAVAILABLE, format!("cannot queue the message: {err}"));
+        }
+    };
+    tracing::debug!(service = %ctx.service.name, id = %id, "message from http");
+    let Some(ms) = wait else {
+        return reply(StatusCode::ACCEPTED, &json!({ "id": id }));
+    };
+    let rx = match shared.register(&id) {
+        Ok(fields) => return reply(StatusCode::OK, &to_json(&fields)),
+        Err(rx) => rx,
+    };
+    let _guard = WaitGuard { shared: &shared, id: &id };
+    tokio::select! {
+        answer = tokio::time::timeout(Duration::from_millis(ms), rx) => match answer {
+            Ok(Ok(fields)) => reply(StatusCode::OK, &to_json(&fields)),
+            _ => reply(StatusCode::GATEWAY_TIMEOUT, &json!({
+                "id": id,
+                "error": format!(
+                    "no taskback within {ms} ms (a pipeline with empty results sends none; \
+                     a failing one ends in the dead-letter stream)"
+                ),
+            })),
+        },
+        () = ctx.shutdown.cancelled() => reply(StatusCode::SERVICE_UNAVAILABLE, &json!({
+            "id": id,
+            "error": "the collector is shutting down; the message was queued",
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_parameter() {
+        assert_eq!(wait_ms(None), Ok(None));
+        assert_eq!(wait_ms(Some("x=1")), Ok(None));
+        assert_eq!(wait_ms(Some("x=1&wait=250")), Ok(Some(250)));
+        assert!(wait_ms(Some("wait=soon")).is_err());
+        assert!(wait_ms(Some("wait=")).is_err());
+        assert!(wait_ms(Some("wait=999999999")).is_err());
+    }
+}

@@ -1,0 +1,115 @@
+//! `cannon-host check`: the real binary on valid files (exit 0 and a summary) and broken
+//! ones (exit 1, every problem with `file:line`).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use crate::support::{Project, cache_dir, component, repo};
+
+/// `cannon-host -f FILE check` from `dir`, with the fixture environment of the loader tests.
+fn check(dir: &Path, file: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cannon-host"))
+        .current_dir(dir)
+        .arg("-f")
+        .arg(file)
+        .arg("check")
+        .env("CANNON_CACHE_DIR", cache_dir())
+        .env("T", "250")
+        .env("HOST", "127.0.0.1")
+        .output()
+        .expect("run cannon-host check")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn the_root_compose_file_and_every_example_pass() {
+    component("dice");
+    component("shout");
+    component("echo");
+    let out = check(&repo(), Path::new("cannon-compose.yml"));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}{}", stdout, text(&out.stderr));
+    assert!(stdout.starts_with("cannon-compose.yml: 2 services OK"), "{stdout}");
+    assert!(stdout.contains("  chat: collector stdin, shell dice, tasks [torch]"), "{stdout}");
+    for example in ["chat", "webhook", "ticker", "relay", "exec"] {
+        let file = format!("examples/{example}/cannon-compose.yml");
+        let out = check(&repo(), Path::new(&file));
+        assert!(out.status.success(), "{file}: {}{}", text(&out.stdout), text(&out.stderr));
+        assert!(text(&out.stdout).contains(" OK"), "{file}");
+    }
+}
+
+#[test]
+fn broken_files_fail_with_every_problem_at_file_line() {
+    let dir = repo().join("tests/compose/broken");
+    let mut fixtures: Vec<_> = std::fs::read_dir(&dir)
+        .expect("fixture dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yml"))
+        .collect();
+    fixtures.sort();
+    assert!(fixtures.len() >= 20);
+    for fixture in fixtures {
+        let shown = fixture.strip_prefix(repo()).expect("inside the repo").to_path_buf();
+        let expected = std::fs::read_to_string(fixture.with_extension("expected")).expect(".expected");
+        let out = check(&repo(), &shown);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{}: {stderr}", shown.display());
+        // The loader's exact text (see config::tests_fixtures), then the count.
+        assert!(stderr.starts_with(&expected), "{}:\nexpected:\n{expected}\ngot:\n{stderr}", shown.display());
+        let n = expected.lines().count();
+        let total = format!("{n} problem{} in {}", if n == 1 { "" } else { "s" }, shown.display());
+        assert!(stderr.contains(&total), "{}: {stderr}", shown.display());
+        for line in expected.lines() {
+            assert!(line.starts_with(&format!("{}:", shown.display())), "no file:line in {line:?}");
+        }
+    }
+}
+
+#[test]
+fn components_schedules_and_programs_are_checked_too() {
+    component("shout");
+    component("dice");
+    component("notify");
+    let project = Project::new(
+        "\
+services:
+  wrong-world:
+    shell: { file: shout }
+    tasks:
+      - torch
+      - file: dice
+  no-grant:
+    tasks:
+      - file: notify
+  never:
+    collector: { kind: tick, cron: \"0 0 31 2 *\" }
+    tasks: [ { file: shout } ]
+  missing-program:
+    collector: { kind: exec, command: [no-such-program-anywhere, --flag] }
+    tasks: [ { file: shout } ]
+",
+    );
+    let out = check(project.dir.path(), &project.compose);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let file = project.compose.display().to_string();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 6, "{stderr}");
+    let expect = |i: usize, line: usize, words: &[&str]| {
+        let got = lines[i];
+        assert!(got.starts_with(&format!("{file}:{line}: ")), "line {i}: {got}");
+        for word in words {
+            assert!(got.contains(word), "{word:?} not in {got}");
+        }
+    };
+    expect(0, 4, &["service \"wrong-world\"", "shout", "shell"]);
+    expect(1, 7, &["service \"wrong-world\"", "dice", "task"]);
+    expect(2, 10, &["service \"no-grant\"", "taskback"]);
+    expect(3, 12, &["service \"never\"", "`0 0 31 2 *` never fires"]);
+    expect(4, 15, &["service \"missing-program\"", "`no-such-program-anywhere` not found in PATH"]);
+    assert_eq!(lines[5], format!("5 problems in {file}"));
+}
