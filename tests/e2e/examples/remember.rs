@@ -3,23 +3,15 @@
 use std::time::Duration;
 
 use super::{reply, say};
+use crate::collectors::example;
 use crate::conformance::Backend;
 use crate::support::{Project, RedisServer, Running, component};
 
-/// The service of examples/remember/cannon-compose.yml, without its stdin collector (the
-/// test sends chat lines with `cannon-host send`).
+/// examples/remember/cannon-compose.yml as shipped, without its stdin collector (the test
+/// sends chat lines with `cannon-host send`; end of standard input would stop the host).
 fn project() -> Project {
     component("remember");
-    Project::new(
-        r#"services:
-  remember:
-    shell: { file: remember, allow: [kv] }
-    tasks:
-      - torch: { in_key: text, out_key: text, prefix: "." }
-    workers: { concurrency: 1 }
-    kv: { max_keys: 100, max_bytes: 65536 }
-"#,
-    )
+    example("remember", &[("    collector: { kind: stdin, conf: { kwargs: { server: local } } }\n", "")])
 }
 
 fn start(backend: &Backend, project: &Project) -> Running {
