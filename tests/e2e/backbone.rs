@@ -154,3 +154,37 @@ services:
     assert_eq!(pending(&mut con, "chat"), 0, "the prefix-less message was acked too");
     assert!(host.terminate().success());
 }
+
+#[test]
+fn a_service_with_a_chat_and_a_timer() {
+    let redis = RedisServer::start();
+    component("dice");
+    component("echo");
+    let project = Project::new(
+        r#"services:
+  bot:
+    collectors:
+      - { kind: stdin, conf: { kwargs: { user: ann } } }
+      - { kind: tick, every: 1h, at_start: true }
+    shell: { file: dice }
+    tasks:
+      - torch
+      - file: echo
+        conf: { kwargs: { seen: "@tick" } }
+"#,
+    );
+    let out = run_host(&project, &redis, &["run", "bot"], Some("roll 2d6\n"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.lines().any(|l| l.contains("(total ")), "the chat got its reply: {stdout:?}");
+
+    let mut con = redis.con();
+    let taskbacks = entries(&mut con, &key("bot", "taskback"));
+    let tick = taskbacks.iter().find(|(_, f)| field(f, "tick").is_some()).expect("the tick's taskback");
+    assert_eq!(field(&tick.1, "seen"), field(&tick.1, "tick"), "the timer's message went through the pipeline");
+    assert_eq!(field(&tick.1, "text"), None, "torch ignores a message without `text`");
+    // Only the chat reads taskbacks: the timer has no consumer group stealing them.
+    let groups: Vec<redis::Value> =
+        redis::cmd("XINFO").arg("GROUPS").arg(key("bot", "taskback")).query(&mut con).expect("XINFO");
+    assert_eq!(groups.len(), 1, "{groups:?}");
+}

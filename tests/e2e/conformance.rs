@@ -118,6 +118,7 @@ conformance!(
     dead_letters_and_replay,
     last_id_and_tail,
     create_group_and_read_group,
+    own_pending_is_read_again_after_a_restart,
     stream_info_and_pending,
     streams_are_trimmed_to_about_maxlen,
     kv_get_set_delete_increment_list,
@@ -318,6 +319,25 @@ async fn create_group_and_read_group(b: Arc<dyn Broker>) {
     assert_eq!(b.pending(SVC, StreamKind::Taskback, "new-only", None, 10).await.expect("pending").len(), 1);
     let blocked = b.read_group(SVC, StreamKind::Taskback, "new-only", "x", 10, Duration::from_millis(100));
     assert!(blocked.await.expect("read").is_empty());
+}
+
+async fn own_pending_is_read_again_after_a_restart(b: Arc<dyn Broker>) {
+    b.create_group(SVC, StreamKind::Taskback, "g", "$").await.expect("group");
+    let first = b.add(SVC, StreamKind::Taskback, &f(&[("n", "1")])).await.expect("add");
+    let second = b.add(SVC, StreamKind::Taskback, &f(&[("n", "2")])).await.expect("add");
+    // A consumer reads both, handles (acks) the first, then dies.
+    let got = b.read_group(SVC, StreamKind::Taskback, "g", "stable", 10, NO_WAIT).await.expect("read");
+    assert_eq!(got.len(), 2);
+    b.ack(SVC, StreamKind::Taskback, "g", std::slice::from_ref(&first)).await.expect("ack");
+    // Restarted under the same name, it gets back exactly what it had not acknowledged.
+    let again = b.read_own_pending(SVC, StreamKind::Taskback, "g", "stable", 10).await.expect("own pending");
+    assert_eq!(again.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), vec![second.clone()]);
+    assert_eq!(again[0].fields, f(&[("n", "2")]));
+    // Another consumer's pending entries are not handed out, and new reads skip them.
+    assert!(b.read_own_pending(SVC, StreamKind::Taskback, "g", "other", 10).await.expect("own").is_empty());
+    assert!(b.read_group(SVC, StreamKind::Taskback, "g", "stable", 10, NO_WAIT).await.expect("read").is_empty());
+    b.ack(SVC, StreamKind::Taskback, "g", &[second]).await.expect("ack");
+    assert!(b.read_own_pending(SVC, StreamKind::Taskback, "g", "stable", 10).await.expect("own").is_empty());
 }
 
 async fn stream_info_and_pending(b: Arc<dyn Broker>) {

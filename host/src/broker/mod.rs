@@ -18,7 +18,7 @@
 //!   `kv.rs`: kv), usable by several processes on one data directory.
 
 mod embedded;
-mod parse;
+pub mod parse;
 mod redis;
 mod redis_admin;
 mod redis_kv;
@@ -185,6 +185,17 @@ pub trait Broker: KvStore + Send + Sync + 'static {
         consumer: &str,
         count: usize,
         block: Duration,
+    ) -> Result<Vec<Entry>>;
+
+    /// Entries of `group` already handed to `consumer` and not acknowledged, oldest first:
+    /// a consumer with a stable name takes them up after a restart before reading new ones.
+    async fn read_own_pending(
+        &self,
+        service: &str,
+        stream: StreamKind,
+        group: &str,
+        consumer: &str,
+        count: usize,
     ) -> Result<Vec<Entry>>;
 
     /// Acknowledges entries `group` has handled.

@@ -316,6 +316,25 @@ impl Broker for RedisBroker {
         self.read_entries(&self.key(service, stream), group, consumer, count, block).await
     }
 
+    async fn read_own_pending(
+        &self,
+        service: &str,
+        stream: StreamKind,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<Entry>> {
+        let key = self.key(service, stream);
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP").arg(group).arg(consumer).arg("COUNT").arg(count.max(1)).arg("STREAMS").arg(&key).arg("0");
+        let reply = match self.query(&cmd).await {
+            Err(BrokerError::Redis { source, .. }) if source.code() == Some("NOGROUP") => return Ok(Vec::new()),
+            other => other?,
+        };
+        let raw = parse::read_reply(&reply).map_err(|d| self.protocol("XREADGROUP", d))?;
+        self.live_entries(&key, group, raw).await
+    }
+
     async fn ack(&self, service: &str, stream: StreamKind, group: &str, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::cli::Cli;
 use crate::collector::{Schedule, describe};
-use crate::config::{CollectorKind, Compose, Service, TaskSpec};
+use crate::config::{CollectorKind, CollectorSpec, Compose, Service, TaskSpec};
 use crate::engine::{Engine, EngineOptions, World};
 
 fn plural(n: usize) -> &'static str {
@@ -31,7 +31,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     };
     let mut problems = components(&compose).await?;
     for service in compose.services.values() {
-        problems.extend(collector(service));
+        problems.extend(service.collectors.iter().filter_map(|spec| collector(service, spec)));
     }
     problems.sort_by_key(|(line, _)| *line);
     if !problems.is_empty() {
@@ -45,9 +45,10 @@ pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let n = compose.services.len();
     println!("{}: {n} service{} OK", compose.path.display(), plural(n));
     for service in compose.services.values() {
-        let collector = match service.collector.as_ref() {
-            None => "no collector".to_owned(),
-            Some(c) => format!("collector {}", describe(&c.kind)),
+        let collector = match service.collectors.as_slice() {
+            [] => "no collector".to_owned(),
+            [one] => format!("collector {}", describe(&one.kind)),
+            many => format!("collectors {}", many.iter().map(|c| describe(&c.kind)).collect::<Vec<_>>().join(" + ")),
         };
         let tasks: Vec<&str> = service
             .tasks
@@ -87,8 +88,7 @@ async fn components(compose: &Compose) -> anyhow::Result<Vec<(usize, String)>> {
 
 /// What the loader cannot know about a collector: whether a cron day exists, whether a
 /// program is installed.
-fn collector(service: &Service) -> Option<(usize, String)> {
-    let spec = service.collector.as_ref()?;
+fn collector(service: &Service, spec: &CollectorSpec) -> Option<(usize, String)> {
     let name = &service.name;
     match &spec.kind {
         CollectorKind::Tick { schedule, .. } => {

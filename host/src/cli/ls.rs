@@ -12,7 +12,11 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         .services
         .values()
         .map(|service| {
-            let collector = service.collector.as_ref().map_or_else(|| "-".to_owned(), |c| describe(&c.kind));
+            let collector = if service.collectors.is_empty() {
+                "-".to_owned()
+            } else {
+                service.collectors.iter().map(|c| describe(&c.kind)).collect::<Vec<_>>().join(" + ")
+            };
             let shell = service.shell.as_ref().map_or_else(|| "-".to_owned(), |s| s.name.clone());
             let tasks: Vec<String> = service
                 .tasks

@@ -7,7 +7,7 @@ use std::time::Instant;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::KvStore;
+use crate::broker::{KvStore, StreamKind};
 use crate::cli::{Cli, connect, load_compose};
 use crate::collector::{self, Exit};
 use crate::engine::Engine;
@@ -51,23 +51,31 @@ pub async fn run(cli: &Cli, args: &Args, shutdown: CancellationToken) -> anyhow:
         }
     }
     if args.role != Role::Worker {
-        for spec in selected.iter().filter(|s| s.collector.is_some()) {
-            let ctx = collector::Context {
-                service: (*spec).clone(),
-                broker: broker.clone(),
-                consumer: worker::consumer_name("collector"),
-                shutdown: shutdown.clone(),
-            };
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                let name = ctx.service.name.clone();
-                let exit = collector::run(ctx).await?;
-                if exit == Exit::Finished {
-                    tracing::info!(service = %name, "input ended; shutting down");
-                    shutdown.cancel();
+        for service in &selected {
+            let groups = collector::taskback_groups(&service.collectors);
+            for (spec, group) in service.collectors.iter().zip(groups) {
+                if let Some(group) = &group {
+                    broker.create_group(&service.name, StreamKind::Taskback, group, "$").await?;
                 }
-                Ok(())
-            });
+                let ctx = collector::Context {
+                    service: (*service).clone(),
+                    spec: spec.clone(),
+                    broker: broker.clone(),
+                    taskback_group: group,
+                    consumer: format!("{}-collector", worker::host_name()),
+                    shutdown: shutdown.clone(),
+                };
+                let shutdown = shutdown.clone();
+                tasks.spawn(async move {
+                    let name = ctx.service.name.clone();
+                    let exit = collector::run(ctx).await?;
+                    if exit == Exit::Finished {
+                        tracing::info!(service = %name, "input ended; shutting down");
+                        shutdown.cancel();
+                    }
+                    Ok(())
+                });
+            }
         }
     }
     let names: Vec<&str> = selected.iter().map(|s| s.name.as_str()).collect();

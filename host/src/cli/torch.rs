@@ -102,7 +102,8 @@ async fn session(cli: &Cli, args: &Args) -> anyhow::Result<Session> {
         .await
         .with_context(|| format!("service {name:?}: shell {:?} failed to list its commands", shell_spec.name))?;
     let torch = Torch::new(spec.clone(), shell, Arc::new(commands), &shell_spec.permissions, &compose.groups);
-    let kwargs = service.collector.as_ref().map(|c| c.kwargs.clone()).unwrap_or_default();
+    // The first collector's kwargs (e.g. `server`), as a chat message would carry them.
+    let kwargs = service.collectors.first().map(|c| c.kwargs.clone()).unwrap_or_default();
     let user = args
         .user
         .clone()

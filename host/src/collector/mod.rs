@@ -1,7 +1,7 @@
 //! Native collectors: long-lived sources of a service's messages, and the receivers of its
 //! taskbacks.
 //!
-//! [`run`] supervises the service's collector: when it fails (an error or a panic) the
+//! [`run`] supervises one collector (a service may have several): when it fails (an error or a panic) the
 //! failure is logged and the collector is started again after an exponential backoff,
 //! while the service's workers keep draining its stream.
 //!
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, BrokerError, COLLECTOR_GROUP, Entry, Fields, StreamKind};
-use crate::config::{CollectorKind, Service, TickSchedule};
+use crate::config::{CollectorKind, CollectorSpec, Service, TickSchedule};
 
 pub use schedule::{Schedule, ScheduleError, rfc3339};
 
@@ -53,10 +53,40 @@ pub enum Exit {
 #[derive(Clone)]
 pub struct Context {
     pub service: Service,
+    /// This collector (a service may have several).
+    pub spec: CollectorSpec,
     pub broker: Arc<dyn Broker>,
-    /// Consumer name in the service's collector group on the taskback stream.
+    /// Consumer group on the service's taskback stream through which this collector receives
+    /// taskbacks; `None` when another collector of the service delivers them.
+    pub taskback_group: Option<String>,
+    /// Consumer name in its groups: stable across restarts, so a restarted collector first
+    /// takes up the entries it had read but not acknowledged.
     pub consumer: String,
     pub shutdown: CancellationToken,
+}
+
+/// Whether a collector kind hands taskbacks to someone (a chat, an http caller, a program).
+pub fn delivers_taskbacks(kind: &CollectorKind) -> bool {
+    matches!(kind, CollectorKind::Stdin | CollectorKind::Http { .. } | CollectorKind::Exec { .. })
+}
+
+/// The taskback group of each of a service's collectors: every collector that delivers
+/// taskbacks gets its own group, so each sees all of them (the first is `collector`, later
+/// ones `collector.2`, ...). A `tick` or `stream` collector logs them only when no other
+/// collector of the service delivers them.
+pub fn taskback_groups(collectors: &[CollectorSpec]) -> Vec<Option<String>> {
+    let any_delivers = collectors.iter().any(|c| delivers_taskbacks(&c.kind));
+    let mut next = 0;
+    collectors
+        .iter()
+        .map(|c| {
+            if any_delivers && !delivers_taskbacks(&c.kind) {
+                return None;
+            }
+            next += 1;
+            Some(if next == 1 { COLLECTOR_GROUP.to_owned() } else { format!("{COLLECTOR_GROUP}.{next}") })
+        })
+        .collect()
 }
 
 /// Why a message was not added.
@@ -186,8 +216,7 @@ impl Context {
     }
 
     fn kwargs(&self) -> &crate::config::Kwargs {
-        static EMPTY: std::sync::OnceLock<crate::config::Kwargs> = std::sync::OnceLock::new();
-        self.service.collector.as_ref().map_or_else(|| EMPTY.get_or_init(Default::default), |c| &c.kwargs)
+        &self.spec.kwargs
     }
 
     /// Reads taskbacks through the collector group until shutdown, calling `handle` on each
@@ -208,18 +237,29 @@ impl Context {
         Fut: Future<Output = ()>,
     {
         let name = self.service.name.as_str();
+        let Some(group) = self.taskback_group.as_deref() else {
+            self.shutdown.cancelled().await;
+            return;
+        };
         let mut failures = 0u32;
+        // Entries read before a restart but never acknowledged come first.
+        let mut own_pending = true;
         while !self.shutdown.is_cancelled() {
             let block = Duration::from_millis(500);
-            let read = self.broker.read_group(name, StreamKind::Taskback, COLLECTOR_GROUP, &self.consumer, 64, block);
-            match read.await {
+            let read = if own_pending {
+                self.broker.read_own_pending(name, StreamKind::Taskback, group, &self.consumer, 64).await
+            } else {
+                self.broker.read_group(name, StreamKind::Taskback, group, &self.consumer, 64, block).await
+            };
+            match read {
                 Ok(entries) => {
                     failures = 0;
+                    own_pending &= !entries.is_empty();
                     let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
                     for entry in entries {
                         handle(entry).await;
                     }
-                    if let Err(err) = self.broker.ack(name, StreamKind::Taskback, COLLECTOR_GROUP, &ids).await {
+                    if let Err(err) = self.broker.ack(name, StreamKind::Taskback, group, &ids).await {
                         tracing::error!(service = %name, error = %err, "cannot acknowledge taskbacks");
                     }
                 }
@@ -306,12 +346,10 @@ fn humanize(period: Duration) -> String {
     format!("{ms}ms")
 }
 
-/// Runs the service's collector until its input ends or `shutdown`, restarting it with
-/// backoff whenever it fails.
+/// Runs one collector until its input ends or `shutdown`, restarting it with backoff
+/// whenever it fails.
 pub async fn run(ctx: Context) -> anyhow::Result<Exit> {
-    let Some(spec) = ctx.service.collector.clone() else {
-        return Ok(Exit::Stopped);
-    };
+    let spec = ctx.spec.clone();
     let kind = kind_name(&spec.kind);
     let mut failures = 0u32;
     loop {

@@ -27,13 +27,8 @@ fn render(entry: &Entry) -> String {
 }
 
 pub async fn run(ctx: Context) -> anyhow::Result<Exit> {
-    let user = ctx
-        .service
-        .collector
-        .as_ref()
-        .and_then(|c| c.kwargs.get("user").cloned())
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "me".to_owned());
+    let user =
+        ctx.spec.kwargs.get("user").cloned().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "me".to_owned());
     let outstanding: Arc<Mutex<HashSet<String>>> = Arc::default();
     let last_reply = Arc::new(Mutex::new(Instant::now()));
 

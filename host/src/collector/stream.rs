@@ -3,7 +3,8 @@
 //! exactly once whatever else reads that stream; each entry (plus kwargs) becomes a message
 //! of this service. The group is created the first time at the end of the stream: entries
 //! added before the follower first started are not replayed. An entry is acknowledged only
-//! after its message was added; a broker outage is waited out, not skipped.
+//! after its message was added; a broker outage is waited out, not skipped. Entries read
+//! but not acknowledged when the process stopped are forwarded first at the next start.
 
 use std::time::Duration;
 
@@ -26,14 +27,24 @@ pub async fn run(ctx: Context, from: &str, stream: StreamKind) -> anyhow::Result
     let taskbacks = ctx.log_taskbacks();
     tracing::info!(service = %name, from = %source, group = %group, "following stream");
     let mut failures = 0u32;
+    // Entries read before a crash or restart but not yet forwarded come first (the
+    // consumer name is stable), so none is lost between reading and acknowledging.
+    let mut own_pending = true;
     while !ctx.shutdown.is_cancelled() {
         let read = tokio::select! {
-            read = ctx.broker.read_group(from, stream, &group, &ctx.consumer, BATCH, Duration::from_millis(500)) => read,
+            read = async {
+                if own_pending {
+                    ctx.broker.read_own_pending(from, stream, &group, &ctx.consumer, BATCH).await
+                } else {
+                    ctx.broker.read_group(from, stream, &group, &ctx.consumer, BATCH, Duration::from_millis(500)).await
+                }
+            } => read,
             () = ctx.shutdown.cancelled() => break,
         };
         let entries = match read {
             Ok(entries) => {
                 failures = 0;
+                own_pending &= !entries.is_empty();
                 entries
             }
             Err(err) => {

@@ -9,12 +9,13 @@ use super::collector::collector;
 use super::component::{Role, component, tasks};
 use super::ctx::{Ctx, is_identifier};
 use super::de::join;
-use super::model::{Compose, KvQuota, Limits, Retry, Service, StreamSettings, TaskSpec, Workers};
+use super::model::{CollectorSpec, Compose, KvQuota, Limits, Retry, Service, StreamSettings, TaskSpec, Workers};
 use super::yaml::{Key, Node, Value};
 
 const TOP_KEYS: &[&str] = &["namespace", "broker", "app_dir", "data_dir", "groups", "params", "services"];
 const AT_LEAST_ONE: &str = "must be at least 1";
-const SERVICE_KEYS: &[&str] = &["collector", "shell", "tasks", "workers", "limits", "retry", "stream", "kv"];
+const SERVICE_KEYS: &[&str] =
+    &["collector", "collectors", "shell", "tasks", "workers", "limits", "retry", "stream", "kv"];
 
 /// The per-service limits a component's `limits:` overrides.
 pub(crate) struct ServiceLimits<'n> {
@@ -111,7 +112,7 @@ fn service(ctx: &mut Ctx, key: &Key, node: &Node) -> Service {
         return Service {
             name,
             line: key.line,
-            collector: None,
+            collectors: Vec::new(),
             shell: None,
             tasks: Vec::new(),
             workers: Workers::default(),
@@ -144,7 +145,7 @@ fn service(ctx: &mut Ctx, key: &Key, node: &Node) -> Service {
     let (node, p) = section("kv");
     let kv: KvQuota = ctx.settings(node, &p);
 
-    let collector = get("collector").and_then(|n| collector(ctx, n, &join(&path, "collector"), &name));
+    let collectors = collectors(ctx, get("collector"), get("collectors"), &path, &name);
     let shell = get("shell").and_then(|n| component(ctx, n, &join(&path, "shell"), Role::Shell, None, &service_limits));
     let task_list = get("tasks").map(|n| tasks(ctx, n, &join(&path, "tasks"), &service_limits)).unwrap_or_default();
 
@@ -161,7 +162,7 @@ fn service(ctx: &mut Ctx, key: &Key, node: &Node) -> Service {
             }
         }
     }
-    if get("collector").is_none() && get("tasks").is_none_or(is_empty) {
+    if get("collector").is_none() && get("collectors").is_none_or(is_empty) && get("tasks").is_none_or(is_empty) {
         let msg = format!("service `{name}` has neither a collector nor tasks");
         ctx.error_at(key.line, key.column, "", msg);
     }
@@ -169,7 +170,7 @@ fn service(ctx: &mut Ctx, key: &Key, node: &Node) -> Service {
     Service {
         name,
         line: key.line,
-        collector,
+        collectors,
         shell,
         tasks: task_list.into_iter().map(|(t, _)| t).collect(),
         workers,
@@ -177,6 +178,34 @@ fn service(ctx: &mut Ctx, key: &Key, node: &Node) -> Service {
         retry,
         stream,
         kv,
+    }
+}
+
+/// `collector: {...}` or `collectors: [{...}, ...]` (not both).
+fn collectors(ctx: &mut Ctx, one: Option<&Node>, many: Option<&Node>, path: &str, name: &str) -> Vec<CollectorSpec> {
+    match (one, many) {
+        (Some(one), Some(_)) => {
+            let msg = "use either `collector:` or `collectors:` (a list), not both";
+            ctx.error(one, &join(path, "collector"), msg);
+            Vec::new()
+        }
+        (Some(one), None) => collector(ctx, one, &join(path, "collector"), name).into_iter().collect(),
+        (None, Some(many)) => {
+            let p = join(path, "collectors");
+            match &many.value {
+                Value::Seq(items) => items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, item)| collector(ctx, item, &format!("{p}[{i}]"), name))
+                    .collect(),
+                Value::Null => Vec::new(),
+                _ => {
+                    ctx.expected(many, &p, "a list of collectors, e.g. `[ {kind: stdin}, {kind: tick, every: 1m} ]`");
+                    Vec::new()
+                }
+            }
+        }
+        (None, None) => Vec::new(),
     }
 }
 

@@ -42,8 +42,9 @@ pub struct Service {
     pub name: String,
     /// Line of the service's key in the compose file, for messages that name it.
     pub line: usize,
-    /// Where messages come from; `None` means only `cannon-host send` (or another process) adds them.
-    pub collector: Option<CollectorSpec>,
+    /// Where messages come from (`collector:`, or several under `collectors:`, e.g. a chat
+    /// and a timer); empty means only `cannon-host send` (or another process) adds them.
+    pub collectors: Vec<CollectorSpec>,
     /// The command tree that `torch` tasks dispatch into.
     pub shell: Option<ComponentSpec>,
     /// The pipeline, in order.

@@ -129,7 +129,7 @@ fn full_file() {
 
     let dice = &c.services["dice"];
     assert_eq!((dice.name.as_str(), dice.line), ("dice", 10));
-    let col = dice.collector.as_ref().expect("collector");
+    let col = dice.collectors.first().expect("collector");
     assert!(matches!(col.kind, CollectorKind::Stdin));
     assert_eq!((col.kwargs.clone(), col.line), (kwargs(&[("user", "me")]), 11));
     let shell = dice.shell.as_ref().expect("shell");
@@ -172,11 +172,11 @@ fn full_file() {
     assert_eq!((kv.max_keys, kv.max_bytes, kv.max_value_kb, kv.list_limit), (10, 2048, 1, 5));
 
     let web = &c.services["web"];
-    let col = web.collector.as_ref().expect("collector");
+    let col = web.collectors.first().expect("collector");
     assert!(matches!(&col.kind, CollectorKind::Http { listen } if listen == "127.0.0.1:8080"));
     assert_eq!(col.kwargs, c.params["dice-conf"]);
     assert!(matches!(&web.tasks[..], [TaskSpec::Wasm(s)] if s.name == "shout"));
-    let kind = |s: &str| c.services[s].collector.as_ref().map(|c| c.kind.clone());
+    let kind = |s: &str| c.services[s].collectors.first().map(|c| c.kind.clone());
     assert!(
         matches!(kind("clock"), Some(CollectorKind::Tick { schedule: TickSchedule::Cron(e), at_start: true }) if e == "*/5 * * * *")
     );
@@ -212,10 +212,10 @@ fn defaults() {
     assert!(c.groups.is_empty() && c.params.is_empty());
     let s = &c.services["s"];
     assert!(matches!(
-        &s.collector.as_ref().expect("collector").kind,
+        &s.collectors.first().expect("collector").kind,
         CollectorKind::Stream { stream: StreamKind::Taskback, .. }
     ));
-    assert!(s.collector.as_ref().expect("collector").kwargs.is_empty());
+    assert!(s.collectors.first().expect("collector").kwargs.is_empty());
     for task in s.tasks.iter().chain(&c.services["t"].tasks) {
         let TaskSpec::Torch(t) = task else { panic!("torch") };
         assert_eq!((t.in_key.as_str(), t.out_key.as_str(), t.user_key.as_str()), ("text", "text", "user"));
@@ -247,7 +247,7 @@ fn env_substitution() {
     assert_eq!(c.namespace, "ns1");
     let s = &c.services["s"];
     assert_eq!(s.limits.timeout_ms, 250, "substituted before type resolution");
-    let col = s.collector.as_ref().expect("collector");
+    let col = s.collectors.first().expect("collector");
     assert!(matches!(&col.kind, CollectorKind::Http { listen } if listen == "0.0.0.0:80"));
     assert_eq!(col.kwargs, kwargs(&[("price", "$5"), ("raw", "${X}"), ("n", "80")]));
 

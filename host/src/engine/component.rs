@@ -1,22 +1,18 @@
-//! A loaded component and its calls: fresh store, instantiate from the `InstancePre`,
-//! call, account, drop.
+//! A loaded component: compiled once, its imports checked against the compose file's
+//! grants, pre-instantiated once. Its calls are in `call.rs`.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component as WasmComponent, types::ComponentItem};
-use wasmtime::{Store, UpdateDeadline};
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::broker::Fields;
 use crate::config::{Capability, ComponentSpec, Kwargs, Limits};
 use crate::engine::bindings::shell::ShellPre;
 use crate::engine::bindings::task::TaskPre;
-use crate::engine::bindings::{Command, Message};
-use crate::engine::output::{CallLog, GuestOutput, Source};
-use crate::engine::state::{HostState, Limiter};
-use crate::engine::{CallError, Engine, KvScope, LoadError};
+use crate::engine::state::HostState;
+use crate::engine::{Engine, LoadError, Ticker};
 
 /// Which world a component must fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +30,7 @@ impl World {
     }
 }
 
-enum Pre {
+pub(super) enum Pre {
     Task(TaskPre<HostState>),
     Shell(ShellPre<HostState>),
 }
@@ -48,14 +44,21 @@ pub struct Component {
     pub from_cache: bool,
     /// Time spent compiling or loading the compiled code.
     pub load_time: Duration,
-    pre: Pre,
-    engine: wasmtime::Engine,
-    fuel_enabled: bool,
-    config: Arc<Kwargs>,
-    limits: Limits,
-    files: Option<PathBuf>,
-    kv_granted: bool,
-    taskback_granted: bool,
+    pub(super) pre: Pre,
+    pub(super) engine: wasmtime::Engine,
+    /// Keeps the epoch ticker (and so this component's deadlines) alive.
+    _ticker: Arc<Ticker>,
+    /// Whether the engine meters fuel (it does for every call once any component sets it).
+    pub(super) fuel_enabled: bool,
+    /// What the `config` import answers.
+    pub(super) config: Arc<Kwargs>,
+    pub(super) limits: Limits,
+    /// Host directory preopened read-only as `/` (`files:`).
+    pub(super) files: Option<PathBuf>,
+    /// `allow: [kv]`: only then does a call get the service's kv store.
+    pub(super) kv_granted: bool,
+    /// `allow: [taskback]`: only then may a call queue taskbacks.
+    pub(super) taskback_granted: bool,
 }
 
 /// What one call cost.
@@ -81,6 +84,12 @@ pub struct CallOutput<T> {
 
 const CANNON_PREFIX: &str = "cannon:platform/";
 
+/// The WASI 0.2 packages the linker provides, locked down per call (no preopens unless
+/// `files:` grants one, no environment, no arguments, no network). Anything else outside
+/// `cannon:platform` (`wasi:http`, `wasi:keyvalue`, a made-up interface) is refused at load.
+const WASI_PROVIDED: [&str; 6] =
+    ["wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/", "wasi:sockets/", "wasi:cli/"];
+
 impl Engine {
     /// Compiles (or loads from the cache) and pre-instantiates one component, refusing it
     /// when it imports something not granted or does not fit `world`.
@@ -99,7 +108,10 @@ impl Engine {
         check_imports(&self.engine, &component, spec)?;
         let wrong_world =
             |reason: String| LoadError::WrongWorld { name: spec.name.clone(), world: world.as_str(), reason };
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| wrong_world(format!("{e:#}")))?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Imports { name: spec.name.clone(), reason: format!("{e:#}") })?;
         let pre = match world {
             World::Task => Pre::Task(TaskPre::new(instance_pre).map_err(|e| wrong_world(export_hint(&e, world)))?),
             World::Shell => Pre::Shell(ShellPre::new(instance_pre).map_err(|e| wrong_world(export_hint(&e, world)))?),
@@ -111,6 +123,7 @@ impl Engine {
             load_time: started.elapsed(),
             pre,
             engine: self.engine.clone(),
+            _ticker: self.ticker.clone(),
             fuel_enabled: self.fuel,
             config: Arc::new(spec.config.clone()),
             limits: spec.limits,
@@ -136,7 +149,10 @@ fn check_imports(engine: &wasmtime::Engine, component: &WasmComponent, spec: &Co
             return Err(LoadError::Unknown { name: spec.name.clone(), import: import.to_owned() });
         }
         let Some(interface) = import.strip_prefix(CANNON_PREFIX) else {
-            continue; // WASI: the linker knows what it provides; instantiate_pre names the rest.
+            if WASI_PROVIDED.iter().any(|package| import.starts_with(package)) {
+                continue; // Versions and types are checked by `instantiate_pre`.
+            }
+            return Err(LoadError::Unknown { name: spec.name.clone(), import: import.to_owned() });
         };
         let interface = interface.split('@').next().unwrap_or(interface);
         let capability = match interface {
@@ -163,209 +179,5 @@ impl Component {
     /// The limits this component runs under.
     pub fn limits(&self) -> &Limits {
         &self.limits
-    }
-
-    fn store(&self, kv: Option<KvScope>) -> Result<Store<HostState>, CallError> {
-        let log_budget = usize::try_from(self.limits.log_kb.saturating_mul(1024)).unwrap_or(usize::MAX);
-        let log = Arc::new(Mutex::new(CallLog::new(log_budget)));
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.stdout(GuestOutput::new(log.clone(), Source::Stdout))
-            .stderr(GuestOutput::new(log.clone(), Source::Stderr))
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
-        if let Some(dir) = &self.files {
-            wasi.preopened_dir(dir, "/", FsPerms::ReadOnly)
-                .map_err(|e| CallError::Instantiate(format!("cannot open files dir {}: {e:#}", dir.display())))?;
-        }
-        let memory_max = usize::try_from(self.limits.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
-        let state = HostState {
-            wasi: wasi.build(),
-            table: wasmtime::component::ResourceTable::new(),
-            limiter: Limiter::new(memory_max),
-            log,
-            config: self.config.clone(),
-            taskbacks: Vec::new(),
-            max_taskbacks: if self.taskback_granted { self.limits.taskbacks } else { 0 },
-            max_taskback_bytes: self.output_budget(),
-            kv: if self.kv_granted { kv } else { None },
-            deadline_hit: false,
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limiter);
-        if self.fuel_enabled {
-            store
-                .set_fuel(self.limits.fuel.unwrap_or(u64::MAX))
-                .map_err(|e| CallError::Instantiate(format!("{e:#}")))?;
-        }
-        let deadline = Instant::now() + self.timeout();
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |mut ctx| {
-            if Instant::now() >= deadline {
-                ctx.data_mut().deadline_hit = true;
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
-        Ok(store)
-    }
-
-    fn timeout(&self) -> Duration {
-        Duration::from_millis(self.limits.timeout_ms)
-    }
-
-    fn output_budget(&self) -> usize {
-        usize::try_from(self.limits.output_kb.saturating_mul(1024)).unwrap_or(usize::MAX)
-    }
-
-    /// Runs a task: `run(msg, results)`.
-    pub async fn run(
-        &self,
-        msg: &Message,
-        results: &Fields,
-        kv: Option<KvScope>,
-    ) -> Result<CallOutput<Fields>, CallError> {
-        let Pre::Task(pre) = &self.pre else {
-            return Err(CallError::Instantiate(format!("{} is a shell, not a task", self.name)));
-        };
-        let mut store = self.store(kv)?;
-        let started = Instant::now();
-        let mut instantiated = started;
-        let outcome = tokio::time::timeout(self.timeout(), async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instantiated = Instant::now();
-            instance.call_run(&mut store, msg, results).await
-        })
-        .await;
-        let value = self.settle(&mut store, outcome)?.map_err(CallError::Guest)?;
-        let bytes: usize = value.iter().map(|(k, v)| k.len() + v.len()).sum();
-        if bytes > self.output_budget() {
-            return Err(CallError::Output(format!(
-                "results of {bytes} bytes exceed limits.output_kb = {}",
-                self.limits.output_kb
-            )));
-        }
-        Ok(self.output(&mut store, value, started, instantiated))
-    }
-
-    /// Runs a shell command: `call(argv, msg)`. `Ok(Err(text))` is the shell's own error.
-    pub async fn call(
-        &self,
-        argv: &[String],
-        msg: &Message,
-        kv: Option<KvScope>,
-    ) -> Result<CallOutput<String>, CallError> {
-        let Pre::Shell(pre) = &self.pre else {
-            return Err(CallError::Instantiate(format!("{} is a task, not a shell", self.name)));
-        };
-        let mut store = self.store(kv)?;
-        let started = Instant::now();
-        let mut instantiated = started;
-        let outcome = tokio::time::timeout(self.timeout(), async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instantiated = Instant::now();
-            instance.call_call(&mut store, argv, msg).await
-        })
-        .await;
-        let value = self.settle(&mut store, outcome)?.map_err(CallError::Guest)?;
-        if value.len() > self.output_budget() {
-            return Err(CallError::Output(format!(
-                "reply of {} bytes exceeds limits.output_kb = {}",
-                value.len(),
-                self.limits.output_kb
-            )));
-        }
-        Ok(self.output(&mut store, value, started, instantiated))
-    }
-
-    /// A shell's command list: `commands()`.
-    pub async fn commands(&self) -> Result<Vec<Command>, CallError> {
-        let Pre::Shell(pre) = &self.pre else {
-            return Err(CallError::Instantiate(format!("{} is a task, not a shell", self.name)));
-        };
-        let mut store = self.store(None)?;
-        let outcome = tokio::time::timeout(self.timeout(), async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instance.call_commands(&mut store).await
-        })
-        .await;
-        let commands = self.settle(&mut store, outcome)?;
-        store.data().log_lines().finish();
-        Ok(commands)
-    }
-
-    fn output<T>(
-        &self,
-        store: &mut Store<HostState>,
-        value: T,
-        started: Instant,
-        instantiated: Instant,
-    ) -> CallOutput<T> {
-        let fuel = if self.fuel_enabled {
-            store.get_fuel().ok().map(|left| self.limits.fuel.unwrap_or(u64::MAX).saturating_sub(left))
-        } else {
-            None
-        };
-        let state = store.data_mut();
-        state.log_lines().finish();
-        let stats = CallStats {
-            instantiate: instantiated.saturating_duration_since(started),
-            wall: started.elapsed(),
-            fuel,
-            memory_peak: state.limiter.memory_peak,
-        };
-        tracing::debug!(
-            component = %self.name,
-            wall_us = stats.wall.as_micros() as u64,
-            instantiate_us = stats.instantiate.as_micros() as u64,
-            fuel = stats.fuel,
-            memory_peak = stats.memory_peak,
-            "call finished"
-        );
-        CallOutput { value, taskbacks: std::mem::take(&mut state.taskbacks), stats }
-    }
-
-    /// Turns a finished (or timed-out) call into its value or a specific error.
-    fn settle<T>(
-        &self,
-        store: &mut Store<HostState>,
-        outcome: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
-    ) -> Result<T, CallError> {
-        let state = store.data();
-        let err = match outcome {
-            Ok(Ok(value)) => return Ok(value),
-            Err(_elapsed) => {
-                state.log_lines().finish();
-                return Err(CallError::Deadline(self.limits.timeout_ms));
-            }
-            Ok(Err(err)) => err,
-        };
-        state.log_lines().finish();
-        if state.deadline_hit {
-            return Err(CallError::Deadline(self.limits.timeout_ms));
-        }
-        if state.limiter.memory_refused {
-            return Err(CallError::Memory(self.limits.memory_mb));
-        }
-        if state.limiter.table_refused {
-            return Err(CallError::Table);
-        }
-        match err.downcast_ref::<wasmtime::Trap>() {
-            Some(wasmtime::Trap::OutOfFuel) => Err(CallError::Fuel(self.limits.fuel.unwrap_or(0))),
-            Some(trap) => Err(CallError::Trap(trap_text(trap, &err))),
-            None => Err(CallError::Trap(format!("{err:#}"))),
-        }
-    }
-}
-
-/// The trap's message plus the innermost guest frame, on one line.
-fn trap_text(trap: &wasmtime::Trap, err: &wasmtime::Error) -> String {
-    let frame = err
-        .downcast_ref::<wasmtime::WasmBacktrace>()
-        .and_then(|bt| bt.frames().first().and_then(|f| f.func_name().map(str::to_owned)));
-    match frame {
-        Some(func) => format!("{trap} in {func}"),
-        None => trap.to_string(),
     }
 }

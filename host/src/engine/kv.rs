@@ -1,8 +1,10 @@
 //! The `kv` import: key checks and quotas on the host side, storage in the broker.
 //!
 //! A guest names keys relative to its service; the broker stores them under
-//! `{ns}:kv:{service}:{key}`. A key written in that absolute form is refused as
-//! out of scope, so a guest cannot even try to address another service's keys.
+//! `{ns}:kv:{service}:{key}`. A key written in an absolute form is refused as out of
+//! scope, so a guest cannot even try to address another service's keys. The key is
+//! checked before anything else, so the answer is the same whether or not a store is
+//! attached (a kv-granted component without a store gets `unavailable` for in-scope keys).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,26 +27,31 @@ pub struct KvScope {
     pub quota: KvQuota,
 }
 
-impl KvScope {
-    fn check_key(&self, key: &str) -> Result<(), KvError> {
-        if key.is_empty() {
-            return Err(KvError::InvalidKey("empty key".into()));
-        }
-        if key.len() > MAX_KEY_BYTES {
-            return Err(KvError::InvalidKey(format!("key of {} bytes is longer than {MAX_KEY_BYTES}", key.len())));
-        }
-        if key.chars().any(char::is_control) {
-            return Err(KvError::InvalidKey(format!("key {key:?} contains a control character")));
-        }
-        let absolute = format!("{}:", self.namespace);
-        if key.starts_with(&absolute) {
-            return Err(KvError::OutOfScope(format!(
-                "key {key:?} names a broker key; keys are relative to service {:?}",
-                self.service
-            )));
-        }
-        Ok(())
+/// Checks one key (or `list-keys` prefix) of the calling service.
+///
+/// Out of scope: a key starting with `{namespace}:` when the namespace is known (a broker
+/// key of any kind), and, whatever the namespace, a key of the absolute kv form
+/// `{ns}:kv:{service}:{key}` (some service's key, written out in full).
+pub(crate) fn check_key(key: &str, namespace: Option<&str>, service: &str) -> Result<(), KvError> {
+    if key.is_empty() {
+        return Err(KvError::InvalidKey("empty key".into()));
     }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(KvError::InvalidKey(format!("key of {} bytes is longer than {MAX_KEY_BYTES}", key.len())));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(KvError::InvalidKey(format!("key {key:?} contains a control character")));
+    }
+    let in_namespace = namespace.is_some_and(|ns| key.strip_prefix(ns).is_some_and(|rest| rest.starts_with(':')));
+    let mut parts = key.splitn(4, ':');
+    let absolute_kv =
+        matches!((parts.next(), parts.next(), parts.next(), parts.next()), (Some(_), Some("kv"), Some(_), Some(_)));
+    if in_namespace || absolute_kv {
+        return Err(KvError::OutOfScope(format!(
+            "key {key:?} names a broker key; keys are relative to service {service:?}"
+        )));
+    }
+    Ok(())
 }
 
 fn failure(err: KvFailure) -> KvError {
@@ -55,20 +62,23 @@ fn failure(err: KvFailure) -> KvError {
     }
 }
 
-fn scope(state: &HostState) -> Result<&KvScope, KvError> {
-    state.kv.as_ref().ok_or_else(|| KvError::Unavailable("kv is not available to this component".into()))
+impl HostState {
+    /// Checks `key` first, then returns the store.
+    fn kv_for(&self, key: &str) -> Result<&KvScope, KvError> {
+        let namespace = self.kv.as_ref().map(|kv| &*kv.namespace);
+        check_key(key, namespace, &self.service)?;
+        self.kv.as_ref().ok_or_else(|| KvError::Unavailable("kv is not available to this component".into()))
+    }
 }
 
 impl Host for HostState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
-        let kv = scope(self)?;
-        kv.check_key(&key)?;
+        let kv = self.kv_for(&key)?;
         kv.store.kv_get(&kv.service, &key).await.map_err(failure)
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<(), KvError> {
-        let kv = scope(self)?;
-        kv.check_key(&key)?;
+        let kv = self.kv_for(&key)?;
         let max_value = usize::try_from(kv.quota.max_value_kb.saturating_mul(1024)).unwrap_or(usize::MAX);
         if value.len() > max_value {
             return Err(KvError::TooLarge(format!(
@@ -82,23 +92,55 @@ impl Host for HostState {
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, KvError> {
-        let kv = scope(self)?;
-        kv.check_key(&key)?;
+        let kv = self.kv_for(&key)?;
         kv.store.kv_delete(&kv.service, &key).await.map_err(failure)
     }
 
     async fn increment(&mut self, key: String, delta: i64) -> Result<i64, KvError> {
-        let kv = scope(self)?;
-        kv.check_key(&key)?;
+        let kv = self.kv_for(&key)?;
         kv.store.kv_increment(&kv.service, &key, delta, &kv.quota).await.map_err(failure)
     }
 
     async fn list_keys(&mut self, prefix: String, limit: u32) -> Result<Vec<String>, KvError> {
-        let kv = scope(self)?;
-        if !prefix.is_empty() {
-            kv.check_key(&prefix)?;
-        }
+        let kv = if prefix.is_empty() {
+            self.kv.as_ref().ok_or_else(|| KvError::Unavailable("kv is not available to this component".into()))?
+        } else {
+            self.kv_for(&prefix)?
+        };
         let limit = limit.min(kv.quota.list_limit);
         kv.store.kv_list(&kv.service, &prefix, limit).await.map_err(failure)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope_error(key: &str, namespace: Option<&str>) -> Option<KvError> {
+        check_key(key, namespace, "svc").err()
+    }
+
+    #[test]
+    fn relative_keys_are_in_scope() {
+        for key in ["count", "user:ann", "a:b:c", "kv", "x:kv", "cannonball:x"] {
+            assert!(scope_error(key, Some("cannon")).is_none(), "{key}");
+        }
+    }
+
+    #[test]
+    fn absolute_keys_are_out_of_scope_with_or_without_a_namespace() {
+        for ns in [Some("cannon"), None] {
+            for key in ["cannon:kv:other:secret", "prod:kv:svc:x", "x:kv:y:z:w"] {
+                assert!(matches!(scope_error(key, ns), Some(KvError::OutOfScope(_))), "{key} with {ns:?}");
+            }
+        }
+        assert!(matches!(scope_error("cannon:other:data", Some("cannon")), Some(KvError::OutOfScope(_))));
+    }
+
+    #[test]
+    fn malformed_keys_are_invalid() {
+        assert!(matches!(scope_error("", None), Some(KvError::InvalidKey(_))));
+        assert!(matches!(scope_error("a\nb", None), Some(KvError::InvalidKey(_))));
+        assert!(matches!(scope_error(&"k".repeat(MAX_KEY_BYTES + 1), None), Some(KvError::InvalidKey(_))));
     }
 }

@@ -3,8 +3,10 @@
 //!
 //! ## Layout
 //! - `mod.rs`: [`Engine`] (configuration, pooling allocator, epoch ticker) and loading.
-//! - `component.rs`: [`Component`], a loaded task or shell, and its calls.
+//! - `component.rs`: [`Component`], a loaded task or shell, and the import check at load.
+//! - `call.rs`: one call: a fresh store with its limits and grants, the call, its cost.
 //! - `state.rs`: the per-call store data and its resource limiter.
+//! - `metrics.rs`: process-wide call counters ([`metrics::snapshot`]).
 //! - `output.rs`: guest log and stdout/stderr, bounded, into `tracing`.
 //! - `imports.rs`, `kv.rs`: the cannon imports.
 //! - `cache.rs`: compiled components on disk.
@@ -12,10 +14,12 @@
 
 mod bindings;
 mod cache;
+mod call;
 mod component;
 mod error;
 mod imports;
 mod kv;
+pub mod metrics;
 mod output;
 mod state;
 
@@ -30,8 +34,9 @@ use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 pub use bindings::{Command, KvError, Message};
 pub use cache::ComponentCache;
 pub use component::{CallOutput, CallStats, Component, World};
-pub use error::{CallError, LoadError};
+pub use error::{CallError, FailureKind, GUEST_ERROR_MAX, LoadError};
 pub use kv::KvScope;
+pub use metrics::MetricsSnapshot;
 pub use state::HostState;
 
 /// How often the epoch advances: the granularity of deadlines, and how often a busy guest
@@ -64,7 +69,35 @@ pub struct Engine {
     pub(crate) linker: Arc<Linker<HostState>>,
     cache: Option<ComponentCache>,
     pub(crate) fuel: bool,
-    ticker_stop: Arc<AtomicBool>,
+    /// Shared with every loaded [`Component`]: the ticker runs while any of them exists,
+    /// even after the `Engine` itself is dropped (without ticks no deadline would fire).
+    pub(crate) ticker: Arc<Ticker>,
+}
+
+/// The thread that advances the engine's epoch every [`EPOCH_TICK`]; stopped on drop.
+#[derive(Debug)]
+pub(crate) struct Ticker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Ticker {
+    fn spawn(engine: wasmtime::Engine) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new().name("cannon-epoch".into()).spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })?;
+        Ok(Self { stop })
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Core instances one component may create: a Rust guest needs 3, a Python one about 10.
@@ -100,14 +133,13 @@ impl Engine {
             |state| state,
         )
         .map_err(anyhow::Error::from)?;
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        spawn_ticker(engine.clone(), ticker_stop.clone())?;
+        let ticker = Arc::new(Ticker::spawn(engine.clone())?);
         Ok(Self {
             engine,
             linker: Arc::new(linker),
             cache: options.cache_dir.clone().map(ComponentCache::new),
             fuel: options.fuel,
-            ticker_stop,
+            ticker,
         })
     }
 
@@ -115,20 +147,4 @@ impl Engine {
     pub fn cache(&self) -> Option<&ComponentCache> {
         self.cache.as_ref()
     }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn spawn_ticker(engine: wasmtime::Engine, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
-    std::thread::Builder::new().name("cannon-epoch".into()).spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(EPOCH_TICK);
-            engine.increment_epoch();
-        }
-    })?;
-    Ok(())
 }

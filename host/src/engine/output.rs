@@ -1,6 +1,10 @@
 //! Guest output: the `log` import and WASI stdout/stderr, forwarded line by line into the
 //! host's `tracing` log (target `guest`) under one byte budget per call. Output beyond the
 //! budget is counted and dropped; it never fails the call.
+//!
+//! Each line costs its bytes plus [`LINE_OVERHEAD`] (the host's log record around it), so
+//! a flood of empty lines is bounded too. Control characters are escaped (`\n`,
+//! `\u{1b}`), so a guest cannot forge host log records or drive the operator's terminal.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -31,6 +35,9 @@ impl Source {
     }
 }
 
+/// Budget charged per line on top of its bytes: a line is never free, even when empty.
+pub const LINE_OVERHEAD: usize = 32;
+
 /// The log output of one call.
 #[derive(Debug)]
 pub struct CallLog {
@@ -38,13 +45,15 @@ pub struct CallLog {
     used: usize,
     /// Bytes dropped once the budget was spent.
     pub(crate) dropped: usize,
+    /// Lines (or line fragments) dropped once the budget was spent.
+    pub(crate) dropped_lines: usize,
     /// Unterminated stdout / stderr lines.
     partial: [Vec<u8>; 2],
 }
 
 impl CallLog {
     pub fn new(budget: usize) -> Self {
-        Self { budget, used: 0, dropped: 0, partial: [Vec::new(), Vec::new()] }
+        Self { budget, used: 0, dropped: 0, dropped_lines: 0, partial: [Vec::new(), Vec::new()] }
     }
 
     /// One call of the `log` import.
@@ -72,7 +81,10 @@ impl CallLog {
             let room = self.budget.saturating_sub(self.used + self.partial[slot].len());
             let keep = rest.len().min(room);
             self.partial[slot].extend_from_slice(&rest[..keep]);
-            self.dropped += rest.len() - keep;
+            if keep < rest.len() {
+                self.dropped += rest.len() - keep;
+                self.dropped_lines += 1;
+            }
         }
     }
 
@@ -84,23 +96,29 @@ impl CallLog {
                 self.emit(Level::Info, source, &line);
             }
         }
-        if self.dropped > 0 {
+        if self.dropped_lines > 0 {
             tracing::warn!(
                 target: "guest",
                 dropped_bytes = self.dropped,
-                "guest output beyond the log budget of {} bytes was dropped",
+                dropped_lines = self.dropped_lines,
+                "guest output beyond the log budget of {} bytes (limits.log_kb) was dropped",
                 self.budget
             );
+            self.dropped = 0;
+            self.dropped_lines = 0;
         }
     }
 
     fn emit(&mut self, level: Level, source: Source, bytes: &[u8]) {
-        if self.used + bytes.len() > self.budget {
+        let cost = bytes.len().saturating_add(LINE_OVERHEAD);
+        if self.used.saturating_add(cost) > self.budget {
             self.dropped += bytes.len();
+            self.dropped_lines += 1;
             return;
         }
-        self.used += bytes.len();
-        let text = String::from_utf8_lossy(bytes);
+        self.used += cost;
+        let lossy = String::from_utf8_lossy(bytes);
+        let text = escape_controls(&lossy);
         let source = source.as_str();
         match level {
             Level::Trace => tracing::trace!(target: "guest", source, "{text}"),
@@ -110,6 +128,23 @@ impl CallLog {
             Level::Error => tracing::error!(target: "guest", source, "{text}"),
         }
     }
+}
+
+/// `text` with control characters other than tab escaped, so one guest line stays one
+/// host log line and carries no terminal escapes.
+fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// A WASI stdout or stderr that writes into a [`CallLog`].
@@ -186,15 +221,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn budget_counts_and_drops() {
-        let mut log = CallLog::new(10);
+    fn budget_counts_bytes_plus_overhead_and_drops() {
+        let mut log = CallLog::new(2 * LINE_OVERHEAD + 10);
         log.write(Source::Stdout, b"hello\nwor");
         log.write(Source::Stdout, b"ld and more\n");
-        // "hello" (5) fits; "world and more" (14) does not.
-        assert_eq!(log.used, 5);
-        assert!(log.dropped >= 14 - 5);
+        // "hello" fits; "world and more" (14 bytes) does not fit in what is left.
+        assert_eq!(log.used, 5 + LINE_OVERHEAD);
+        assert_eq!((log.dropped, log.dropped_lines), (14, 1));
         log.log(Level::Info, "abcd");
-        assert_eq!(log.used, 9);
+        assert_eq!(log.used, 9 + 2 * LINE_OVERHEAD);
+    }
+
+    #[test]
+    fn empty_lines_are_not_free() {
+        let mut log = CallLog::new(10 * LINE_OVERHEAD);
+        log.write(Source::Stdout, &[b'\n'; 1000]);
+        assert_eq!(log.used, 10 * LINE_OVERHEAD);
+        assert_eq!(log.dropped_lines, 990);
     }
 
     #[test]
@@ -205,5 +248,11 @@ mod tests {
         assert_eq!(log.dropped, 96);
         log.finish();
         assert!(log.partial[1].is_empty());
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_controls("plain\ttab"), "plain\ttab");
+        assert_eq!(escape_controls("a\nERROR forged\r\u{1b}[2J"), "a\\nERROR forged\\r\\u{1b}[2J");
     }
 }

@@ -26,8 +26,10 @@ pub struct HostState {
     pub(crate) max_taskbacks: u32,
     /// Most bytes one taskback may hold.
     pub(crate) max_taskback_bytes: usize,
-    /// The service's kv store, when granted.
+    /// The service's kv store, when granted and attached.
     pub(crate) kv: Option<KvScope>,
+    /// The calling service: kv keys are relative to it.
+    pub(crate) service: Arc<str>,
     /// Set by the epoch callback when the wall-clock deadline passed.
     pub(crate) deadline_hit: bool,
 }
@@ -46,20 +48,29 @@ impl WasiView for HostState {
 
 /// Caps memory, tables and instances of one call, and remembers why a growth was refused
 /// so the error can say `memory limit 32 MiB exceeded` instead of a bare trap.
+///
+/// The caps are totals over the whole store: a component made of several core modules
+/// (Python's has about ten) gets `memory_max` bytes for all its linear memories together,
+/// not per memory.
 #[derive(Debug)]
 pub struct Limiter {
     pub(crate) memory_max: usize,
-    /// Largest size any linear memory reached, for accounting.
+    /// Bytes of all linear memories of the call right now.
+    memory_used: usize,
+    /// Largest `memory_used` reached, for accounting.
     pub(crate) memory_peak: usize,
     /// A memory growth beyond `memory_max` was refused.
     pub(crate) memory_refused: bool,
-    pub(crate) table_elements_max: usize,
+    table_elements_max: usize,
+    /// Elements of all tables of the call right now.
+    table_elements: usize,
     pub(crate) table_refused: bool,
 }
 
-/// Most elements of one table: generous for real programs, small enough that a table flood
-/// cannot eat the host's memory.
-const TABLE_ELEMENTS_MAX: usize = 1 << 20;
+/// Most table elements of one call, all tables together: generous for real programs
+/// (a Python component needs a few thousand), small enough that a table flood cannot eat
+/// the host's memory (at most 8 MiB of host pointers).
+pub(crate) const TABLE_ELEMENTS_MAX: usize = 1 << 20;
 /// Most core instances, tables and memories one component may create.
 pub(crate) const PARTS_MAX: usize = 256;
 
@@ -67,29 +78,35 @@ impl Limiter {
     pub(crate) fn new(memory_max: usize) -> Self {
         Self {
             memory_max,
+            memory_used: 0,
             memory_peak: 0,
             memory_refused: false,
             table_elements_max: TABLE_ELEMENTS_MAX,
+            table_elements: 0,
             table_refused: false,
         }
     }
 }
 
 impl ResourceLimiter for Limiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.memory_max {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let total = self.memory_used.saturating_sub(current).saturating_add(desired);
+        if total > self.memory_max {
             self.memory_refused = true;
             return Ok(false);
         }
-        self.memory_peak = self.memory_peak.max(desired);
+        self.memory_used = total;
+        self.memory_peak = self.memory_peak.max(total);
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.table_elements_max {
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let total = self.table_elements.saturating_sub(current).saturating_add(desired);
+        if total > self.table_elements_max {
             self.table_refused = true;
             return Ok(false);
         }
+        self.table_elements = total;
         Ok(true)
     }
 
@@ -103,5 +120,32 @@ impl ResourceLimiter for Limiter {
 
     fn memories(&self) -> usize {
         PARTS_MAX
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_cap_counts_every_memory_of_the_call() {
+        let mut limiter = Limiter::new(10 << 20);
+        assert!(limiter.memory_growing(0, 4 << 20, None).unwrap());
+        assert!(limiter.memory_growing(0, 4 << 20, None).unwrap());
+        // A third memory of 4 MiB would make 12 MiB in all.
+        assert!(!limiter.memory_growing(0, 4 << 20, None).unwrap());
+        assert!(limiter.memory_refused);
+        // Growing the first from 4 to 6 MiB fits exactly.
+        assert!(limiter.memory_growing(4 << 20, 6 << 20, None).unwrap());
+        assert_eq!(limiter.memory_peak, 10 << 20);
+    }
+
+    #[test]
+    fn table_cap_counts_every_table_of_the_call() {
+        let mut limiter = Limiter::new(0);
+        assert!(limiter.table_growing(0, TABLE_ELEMENTS_MAX / 2, None).unwrap());
+        assert!(limiter.table_growing(0, TABLE_ELEMENTS_MAX / 2, None).unwrap());
+        assert!(!limiter.table_growing(0, 1, None).unwrap());
+        assert!(limiter.table_refused);
     }
 }

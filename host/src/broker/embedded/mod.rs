@@ -273,6 +273,19 @@ impl Broker for EmbeddedBroker {
         Ok(got.into_iter().map(|(id, fields)| Entry { id, fields }).collect())
     }
 
+    async fn read_own_pending(
+        &self,
+        service: &str,
+        stream: StreamKind,
+        group: &str,
+        consumer: &str,
+        count: usize,
+    ) -> Result<Vec<Entry>> {
+        let (key, group, consumer) = (self.key(service, stream), group.to_owned(), consumer.to_owned());
+        let got = self.write(move |tx| streams::read_own_pending(tx, &key, &group, &consumer, count.max(1))).await?;
+        Ok(got.into_iter().map(|(id, fields)| Entry { id, fields }).collect())
+    }
+
     async fn ack(&self, service: &str, stream: StreamKind, group: &str, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());

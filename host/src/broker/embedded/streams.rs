@@ -241,6 +241,42 @@ pub fn read_group(
     Ok(out)
 }
 
+/// Entries pending with `consumer` in `group`, oldest first, counted as delivered again.
+/// Pending entries whose entry was trimmed away are acknowledged and skipped.
+pub fn read_own_pending(
+    tx: &Transaction<'_>,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    count: usize,
+) -> Result<Vec<(String, Fields)>, Fail> {
+    let now = now_ms();
+    let mut select = tx.prepare_cached(
+        "SELECT ms, seq FROM pending WHERE stream = ?1 AND grp = ?2 AND consumer = ?3 ORDER BY ms, seq LIMIT ?4",
+    )?;
+    let limit = i64::try_from(count).unwrap_or(i64::MAX);
+    let ids = select
+        .query_map(params![stream, group, consumer, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<Id>, _>>()?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        match entry_fields(tx, stream, id)? {
+            Some(fields) => {
+                tx.execute(
+                    "UPDATE pending SET delivered_ms = ?5, deliveries = deliveries + 1
+                     WHERE stream = ?1 AND grp = ?2 AND ms = ?3 AND seq = ?4",
+                    params![stream, group, id.0, id.1, now],
+                )?;
+                out.push((format_id(id), fields));
+            }
+            None => {
+                delete_pending(tx, stream, group, id)?;
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn entry_fields(conn: &Connection, stream: &str, id: Id) -> Result<Option<Fields>, Fail> {
     let text: Option<String> = conn
         .query_row(
