@@ -14,6 +14,10 @@ use serde_json::Value;
 use crate::conformance::Backend;
 use crate::support::{Project, RedisServer, entries, field, key, repo};
 
+/// The stdin collector of the example compose files: the tests drop it (they send chat
+/// lines with `cannon-host send`, and the end of standard input would stop the host).
+pub const STDIN: &str = "      - { kind: stdin, conf: { kwargs: { server: local } } }\n";
+
 /// One taskback, as (field, value) pairs.
 pub type Fields = Vec<(String, String)>;
 

@@ -4,36 +4,27 @@
 
 use std::time::Duration;
 
+use super::STDIN;
 use super::{day_month, fnv1a64_hex, reply, taskbacks_where, wait_taskbacks};
+use crate::collectors::example;
 use crate::conformance::Backend;
 use crate::support::{Project, RedisServer, Running, component, field};
 
+/// The schedule in the shipped compose file: daily at 00:00 UTC and once at start.
+const SHIPPED_SCHEDULE: &str = r#"{ kind: tick, cron: "0 0 * * *", at_start: true }"#;
 const BANNER: &str = "[banner] today's test banner";
 
-/// The service of examples/branding/cannon-compose.yml with `schedule` as its collector
-/// and an events directory holding an event around today and a fallback.
+/// examples/branding/cannon-compose.yml as shipped, without its stdin collector, with
+/// `schedule` as its tick collector and `rotate_every`, and an events directory (at
+/// `events` beside the compose file, as `files: events` says) holding an event around
+/// today and a fallback.
 fn project(schedule: &str, rotate_every: &str) -> Project {
     component("branding");
     component("branding_clock");
-    let project = Project::new(&format!(
-        r#"groups: {{ moderators: [alice] }}
-params:
-  branding-conf: {{ rotate_every: {rotate_every} }}
-services:
-  branding:
-    collector: {schedule}
-    shell:
-      file: branding
-      conf: {{ key: branding-conf }}
-      allow: [kv, taskback]
-      files: events
-      permissions: {{ "branding sync": [moderators], "branding daemon": [moderators] }}
-    tasks:
-      - torch: {{ in_key: text, out_key: text }}
-      - {{ file: branding_clock, conf: {{ key: branding-conf }}, allow: [kv, taskback], files: events }}
-    workers: {{ concurrency: 1 }}
-"#
-    ));
+    let project = example(
+        "branding",
+        &[(STDIN, ""), (SHIPPED_SCHEDULE, schedule), ("rotate_every: 3d", &format!("rotate_every: {rotate_every}"))],
+    );
     let write = |path: &str, text: &str| {
         let path = project.path("events").join(path);
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
@@ -76,7 +67,7 @@ fn get<'a>(fields: &'a [(String, String)], name: &str) -> &'a str {
 
 #[test]
 fn branding_applies_once_and_a_second_start_reapplies_nothing() {
-    let project = project(r#"{ kind: tick, cron: "0 0 * * *", at_start: true }"#, "3d");
+    let project = project(SHIPPED_SCHEDULE, "3d");
     let backend = Backend::Redis(RedisServer::start());
     let redis = redis(&backend);
     let say = |user: &str, text: &str| reply(&backend, &project, "branding", user, text);

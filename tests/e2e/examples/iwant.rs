@@ -3,26 +3,18 @@
 
 use std::time::Duration;
 
+use super::STDIN;
 use super::{reply, taskbacks_where, wait_taskbacks};
+use crate::collectors::example;
 use crate::conformance::Backend;
 use crate::support::{Project, RedisServer, Running, component, field};
 
-/// The service of examples/iwant/cannon-compose.yml, ticking every second and without the
+/// examples/iwant/cannon-compose.yml as shipped, ticking every second and without its
 /// stdin collector (the test sends chat lines with `cannon-host send`).
 fn project() -> Project {
     component("iwant");
     component("iwant_clock");
-    Project::new(
-        r#"services:
-  iwant:
-    collector: { kind: tick, every: 1s }
-    shell: { file: iwant, allow: [kv, taskback] }
-    tasks:
-      - torch: { in_key: text, out_key: text }
-      - { file: iwant_clock, allow: [kv, taskback] }
-    workers: { concurrency: 1 }
-"#,
-    )
+    example("iwant", &[(STDIN, ""), ("every: 30s", "every: 1s")])
 }
 
 struct Setup {
