@@ -70,7 +70,7 @@ pub fn about(store: &impl Store, calendar: &Calendar, now: u64, rotate_every: u6
             lines.push(format!("icon: {} ({} of {})", e.icons[i], i + 1, e.icons.len()));
             if e.icons.len() > 1 {
                 lines.push(format!(
-                    "icons rotate every {}; last rotation {}",
+                    "icons rotate every {}; this one since {}",
                     time::duration(rotate_every),
                     time::when(state.rotated_at, now)
                 ));
