@@ -1,0 +1,150 @@
+use super::*;
+use example_kit::time::{DAY, HOUR, MINUTE};
+use example_kit::MemStore;
+
+/// 2024-05-17 09:00:00 UTC.
+const NOW: u64 = 1_715_936_400;
+
+fn ask(store: &MemStore, user: &str, text: &str, now: u64) -> Result<Answer, CmdError> {
+    let words: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
+    let w = parse::parse_want(&words, now).map_err(CmdError::usage)?;
+    want(store, user, "srv", w, now)
+}
+
+fn status(store: &MemStore, id: u64) -> Status {
+    Book::new(store).outcome(id).unwrap().expect("result").status
+}
+
+fn result_of(store: &MemStore, req: u64) -> u64 {
+    Book::new(store).request(req).unwrap().expect("request").result
+}
+
+#[test]
+fn two_compatible_requests_match() {
+    let store = MemStore::new();
+    let a = ask(&store, "alice", "coffee at 10:00 for 30m until 09:30", NOW).unwrap();
+    assert_eq!(a.reply, "request #1: looking for company for coffee at 10:00-10:30 UTC until 09:30 UTC (PENDING)");
+    assert!(a.notices.is_empty());
+    assert_eq!(status(&store, 1), Status::Pending);
+
+    let b = ask(&store, "bob", "Coffee at 10:15 for 1h until 09:45", NOW + MINUTE).unwrap();
+    assert_eq!(b.reply, "request #2: match #1: coffee with alice at 10:15-10:30 UTC (MATCHED)");
+    assert_eq!(b.notices.len(), 1);
+    let n = &b.notices[0];
+    assert_eq!(
+        (n.to.as_str(), n.kind, n.with.as_str(), n.when.as_str()),
+        ("alice", "matched", "bob", "10:15-10:30 UTC")
+    );
+    assert_eq!(n.text, "@alice: match #1: coffee with bob at 10:15-10:30 UTC");
+    // Both requests point to one MATCHED result.
+    assert_eq!((result_of(&store, 1), result_of(&store, 2)), (1, 1));
+    assert_eq!(status(&store, 1), Status::Matched);
+    assert!(Book::new(&store).outcome(2).unwrap().is_none());
+    let fields = n.fields();
+    assert!(fields.contains(&("to".to_owned(), "alice".to_owned())));
+    assert!(fields.contains(&("status".to_owned(), "MATCHED".to_owned())));
+}
+
+#[test]
+fn incompatible_requests_do_not_match() {
+    let store = MemStore::new();
+    ask(&store, "alice", "coffee at 10:00 for 30m", NOW).unwrap();
+    // Other activity, window after, other server, same user.
+    assert!(ask(&store, "bob", "tea at 10:00 for 30m", NOW).unwrap().reply.contains("PENDING"));
+    assert!(ask(&store, "carol", "coffee at 10:30 for 30m", NOW).unwrap().reply.contains("PENDING"));
+    let w = parse::parse_want(&["coffee".into(), "at".into(), "10:00".into()], NOW).unwrap();
+    assert!(want(&store, "dave", "elsewhere", w, NOW).unwrap().reply.contains("PENDING"));
+    assert!(
+        matches!(ask(&store, "alice", "coffee at 10:10", NOW), Err(CmdError::Usage(t)) if t.contains("already asked"))
+    );
+    for id in 1..=4 {
+        assert_eq!(status(&store, id), Status::Pending, "#{id}");
+    }
+}
+
+#[test]
+fn a_pending_request_past_its_deadline_does_not_match_and_expires() {
+    let store = MemStore::new();
+    ask(&store, "alice", "coffee at +1h until +2s", NOW).unwrap();
+    // Before any tick, alice's deadline has passed: bob gets no match.
+    assert!(ask(&store, "bob", "coffee at +1h until +30m", NOW + 5).unwrap().reply.contains("PENDING"));
+    let tock = tick(&store, NOW + 5).unwrap();
+    assert_eq!((tock.expired, tock.forgotten), (1, 0));
+    assert_eq!(tock.notices.len(), 1);
+    let n = &tock.notices[0];
+    assert_eq!((n.to.as_str(), n.kind, n.status), ("alice", "expired", Status::Expired));
+    assert!(n.text.contains("request #1 EXPIRED"), "{}", n.text);
+    assert_eq!(status(&store, 1), Status::Expired);
+    assert_eq!(status(&store, 2), Status::Pending);
+    assert!(list(&store, "alice", "srv", NOW + 6).unwrap().contains("EXPIRED"));
+    // A second tick tells nobody again.
+    assert_eq!(tick(&store, NOW + 6).unwrap(), Tock::default());
+    // After the window, everything is forgotten.
+    let tock = tick(&store, NOW + 2 * HOUR).unwrap();
+    assert_eq!(tock.forgotten, 2);
+    assert_eq!(store.keys(), ["seq"]);
+}
+
+#[test]
+fn a_third_request_joins_the_match() {
+    let store = MemStore::new();
+    ask(&store, "alice", "lunch at 12:00 for 1h until 11:00", NOW).unwrap();
+    ask(&store, "bob", "lunch at 12:00 for 1h until 11:30", NOW).unwrap();
+    let c = ask(&store, "carol", "lunch at 12:30 for 1h", NOW).unwrap();
+    assert_eq!(c.reply, "request #3: match #1: lunch with alice and bob at 12:30-13:00 UTC (MATCHED)");
+    let to: Vec<&str> = c.notices.iter().map(|n| n.to.as_str()).collect();
+    assert_eq!(to, ["alice", "bob"]);
+    assert!(c.notices.iter().all(|n| n.kind == "joined"));
+    assert_eq!(c.notices[0].text, "@alice: match #1: lunch with bob and carol at 12:30-13:00 UTC (carol joined)");
+    assert_eq!(Book::new(&store).outcome(1).unwrap().unwrap().members, [1, 2, 3]);
+    // Once the match started, nobody joins it any more.
+    let late = ask(&store, "dave", "lunch at 12:45 for 15m", NOW + 3 * HOUR + 31 * MINUTE).unwrap();
+    assert!(late.reply.contains("PENDING"), "{}", late.reply);
+}
+
+#[test]
+fn cancelling_reopens_a_match_of_two() {
+    let store = MemStore::new();
+    ask(&store, "alice", "coffee at 10:00 for 30m", NOW).unwrap();
+    ask(&store, "bob", "coffee at 10:00 for 30m until 09:50", NOW).unwrap();
+    assert!(matches!(cancel(&store, "bob", "srv", "lunch", NOW), Err(CmdError::Usage(_))));
+    let out = cancel(&store, "bob", "srv", "#2", NOW).unwrap();
+    assert_eq!(out.reply, "cancelled #2 coffee");
+    assert_eq!(out.notices.len(), 1);
+    assert_eq!(out.notices[0].to, "alice");
+    assert!(out.notices[0].text.contains("bob left coffee"), "{}", out.notices[0].text);
+    let res = Book::new(&store).outcome(1).unwrap().unwrap();
+    assert_eq!((res.status, res.members.clone(), res.deadline), (Status::Pending, vec![1], NOW + HOUR));
+    let out = cancel(&store, "alice", "srv", "coffee", NOW).unwrap();
+    assert!(out.notices.is_empty());
+    assert_eq!(store.keys(), ["seq"]);
+}
+
+#[test]
+fn listing() {
+    let store = MemStore::new();
+    assert!(list(&store, "alice", "srv", NOW).unwrap().starts_with("you have no requests"));
+    ask(&store, "alice", "coffee at 10:00 for 30m until 09:30", NOW).unwrap();
+    ask(&store, "bob", "coffee at 10:00 for 30m", NOW).unwrap();
+    ask(&store, "carol", "tea at 11:00 for 30m", NOW).unwrap();
+    assert_eq!(
+        list(&store, "alice", "srv", NOW).unwrap(),
+        "your requests:\n#1 coffee at 10:00-10:30 UTC: MATCHED (match #1) with bob at 10:00-10:30 UTC\n\
+         others are looking for company:\n#3 carol: tea at 11:00-11:30 UTC (until 11:00 UTC)"
+    );
+    assert_eq!(
+        list(&store, "carol", "srv", NOW).unwrap(),
+        "your requests:\n#3 tea at 11:00-11:30 UTC: PENDING until 11:00 UTC"
+    );
+    assert!(list(&store, "carol", "other", NOW).unwrap().starts_with("you have no requests"));
+}
+
+#[test]
+fn open_requests_per_user_are_bounded() {
+    let store = MemStore::new();
+    for i in 0..MAX_OPEN_PER_USER {
+        ask(&store, "alice", &format!("thing{i} at +1h"), NOW).unwrap();
+    }
+    assert!(matches!(ask(&store, "alice", "one more at +1h", NOW), Err(CmdError::Usage(_))));
+    assert!(ask(&store, "alice", "one more at +1h", NOW + DAY).is_ok(), "ended requests do not count");
+}

@@ -1,0 +1,61 @@
+//! `iwant`: the matchmaking shell. `iwant coffee at 10:00 for 30m until 09:30` asks for
+//! company, `iwant list` shows requests, `iwant cancel ID|ACTIVITY|all` withdraws them.
+//! Other users are told by taskbacks `{to, text, kind, match, activity, with, when,
+//! status}`; the logic is in `iwant-core`, the clock in `iwant-clock`.
+
+use cannon_guest::{taskback, Args, Cmd, CmdError, Message, Shell};
+use example_kit::{time, GuestKv};
+use iwant_core::{parse, Answer};
+
+struct Iwant;
+
+impl Shell for Iwant {
+    const COMMANDS: &'static [Cmd] = &[Cmd {
+        name: "iwant",
+        summary: "find company: iwant coffee at 10:00 for 30m until 09:30",
+        usage: concat!(
+            "iwant ACTIVITY at TIME [for DURATION] [until TIME]   ask for company\n",
+            "       iwant list                                          your requests, and who else is looking\n",
+            "       iwant cancel ID|ACTIVITY|all                        withdraw requests\n",
+            "TIME: HH:MM or HH:MM:SS in UTC (a time already past means tomorrow), or +10m from now.\n",
+            "DURATION: like 30m or 1h30m (default 30m). until: when to stop looking (default: the start).",
+        ),
+        options: &[],
+        flags: &[],
+        run: iwant,
+    }];
+}
+
+cannon_guest::export_shell!(Iwant);
+
+fn iwant(args: &Args, msg: &Message) -> Result<String, CmdError> {
+    let user = msg.get("user").unwrap_or("someone");
+    let server = msg.get("server").unwrap_or("default");
+    let now = time::now();
+    let answer = match args.get(0) {
+        None => return Err(CmdError::usage("what do you want? e.g. iwant coffee at 10:00")),
+        Some("list") if args.positionals().len() == 1 => {
+            return iwant_core::list(&GuestKv, user, server, now);
+        }
+        Some("cancel") => {
+            let what = args.rest(1);
+            if what.is_empty() {
+                return Err(CmdError::usage("cancel what? e.g. iwant cancel 3 (see iwant list)"));
+            }
+            iwant_core::cancel(&GuestKv, user, server, &what, now)?
+        }
+        Some(_) => {
+            let want = parse::parse_want(args.positionals(), now).map_err(CmdError::usage)?;
+            iwant_core::want(&GuestKv, user, server, want, now)?
+        }
+    };
+    notify(answer)
+}
+
+/// Sends the notices as taskbacks and returns the reply.
+fn notify(answer: Answer) -> Result<String, CmdError> {
+    for notice in &answer.notices {
+        taskback::send(&notice.fields()).map_err(CmdError::fail)?;
+    }
+    Ok(answer.reply)
+}

@@ -1,0 +1,67 @@
+//! examples/remember: an errbot-style memory that survives a host restart, on both brokers.
+
+use std::time::Duration;
+
+use super::{reply, say};
+use crate::collectors::example;
+use crate::conformance::Backend;
+use crate::support::{Project, RedisServer, Running, component};
+
+/// examples/remember/cannon-compose.yml as shipped, without its stdin collector (the test
+/// sends chat lines with `cannon-host send`; end of standard input would stop the host).
+fn project() -> Project {
+    component("remember");
+    example("remember", &[("    collector: { kind: stdin, conf: { kwargs: { server: local } } }\n", "")])
+}
+
+fn start(backend: &Backend, project: &Project) -> Running {
+    let mut host = Running::start_cmd(backend.host(project), project, &[]);
+    host.wait_for_log("ready", Duration::from_secs(60));
+    host
+}
+
+fn remember_survives_a_restart(backend: &Backend, project: &Project) {
+    let mut host = start(backend, project);
+    let say_ = |user: &str, text: &str| reply(backend, project, "remember", user, text);
+
+    assert_eq!(say_("alice", ".remember meeting is tomorrow"), "ok, I'll remember that meeting is tomorrow");
+    assert_eq!(say_("bob", ".remember lunch is at noon"), "ok, I'll remember that lunch is at noon");
+    assert_eq!(say_("alice", ".remember the plan is to ship it"), "ok, I'll remember that the plan is to ship it");
+    assert_eq!(say_("bob", ".recall meeting"), "meeting is tomorrow (said alice)");
+    assert_eq!(say_("bob", ".recall nothing"), "I don't remember anything about nothing");
+    assert!(say(backend, project, "remember", "bob", "just chatting about the meeting", 1500).is_none());
+    assert!(say_("bob", ".remember meeting tomorrow").contains("usage: remember KEY is VALUE"));
+
+    // Memories belong to a chat server: another server does not see them.
+    let other =
+        backend.run(project, &["send", "remember", "server=elsewhere", "user=bob", "text=.recall meeting", "--wait"]);
+    let other: serde_json::Value = serde_json::from_slice(&other.stdout).expect("a reply");
+    assert_eq!(other["text"], "I don't remember anything about meeting");
+
+    assert!(host.terminate().success(), "{}", host.log_text());
+    let mut host = start(backend, project);
+
+    assert_eq!(say_("carol", ".recall meeting"), "meeting is tomorrow (said alice)");
+    assert_eq!(
+        say_("carol", ".remembered"),
+        "I remember 3 things:\n- lunch is at noon\n- meeting is tomorrow\n- the plan is to ship it"
+    );
+    assert_eq!(say_("carol", ".leaderboard"), "leaderboard:\n1. alice: 2 things\n2. bob: 1 thing");
+    assert_eq!(say_("bob", ".remember meeting is today"), "ok, meeting is now today (it was tomorrow)");
+    assert_eq!(say_("carol", ".leaderboard"), "leaderboard:\n1. alice: 2 things\n2. bob: 2 things");
+    assert_eq!(say_("carol", ".forget meeting"), "ok, I forgot meeting");
+    assert_eq!(say_("carol", ".recall meeting"), "I don't remember anything about meeting");
+    assert!(host.terminate().success(), "{}", host.log_text());
+}
+
+#[test]
+fn remember_survives_a_restart_with_redis() {
+    let project = project();
+    remember_survives_a_restart(&Backend::Redis(RedisServer::start()), &project);
+}
+
+#[test]
+fn remember_survives_a_restart_embedded() {
+    let project = project();
+    remember_survives_a_restart(&Backend::embedded(&project), &project);
+}
