@@ -33,19 +33,27 @@ debian_packages() {
     fi
 }
 
+# A 64 KiB shadow stack (C's default) instead of Rust's 1 MiB: an instance's memory starts
+# at 2 pages instead of 17, and the host resets it between messages with one small memset
+# (see docs/performance.md). The stack sits first in memory, so overflowing it traps
+# ("out of bounds memory access") rather than corrupting data. Raise it (GUEST_STACK=bytes)
+# for guests that recurse deeply or keep large arrays on the stack.
+GUEST_STACK="${GUEST_STACK:-65536}"
+
 build_rust() {
     cd "$here"
     local target_dir="$here/target"
+    local stack="-C link-arg=-zstack-size=$GUEST_STACK"
     if command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
         log "rust: rustup target wasm32-wasip2"
-        cargo build --quiet --release --target wasm32-wasip2 --target-dir "$target_dir"
+        RUSTFLAGS="$stack" cargo build --quiet --release --target wasm32-wasip2 --target-dir "$target_dir"
     else
         debian_packages
         log "rust: Debian rustc-web + build-std"
         # rustup's cargo/rustc must not leak in: use Debian's toolchain throughout.
         env -u RUSTUP_TOOLCHAIN -u CARGO -u RUSTC_WRAPPER \
             RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc \
-            RUSTFLAGS="-L native=/usr/lib/wasm32-wasi" CARGO_BUILD_TARGET_DIR="$target_dir" \
+            RUSTFLAGS="-L native=/usr/lib/wasm32-wasi $stack" CARGO_BUILD_TARGET_DIR="$target_dir" \
             /usr/bin/cargo build --quiet --release --target wasm32-wasip2 \
             -Zbuild-std=std,panic_abort
     fi

@@ -104,6 +104,14 @@ impl Drop for Ticker {
 const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 const MEMORIES_PER_COMPONENT: u32 = 4;
 const TABLES_PER_COMPONENT: u32 = 8;
+/// Bytes of a linear memory slot kept mapped and reset with memset when reused. A Rust guest
+/// built by guests/build.sh (128 KiB stack) uses 3-5 pages; bigger guests (Python: ~13 MiB)
+/// pay madvise for the rest.
+const MEMORY_KEEP_RESIDENT: usize = 512 << 10;
+/// Likewise for tables (function tables of small guests are a few KiB).
+const TABLE_KEEP_RESIDENT: usize = 16 << 10;
+/// Likewise for the async stacks guest calls run on.
+const STACK_KEEP_RESIDENT: usize = 64 << 10;
 
 impl Engine {
     pub fn new(options: &EngineOptions) -> anyhow::Result<Self> {
@@ -115,14 +123,22 @@ impl Engine {
             let n = options.instances;
             let mut pool = PoolingAllocationConfig::default();
             pool.total_component_instances(n)
-                .total_core_instances(n.saturating_mul(4))
-                .total_memories(n.saturating_mul(2))
-                .total_tables(n.saturating_mul(2))
+                // Enough for every in-flight instance to be as large as a component may be:
+                // a Python guest has about 10 core instances. Slots are address space, not
+                // memory, until used.
+                .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+                .total_memories(n.saturating_mul(MEMORIES_PER_COMPONENT))
+                .total_tables(n.saturating_mul(TABLES_PER_COMPONENT))
                 .total_stacks(n)
                 .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
                 .max_memories_per_component(MEMORIES_PER_COMPONENT)
                 .max_tables_per_component(TABLES_PER_COMPONENT)
                 .max_memory_size(usize::try_from(options.max_memory_mb << 20).unwrap_or(usize::MAX));
+            // Reset reused slots with memset instead of madvise: no page faults and, above
+            // all, no TLB-shootdown IPIs to the other cores (see docs/performance.md).
+            pool.linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
+                .table_keep_resident(TABLE_KEEP_RESIDENT)
+                .async_stack_keep_resident(STACK_KEEP_RESIDENT);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = wasmtime::Engine::new(&config).map_err(anyhow::Error::from)?;

@@ -24,22 +24,15 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub async fn run(self, mut done: mpsc::UnboundedReceiver<Finished>) {
+    pub async fn run(self, mut done: mpsc::Receiver<Finished>) {
         let mut batch = Vec::with_capacity(COMPLETE_BATCH);
         while done.recv_many(&mut batch, COMPLETE_BATCH).await > 0 {
             let mut completions = Vec::new();
             let mut dead = Vec::new();
-            let mut permits = Vec::with_capacity(batch.len());
             for finished in batch.drain(..) {
                 match finished {
-                    Finished::Done(completion, permit) => {
-                        completions.push(completion);
-                        permits.push(permit);
-                    }
-                    Finished::Dead(letter, permit) => {
-                        dead.push(letter);
-                        permits.push(permit);
-                    }
+                    Finished::Done(completion) => completions.push(completion),
+                    Finished::Dead(letter) => dead.push(letter),
                 }
             }
             let mut failures = 0;
@@ -61,7 +54,6 @@ impl Writer {
                     held.remove(id);
                 }
             }
-            drop(permits);
         }
     }
 

@@ -46,11 +46,16 @@ const MAX_BROKER_BACKOFF: Duration = Duration::from_secs(5);
 /// Longest pause between looks for orphans of dead local consumers.
 const ORPHAN_CHECK: Duration = Duration::from_secs(2);
 
-/// A processed message on its way to the broker, holding its concurrency slot until written.
+/// A processed message on its way to the broker. Its concurrency slot is free again as
+/// soon as its pipeline finished; the bounded channel to the writer is what holds back the
+/// reader when the broker writes slowly.
 enum Finished {
-    Done(Completion, OwnedSemaphorePermit),
-    Dead(DeadLetter, OwnedSemaphorePermit),
+    Done(Completion),
+    Dead(DeadLetter),
 }
+
+/// Finished messages waiting for the writer, per unit of `workers.concurrency`.
+const UNWRITTEN_PER_SLOT: usize = 4;
 
 /// Ids of the messages this worker holds: read or claimed, not yet written.
 type InFlight = Arc<Mutex<HashSet<String>>>;
@@ -138,7 +143,7 @@ pub async fn run(
     let semaphore = Arc::new(Semaphore::new(workers.concurrency));
     let tracker = TaskTracker::new();
     let in_flight: InFlight = Arc::default();
-    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let (done_tx, done_rx) = mpsc::channel(workers.concurrency.saturating_mul(UNWRITTEN_PER_SLOT).max(1));
     let writer = complete::Writer {
         broker: broker.clone(),
         service: name.clone(),
@@ -247,7 +252,7 @@ async fn process(
     service: Arc<ServiceRuntime>,
     delivery: Delivery,
     permit: OwnedSemaphorePermit,
-    done: mpsc::UnboundedSender<Finished>,
+    done: mpsc::Sender<Finished>,
 ) {
     let retry = service.spec.retry;
     let msg = Message { id: delivery.id, service: service.name().to_owned(), fields: delivery.fields };
@@ -262,7 +267,7 @@ async fn process(
             service.name()
         );
         tracing::error!("{error}; moving to dead letters");
-        Finished::Dead(dead_letter(msg, error, 0), permit)
+        Finished::Dead(dead_letter(msg, error, 0))
     } else {
         loop {
             if attempt > retry.max_attempts {
@@ -272,13 +277,13 @@ async fn process(
                     attempt - 1
                 );
                 tracing::error!(attempts = attempt - 1, "{error}; moving to dead letters");
-                break Finished::Dead(dead_letter(msg, error, attempt - 1), permit);
+                break Finished::Dead(dead_letter(msg, error, attempt - 1));
             }
             match service.pipeline.run(&msg).await {
                 Ok(outcome) => {
                     tracing::debug!(wall_us = outcome.stats.wall.as_micros() as u64, attempt, "processed");
                     let id = msg.id.clone();
-                    break Finished::Done(Completion { id, taskbacks: outcome.taskbacks(&msg) }, permit);
+                    break Finished::Done(Completion { id, taskbacks: outcome.taskbacks(&msg) });
                 }
                 Err(err) if attempt < retry.max_attempts => {
                     let pause = backoff(Duration::from_millis(retry.backoff_ms), attempt, Duration::from_secs(60));
@@ -288,14 +293,15 @@ async fn process(
                 }
                 Err(err) => {
                     tracing::error!(attempt, error = %err, "failed for the last time; moving to dead letters");
-                    break Finished::Dead(dead_letter(msg, err.to_string(), attempt), permit);
+                    break Finished::Dead(dead_letter(msg, err.to_string(), attempt));
                 }
             }
         }
     };
+    drop(permit);
     // The receiver lives until every sender is gone; a send error means shutdown raced
     // us, and the message simply stays pending for another worker.
-    let _ = done.send(finished);
+    let _ = done.send(finished).await;
 }
 
 fn dead_letter(msg: Message, error: String, attempts: u32) -> DeadLetter {
