@@ -250,7 +250,7 @@ fn exec_example_round_trips_and_is_restarted() {
     let redis = RedisServer::start();
     component("shout");
     let bot = repo().join("examples/exec/bot.py");
-    let project = example("exec", &[("examples/exec/bot.py", &bot.display().to_string())]);
+    let project = example("exec", &[("[python3, bot.py", &format!("[python3, {}", bot.display()))]);
     let mut host = Running::start(&project, &redis, &["bot"]);
     // Three messages out, three taskbacks back in on its stdin (it reports them on stderr).
     for i in 0..3 {

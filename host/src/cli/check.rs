@@ -94,23 +94,15 @@ fn collector(service: &Service, spec: &CollectorSpec) -> Option<(usize, String)>
         CollectorKind::Tick { schedule, .. } => {
             Schedule::new(schedule).err().map(|err| (spec.line, format!("service {name:?}: tick collector: {err}")))
         }
-        CollectorKind::Exec { command } => {
+        CollectorKind::Exec { command, .. } => {
             let program = command.first()?;
             (!program_exists(program)).then(|| {
-                let where_ = if program.contains('/') {
-                    format!("relative to the working directory {}", working_dir())
-                } else {
-                    "in PATH".to_owned()
-                };
-                (spec.line, format!("service {name:?}: exec collector: program `{program}` not found {where_}"))
+                let where_ = if program.contains('/') { "" } else { " in PATH" };
+                (spec.line, format!("service {name:?}: exec collector: program `{program}` not found{where_}"))
             })
         }
         _ => None,
     }
-}
-
-fn working_dir() -> String {
-    std::env::current_dir().map_or_else(|_| "(unknown)".to_owned(), |d| d.display().to_string())
 }
 
 /// Whether `program` names an executable file: a path as given, or a bare name in `$PATH`.

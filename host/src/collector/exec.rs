@@ -5,6 +5,7 @@
 //! it exits it is started again after an exponential backoff. At shutdown its stdin is
 //! closed, it gets [`GRACE`] to exit, and is then killed.
 
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,7 +39,7 @@ enum Ended {
     Shutdown,
 }
 
-pub async fn run(ctx: Context, command: &[String]) -> anyhow::Result<Exit> {
+pub async fn run(ctx: Context, command: &[String], dir: &Path) -> anyhow::Result<Exit> {
     let name = ctx.service.name.clone();
     let (tx, rx) = mpsc::channel::<String>(256);
     let taskbacks = ctx.spawn_taskbacks(move |entry| {
@@ -53,7 +54,7 @@ pub async fn run(ctx: Context, command: &[String]) -> anyhow::Result<Exit> {
     let shown = command.join(" ");
     let exit = loop {
         let started = Instant::now();
-        let ended = run_program(&ctx, command, &mut outbox).await;
+        let ended = run_program(&ctx, command, dir, &mut outbox).await;
         let why = match ended {
             Ok(Ended::Shutdown) => break Exit::Stopped,
             Ok(Ended::Exited(status)) => format!("program exited ({status})"),
@@ -85,11 +86,17 @@ pub async fn run(ctx: Context, command: &[String]) -> anyhow::Result<Exit> {
 }
 
 /// Runs the program once, until it exits or shutdown.
-async fn run_program(ctx: &Context, command: &[String], outbox: &mut Option<Outbox>) -> anyhow::Result<Ended> {
+async fn run_program(
+    ctx: &Context,
+    command: &[String],
+    dir: &Path,
+    outbox: &mut Option<Outbox>,
+) -> anyhow::Result<Ended> {
     let name = ctx.service.name.as_str();
     let (program, args) = command.split_first().context("empty command")?;
     let mut child = Command::new(program)
         .args(args)
+        .current_dir(dir)
         .env("CANNON_SERVICE", name)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

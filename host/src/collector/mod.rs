@@ -323,7 +323,7 @@ pub fn describe(kind: &CollectorKind) -> String {
         CollectorKind::Stream { service, stream } => {
             format!("stream from {service}:{}", stream_name(*stream))
         }
-        CollectorKind::Exec { command } => format!("exec `{}`", command.join(" ")),
+        CollectorKind::Exec { command, .. } => format!("exec `{}`", command.join(" ")),
     }
 }
 
@@ -392,7 +392,7 @@ async fn run_once(ctx: Context, kind: CollectorKind) -> anyhow::Result<Exit> {
         CollectorKind::Http { listen } => http::run(ctx, &listen).await,
         CollectorKind::Tick { schedule, at_start } => tick::run(ctx, &schedule, at_start).await,
         CollectorKind::Stream { service, stream } => stream::run(ctx, &service, stream).await,
-        CollectorKind::Exec { command } => exec::run(ctx, &command).await,
+        CollectorKind::Exec { command, dir } => exec::run(ctx, &command, &dir).await,
     }
 }
 

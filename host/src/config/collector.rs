@@ -1,6 +1,7 @@
 //! A service's `collector:`: which native source, and its options (tick schedules are
 //! validated here, cron included, so a bad schedule fails at load and not at midnight).
 
+use std::path::Path;
 use std::time::Duration;
 
 use super::component::conf;
@@ -105,7 +106,11 @@ pub(crate) fn collector(ctx: &mut Ctx, node: &Node, path: &str, service: &str) -
         }
         _ => {
             let n = required(ctx, "command", "[\"python3\", \"bot.py\"]")?;
-            CollectorKind::Exec { command: command(ctx, n, &join(path, "command"))? }
+            let mut argv = command(ctx, n, &join(path, "command"))?;
+            if argv[0].contains('/') && Path::new(&argv[0]).is_relative() {
+                argv[0] = ctx.base.join(&argv[0]).display().to_string();
+            }
+            CollectorKind::Exec { command: argv, dir: ctx.base.clone() }
         }
     };
     Some(CollectorSpec { kind, kwargs, line: node.line })

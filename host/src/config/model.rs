@@ -77,7 +77,9 @@ pub enum CollectorKind {
     /// Follows another service's stream with its own consumer group.
     Stream { service: String, stream: StreamKind },
     /// A program that writes JSON-object lines (messages) and reads taskbacks as JSON lines.
-    Exec { command: Vec<String> },
+    /// A program path containing `/` is resolved against the compose file's directory, which
+    /// is also the program's working directory (`dir`).
+    Exec { command: Vec<String>, dir: PathBuf },
 }
 
 #[derive(Debug, Clone)]

@@ -189,7 +189,7 @@ fn full_file() {
         matches!(kind("follow"), Some(CollectorKind::Stream { service, stream: StreamKind::Data }) if service == "dice")
     );
     let argv = |s: &str| match kind(s) {
-        Some(CollectorKind::Exec { command }) => command,
+        Some(CollectorKind::Exec { command, .. }) => command,
         other => panic!("{other:?}"),
     };
     assert_eq!(argv("bridge"), ["python3", "bot.py", "--fast"]);
