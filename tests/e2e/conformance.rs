@@ -121,6 +121,7 @@ conformance!(
     own_pending_is_read_again_after_a_restart,
     stream_info_and_pending,
     streams_are_trimmed_to_about_maxlen,
+    trimming_spares_what_groups_still_need,
     kv_get_set_delete_increment_list,
     kv_ttl_expires,
     kv_quotas,
@@ -357,8 +358,10 @@ async fn stream_info_and_pending(b: Arc<dyn Broker>) {
     let rows = b.pending(SVC, StreamKind::Data, WORKER_GROUP, None, 2).await.expect("pending");
     assert_eq!(rows.iter().map(|p| p.id.clone()).collect::<Vec<_>>(), sent[..2].to_vec(), "oldest first, bounded");
     assert!(rows.iter().all(|p| p.consumer == "c1" && p.deliveries == 1));
+    // The taskback stream gets groups only from the collectors that read it (so a service
+    // without collectors does not keep its taskbacks forever).
     let taskback = b.stream_info(SVC, StreamKind::Taskback).await.expect("info");
-    assert!(taskback.groups.iter().any(|g| g.name == broker::COLLECTOR_GROUP), "prepare makes the collector group");
+    assert!(taskback.groups.is_empty(), "{:?}", taskback.groups);
 }
 
 async fn streams_are_trimmed_to_about_maxlen(b: Arc<dyn Broker>) {
@@ -366,11 +369,42 @@ async fn streams_are_trimmed_to_about_maxlen(b: Arc<dyn Broker>) {
     for i in 0..1000 {
         b.add(SVC, StreamKind::Taskback, &f(&[("i", &i.to_string())])).await.expect("add");
     }
+    // A taskback stream no collector reads has no groups: it is trimmed by length alone.
+    b.trim(SVC).await.expect("trim");
     let info = b.stream_info(SVC, StreamKind::Taskback).await.expect("info");
     // Approximate trimming: at least maxlen entries stay, far fewer than were added.
     assert!((10..300).contains(&info.length), "length {}", info.length);
     let newest = b.tail(SVC, StreamKind::Taskback, "0-0", 1000, NO_WAIT).await.expect("tail");
     assert_eq!(newest.last().map(|e| e.fields.clone()), Some(f(&[("i", "999")])), "the newest entries are kept");
+}
+
+async fn trimming_spares_what_groups_still_need(b: Arc<dyn Broker>) {
+    b.prepare(SVC, 10).await.expect("prepare");
+    let ids = add_n(&*b, 200).await;
+    let length = |b: Arc<dyn Broker>| async move { b.stream_info(SVC, StreamKind::Data).await.expect("info").length };
+    // Nothing read yet: all 200 are backlog, far beyond maxlen, and all stay.
+    b.trim(SVC).await.expect("trim");
+    assert_eq!(length(b.clone()).await, 200);
+    // 100 read, the first 60 done: the 40 read-but-unfinished and the 100 unread stay.
+    let got = b.read(SVC, "w", 100, NO_WAIT).await.expect("read");
+    assert_eq!(got.len(), 100);
+    let done: Vec<Completion> =
+        ids[..60].iter().map(|id| Completion { id: id.clone(), taskbacks: Vec::new() }).collect();
+    b.complete(SVC, &done).await.expect("complete");
+    b.trim(SVC).await.expect("trim");
+    assert!(length(b.clone()).await >= 140);
+    let rest = b.read(SVC, "w", 1000, NO_WAIT).await.expect("read the rest");
+    assert_eq!(rest.len(), 100, "no unread entry was trimmed away");
+    // Everything done: the next add (embedded) or trim (Redis) brings it back to about maxlen.
+    let done: Vec<Completion> =
+        ids[60..].iter().map(|id| Completion { id: id.clone(), taskbacks: Vec::new() }).collect();
+    b.complete(SVC, &done).await.expect("complete");
+    b.add(SVC, StreamKind::Data, &f(&[("i", "last")])).await.expect("add");
+    b.trim(SVC).await.expect("trim");
+    let left = length(b.clone()).await;
+    assert!(left <= 101, "length {left}");
+    let unread = b.read(SVC, "w", 10, NO_WAIT).await.expect("read");
+    assert_eq!(unread.iter().map(|d| d.fields.clone()).collect::<Vec<_>>(), vec![f(&[("i", "last")])]);
 }
 
 fn quota(max_keys: u64, max_bytes: u64) -> KvQuota {

@@ -198,6 +198,12 @@ pub trait Broker: KvStore + Send + Sync + 'static {
         count: usize,
     ) -> Result<Vec<Entry>>;
 
+    /// Trims the service's data and taskback streams to about `stream.maxlen` entries, never
+    /// removing an entry that one of the stream's consumer groups has not yet handled (read
+    /// and acknowledged): a backlog is kept whole, however long. A stream without groups (the
+    /// dead letters, a taskback stream nobody collects) is trimmed by length alone.
+    async fn trim(&self, service: &str) -> Result<()>;
+
     /// Deletes the service's streams, groups and kv data (used by `cannon-host bench` for its
     /// scratch namespace).
     async fn drop_service(&self, service: &str) -> Result<()>;

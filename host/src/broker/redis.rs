@@ -15,8 +15,8 @@ use redis::{AsyncConnectionConfig, Client, Cmd, Value};
 
 use crate::broker::parse::{self, RawEntry};
 use crate::broker::{
-    Broker, BrokerError, COLLECTOR_GROUP, Completion, DeadLetter, Delivery, Entry, ID_FIELD, PendingEntry, Result,
-    StreamInfo, StreamKind, WORKER_GROUP,
+    Broker, BrokerError, Completion, DeadLetter, Delivery, Entry, ID_FIELD, PendingEntry, Result, StreamInfo,
+    StreamKind, WORKER_GROUP,
 };
 
 /// Default approximate stream length when a service was not prepared.
@@ -121,9 +121,15 @@ impl RedisBroker {
         Ok(value)
     }
 
-    pub(super) fn xadd(&self, key: &str, maxlen: u64, fields: &[(String, String)]) -> Cmd {
+    /// `XADD`; with `maxlen`, trimmed by length on the way (only for streams without
+    /// consumer groups: the others are trimmed by [`Broker::trim`], which spares backlogs).
+    pub(super) fn xadd(&self, key: &str, maxlen: Option<u64>, fields: &[(String, String)]) -> Cmd {
         let mut cmd = redis::cmd("XADD");
-        cmd.arg(key).arg("MAXLEN").arg("~").arg(maxlen).arg("*");
+        cmd.arg(key);
+        if let Some(maxlen) = maxlen {
+            cmd.arg("MAXLEN").arg("~").arg(maxlen);
+        }
+        cmd.arg("*");
         for (k, v) in fields {
             cmd.arg(k).arg(v);
         }
@@ -201,13 +207,14 @@ impl Broker for RedisBroker {
 
     async fn prepare(&self, service: &str, maxlen: u64) -> Result<()> {
         self.maxlen.write().unwrap_or_else(PoisonError::into_inner).insert(service.to_owned(), maxlen);
-        // "0": messages sent before the first worker started are processed too.
-        self.ensure_group(&self.key(service, StreamKind::Data), WORKER_GROUP, "0").await?;
-        self.ensure_group(&self.key(service, StreamKind::Taskback), COLLECTOR_GROUP, "$").await
+        // "0": messages sent before the first worker started are processed too. The
+        // taskback stream gets its groups from the collectors that read it.
+        self.ensure_group(&self.key(service, StreamKind::Data), WORKER_GROUP, "0").await
     }
 
     async fn add(&self, service: &str, stream: StreamKind, fields: &[(String, String)]) -> Result<String> {
-        let cmd = self.xadd(&self.key(service, stream), self.maxlen(service), fields);
+        let maxlen = (stream == StreamKind::Dead).then(|| self.maxlen(service));
+        let cmd = self.xadd(&self.key(service, stream), maxlen, fields);
         match self.query(&cmd).await? {
             Value::BulkString(id) => Ok(String::from_utf8_lossy(&id).into_owned()),
             Value::SimpleString(id) => Ok(id),
@@ -257,7 +264,6 @@ impl Broker for RedisBroker {
         }
         let data = self.key(service, StreamKind::Data);
         let taskback = self.key(service, StreamKind::Taskback);
-        let maxlen = self.maxlen(service);
         let mut pipe = redis::pipe();
         pipe.atomic();
         let mut plain_acks = Vec::new();
@@ -267,7 +273,7 @@ impl Broker for RedisBroker {
                 continue;
             }
             for fields in &completion.taskbacks {
-                pipe.add_command(self.xadd(&taskback, maxlen, fields)).ignore();
+                pipe.add_command(self.xadd(&taskback, None, fields)).ignore();
             }
             pipe.cmd("XACK").arg(&data).arg(WORKER_GROUP).arg(&completion.id).ignore();
         }
@@ -293,7 +299,7 @@ impl Broker for RedisBroker {
             fields.push(("cannon.error".to_owned(), letter.error.clone()));
             fields.push(("cannon.attempts".to_owned(), letter.attempts.to_string()));
             fields.push(("cannon.failed_at".to_owned(), letter.failed_at_ms.to_string()));
-            pipe.add_command(self.xadd(&dead_key, maxlen, &fields)).ignore();
+            pipe.add_command(self.xadd(&dead_key, Some(maxlen), &fields)).ignore();
             pipe.cmd("XACK").arg(&data).arg(WORKER_GROUP).arg(&letter.id).ignore();
         }
         let mut con = self.manager.clone();
@@ -333,6 +339,14 @@ impl Broker for RedisBroker {
         };
         let raw = parse::read_reply(&reply).map_err(|d| self.protocol("XREADGROUP", d))?;
         self.live_entries(&key, group, raw).await
+    }
+
+    async fn trim(&self, service: &str) -> Result<()> {
+        let maxlen = self.maxlen(service);
+        for stream in [StreamKind::Data, StreamKind::Taskback] {
+            self.trim_stream(&self.key(service, stream), maxlen).await?;
+        }
+        Ok(())
     }
 
     async fn drop_service(&self, service: &str) -> Result<()> {
@@ -431,7 +445,7 @@ impl Broker for RedisBroker {
     async fn replay(&self, service: &str, dead_ids: &[String]) -> Result<Vec<(String, String)>> {
         let data = self.key(service, StreamKind::Data);
         let dead = self.key(service, StreamKind::Dead);
-        self.replay_dead(&data, &dead, self.maxlen(service), dead_ids).await
+        self.replay_dead(&data, &dead, dead_ids).await
     }
 }
 

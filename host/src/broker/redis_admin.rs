@@ -18,6 +18,40 @@ const SCRIPT_CHUNK: usize = 256;
 /// Refreshes the idle time of the ids (ARGV[3..]) still pending with consumer ARGV[2] in
 /// group ARGV[1] of stream KEYS[1] (`XCLAIM ... JUSTID` does not count a delivery), and
 /// returns them.
+/// `XTRIM` that keeps every entry a consumer group still needs. KEYS[1] stream, ARGV[1]
+/// maxlen. Without groups: `MAXLEN ~`. With groups: `MINID ~` the oldest id any group still
+/// needs (its oldest pending entry, else the entry after the last it was handed).
+static TRIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local maxlen = tonumber(ARGV[1])
+if redis.call('XLEN', KEYS[1]) <= maxlen then return 0 end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then return redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', maxlen) end
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local safe_ms, safe_seq = nil, nil
+for _, g in ipairs(groups) do
+  local info = {}
+  for i = 1, #g, 2 do info[g[i]] = g[i + 1] end
+  local ms, seq
+  if tonumber(info['pending']) > 0 then
+    ms, seq = parse(redis.call('XPENDING', KEYS[1], info['name'])[2])
+  else
+    ms, seq = parse(info['last-delivered-id'])
+    seq = seq + 1
+  end
+  if safe_ms == nil or ms < safe_ms or (ms == safe_ms and seq < safe_seq) then
+    safe_ms, safe_seq = ms, seq
+  end
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%.0f-%.0f', safe_ms, safe_seq))
+",
+    )
+});
+
 static KEEP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -59,26 +93,26 @@ return out
     )
 });
 
-/// Moves dead letters (ids ARGV[2..] of KEYS[2]) to the data stream KEYS[1] (`MAXLEN ~
-/// ARGV[1]`) without the fields the dead-letter writer added; returns `[dead id, new id]`.
+/// Moves dead letters (ids ARGV[1..] of KEYS[2]) to the data stream KEYS[1] without the
+/// fields the dead-letter writer added; returns `[dead id, new id]`.
 static REPLAY: LazyLock<Script> = LazyLock::new(|| {
     let strip: Vec<String> = DEAD_FIELDS.iter().map(|f| format!("['{f}'] = true")).collect();
     Script::new(&format!(
         r"
 local strip = {{ {} }}
 local out = {{}}
-for i = 2, #ARGV do
+for i = 1, #ARGV do
   local found = redis.call('XRANGE', KEYS[2], ARGV[i], ARGV[i])
   if #found > 0 then
     local flat = found[1][2]
-    local args = {{KEYS[1], 'MAXLEN', '~', ARGV[1], '*'}}
+    local args = {{KEYS[1], '*'}}
     for j = 1, #flat, 2 do
       if not strip[flat[j]] then
         args[#args + 1] = flat[j]
         args[#args + 1] = flat[j + 1]
       end
     end
-    if #args == 5 then
+    if #args == 2 then
       for j = 1, #flat do args[#args + 1] = flat[j] end
     end
     local new = redis.call('XADD', unpack(args))
@@ -110,6 +144,11 @@ impl RedisBroker {
             Some(_) => self.err(e),
             None => self.protocol(what, e.to_string()),
         })
+    }
+
+    /// Trims one stream without losing what a group still needs (see [`TRIM`]).
+    pub(super) async fn trim_stream(&self, key: &str, maxlen: u64) -> Result<()> {
+        self.run_script(&TRIM, "XTRIM", &[key], &[maxlen.to_string()]).await.map(drop)
     }
 
     pub(super) async fn info(&self, key: &str) -> Result<StreamInfo> {
@@ -209,18 +248,10 @@ impl RedisBroker {
         Ok(owned)
     }
 
-    pub(super) async fn replay_dead(
-        &self,
-        data: &str,
-        dead: &str,
-        maxlen: u64,
-        ids: &[String],
-    ) -> Result<Vec<(String, String)>> {
+    pub(super) async fn replay_dead(&self, data: &str, dead: &str, ids: &[String]) -> Result<Vec<(String, String)>> {
         let mut moved = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(SCRIPT_CHUNK) {
-            let mut args = vec![maxlen.to_string()];
-            args.extend(chunk.iter().cloned());
-            let reply = self.run_script(&REPLAY, "replay script", &[data, dead], &args).await?;
+            let reply = self.run_script(&REPLAY, "replay script", &[data, dead], chunk).await?;
             moved.extend(parse::string_pairs(&reply).map_err(|d| self.protocol("replay script", d))?);
         }
         Ok(moved)

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -15,6 +15,8 @@ use crate::broker::{Broker, BrokerError, Completion, DeadLetter};
 
 /// Most finished messages written to the broker in one transaction.
 const COMPLETE_BATCH: usize = 512;
+/// How often the writer trims the service's streams (`Broker::trim`).
+const TRIM_EVERY: Duration = Duration::from_secs(1);
 
 pub struct Writer {
     pub broker: Arc<dyn Broker>,
@@ -26,6 +28,7 @@ pub struct Writer {
 impl Writer {
     pub async fn run(self, mut done: mpsc::Receiver<Finished>) {
         let mut batch = Vec::with_capacity(COMPLETE_BATCH);
+        let mut last_trim = Instant::now();
         while done.recv_many(&mut batch, COMPLETE_BATCH).await > 0 {
             let mut completions = Vec::new();
             let mut dead = Vec::new();
@@ -52,6 +55,12 @@ impl Writer {
                 let mut held = lock(&self.in_flight);
                 for id in completions.iter().map(|c| &c.id).chain(dead.iter().map(|d| &d.id)) {
                     held.remove(id);
+                }
+            }
+            if last_trim.elapsed() >= TRIM_EVERY {
+                last_trim = Instant::now();
+                if let Err(err) = self.broker.trim(&self.service).await {
+                    tracing::warn!(service = %self.service, error = %err, "cannot trim the streams");
                 }
             }
         }

@@ -25,8 +25,8 @@ use async_trait::async_trait;
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::broker::{
-    Broker, BrokerError, COLLECTOR_GROUP, Completion, DeadLetter, Delivery, Entry, PendingEntry, Result, StreamInfo,
-    StreamKind, WORKER_GROUP,
+    Broker, BrokerError, Completion, DeadLetter, Delivery, Entry, PendingEntry, Result, StreamInfo, StreamKind,
+    WORKER_GROUP,
 };
 
 /// How often a blocked read looks for entries added by other processes.
@@ -207,9 +207,9 @@ impl Broker for EmbeddedBroker {
             for key in &keys {
                 streams::set_maxlen(tx, key, maxlen)?;
             }
-            // "0": messages sent before the first worker started are processed too.
-            streams::create_group(tx, &keys[0], WORKER_GROUP, "0")?;
-            streams::create_group(tx, &keys[1], COLLECTOR_GROUP, "$")
+            // "0": messages sent before the first worker started are processed too. The
+            // taskback stream gets its groups from the collectors that read it.
+            streams::create_group(tx, &keys[0], WORKER_GROUP, "0")
         })
         .await
     }
@@ -284,6 +284,11 @@ impl Broker for EmbeddedBroker {
         let (key, group, consumer) = (self.key(service, stream), group.to_owned(), consumer.to_owned());
         let got = self.write(move |tx| streams::read_own_pending(tx, &key, &group, &consumer, count.max(1))).await?;
         Ok(got.into_iter().map(|(id, fields)| Entry { id, fields }).collect())
+    }
+
+    async fn trim(&self, _service: &str) -> Result<()> {
+        // Every add trims its stream (see `streams::add`), sparing what groups still need.
+        Ok(())
     }
 
     async fn drop_service(&self, service: &str) -> Result<()> {

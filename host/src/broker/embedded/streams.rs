@@ -135,14 +135,15 @@ pub fn add(tx: &Transaction<'_>, stream: &str, fields: &Fields) -> Result<String
         params![stream, id.0, id.1, encode(fields)?],
     )?;
     let mut length = length + 1;
-    // `MAXLEN ~`: trim in steps, not on every add.
+    // `MAXLEN ~`: trim in steps, not on every add, and never past what a group still needs.
     let slack = (maxlen / 64).clamp(1, 1000);
     if length >= maxlen.saturating_add(slack) {
         let excess = length - maxlen;
+        let below = oldest_needed(tx, stream)?.unwrap_or((i64::MAX, i64::MAX));
         let removed = tx.execute(
             "DELETE FROM entries WHERE stream = ?1 AND (ms, seq) IN
-                (SELECT ms, seq FROM entries WHERE stream = ?1 ORDER BY ms, seq LIMIT ?2)",
-            params![stream, excess],
+                (SELECT ms, seq FROM entries WHERE stream = ?1 AND (ms, seq) < (?3, ?4) ORDER BY ms, seq LIMIT ?2)",
+            params![stream, excess, below.0, below.1],
         )?;
         length -= i64::try_from(removed).unwrap_or(0);
     }
@@ -151,6 +152,28 @@ pub fn add(tx: &Transaction<'_>, stream: &str, fields: &Fields) -> Result<String
         params![stream, id.0, id.1, length],
     )?;
     Ok(format_id(id))
+}
+
+/// The oldest id some consumer group of `stream` still needs: its oldest pending entry, or
+/// else the entry after the last one it was handed. `None` when the stream has no groups.
+fn oldest_needed(conn: &Connection, stream: &str) -> Result<Option<Id>, Fail> {
+    let mut groups = conn.prepare_cached("SELECT name, last_ms, last_seq FROM groups WHERE stream = ?1")?;
+    let groups = groups
+        .query_map([stream], |r| Ok((r.get::<_, String>(0)?, (r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))))?
+        .collect::<Result<Vec<(String, Id)>, _>>()?;
+    let mut oldest: Option<Id> = None;
+    for (group, (last_ms, last_seq)) in groups {
+        let pending: Option<Id> = conn
+            .query_row(
+                "SELECT ms, seq FROM pending WHERE stream = ?1 AND grp = ?2 ORDER BY ms, seq LIMIT 1",
+                params![stream, group],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let needed = pending.unwrap_or((last_ms, last_seq.saturating_add(1)));
+        oldest = Some(oldest.map_or(needed, |o| o.min(needed)));
+    }
+    Ok(oldest)
 }
 
 fn last_generated(conn: &Connection, stream: &str) -> Result<Id, Fail> {
