@@ -116,6 +116,7 @@ conformance!(
     keep_refreshes_and_reports_ownership,
     claim_only_from_the_named_consumer,
     dead_letters_and_replay,
+    only_the_holder_writes_and_only_once,
     last_id_and_tail,
     create_group_and_read_group,
     own_pending_is_read_again_after_a_restart,
@@ -165,7 +166,7 @@ async fn add_read_complete_ack(b: Arc<dyn Broker>) {
         Completion { id: sent[0].clone(), taskbacks: vec![f(&[("text", "A"), ("cannon.id", &sent[0])])] },
         Completion { id: sent[1].clone(), taskbacks: vec![] },
     ];
-    b.complete(SVC, &done).await.expect("complete");
+    assert_eq!(b.complete(SVC, "c1", &done).await.expect("complete"), 0);
     assert_eq!(pending_ids(&*b, None).await, vec![sent[2].clone()]);
     let taskbacks = b.tail(SVC, StreamKind::Taskback, "0-0", 10, NO_WAIT).await.expect("tail");
     assert_eq!(taskbacks.len(), 1);
@@ -214,7 +215,7 @@ async fn keep_refreshes_and_reports_ownership(b: Arc<dyn Broker>) {
     let got = b.reclaim(SVC, "c2", Duration::from_millis(200), 10).await.expect("reclaim");
     assert_eq!(ids(&got), vec![sent[1].clone()]);
     assert_eq!(b.keep(SVC, "c1", &sent).await.expect("keep"), vec![sent[0].clone()]);
-    b.complete(SVC, &[Completion { id: sent[0].clone(), taskbacks: vec![] }]).await.expect("complete");
+    b.complete(SVC, "c1", &[Completion { id: sent[0].clone(), taskbacks: vec![] }]).await.expect("complete");
     assert!(b.keep(SVC, "c1", &sent).await.expect("keep").is_empty(), "acknowledged entries are no one's");
     let pending = b.pending(SVC, StreamKind::Data, WORKER_GROUP, None, 10).await.expect("pending");
     assert_eq!(pending.len(), 1);
@@ -254,7 +255,7 @@ async fn dead_letters_and_replay(b: Arc<dyn Broker>) {
         attempts: 3,
         failed_at_ms: 1_700_000_000_000,
     };
-    b.bury(SVC, &[letter]).await.expect("bury");
+    assert_eq!(b.bury(SVC, "c1", &[letter]).await.expect("bury"), 0);
     assert!(pending_ids(&*b, None).await.is_empty(), "a dead letter is acknowledged");
     let dead = b.tail(SVC, StreamKind::Dead, "0-0", 10, NO_WAIT).await.expect("tail");
     assert_eq!(dead.len(), 1);
@@ -277,6 +278,42 @@ async fn dead_letters_and_replay(b: Arc<dyn Broker>) {
     assert_eq!(ids(&again), vec![moved[0].1.clone()]);
     assert_eq!(again[0].fields, f(&[("n", "0")]), "replayed without the dead-letter fields");
     assert!(b.replay(SVC, &[dead[0].id.clone()]).await.expect("replay").is_empty(), "replayed once only");
+}
+
+/// A message is written (taskbacks or dead letter, and its ack) only by the consumer that
+/// holds it, and only once: a repeated write, or one by a worker whose message was taken
+/// over, is left alone. Entries too large for Redis's script path take the other path.
+async fn only_the_holder_writes_and_only_once(b: Arc<dyn Broker>) {
+    b.prepare(SVC, 1000).await.expect("prepare");
+    let sent = add_n(&*b, 4).await;
+    b.read(SVC, "c1", 10, NO_WAIT).await.expect("read");
+    b.claim(SVC, "c2", "c1", &sent[..1]).await.expect("claim");
+    // A taskback with more field pairs than one Lua call can unpack.
+    let large: Vec<(String, String)> = (0..5000).map(|i| (format!("k{i}"), i.to_string())).collect();
+    let done = vec![
+        Completion { id: sent[0].clone(), taskbacks: vec![f(&[("by", "c1")])] },
+        Completion { id: sent[1].clone(), taskbacks: vec![f(&[("by", "c1")]), f(&[("extra", "1")])] },
+        Completion { id: sent[2].clone(), taskbacks: vec![large.clone()] },
+    ];
+    assert_eq!(b.complete(SVC, "c1", &done).await.expect("complete"), 1, "c2 holds the first now");
+    assert_eq!(b.complete(SVC, "c1", &done).await.expect("complete again"), 3, "nothing twice");
+    let letter = |id: &String| DeadLetter {
+        id: id.clone(),
+        fields: f(&[("n", "3")]),
+        error: "boom".into(),
+        attempts: 3,
+        failed_at_ms: 1,
+    };
+    assert_eq!(b.bury(SVC, "c2", &[letter(&sent[3])]).await.expect("bury"), 1, "c1 holds it");
+    assert_eq!(b.bury(SVC, "c1", &[letter(&sent[3])]).await.expect("bury"), 0);
+    assert_eq!(b.bury(SVC, "c1", &[letter(&sent[3])]).await.expect("bury again"), 1);
+
+    let taskbacks = b.tail(SVC, StreamKind::Taskback, "0-0", 10, NO_WAIT).await.expect("tail");
+    let fields: Vec<Vec<(String, String)>> = taskbacks.into_iter().map(|e| e.fields).collect();
+    assert_eq!(fields, vec![f(&[("by", "c1")]), f(&[("extra", "1")]), large]);
+    assert_eq!(b.tail(SVC, StreamKind::Dead, "0-0", 10, NO_WAIT).await.expect("tail").len(), 1);
+    assert_eq!(pending_ids(&*b, None).await, vec![sent[0].clone()], "only c2's message is left");
+    assert_eq!(pending_ids(&*b, Some("c2")).await, vec![sent[0].clone()]);
 }
 
 async fn last_id_and_tail(b: Arc<dyn Broker>) {
@@ -390,7 +427,7 @@ async fn trimming_spares_what_groups_still_need(b: Arc<dyn Broker>) {
     assert_eq!(got.len(), 100);
     let done: Vec<Completion> =
         ids[..60].iter().map(|id| Completion { id: id.clone(), taskbacks: Vec::new() }).collect();
-    b.complete(SVC, &done).await.expect("complete");
+    b.complete(SVC, "w", &done).await.expect("complete");
     b.trim(SVC).await.expect("trim");
     assert!(length(b.clone()).await >= 140);
     let rest = b.read(SVC, "w", 1000, NO_WAIT).await.expect("read the rest");
@@ -398,7 +435,7 @@ async fn trimming_spares_what_groups_still_need(b: Arc<dyn Broker>) {
     // Everything done: the next add (embedded) or trim (Redis) brings it back to about maxlen.
     let done: Vec<Completion> =
         ids[60..].iter().map(|id| Completion { id: id.clone(), taskbacks: Vec::new() }).collect();
-    b.complete(SVC, &done).await.expect("complete");
+    b.complete(SVC, "w", &done).await.expect("complete");
     b.add(SVC, StreamKind::Data, &f(&[("i", "last")])).await.expect("add");
     b.trim(SVC).await.expect("trim");
     let left = length(b.clone()).await;

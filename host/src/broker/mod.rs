@@ -77,6 +77,18 @@ pub struct DeadLetter {
     pub failed_at_ms: u64,
 }
 
+impl DeadLetter {
+    /// The dead-stream entry: the message's fields, then the [`DEAD_FIELDS`].
+    pub fn entry(&self) -> Fields {
+        let mut fields = self.fields.clone();
+        fields.push((ID_FIELD.to_owned(), self.id.clone()));
+        fields.push(("cannon.error".to_owned(), self.error.clone()));
+        fields.push(("cannon.attempts".to_owned(), self.attempts.to_string()));
+        fields.push(("cannon.failed_at".to_owned(), self.failed_at_ms.to_string()));
+        fields
+    }
+}
+
 /// Fields [`Broker::bury`] adds to a dead letter (after the message's own fields), and
 /// which [`Broker::replay`] strips again.
 pub const DEAD_FIELDS: [&str; 4] = [ID_FIELD, "cannon.error", "cannon.attempts", "cannon.failed_at"];
@@ -165,11 +177,16 @@ pub trait Broker: KvStore + Send + Sync + 'static {
     /// Takes over entries pending longer than `min_idle` with any consumer.
     async fn reclaim(&self, service: &str, consumer: &str, min_idle: Duration, count: usize) -> Result<Vec<Delivery>>;
 
-    /// For each completion, atomically: add its taskbacks, acknowledge its entry.
-    async fn complete(&self, service: &str, done: &[Completion]) -> Result<()>;
+    /// For each completion whose entry is still pending with `consumer` (data stream, worker
+    /// group), atomically: check that, add its taskbacks, acknowledge the entry. An entry
+    /// `consumer` no longer holds (taken over after the visibility timeout, or acknowledged by
+    /// an earlier write whose reply was lost) is left alone, so nothing is written twice.
+    /// Returns how many were left alone.
+    async fn complete(&self, service: &str, consumer: &str, done: &[Completion]) -> Result<usize>;
 
-    /// For each dead letter, atomically: add it to the dead stream, acknowledge its entry.
-    async fn bury(&self, service: &str, dead: &[DeadLetter]) -> Result<()>;
+    /// Like [`Broker::complete`], for dead letters: each goes to the dead stream and its
+    /// entry is acknowledged, if `consumer` still holds it. Returns how many were left alone.
+    async fn bury(&self, service: &str, consumer: &str, dead: &[DeadLetter]) -> Result<usize>;
 
     /// Creates consumer group `group` on one of the service's streams when missing, starting
     /// at `start` (`"0"`: the whole stream, `"$"`: new entries only).

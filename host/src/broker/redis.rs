@@ -14,9 +14,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncConnectionConfig, Client, Cmd, Value};
 
 use crate::broker::parse::{self, RawEntry};
+use crate::broker::redis_admin::Finished;
 use crate::broker::{
-    Broker, BrokerError, Completion, DeadLetter, Delivery, Entry, ID_FIELD, PendingEntry, Result, StreamInfo,
-    StreamKind, WORKER_GROUP,
+    Broker, BrokerError, Completion, DeadLetter, Delivery, Entry, Fields, PendingEntry, Result, StreamInfo, StreamKind,
+    WORKER_GROUP,
 };
 
 /// Default approximate stream length when a service was not prepared.
@@ -258,52 +259,21 @@ impl Broker for RedisBroker {
             .collect())
     }
 
-    async fn complete(&self, service: &str, done: &[Completion]) -> Result<()> {
-        if done.is_empty() {
-            return Ok(());
-        }
-        let data = self.key(service, StreamKind::Data);
-        let taskback = self.key(service, StreamKind::Taskback);
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let mut plain_acks = Vec::new();
-        for completion in done {
-            if completion.taskbacks.is_empty() {
-                plain_acks.push(completion.id.as_str());
-                continue;
-            }
-            for fields in &completion.taskbacks {
-                pipe.add_command(self.xadd(&taskback, None, fields)).ignore();
-            }
-            pipe.cmd("XACK").arg(&data).arg(WORKER_GROUP).arg(&completion.id).ignore();
-        }
-        if !plain_acks.is_empty() {
-            pipe.cmd("XACK").arg(&data).arg(WORKER_GROUP).arg(&plain_acks).ignore();
-        }
-        let mut con = self.manager.clone();
-        pipe.query_async::<()>(&mut con).await.map_err(|e| self.err(e))
+    async fn complete(&self, service: &str, consumer: &str, done: &[Completion]) -> Result<usize> {
+        let finished: Vec<Finished<'_>> = done
+            .iter()
+            .map(|c| Finished { id: &c.id, entries: c.taskbacks.iter().map(Vec::as_slice).collect() })
+            .collect();
+        let (data, taskback) = (self.key(service, StreamKind::Data), self.key(service, StreamKind::Taskback));
+        self.finish(&data, &taskback, None, consumer, &finished).await
     }
 
-    async fn bury(&self, service: &str, dead: &[DeadLetter]) -> Result<()> {
-        if dead.is_empty() {
-            return Ok(());
-        }
-        let data = self.key(service, StreamKind::Data);
-        let dead_key = self.key(service, StreamKind::Dead);
-        let maxlen = self.maxlen(service);
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for letter in dead {
-            let mut fields = letter.fields.clone();
-            fields.push((ID_FIELD.to_owned(), letter.id.clone()));
-            fields.push(("cannon.error".to_owned(), letter.error.clone()));
-            fields.push(("cannon.attempts".to_owned(), letter.attempts.to_string()));
-            fields.push(("cannon.failed_at".to_owned(), letter.failed_at_ms.to_string()));
-            pipe.add_command(self.xadd(&dead_key, Some(maxlen), &fields)).ignore();
-            pipe.cmd("XACK").arg(&data).arg(WORKER_GROUP).arg(&letter.id).ignore();
-        }
-        let mut con = self.manager.clone();
-        pipe.query_async::<()>(&mut con).await.map_err(|e| self.err(e))
+    async fn bury(&self, service: &str, consumer: &str, dead: &[DeadLetter]) -> Result<usize> {
+        let entries: Vec<Fields> = dead.iter().map(DeadLetter::entry).collect();
+        let finished: Vec<Finished<'_>> =
+            dead.iter().zip(&entries).map(|(d, e)| Finished { id: &d.id, entries: vec![e.as_slice()] }).collect();
+        let (data, dead_key) = (self.key(service, StreamKind::Data), self.key(service, StreamKind::Dead));
+        self.finish(&data, &dead_key, Some(self.maxlen(service)), consumer, &finished).await
     }
 
     async fn create_group(&self, service: &str, stream: StreamKind, group: &str, start: &str) -> Result<()> {

@@ -15,9 +15,6 @@ use crate::broker::{
 /// Most ids handed to one script call (Lua's `unpack` and the reply stay small).
 const SCRIPT_CHUNK: usize = 256;
 
-/// Refreshes the idle time of the ids (ARGV[3..]) still pending with consumer ARGV[2] in
-/// group ARGV[1] of stream KEYS[1] (`XCLAIM ... JUSTID` does not count a delivery), and
-/// returns them.
 /// `XTRIM` that keeps every entry a consumer group still needs. KEYS[1] stream, ARGV[1]
 /// maxlen. Without groups: `MAXLEN ~`. With groups: `MINID ~` the oldest id any group still
 /// needs (its oldest pending entry, else the entry after the last it was handed).
@@ -52,6 +49,9 @@ return redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%.0f-%.0f', saf
     )
 });
 
+/// Refreshes the idle time of the ids (ARGV[3..]) still pending with consumer ARGV[2] in
+/// group ARGV[1] of stream KEYS[1] (`XCLAIM ... JUSTID` does not count a delivery), and
+/// returns them.
 static KEEP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -67,6 +67,54 @@ return owned
 ",
     )
 });
+
+/// Writes finished messages, each only if consumer ARGV[2] of group ARGV[1] still holds it
+/// in stream KEYS[1]: adds its entries to stream KEYS[2] (trimmed to `MAXLEN ~ ARGV[3]`
+/// unless that is empty) and acknowledges it. ARGV[4..] is, per message: its id, its number
+/// of entries, then per entry its number of field pairs and the fields. Returns how many
+/// messages were no longer held and left alone.
+static FINISH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local group, consumer = ARGV[1], ARGV[2]
+local acked, skipped = {}, 0
+local i = 4
+while i <= #ARGV do
+  local id, entries = ARGV[i], tonumber(ARGV[i + 1])
+  i = i + 2
+  local held = #redis.call('XPENDING', KEYS[1], group, id, id, 1, consumer) > 0
+  for _ = 1, entries do
+    local pairs = tonumber(ARGV[i])
+    if held then
+      local cmd = {'XADD', KEYS[2]}
+      if ARGV[3] ~= '' then
+        cmd[3], cmd[4], cmd[5] = 'MAXLEN', '~', ARGV[3]
+      end
+      cmd[#cmd + 1] = '*'
+      for j = i + 1, i + 2 * pairs do cmd[#cmd + 1] = ARGV[j] end
+      redis.call(unpack(cmd))
+    end
+    i = i + 1 + 2 * pairs
+  end
+  if held then acked[#acked + 1] = id else skipped = skipped + 1 end
+end
+if #acked > 0 then redis.call('XACK', KEYS[1], group, unpack(acked)) end
+return skipped
+",
+    )
+});
+
+/// Most field pairs of one entry the finish script takes: Lua's `unpack` stops at 8,000
+/// values. Larger entries take the two-step path of [`RedisBroker::finish`].
+const SCRIPT_MAX_PAIRS: usize = 3_000;
+/// Most arguments in one finish-script call.
+const SCRIPT_MAX_ARGS: usize = 100_000;
+
+/// One finished message for [`RedisBroker::finish`]: its id and the entries to add for it.
+pub(super) struct Finished<'a> {
+    pub id: &'a str,
+    pub entries: Vec<&'a [(String, String)]>,
+}
 
 /// Moves the ids (ARGV[4..]) pending with consumer ARGV[3] to consumer ARGV[2] (group
 /// ARGV[1], stream KEYS[1]), counting a delivery; returns `[id, fields, deliveries]` of each.
@@ -246,6 +294,82 @@ impl RedisBroker {
             owned.extend(parse::strings(&reply).map_err(|d| self.protocol("keep script", d))?);
         }
         Ok(owned)
+    }
+
+    /// Writes finished messages to stream `out` and acknowledges them in `data`, each
+    /// atomically and only if `consumer` still holds it (one Lua script per chunk); returns
+    /// how many were left alone. A message with an entry too large for the script is written
+    /// in two steps instead: a check that refreshes the claim, then `MULTI/EXEC`.
+    pub(super) async fn finish(
+        &self,
+        data: &str,
+        out: &str,
+        maxlen: Option<u64>,
+        consumer: &str,
+        done: &[Finished<'_>],
+    ) -> Result<usize> {
+        let (large, small): (Vec<&Finished<'_>>, Vec<&Finished<'_>>) =
+            done.iter().partition(|f| f.entries.iter().any(|e| e.len() > SCRIPT_MAX_PAIRS));
+        let maxlen = maxlen.map(|n| n.to_string()).unwrap_or_default();
+        let mut skipped = 0;
+        let mut rest = small.as_slice();
+        while !rest.is_empty() {
+            let mut invocation = FINISH.prepare_invoke();
+            invocation.key(data).key(out).arg(WORKER_GROUP).arg(consumer).arg(&maxlen);
+            let mut args = 3;
+            let mut taken = 0;
+            for finished in rest {
+                if taken > 0 && (taken == SCRIPT_CHUNK || args >= SCRIPT_MAX_ARGS) {
+                    break;
+                }
+                invocation.arg(finished.id).arg(finished.entries.len());
+                for entry in &finished.entries {
+                    invocation.arg(entry.len());
+                    for (k, v) in entry.iter() {
+                        invocation.arg(k).arg(v);
+                    }
+                    args += 1 + 2 * entry.len();
+                }
+                args += 2;
+                taken += 1;
+            }
+            rest = &rest[taken..];
+            let mut con = self.manager.clone();
+            let reply: Value = invocation.invoke_async(&mut con).await.map_err(|e| match e.code() {
+                Some(_) => self.err(e),
+                None => self.protocol("finish script", e.to_string()),
+            })?;
+            let n = parse::int(&reply).map_err(|d| self.protocol("finish script", d))?;
+            skipped += usize::try_from(n).unwrap_or(0);
+        }
+        if !large.is_empty() {
+            skipped += self.finish_large(data, out, maxlen.parse().ok(), consumer, &large).await?;
+        }
+        Ok(skipped)
+    }
+
+    async fn finish_large(
+        &self,
+        data: &str,
+        out: &str,
+        maxlen: Option<u64>,
+        consumer: &str,
+        done: &[&Finished<'_>],
+    ) -> Result<usize> {
+        let ids: Vec<String> = done.iter().map(|f| f.id.to_owned()).collect();
+        let held: std::collections::HashSet<String> =
+            self.keep_owned(data, consumer, &ids).await?.into_iter().collect();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for finished in done.iter().filter(|f| held.contains(f.id)) {
+            for entry in &finished.entries {
+                pipe.add_command(self.xadd(out, maxlen, entry)).ignore();
+            }
+            pipe.cmd("XACK").arg(data).arg(WORKER_GROUP).arg(finished.id).ignore();
+        }
+        let mut con = self.manager.clone();
+        pipe.query_async::<()>(&mut con).await.map_err(|e| self.err(e))?;
+        Ok(done.len() - held.len())
     }
 
     pub(super) async fn replay_dead(&self, data: &str, dead: &str, ids: &[String]) -> Result<Vec<(String, String)>> {

@@ -105,7 +105,7 @@ const CORE_INSTANCES_PER_COMPONENT: u32 = 32;
 const MEMORIES_PER_COMPONENT: u32 = 4;
 const TABLES_PER_COMPONENT: u32 = 8;
 /// Bytes of a linear memory slot kept mapped and reset with memset when reused. A Rust guest
-/// built by guests/build.sh (128 KiB stack) uses 3-5 pages; bigger guests (Python: ~13 MiB)
+/// built by guests/build.sh (64 KiB stack) uses 2-4 pages; bigger guests (Python: ~13 MiB)
 /// pay madvise for the rest.
 const MEMORY_KEEP_RESIDENT: usize = 512 << 10;
 /// Likewise for tables (function tables of small guests are a few KiB).

@@ -1,10 +1,9 @@
 //! The completer: writes finished messages to the broker in batches and retries until the
-//! broker takes them. Before each write it asks the broker which of the batch's messages
-//! this consumer still holds (refreshing them), and writes only those: a write that went
-//! through although its reply was lost, or a message another worker took over, is not
-//! written a second time.
+//! broker takes them. The broker writes a message (its taskbacks or dead letter, and its
+//! acknowledgement) only if this consumer still holds it, checked atomically with the write:
+//! a write that went through although its reply was lost, or a message another worker took
+//! over, is not written a second time.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,14 +65,12 @@ impl Writer {
         }
     }
 
-    /// One attempt: keep what this consumer still holds, then write it.
+    /// One attempt. The broker writes only what this consumer still holds, each message
+    /// atomically with that check: a write that went through although its reply was lost,
+    /// or a message another worker took over, is not written a second time.
     async fn write(&self, completions: &[Completion], dead: &[DeadLetter], retry: u32) -> Result<(), BrokerError> {
-        let ids: Vec<String> =
-            completions.iter().map(|c| c.id.clone()).chain(dead.iter().map(|d| d.id.clone())).collect();
-        let owned: HashSet<String> = self.broker.keep(&self.service, &self.consumer, &ids).await?.into_iter().collect();
-        let completions: Vec<Completion> = completions.iter().filter(|c| owned.contains(&c.id)).cloned().collect();
-        let dead: Vec<DeadLetter> = dead.iter().filter(|d| owned.contains(&d.id)).cloned().collect();
-        let skipped = ids.len() - completions.len() - dead.len();
+        let skipped = self.broker.complete(&self.service, &self.consumer, completions).await?
+            + self.broker.bury(&self.service, &self.consumer, dead).await?;
         if skipped > 0 && retry == 0 {
             tracing::warn!(
                 service = %self.service,
@@ -83,7 +80,6 @@ impl Writer {
         } else if skipped > 0 {
             tracing::info!(service = %self.service, count = skipped, "messages written before the failed attempt are not written again");
         }
-        self.broker.complete(&self.service, &completions).await?;
-        self.broker.bury(&self.service, &dead).await
+        Ok(())
     }
 }

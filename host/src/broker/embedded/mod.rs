@@ -233,26 +233,26 @@ impl Broker for EmbeddedBroker {
         self.write(move |tx| streams::reclaim(tx, &key, WORKER_GROUP, &consumer, min_idle, count.max(1))).await
     }
 
-    async fn complete(&self, service: &str, done: &[Completion]) -> Result<()> {
+    async fn complete(&self, service: &str, consumer: &str, done: &[Completion]) -> Result<usize> {
         if done.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let (data, taskback) = (self.key(service, StreamKind::Data), self.key(service, StreamKind::Taskback));
-        let done = done.to_vec();
-        self.write(move |tx| streams::complete(tx, &data, &taskback, &done)).await?;
+        let (consumer, done) = (consumer.to_owned(), done.to_vec());
+        let skipped = self.write(move |tx| streams::complete(tx, &data, &taskback, &consumer, &done)).await?;
         self.inner.added.notify_waiters();
-        Ok(())
+        Ok(skipped)
     }
 
-    async fn bury(&self, service: &str, dead: &[DeadLetter]) -> Result<()> {
+    async fn bury(&self, service: &str, consumer: &str, dead: &[DeadLetter]) -> Result<usize> {
         if dead.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let (data, dead_key) = (self.key(service, StreamKind::Data), self.key(service, StreamKind::Dead));
-        let dead = dead.to_vec();
-        self.write(move |tx| streams::bury(tx, &data, &dead_key, &dead)).await?;
+        let (consumer, dead) = (consumer.to_owned(), dead.to_vec());
+        let skipped = self.write(move |tx| streams::bury(tx, &data, &dead_key, &consumer, &dead)).await?;
         self.inner.added.notify_waiters();
-        Ok(())
+        Ok(skipped)
     }
 
     async fn create_group(&self, service: &str, stream: StreamKind, group: &str, start: &str) -> Result<()> {

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::Fail;
-use crate::broker::{Completion, DEAD_FIELDS, DeadLetter, Delivery, Fields, ID_FIELD, WORKER_GROUP};
+use crate::broker::{Completion, DEAD_FIELDS, DeadLetter, Delivery, Fields, WORKER_GROUP};
 
 /// An entry id: milliseconds and sequence number.
 pub type Id = (i64, i64);
@@ -431,34 +431,56 @@ pub fn keep(
     Ok(owned)
 }
 
-/// For each completion whose entry is still pending: add its taskbacks and acknowledge it.
-/// An entry no longer pending was completed before; doing it again would duplicate.
-pub fn complete(tx: &Transaction<'_>, data: &str, taskback: &str, done: &[Completion]) -> Result<(), Fail> {
+/// For each completion whose entry is still pending with `consumer`: add its taskbacks and
+/// acknowledge it. An entry no longer held was completed before or taken over; writing it
+/// would duplicate. Returns how many were left alone.
+pub fn complete(
+    tx: &Transaction<'_>,
+    data: &str,
+    taskback: &str,
+    consumer: &str,
+    done: &[Completion],
+) -> Result<usize, Fail> {
+    let mut skipped = 0;
     for completion in done {
-        let Ok(id) = parse_id(&completion.id) else { continue };
-        if delete_pending(tx, data, WORKER_GROUP, id)? {
-            for fields in &completion.taskbacks {
-                add(tx, taskback, fields)?;
-            }
+        if !take_pending(tx, data, consumer, &completion.id)? {
+            skipped += 1;
+            continue;
+        }
+        for fields in &completion.taskbacks {
+            add(tx, taskback, fields)?;
         }
     }
-    Ok(())
+    Ok(skipped)
 }
 
-/// For each dead letter whose entry is still pending: add it to the dead stream, acknowledge it.
-pub fn bury(tx: &Transaction<'_>, data: &str, dead: &str, letters: &[DeadLetter]) -> Result<(), Fail> {
+/// For each dead letter whose entry is still pending with `consumer`: add it to the dead
+/// stream, acknowledge it. Returns how many were left alone.
+pub fn bury(
+    tx: &Transaction<'_>,
+    data: &str,
+    dead: &str,
+    consumer: &str,
+    letters: &[DeadLetter],
+) -> Result<usize, Fail> {
+    let mut skipped = 0;
     for letter in letters {
-        let Ok(id) = parse_id(&letter.id) else { continue };
-        if delete_pending(tx, data, WORKER_GROUP, id)? {
-            let mut fields = letter.fields.clone();
-            fields.push((ID_FIELD.to_owned(), letter.id.clone()));
-            fields.push(("cannon.error".to_owned(), letter.error.clone()));
-            fields.push(("cannon.attempts".to_owned(), letter.attempts.to_string()));
-            fields.push(("cannon.failed_at".to_owned(), letter.failed_at_ms.to_string()));
-            add(tx, dead, &fields)?;
+        if !take_pending(tx, data, consumer, &letter.id)? {
+            skipped += 1;
+            continue;
         }
+        add(tx, dead, &letter.entry())?;
     }
-    Ok(())
+    Ok(skipped)
+}
+
+/// Acknowledges data-stream entry `raw` (worker group) if `consumer` holds it; says whether it did.
+fn take_pending(tx: &Transaction<'_>, data: &str, consumer: &str, raw: &str) -> Result<bool, Fail> {
+    let Ok(id) = parse_id(raw) else { return Ok(false) };
+    let mut delete = tx.prepare_cached(
+        "DELETE FROM pending WHERE stream = ?1 AND grp = ?2 AND ms = ?3 AND seq = ?4 AND consumer = ?5",
+    )?;
+    Ok(delete.execute(params![data, WORKER_GROUP, id.0, id.1, consumer])? > 0)
 }
 
 pub fn ack(tx: &Transaction<'_>, stream: &str, group: &str, raw: &[String]) -> Result<(), Fail> {
