@@ -84,17 +84,17 @@ while i <= #ARGV do
   i = i + 2
   local held = #redis.call('XPENDING', KEYS[1], group, id, id, 1, consumer) > 0
   for _ = 1, entries do
-    local pairs = tonumber(ARGV[i])
+    local n = tonumber(ARGV[i])
     if held then
       local cmd = {'XADD', KEYS[2]}
       if ARGV[3] ~= '' then
         cmd[3], cmd[4], cmd[5] = 'MAXLEN', '~', ARGV[3]
       end
       cmd[#cmd + 1] = '*'
-      for j = i + 1, i + 2 * pairs do cmd[#cmd + 1] = ARGV[j] end
+      for j = i + 1, i + 2 * n do cmd[#cmd + 1] = ARGV[j] end
       redis.call(unpack(cmd))
     end
-    i = i + 1 + 2 * pairs
+    i = i + 1 + 2 * n
   end
   if held then acked[#acked + 1] = id else skipped = skipped + 1 end
 end

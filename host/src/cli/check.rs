@@ -78,8 +78,22 @@ async fn components(compose: &Compose) -> anyhow::Result<Vec<(usize, String)>> {
             let engine = engine.clone();
             let owned = spec.clone();
             let loaded = tokio::task::spawn_blocking(move || engine.load(&owned, world)).await?;
-            if let Err(err) = loaded {
-                problems.push((spec.line, format!("service {:?}: {err}", service.name)));
+            match loaded {
+                Err(err) => problems.push((spec.line, format!("service {:?}: {err}", service.name))),
+                // torch asks a shell for its commands at start: a shell that cannot answer
+                // would stop `run`, so say so now.
+                Ok(shell) if world == World::Shell => {
+                    if let Err(err) = shell.commands().await {
+                        problems.push((
+                            spec.line,
+                            format!(
+                                "service {:?}: shell {:?} failed to list its commands: {err}",
+                                service.name, spec.name
+                            ),
+                        ));
+                    }
+                }
+                Ok(_) => {}
             }
         }
     }
