@@ -95,6 +95,31 @@ fn a_thousand_messages_each_processed_exactly_once() {
     assert!(host.terminate().success());
 }
 
+/// With `concurrency: 1` (what the kv examples rely on) messages run one at a time in stream
+/// order, although the reader reads ahead.
+#[test]
+fn concurrency_one_runs_messages_in_stream_order() {
+    component("shout");
+    let project = Project::new(
+        "services:\n  ordered:\n    tasks: [ { file: shout } ]\n    workers: { concurrency: 1, batch: 16 }\n",
+    );
+    let redis = RedisServer::start();
+    let mut con = redis.con();
+    let messages: Vec<_> = (0..300).map(|i| vec![("text", format!("m{i}"))]).collect();
+    let ids = add_messages(&mut con, "ordered", &messages);
+    let mut host = Running::start(&project, &redis, &["ordered"]);
+    let got = wait_len(&mut con, &key("ordered", "taskback"), 300, Duration::from_secs(60));
+    assert_eq!(got, 300, "{}", host.log_text());
+    let answered: Vec<String> = entries(&mut con, &key("ordered", "taskback"))
+        .iter()
+        .filter_map(|(_, f)| field(f, "cannon.id").map(str::to_owned))
+        .collect();
+    assert_eq!(answered.len(), ids.len());
+    let first_out_of_order = answered.iter().zip(&ids).position(|(got, sent)| got != sent);
+    assert_eq!(first_out_of_order, None, "taskbacks out of stream order from that position on");
+    assert!(host.terminate().success());
+}
+
 #[test]
 fn chat_on_stdin_answers_through_torch() {
     let redis = RedisServer::start();

@@ -1,14 +1,15 @@
 //! The worker loop of one service: consume -> pipeline -> taskback + ack.
 //!
-//! A reader fetches batches from the data stream. Each message runs on its own tokio task,
-//! up to `workers.concurrency` at once. A failed pipeline is retried in place with
+//! A reader fetches batches from the data stream and starts each message, in stream order,
+//! on its own tokio task as soon as one of the `workers.concurrency` slots is free; it reads
+//! the next batch while the last messages of the previous one run. A failed pipeline is retried in place with
 //! exponential backoff; after `retry.max_attempts` the message goes to the dead-letter
 //! stream. A message larger than `limits.message_kb` is dead-lettered at once, never run.
 //! Finished messages flow to a completer that writes taskbacks and acks in batches, each
 //! message's taskbacks and ack in one transaction, and retries the write until the broker
-//! takes it: nothing is acked before it is done, nothing is dropped. Before each write the
-//! completer keeps only the messages this consumer still holds, so a write whose reply was
-//! lost (or a message another worker took over) is never written twice.
+//! takes it: nothing is acked before it is done, nothing is dropped. The broker writes only
+//! the messages this consumer still holds, checked atomically with the write, so a write
+//! whose reply was lost (or a message another worker took over) is never written twice.
 //!
 //! Recovery (`recovery.rs`): at start and every few seconds, pending messages of consumers on
 //! this host whose process is gone are taken over at once; every half visibility timeout,
@@ -47,8 +48,8 @@ const MAX_BROKER_BACKOFF: Duration = Duration::from_secs(5);
 const ORPHAN_CHECK: Duration = Duration::from_secs(2);
 
 /// A processed message on its way to the broker. Its concurrency slot is free again as
-/// soon as its pipeline finished; the bounded channel to the writer is what holds back the
-/// reader when the broker writes slowly.
+/// soon as its pipeline finished and the bounded channel to the writer has room for it: that
+/// channel is what holds back the reader when the broker writes slowly.
 enum Finished {
     Done(Completion),
     Dead(DeadLetter),
@@ -176,16 +177,13 @@ pub async fn run(
     let mut failures = 0u32;
     tracing::info!(service = %name, consumer = %consumer, concurrency = workers.concurrency, "workers started");
 
+    // The reader reads a batch, then starts its messages in order as slots free up, and
+    // reads the next batch while the last ones run: a freed slot does not wait for a broker
+    // round trip. So a worker holds at most `concurrency` running messages plus one batch
+    // (`workers.batch`) read ahead.
+    let read_ahead = workers.batch.max(1);
     while !shutdown.is_cancelled() {
-        let first = tokio::select! {
-            permit = semaphore.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-            () = shutdown.cancelled() => break,
-        };
-        let room = (semaphore.available_permits() + 1).min(workers.batch);
-        let deliveries = match fetcher.fetch(room).await {
+        let deliveries = match fetcher.fetch(read_ahead).await {
             Ok(deliveries) => {
                 failures = 0;
                 deliveries
@@ -194,7 +192,6 @@ pub async fn run(
                 failures += 1;
                 let pause = backoff(Duration::from_millis(100), failures, MAX_BROKER_BACKOFF);
                 tracing::error!(service = %name, error = %err, retry_in_ms = pause.as_millis() as u64, "cannot read messages");
-                drop(first);
                 tokio::select! {
                     () = tokio::time::sleep(pause) => continue,
                     () = shutdown.cancelled() => break,
@@ -208,16 +205,10 @@ pub async fn run(
             let mut held = lock(&in_flight);
             deliveries.retain(|d| held.insert(d.id.clone()));
         }
-        let mut permits = Some(first);
         for delivery in deliveries {
-            let permit = match permits.take() {
-                Some(permit) => permit,
-                // The reader is the only one taking permits, so `room` of them are free.
-                None => match semaphore.clone().acquire_owned().await {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-            };
+            // Never closed; in read order, so `concurrency: 1` runs messages one by one in
+            // stream order. What was read is started even during shutdown (and drained).
+            let Ok(permit) = semaphore.clone().acquire_owned().await else { break };
             let span = tracing::info_span!("message", service = %name, id = %delivery.id);
             let task = process(service.clone(), delivery, permit, done_tx.clone());
             tracker.spawn(task.instrument(span));
@@ -298,10 +289,13 @@ async fn process(
             }
         }
     };
+    // Wait for room in the writer's queue while still holding the slot: that is what holds
+    // the reader back when the broker writes slowly. The receiver lives until every sender
+    // is gone; an error means shutdown raced us, and the message stays pending for another
+    // worker.
+    let Ok(queued) = done.reserve().await else { return };
     drop(permit);
-    // The receiver lives until every sender is gone; a send error means shutdown raced
-    // us, and the message simply stays pending for another worker.
-    let _ = done.send(finished).await;
+    queued.send(finished);
 }
 
 fn dead_letter(msg: Message, error: String, attempts: u32) -> DeadLetter {
