@@ -144,6 +144,37 @@ fn sigterm_finishes_and_acks_the_messages_in_flight() {
     assert!(worker.log_text().contains("draining"), "{}", worker.log_text());
 }
 
+/// Messages read ahead but not started when the drain timeout passes are left pending, not
+/// run past the timeout; the next worker on the host takes them over.
+#[test]
+fn the_drain_timeout_bounds_messages_read_ahead() {
+    let redis = RedisServer::start();
+    let project = slow_project(
+        400,
+        "    workers: { concurrency: 1, batch: 16, drain_timeout_ms: 600 }\n    retry: { visibility_timeout_ms: 600000 }\n",
+    );
+    let mut con = redis.con();
+    let messages: Vec<_> = (0..12).map(|i| vec![("text", format!("m{i}"))]).collect();
+    let sent = add_messages(&mut con, "work", &messages);
+    let mut first = Running::start(&project, &redis, &["work"]);
+    wait_until("all 12 read", Duration::from_secs(60), || pending(&mut con, "work") == 12);
+
+    // The backlog takes 12 x 400 ms one by one; the drain timeout allows a message or two.
+    let status = first.terminate();
+    assert!(status.success(), "exit {status}:\n{}", first.log_text());
+    let log = first.log_text();
+    assert!(log.contains("drain timeout passed before these messages read ahead could start"), "{log}");
+    let done = entries(&mut con, &key("work", "taskback")).len();
+    assert!(done < 12, "all {done} ran although the drain timeout had passed");
+    assert_eq!(pending(&mut con, "work"), 12 - done, "the rest stays pending");
+
+    let mut second = Running::start(&project, &redis, &["work"]);
+    let got = wait_len(&mut con, &key("work", "taskback"), 12, Duration::from_secs(60));
+    assert_eq!(got, 12, "{}", second.log_text());
+    assert_exactly_once(&mut con, "work", &sent);
+    assert!(second.terminate().success());
+}
+
 #[test]
 fn a_second_signal_exits_at_once_and_another_worker_recovers_the_rest() {
     let redis = RedisServer::start();

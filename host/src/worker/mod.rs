@@ -30,7 +30,7 @@ mod complete;
 mod recovery;
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -175,6 +175,9 @@ pub async fn run(
         next_orphans: Instant::now(),
     };
     let mut failures = 0u32;
+    let drain = Duration::from_millis(workers.drain_timeout_ms);
+    // When this loop saw the shutdown: the drain timeout counts from there.
+    let stopped_at = OnceLock::new();
     tracing::info!(service = %name, consumer = %consumer, concurrency = workers.concurrency, "workers started");
 
     // The reader reads a batch, then starts its messages in order as slots free up, and
@@ -205,21 +208,40 @@ pub async fn run(
             let mut held = lock(&in_flight);
             deliveries.retain(|d| held.insert(d.id.clone()));
         }
-        for delivery in deliveries {
-            // Never closed; in read order, so `concurrency: 1` runs messages one by one in
-            // stream order. What was read is started even during shutdown (and drained).
-            let Ok(permit) = semaphore.clone().acquire_owned().await else { break };
+        let mut unstarted = deliveries.into_iter();
+        for delivery in unstarted.by_ref() {
+            // In read order, so `concurrency: 1` runs messages one by one in stream order.
+            // What was read is still started during shutdown, until the drain timeout.
+            let permit = tokio::select! {
+                biased;
+                permit = semaphore.clone().acquire_owned() => permit,
+                () = drain_over(&shutdown, &stopped_at, drain) => break,
+            };
+            let Ok(permit) = permit else { break };
             let span = tracing::info_span!("message", service = %name, id = %delivery.id);
             let task = process(service.clone(), delivery, permit, done_tx.clone());
             tracker.spawn(task.instrument(span));
         }
+        let left: Vec<String> = unstarted.map(|d| d.id).collect();
+        if !left.is_empty() {
+            tracing::warn!(
+                service = %name,
+                count = left.len(),
+                "drain timeout passed before these messages read ahead could start; they stay pending and will be recovered"
+            );
+            let mut held = lock(&in_flight);
+            for id in &left {
+                held.remove(id);
+            }
+            break;
+        }
     }
 
     tracker.close();
-    let drain = Duration::from_millis(workers.drain_timeout_ms);
     tracing::info!(service = %name, in_flight = tracker.len(), "draining");
     drop(done_tx);
-    let drained = tokio::time::timeout(drain, async {
+    let deadline = *stopped_at.get_or_init(Instant::now) + drain;
+    let drained = tokio::time::timeout_at(deadline.into(), async {
         tracker.wait().await;
         completer.await
     })
@@ -236,6 +258,13 @@ pub async fn run(
         ),
     }
     Ok(())
+}
+
+/// Resolves once `shutdown` has been cancelled and `drain` has passed since.
+async fn drain_over(shutdown: &CancellationToken, stopped_at: &OnceLock<Instant>, drain: Duration) {
+    shutdown.cancelled().await;
+    let deadline = *stopped_at.get_or_init(Instant::now) + drain;
+    tokio::time::sleep_until(deadline.into()).await;
 }
 
 /// Runs one message through the pipeline with retries, then hands it to the completer.
