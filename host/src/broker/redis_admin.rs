@@ -179,6 +179,15 @@ fn number(value: &Value) -> u64 {
 }
 
 impl RedisBroker {
+    /// A Redis error of a script call as a broker error: the server's refusal, or a reply
+    /// the script should not have given.
+    fn script_err(&self, what: &'static str, e: redis::RedisError) -> BrokerError {
+        match e.code() {
+            Some(_) => self.err(e),
+            None => self.protocol(what, e.to_string()),
+        }
+    }
+
     async fn run_script(&self, script: &Script, what: &'static str, key: &[&str], args: &[String]) -> Result<Value> {
         let mut invocation = script.prepare_invoke();
         for k in key {
@@ -188,10 +197,7 @@ impl RedisBroker {
             invocation.arg(a);
         }
         let mut con = self.manager.clone();
-        invocation.invoke_async(&mut con).await.map_err(|e| match e.code() {
-            Some(_) => self.err(e),
-            None => self.protocol(what, e.to_string()),
-        })
+        invocation.invoke_async(&mut con).await.map_err(|e| self.script_err(what, e))
     }
 
     /// Trims one stream without losing what a group still needs (see [`TRIM`]).
@@ -310,12 +316,12 @@ impl RedisBroker {
     ) -> Result<usize> {
         let (large, small): (Vec<&Finished<'_>>, Vec<&Finished<'_>>) =
             done.iter().partition(|f| f.entries.iter().any(|e| e.len() > SCRIPT_MAX_PAIRS));
-        let maxlen = maxlen.map(|n| n.to_string()).unwrap_or_default();
+        let maxlen_arg = maxlen.map(|n| n.to_string()).unwrap_or_default();
         let mut skipped = 0;
         let mut rest = small.as_slice();
         while !rest.is_empty() {
             let mut invocation = FINISH.prepare_invoke();
-            invocation.key(data).key(out).arg(WORKER_GROUP).arg(consumer).arg(&maxlen);
+            invocation.key(data).key(out).arg(WORKER_GROUP).arg(consumer).arg(&maxlen_arg);
             let mut args = 3;
             let mut taken = 0;
             for finished in rest {
@@ -335,15 +341,13 @@ impl RedisBroker {
             }
             rest = &rest[taken..];
             let mut con = self.manager.clone();
-            let reply: Value = invocation.invoke_async(&mut con).await.map_err(|e| match e.code() {
-                Some(_) => self.err(e),
-                None => self.protocol("finish script", e.to_string()),
-            })?;
+            let reply: Value =
+                invocation.invoke_async(&mut con).await.map_err(|e| self.script_err("finish script", e))?;
             let n = parse::int(&reply).map_err(|d| self.protocol("finish script", d))?;
             skipped += usize::try_from(n).unwrap_or(0);
         }
         if !large.is_empty() {
-            skipped += self.finish_large(data, out, maxlen.parse().ok(), consumer, &large).await?;
+            skipped += self.finish_large(data, out, maxlen, consumer, &large).await?;
         }
         Ok(skipped)
     }
@@ -359,6 +363,9 @@ impl RedisBroker {
         let ids: Vec<String> = done.iter().map(|f| f.id.to_owned()).collect();
         let held: std::collections::HashSet<String> =
             self.keep_owned(data, consumer, &ids).await?.into_iter().collect();
+        if held.is_empty() {
+            return Ok(done.len());
+        }
         let mut pipe = redis::pipe();
         pipe.atomic();
         for finished in done.iter().filter(|f| held.contains(f.id)) {

@@ -2,9 +2,9 @@
 //!
 //! A reader fetches batches from the data stream and starts each message, in stream order,
 //! on its own tokio task as soon as one of the `workers.concurrency` slots is free; it reads
-//! the next batch while the last messages of the previous one run. A failed pipeline is retried in place with
-//! exponential backoff; after `retry.max_attempts` the message goes to the dead-letter
-//! stream. A message larger than `limits.message_kb` is dead-lettered at once, never run.
+//! the next batch while the last messages of the previous one run. A failed pipeline is
+//! retried in place with exponential backoff; after `retry.max_attempts` the message goes to
+//! the dead-letter stream. A message larger than `limits.message_kb` is dead-lettered at once, never run.
 //! Finished messages flow to a completer that writes taskbacks and acks in batches, each
 //! message's taskbacks and ack in one transaction, and retries the write until the broker
 //! takes it: nothing is acked before it is done, nothing is dropped. The broker writes only
