@@ -2,9 +2,10 @@
 //! directory (`{data_dir}/cannon.db`), so a single machine needs no Redis, a restart loses
 //! nothing, and `cannon-host send`, `info` or `dead` in another process see the same data.
 //!
-//! The database runs in WAL mode (readers never block the writer); every write is one
-//! `BEGIN IMMEDIATE` transaction, so concurrent processes queue on the write lock
-//! (`busy_timeout`) instead of failing. Blocking reads poll: an add in this process wakes
+//! The database runs in WAL mode (readers never block the writer); writes are
+//! `BEGIN IMMEDIATE` transactions, so concurrent processes queue on the write lock
+//! (`busy_timeout`) instead of failing, and the writes of one process that arrive together
+//! share one transaction (group commit, a savepoint each). Blocking reads poll: an add in this process wakes
 //! its readers at once, adds from other processes are seen within [`POLL`].
 //!
 //! ## Layout
@@ -59,6 +60,8 @@ struct Inner {
     namespace: String,
     /// One connection per process, used by one call at a time on a blocking thread.
     conn: Mutex<Connection>,
+    /// Writes waiting for the next group commit ([`EmbeddedBroker::write`]).
+    queued: Mutex<Vec<Box<dyn QueuedWrite>>>,
     /// Wakes this process's blocked readers when it adds entries.
     added: tokio::sync::Notify,
 }
@@ -75,8 +78,13 @@ impl EmbeddedBroker {
             Ok(Err(fail)) => return Err(error(&shown, fail)),
             Err(join) => return Err(BrokerError::Embedded { path: shown, detail: join.to_string() }),
         };
-        let inner =
-            Inner { shown, namespace: namespace.to_owned(), conn: Mutex::new(conn), added: tokio::sync::Notify::new() };
+        let inner = Inner {
+            shown,
+            namespace: namespace.to_owned(),
+            conn: Mutex::new(conn),
+            queued: Mutex::new(Vec::new()),
+            added: tokio::sync::Notify::new(),
+        };
         Ok(Self { inner: Arc::new(inner) })
     }
 
@@ -107,19 +115,28 @@ impl EmbeddedBroker {
         joined.unwrap_or_else(|join| Err(E::from(Fail::Invalid(format!("database call failed: {join}")))))
     }
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed when `f` succeeds.
+    /// Runs `f` atomically: all of it is committed, or none of it. Writes that arrive while
+    /// the connection is busy are grouped into one `BEGIN IMMEDIATE` transaction (group
+    /// commit), each inside its own savepoint, so one that fails leaves the others intact;
+    /// each caller hears back only after the commit.
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> std::result::Result<T, Fail> + Send + 'static,
     ) -> Result<T> {
-        self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
-        })
-        .await
-        .map_err(|fail| error(&self.inner.shown, fail))
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: Box<dyn QueuedWrite> = Box::new(Write { f: Some(f), out: None, reply });
+        self.inner.queued.lock().unwrap_or_else(PoisonError::into_inner).push(job);
+        let inner = self.inner.clone();
+        let ran = tokio::task::spawn_blocking(move || commit_queued(&inner)).await;
+        let outcome = match answer.await {
+            Ok(outcome) => outcome,
+            // The blocking task that took our write panicked before answering.
+            Err(_) => Err(Fail::Invalid(match ran {
+                Err(join) => format!("database call failed: {join}"),
+                Ok(()) => "database call failed".to_owned(),
+            })),
+        };
+        outcome.map_err(|fail| error(&self.inner.shown, fail))
     }
 
     async fn read<T: Send + 'static>(
@@ -169,6 +186,79 @@ impl EmbeddedBroker {
                 return Ok(Vec::new());
             }
         }
+    }
+}
+
+/// A write waiting for the next group commit.
+trait QueuedWrite: Send {
+    /// Runs the write inside the open transaction, in a savepoint of its own. False when a
+    /// failed write could not be undone: then the whole transaction must not commit.
+    fn run(&mut self, tx: &rusqlite::Transaction<'_>) -> bool;
+    /// Answers the caller: the write's outcome if the transaction committed, else why not.
+    fn answer(self: Box<Self>, committed: std::result::Result<(), String>);
+}
+
+struct Write<T, F> {
+    f: Option<F>,
+    out: Option<std::result::Result<T, Fail>>,
+    reply: tokio::sync::oneshot::Sender<std::result::Result<T, Fail>>,
+}
+
+impl<T, F> QueuedWrite for Write<T, F>
+where
+    T: Send,
+    F: FnOnce(&rusqlite::Transaction<'_>) -> std::result::Result<T, Fail> + Send,
+{
+    fn run(&mut self, tx: &rusqlite::Transaction<'_>) -> bool {
+        let Some(f) = self.f.take() else { return true };
+        if let Err(err) = tx.execute_batch("SAVEPOINT write") {
+            self.out = Some(Err(err.into()));
+            return false;
+        }
+        let (out, sound) = match f(tx) {
+            Ok(value) => match tx.execute_batch("RELEASE write") {
+                Ok(()) => (Ok(value), true),
+                Err(err) => (Err(err.into()), false),
+            },
+            // Undo this write only; the transaction goes on with the others.
+            Err(fail) => (Err(fail), tx.execute_batch("ROLLBACK TO write; RELEASE write").is_ok()),
+        };
+        self.out = Some(out);
+        sound
+    }
+
+    fn answer(self: Box<Self>, committed: std::result::Result<(), String>) {
+        let outcome = match (committed, self.out) {
+            (Ok(()), Some(out)) => out,
+            (Ok(()), None) => Err(Fail::Invalid("write was not run".to_owned())),
+            (Err(why), _) => Err(Fail::Invalid(why)),
+        };
+        // The caller may have gone away (its future was dropped); nothing to tell then.
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// Runs every queued write in one transaction and answers each; does nothing when another
+/// call already took them.
+fn commit_queued(inner: &Inner) {
+    let mut conn = inner.conn.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut jobs = std::mem::take(&mut *inner.queued.lock().unwrap_or_else(PoisonError::into_inner));
+    if jobs.is_empty() {
+        return;
+    }
+    let committed = (|| {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for job in &mut jobs {
+            if !job.run(&tx) {
+                // Dropping the transaction rolls all of it back.
+                return Ok(Err("a failed write could not be undone; nothing was written".to_owned()));
+            }
+        }
+        tx.commit().map(Ok)
+    })()
+    .unwrap_or_else(|e: rusqlite::Error| Err(format!("transaction failed: {e}")));
+    for job in jobs {
+        job.answer(committed.clone());
     }
 }
 
@@ -376,5 +466,50 @@ impl Broker for EmbeddedBroker {
         let moved = self.write(move |tx| streams::replay(tx, &data, &dead, &ids)).await?;
         self.inner.added.notify_waiters();
         Ok(moved)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Concurrent writes share transactions; one that fails after writing is undone alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_is_undone_without_its_group() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = EmbeddedBroker::open(dir.path(), "t").await.expect("open");
+        let mut writes = tokio::task::JoinSet::new();
+        for i in 0..90 {
+            let broker = EmbeddedBroker { inner: broker.inner.clone() };
+            writes.spawn(async move {
+                let fields = vec![("i".to_owned(), i.to_string())];
+                let out = broker
+                    .write(move |tx| {
+                        let id = streams::add(tx, "t:s:data", &fields)?;
+                        if i % 3 == 0 { Err(Fail::Invalid(format!("write {i} fails after adding"))) } else { Ok(id) }
+                    })
+                    .await;
+                (i, out)
+            });
+        }
+        let mut failed = 0;
+        while let Some(joined) = writes.join_next().await {
+            let (i, out) = joined.expect("join");
+            match out {
+                Ok(_) => assert_ne!(i % 3, 0, "write {i} should have failed"),
+                Err(err) => {
+                    assert_eq!(i % 3, 0, "write {i}: {err}");
+                    assert!(err.to_string().contains("fails after adding"), "{err}");
+                    failed += 1;
+                }
+            }
+        }
+        assert_eq!(failed, 30);
+        let entries = broker.tail("s", StreamKind::Data, "0-0", 1000, Duration::ZERO).await.expect("tail");
+        let mut kept: Vec<u32> = entries.iter().map(|e| e.fields[0].1.parse().expect("number")).collect();
+        kept.sort_unstable();
+        let expected: Vec<u32> = (0..90).filter(|i| i % 3 != 0).collect();
+        assert_eq!(kept, expected, "exactly the writes that succeeded are in the stream");
+        assert_eq!(broker.stream_info("s", StreamKind::Data).await.expect("info").length, 60);
     }
 }
