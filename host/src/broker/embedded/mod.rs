@@ -34,6 +34,8 @@ use crate::broker::{
 const POLL: Duration = Duration::from_millis(20);
 /// How long a write waits for another process holding the write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 64;
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "cannon.db";
 
@@ -274,6 +276,8 @@ fn open_db(dir: &PathBuf, path: &Path) -> std::result::Result<Connection, Fail> 
         .map_err(|e| Fail::Invalid(format!("cannot create data directory {}: {e}", dir.display())))?;
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Room for every statement of the hot paths (rusqlite keeps 16 by default).
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Fail::Invalid(format!("cannot switch {} to WAL mode (got {mode})", path.display())));

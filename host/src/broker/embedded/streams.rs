@@ -108,6 +108,21 @@ fn ids(raw: &[String]) -> Vec<Id> {
     raw.iter().filter_map(|id| parse_id(id).ok()).collect()
 }
 
+/// `execute` through the connection's statement cache (for statements on the hot path).
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// `query_row` through the connection's statement cache.
+fn row<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, f)
+}
+
 /// Records the approximate maximum length of a stream.
 pub fn set_maxlen(tx: &Transaction<'_>, stream: &str, maxlen: u64) -> Result<(), Fail> {
     let maxlen = i64::try_from(maxlen).unwrap_or(i64::MAX);
@@ -120,17 +135,19 @@ pub fn set_maxlen(tx: &Transaction<'_>, stream: &str, maxlen: u64) -> Result<(),
 
 /// Appends an entry with the next id and trims the stream to about its `maxlen`.
 pub fn add(tx: &Transaction<'_>, stream: &str, fields: &Fields) -> Result<String, Fail> {
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO streams (name, maxlen) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
         params![stream, DEFAULT_MAXLEN],
     )?;
     let (last_ms, last_seq, length, maxlen): (i64, i64, i64, i64) =
-        tx.query_row("SELECT last_ms, last_seq, length, maxlen FROM streams WHERE name = ?1", [stream], |r| {
+        row(tx, "SELECT last_ms, last_seq, length, maxlen FROM streams WHERE name = ?1", [stream], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })?;
     let now = now_ms();
     let id = if now > last_ms { (now, 0) } else { (last_ms, last_seq + 1) };
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO entries (stream, ms, seq, fields) VALUES (?1, ?2, ?3, ?4)",
         params![stream, id.0, id.1, encode(fields)?],
     )?;
@@ -140,14 +157,16 @@ pub fn add(tx: &Transaction<'_>, stream: &str, fields: &Fields) -> Result<String
     if length >= maxlen.saturating_add(slack) {
         let excess = length - maxlen;
         let below = oldest_needed(tx, stream)?.unwrap_or((i64::MAX, i64::MAX));
-        let removed = tx.execute(
+        let removed = exec(
+            tx,
             "DELETE FROM entries WHERE stream = ?1 AND (ms, seq) IN
                 (SELECT ms, seq FROM entries WHERE stream = ?1 AND (ms, seq) < (?3, ?4) ORDER BY ms, seq LIMIT ?2)",
             params![stream, excess, below.0, below.1],
         )?;
         length -= i64::try_from(removed).unwrap_or(0);
     }
-    tx.execute(
+    exec(
+        tx,
         "UPDATE streams SET last_ms = ?2, last_seq = ?3, length = ?4 WHERE name = ?1",
         params![stream, id.0, id.1, length],
     )?;
@@ -197,7 +216,7 @@ pub fn create_group(tx: &Transaction<'_>, stream: &str, group: &str, start: &str
 }
 
 fn group_last(conn: &Connection, stream: &str, group: &str) -> Result<Id, Fail> {
-    conn.query_row("SELECT last_ms, last_seq FROM groups WHERE stream = ?1 AND name = ?2", [stream, group], |r| {
+    row(conn, "SELECT last_ms, last_seq FROM groups WHERE stream = ?1 AND name = ?2", [stream, group], |r| {
         Ok((r.get(0)?, r.get(1)?))
     })
     .optional()?
@@ -207,18 +226,19 @@ fn group_last(conn: &Connection, stream: &str, group: &str) -> Result<Id, Fail> 
 /// Whether the group has entries it has not handed out yet (read-only).
 pub fn has_new(conn: &Connection, stream: &str, group: &str) -> Result<bool, Fail> {
     let last = group_last(conn, stream, group)?;
-    Ok(conn
-        .query_row(
-            "SELECT 1 FROM entries WHERE stream = ?1 AND (ms, seq) > (?2, ?3) LIMIT 1",
-            params![stream, last.0, last.1],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some())
+    Ok(row(
+        conn,
+        "SELECT 1 FROM entries WHERE stream = ?1 AND (ms, seq) > (?2, ?3) LIMIT 1",
+        params![stream, last.0, last.1],
+        |_| Ok(()),
+    )
+    .optional()?
+    .is_some())
 }
 
 fn seen(tx: &Transaction<'_>, stream: &str, group: &str, consumer: &str, now: i64) -> Result<(), Fail> {
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO consumers (stream, grp, name, seen_ms) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT DO UPDATE SET seen_ms = ?4",
         params![stream, group, consumer, now],
@@ -257,7 +277,8 @@ pub fn read_group(
         insert.execute(params![stream, group, id.0, id.1, consumer, now])?;
         out.push((format_id(id), decode(&fields)?));
     }
-    tx.execute(
+    exec(
+        tx,
         "UPDATE groups SET last_ms = ?3, last_seq = ?4 WHERE stream = ?1 AND name = ?2",
         params![stream, group, newest.0, newest.1],
     )?;
