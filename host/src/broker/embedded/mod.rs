@@ -148,6 +148,23 @@ impl EmbeddedBroker {
         self.call(move |conn| f(conn)).await.map_err(|fail| error(&self.inner.shown, fail))
     }
 
+    /// [`streams::finish`] for [`Broker::complete`] and [`Broker::bury`].
+    async fn finish(
+        &self,
+        service: &str,
+        out: StreamKind,
+        consumer: &str,
+        done: Vec<(String, Vec<crate::broker::Fields>)>,
+    ) -> Result<usize> {
+        if done.is_empty() {
+            return Ok(0);
+        }
+        let (data, out, consumer) = (self.key(service, StreamKind::Data), self.key(service, out), consumer.to_owned());
+        let skipped = self.write(move |tx| streams::finish(tx, &data, &out, &consumer, &done)).await?;
+        self.inner.added.notify_waiters();
+        Ok(skipped)
+    }
+
     /// Waits until `block` passed or something may have been added.
     async fn wait(&self, until: Instant) -> bool {
         let left = until.saturating_duration_since(Instant::now());
@@ -328,25 +345,13 @@ impl Broker for EmbeddedBroker {
     }
 
     async fn complete(&self, service: &str, consumer: &str, done: &[Completion]) -> Result<usize> {
-        if done.is_empty() {
-            return Ok(0);
-        }
-        let (data, taskback) = (self.key(service, StreamKind::Data), self.key(service, StreamKind::Taskback));
-        let (consumer, done) = (consumer.to_owned(), done.to_vec());
-        let skipped = self.write(move |tx| streams::complete(tx, &data, &taskback, &consumer, &done)).await?;
-        self.inner.added.notify_waiters();
-        Ok(skipped)
+        let done = done.iter().map(|c| (c.id.clone(), c.taskbacks.clone())).collect();
+        self.finish(service, StreamKind::Taskback, consumer, done).await
     }
 
     async fn bury(&self, service: &str, consumer: &str, dead: &[DeadLetter]) -> Result<usize> {
-        if dead.is_empty() {
-            return Ok(0);
-        }
-        let (data, dead_key) = (self.key(service, StreamKind::Data), self.key(service, StreamKind::Dead));
-        let (consumer, dead) = (consumer.to_owned(), dead.to_vec());
-        let skipped = self.write(move |tx| streams::bury(tx, &data, &dead_key, &consumer, &dead)).await?;
-        self.inner.added.notify_waiters();
-        Ok(skipped)
+        let done = dead.iter().map(|d| (d.id.clone(), vec![d.entry()])).collect();
+        self.finish(service, StreamKind::Dead, consumer, done).await
     }
 
     async fn create_group(&self, service: &str, stream: StreamKind, group: &str, start: &str) -> Result<()> {

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::Fail;
-use crate::broker::{Completion, DEAD_FIELDS, DeadLetter, Delivery, Fields, WORKER_GROUP};
+use crate::broker::{DEAD_FIELDS, Delivery, Fields, WORKER_GROUP};
 
 /// An entry id: milliseconds and sequence number.
 pub type Id = (i64, i64);
@@ -452,45 +452,26 @@ pub fn keep(
     Ok(owned)
 }
 
-/// For each completion whose entry is still pending with `consumer`: add its taskbacks and
-/// acknowledge it. An entry no longer held was completed before or taken over; writing it
-/// would duplicate. Returns how many were left alone.
-pub fn complete(
+/// For each finished message (its id and the entries to add for it) still pending with
+/// `consumer`: add its entries to stream `out` and acknowledge it. A message no longer held
+/// was finished before or taken over; writing it would duplicate. Returns how many were
+/// left alone.
+pub fn finish(
     tx: &Transaction<'_>,
     data: &str,
-    taskback: &str,
+    out: &str,
     consumer: &str,
-    done: &[Completion],
+    done: &[(String, Vec<Fields>)],
 ) -> Result<usize, Fail> {
     let mut skipped = 0;
-    for completion in done {
-        if !take_pending(tx, data, consumer, &completion.id)? {
+    for (id, entries) in done {
+        if !take_pending(tx, data, consumer, id)? {
             skipped += 1;
             continue;
         }
-        for fields in &completion.taskbacks {
-            add(tx, taskback, fields)?;
+        for fields in entries {
+            add(tx, out, fields)?;
         }
-    }
-    Ok(skipped)
-}
-
-/// For each dead letter whose entry is still pending with `consumer`: add it to the dead
-/// stream, acknowledge it. Returns how many were left alone.
-pub fn bury(
-    tx: &Transaction<'_>,
-    data: &str,
-    dead: &str,
-    consumer: &str,
-    letters: &[DeadLetter],
-) -> Result<usize, Fail> {
-    let mut skipped = 0;
-    for letter in letters {
-        if !take_pending(tx, data, consumer, &letter.id)? {
-            skipped += 1;
-            continue;
-        }
-        add(tx, dead, &letter.entry())?;
     }
     Ok(skipped)
 }
