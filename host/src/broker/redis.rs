@@ -14,7 +14,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncConnectionConfig, Client, Cmd, Value};
 
 use crate::broker::parse::{self, RawEntry};
-use crate::broker::redis_admin::Finished;
+use crate::broker::redis_admin::Outgoing;
 use crate::broker::{
     Broker, BrokerError, Completion, DeadLetter, Delivery, Entry, Fields, PendingEntry, Result, StreamInfo, StreamKind,
     WORKER_GROUP,
@@ -260,20 +260,20 @@ impl Broker for RedisBroker {
     }
 
     async fn complete(&self, service: &str, consumer: &str, done: &[Completion]) -> Result<usize> {
-        let finished: Vec<Finished<'_>> = done
+        let outgoing: Vec<Outgoing<'_>> = done
             .iter()
-            .map(|c| Finished { id: &c.id, entries: c.taskbacks.iter().map(Vec::as_slice).collect() })
+            .map(|c| Outgoing { id: &c.id, entries: c.taskbacks.iter().map(Vec::as_slice).collect() })
             .collect();
         let (data, taskback) = (self.key(service, StreamKind::Data), self.key(service, StreamKind::Taskback));
-        self.finish(&data, &taskback, None, consumer, &finished).await
+        self.finish(&data, &taskback, None, consumer, &outgoing).await
     }
 
     async fn bury(&self, service: &str, consumer: &str, dead: &[DeadLetter]) -> Result<usize> {
         let entries: Vec<Fields> = dead.iter().map(DeadLetter::entry).collect();
-        let finished: Vec<Finished<'_>> =
-            dead.iter().zip(&entries).map(|(d, e)| Finished { id: &d.id, entries: vec![e.as_slice()] }).collect();
+        let outgoing: Vec<Outgoing<'_>> =
+            dead.iter().zip(&entries).map(|(d, e)| Outgoing { id: &d.id, entries: vec![e.as_slice()] }).collect();
         let (data, dead_key) = (self.key(service, StreamKind::Data), self.key(service, StreamKind::Dead));
-        self.finish(&data, &dead_key, Some(self.maxlen(service)), consumer, &finished).await
+        self.finish(&data, &dead_key, Some(self.maxlen(service)), consumer, &outgoing).await
     }
 
     async fn create_group(&self, service: &str, stream: StreamKind, group: &str, start: &str) -> Result<()> {

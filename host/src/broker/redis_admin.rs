@@ -111,7 +111,7 @@ const SCRIPT_MAX_PAIRS: usize = 3_000;
 const SCRIPT_MAX_ARGS: usize = 100_000;
 
 /// One finished message for [`RedisBroker::finish`]: its id and the entries to add for it.
-pub(super) struct Finished<'a> {
+pub(super) struct Outgoing<'a> {
     pub id: &'a str,
     pub entries: Vec<&'a [(String, String)]>,
 }
@@ -312,9 +312,9 @@ impl RedisBroker {
         out: &str,
         maxlen: Option<u64>,
         consumer: &str,
-        done: &[Finished<'_>],
+        done: &[Outgoing<'_>],
     ) -> Result<usize> {
-        let (large, small): (Vec<&Finished<'_>>, Vec<&Finished<'_>>) =
+        let (large, small): (Vec<&Outgoing<'_>>, Vec<&Outgoing<'_>>) =
             done.iter().partition(|f| f.entries.iter().any(|e| e.len() > SCRIPT_MAX_PAIRS));
         let maxlen_arg = maxlen.map(|n| n.to_string()).unwrap_or_default();
         let mut skipped = 0;
@@ -358,7 +358,7 @@ impl RedisBroker {
         out: &str,
         maxlen: Option<u64>,
         consumer: &str,
-        done: &[&Finished<'_>],
+        done: &[&Outgoing<'_>],
     ) -> Result<usize> {
         let ids: Vec<String> = done.iter().map(|f| f.id.to_owned()).collect();
         let held: std::collections::HashSet<String> =

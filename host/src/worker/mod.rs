@@ -4,7 +4,8 @@
 //! on its own tokio task as soon as one of the `workers.concurrency` slots is free; it reads
 //! the next batch while the last messages of the previous one run. A failed pipeline is
 //! retried in place with exponential backoff; after `retry.max_attempts` the message goes to
-//! the dead-letter stream. A message larger than `limits.message_kb` is dead-lettered at once, never run.
+//! the dead-letter stream. A message larger than `limits.message_kb` is dead-lettered at
+//! once, never run.
 //! Finished messages flow to a completer that writes taskbacks and acks in batches, each
 //! message's taskbacks and ack in one transaction, and retries the write until the broker
 //! takes it: nothing is acked before it is done, nothing is dropped. The broker writes only
@@ -186,7 +187,7 @@ pub async fn run(
     // (`workers.batch`) read ahead.
     let read_ahead = workers.batch.max(1);
     while !shutdown.is_cancelled() {
-        let deliveries = match fetcher.fetch(read_ahead).await {
+        let mut deliveries = match fetcher.fetch(read_ahead).await {
             Ok(deliveries) => {
                 failures = 0;
                 deliveries
@@ -201,7 +202,6 @@ pub async fn run(
                 }
             }
         };
-        let mut deliveries = deliveries;
         {
             // A reclaim after a broker outage may hand back a message this worker still
             // runs; running it twice at once could write its taskbacks twice.

@@ -5,8 +5,9 @@
 //! The database runs in WAL mode (readers never block the writer); writes are
 //! `BEGIN IMMEDIATE` transactions, so concurrent processes queue on the write lock
 //! (`busy_timeout`) instead of failing, and the writes of one process that arrive together
-//! share one transaction (group commit, a savepoint each). Blocking reads poll: an add in this process wakes
-//! its readers at once, adds from other processes are seen within [`POLL`].
+//! share one transaction (group commit, a savepoint each). Blocking reads poll: an add in
+//! this process wakes its readers at once, adds from other processes are seen within
+//! [`POLL`].
 //!
 //! ## Layout
 //! - `mod.rs`: opening, the connection, the async [`Broker`] surface.
