@@ -86,23 +86,36 @@ pub fn fnv1a64_hex(bytes: &[u8]) -> String {
 /// `DD-MM` of the UTC day `offset` days from today.
 pub fn day_month(offset: i64) -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
-    let days = (secs / 86_400) as i64 + offset;
-    // Howard Hinnant's civil_from_days.
+    let (_, month, day) = civil_from_days((secs / 86_400) as i64 + offset);
+    format!("{day:02}-{month:02}")
+}
+
+/// (year, month, day) of a count of days since 1970-01-01 (Howard Hinnant's civil_from_days).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
+    let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    format!("{day:02}-{month:02}")
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// Every example's compose file loads and its components pass `cannon-host check`.
 #[test]
 fn the_example_compose_files_check() {
-    for example in ["remember", "iwant", "branding"] {
-        let compose = repo().join("examples").join(example).join("cannon-compose.yml");
+    let mut examples: Vec<_> = std::fs::read_dir(repo().join("examples"))
+        .expect("list examples/")
+        .map(|entry| entry.expect("examples/ entry").path().join("cannon-compose.yml"))
+        .filter(|compose| compose.is_file())
+        .collect();
+    examples.sort();
+    assert!(examples.len() >= 3, "found only {examples:?}");
+    for compose in examples {
+        let example = compose.display();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_cannon-host"))
             .arg("-f")
             .arg(&compose)
@@ -120,9 +133,18 @@ fn the_example_compose_files_check() {
     }
 }
 
+/// Known dates (epoch, leap days, century rules) and today as the system's `date` prints it.
 #[test]
-fn day_month_is_today() {
-    let today = day_month(0);
-    assert_eq!(today.len(), 5, "{today}");
-    assert_ne!(day_month(-1), day_month(1));
+fn civil_dates_are_right() {
+    assert_eq!(civil_from_days(0), (1970, 1, 1));
+    assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    assert_eq!(civil_from_days(19_783), (2024, 3, 1));
+    assert_eq!(civil_from_days(47_541), (2100, 3, 1));
+    let date = std::process::Command::new("date").args(["-u", "+%d-%m"]).output().expect("run date");
+    let system = String::from_utf8_lossy(&date.stdout).trim().to_string();
+    let ours = day_month(0);
+    // Tolerate the run crossing midnight between the two readings.
+    assert!(system == ours || system == day_month(-1) || system == day_month(1), "date says {system}, day_month(0) says {ours}");
 }
