@@ -12,6 +12,7 @@
 //!   component and a fresh `Store` per call.
 //! - [`broker`]: the [`broker::Broker`] and [`broker::KvStore`] traits, implemented by the
 //!   embedded broker (SQLite, the default) and by Redis (streams and consumer groups).
+//! - [`fields`]: field maps: host-owned `cannon.*` keys, the linear merge, sizes.
 //! - [`pipeline`], [`torch`]: what happens to one message.
 //! - [`service`]: compose entries turned into runnable pipelines.
 //! - [`worker`]: consume -> pipeline -> taskback + ack, retries and dead letters.
@@ -24,6 +25,7 @@ pub mod cli;
 pub mod collector;
 pub mod config;
 pub mod engine;
+pub mod fields;
 pub mod pipeline;
 pub mod service;
 pub mod torch;

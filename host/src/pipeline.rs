@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::broker::{Fields, ID_FIELD};
 use crate::engine::{CallError, CallStats, Component, KvScope, Message};
+use crate::fields::{guest_pairs, with_host_keys};
 use crate::torch::Torch;
 
 /// One step of a pipeline.
@@ -48,15 +49,7 @@ pub struct Pipeline {
     pub kv: Option<KvScope>,
 }
 
-/// Sets `key` to `value`, overwriting an existing pair in place.
-pub fn merge(results: &mut Fields, new: Fields) {
-    for (key, value) in new {
-        match results.iter_mut().find(|(k, _)| *k == key) {
-            Some(slot) => slot.1 = value,
-            None => results.push((key, value)),
-        }
-    }
-}
+pub use crate::fields::merge;
 
 impl Pipeline {
     /// Runs every step; the first failure stops the pipeline.
@@ -75,7 +68,8 @@ impl Pipeline {
                     (out.value, out.taskbacks, out.stats)
                 }
             };
-            merge(&mut outcome.results, new);
+            // Host-owned keys (`cannon.*`) a step returns are dropped, every occurrence.
+            merge(&mut outcome.results, guest_pairs(new));
             outcome.extra_taskbacks.extend(taskbacks);
             outcome.stats.instantiate += stats.instantiate;
             outcome.stats.wall += stats.wall;
@@ -90,19 +84,19 @@ impl Pipeline {
 }
 
 impl Outcome {
-    /// The taskbacks to deliver: the message plus results plus `cannon.id` when results
-    /// are non-empty, then the extra ones (each tagged with `cannon.id` as well).
+    /// The taskbacks to deliver: `cannon.id` first, then the message's fields and the
+    /// results (merged, later keys winning in place) when results are non-empty; then the
+    /// extra ones, each `cannon.id` first followed by what the step sent. Host-owned keys
+    /// (`cannon.*`) from the message, the results or a step are dropped, all occurrences, so
+    /// every taskback holds exactly one `cannon.id`, the host's, in the first pair.
     pub fn taskbacks(self, msg: &Message) -> Vec<Fields> {
+        let id = || vec![(ID_FIELD.to_owned(), msg.id.clone())];
         let mut out = Vec::with_capacity(1 + self.extra_taskbacks.len());
         if !self.results.is_empty() {
-            let mut fields = msg.fields.clone();
-            merge(&mut fields, self.results);
-            merge(&mut fields, vec![(ID_FIELD.to_owned(), msg.id.clone())]);
-            out.push(fields);
+            out.push(with_host_keys(id(), msg.fields.iter().cloned().chain(self.results)));
         }
-        for mut extra in self.extra_taskbacks {
-            merge(&mut extra, vec![(ID_FIELD.to_owned(), msg.id.clone())]);
-            out.push(extra);
+        for extra in self.extra_taskbacks {
+            out.push(with_host_keys(id(), extra));
         }
         out
     }
@@ -117,18 +111,35 @@ mod tests {
     }
 
     #[test]
-    fn later_keys_overwrite_in_place() {
-        let mut results = f(&[("a", "1"), ("b", "2")]);
-        merge(&mut results, f(&[("b", "3"), ("c", "4")]));
-        assert_eq!(results, f(&[("a", "1"), ("b", "3"), ("c", "4")]));
-    }
-
-    #[test]
     fn taskback_is_message_plus_results_plus_id() {
         let msg = Message { id: "1-0".into(), service: "s".into(), fields: f(&[("user", "me"), ("text", "hi")]) };
         let outcome = Outcome { results: f(&[("text", "HI")]), ..Outcome::default() };
-        assert_eq!(outcome.taskbacks(&msg), vec![f(&[("user", "me"), ("text", "HI"), ("cannon.id", "1-0")])]);
+        assert_eq!(outcome.taskbacks(&msg), vec![f(&[("cannon.id", "1-0"), ("user", "me"), ("text", "HI")])]);
         let empty = Outcome::default();
         assert!(empty.taskbacks(&msg).is_empty());
+    }
+
+    #[test]
+    fn forged_host_keys_never_reach_a_taskback() {
+        let msg = Message {
+            id: "7-0".into(),
+            service: "s".into(),
+            fields: f(&[("cannon.id", "1-0"), ("text", "hi"), ("cannon.error", "fake")]),
+        };
+        let forged = f(&[("cannon.id", "1-0"), ("text", "FORGED"), ("Cannon.ID", "1-0"), ("cannon.id", "1-0")]);
+        let outcome = Outcome {
+            results: f(&[("text", "HI"), ("n", "1")]),
+            extra_taskbacks: vec![forged.clone(), forged],
+            ..Outcome::default()
+        };
+        let taskbacks = outcome.taskbacks(&msg);
+        assert_eq!(taskbacks[0], f(&[("cannon.id", "7-0"), ("text", "HI"), ("n", "1")]));
+        for extra in &taskbacks[1..] {
+            assert_eq!(extra, &f(&[("cannon.id", "7-0"), ("text", "FORGED")]));
+        }
+        for taskback in &taskbacks {
+            assert_eq!(crate::fields::host_id(taskback), Some("7-0"));
+            assert_eq!(taskback.iter().filter(|(k, _)| crate::fields::is_host_key(k)).count(), 1);
+        }
     }
 }

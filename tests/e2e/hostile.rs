@@ -179,9 +179,9 @@ fn floods_are_cut_at_their_limits() {
     add_messages(&mut con, "bigmsg", &[vec![("text", "x".repeat(2000))]]);
     let shout_ids = send_shout(&mut con);
 
-    // 100 pairs of 1 KiB: an honest map over limits.output_kb.
+    // 100 pairs of 1 KiB: an honest map over limits.output_kb (102890 bytes plus 32 per pair).
     let many = only_error(&mut con, "many", &host);
-    assert_eq!(many, "bigresult: output limit exceeded: results of 102890 bytes exceed limits.output_kb = 16");
+    assert_eq!(many, "bigresult: output limit exceeded: results of 106090 bytes exceed limits.output_kb = 16");
     // 100000 pairs aliasing one 4 MiB string: refused before the host copies any of it.
     let transfer = "output limit exceeded: the guest passed more than 1048576 bytes to the host at once";
     assert_eq!(only_error(&mut con, "alias", &host), format!("bigresult: {transfer}"));
@@ -201,7 +201,7 @@ fn floods_are_cut_at_their_limits() {
     // at once, with no attempt made.
     let letters = dead(&mut con, "bigmsg", 1, &host);
     assert_eq!(letters[0].2, "0", "{letters:?}");
-    assert_eq!(letters[0].1, r#"message of 2004 bytes exceeds limits.message_kb = 1 of service "bigmsg"; not run"#);
+    assert_eq!(letters[0].1, r#"message of 2036 bytes exceeds limits.message_kb = 1 of service "bigmsg"; not run"#);
 
     // Log flood: the message succeeds, its output is cut at limits.log_kb.
     assert_eq!(wait_len(&mut con, &key("flood", "taskback"), 1, Duration::from_secs(30)), 1, "{}", host.log_text());

@@ -9,6 +9,7 @@ mod collectors;
 mod conformance;
 mod examples;
 mod hostile;
+mod hostile_fields;
 mod kv;
 mod languages;
 mod reliability;

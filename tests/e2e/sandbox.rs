@@ -67,7 +67,12 @@ async fn each_limit_has_its_own_error_and_is_counted() {
     let big = load(&engine, &spec("shout", &[], Limits { message_kb: 1, ..small() }, &[]));
     let long = "x".repeat(1025);
     let err = big.run(&msg(&[("text", &long)]), &Vec::new(), None).await.unwrap_err();
-    assert_eq!(err.to_string(), "input limit exceeded: message of 1029 bytes exceeds limits.message_kb = 1");
+    // Each field costs its bytes plus 32: 4 + 1025 + 32.
+    assert_eq!(err.to_string(), "input limit exceeded: message of 1061 bytes exceeds limits.message_kb = 1");
+    let few = load(&engine, &spec("shout", &[], Limits { max_fields: 2, ..small() }, &[]));
+    let err = few.run(&msg(&[("text", "hi"), ("a", ""), ("b", "")]), &Vec::new(), None).await.unwrap_err();
+    assert_eq!(err.to_string(), "input limit exceeded: message of 3 fields exceeds limits.max_fields = 2");
+    few.run(&msg(&[("text", "hi"), ("a", "")]), &Vec::new(), None).await.expect("two fields are within the cap");
 
     let after = metrics::snapshot();
     // Other tests in this process may call components too: at least ours are counted.

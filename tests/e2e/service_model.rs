@@ -122,10 +122,11 @@ services:
     let (ids, by_id) = exchange(&redis, &host, "chain", &[vec![("text", "hi".to_owned())]], 1);
     let taskback = &by_id[&ids[0]][0];
     let pairs: Vec<(&str, &str)> = taskback.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    // Message fields first, then results in the order they first appeared, later values winning.
+    // The host's id first; then message fields, then results in the order they first
+    // appeared, later values winning in place.
     assert_eq!(
         pairs,
-        [("text", "from-echo"), ("a", "first"), ("b", "second"), ("c", "third"), ("cannon.id", ids[0].as_str())]
+        [("cannon.id", ids[0].as_str()), ("text", "from-echo"), ("a", "first"), ("b", "second"), ("c", "third")]
     );
 
     let (ids, by_id) = exchange(&redis, &host, "mapped", &[vec![("text", "hi".to_owned())]], 1);

@@ -78,18 +78,22 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    /// The dead-stream entry: the message's fields, then the [`DEAD_FIELDS`].
+    /// The dead-stream entry: the [`DEAD_FIELDS`] first, each once, then the message's
+    /// fields without host-owned keys (`cannon.*`), so a message cannot forge them.
     pub fn entry(&self) -> Fields {
-        let mut fields = self.fields.clone();
-        fields.push((ID_FIELD.to_owned(), self.id.clone()));
-        fields.push(("cannon.error".to_owned(), self.error.clone()));
-        fields.push(("cannon.attempts".to_owned(), self.attempts.to_string()));
-        fields.push(("cannon.failed_at".to_owned(), self.failed_at_ms.to_string()));
-        fields
+        let host = vec![
+            (ID_FIELD.to_owned(), self.id.clone()),
+            ("cannon.error".to_owned(), self.error.clone()),
+            ("cannon.attempts".to_owned(), self.attempts.to_string()),
+            ("cannon.failed_at".to_owned(), self.failed_at_ms.to_string()),
+        ];
+        let mut entry = host;
+        entry.extend(crate::fields::guest_pairs(self.fields.iter().cloned()));
+        entry
     }
 }
 
-/// Fields [`Broker::bury`] adds to a dead letter (after the message's own fields), and
+/// Fields [`Broker::bury`] adds to a dead letter (before the message's own fields), and
 /// which [`Broker::replay`] strips again.
 pub const DEAD_FIELDS: [&str; 4] = [ID_FIELD, "cannon.error", "cannon.attempts", "cannon.failed_at"];
 

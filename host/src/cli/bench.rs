@@ -6,7 +6,7 @@
 //! also a temporary data directory), so it neither sees nor disturbs the service's real
 //! streams, and removes its streams when done.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, Fields, ID_FIELD, KvStore, StreamKind};
+use crate::broker::{Broker, Fields, KvStore, StreamKind};
 use crate::cli::{Cli, connect, one_service};
 use crate::engine::{Engine, metrics};
+use crate::fields::host_id;
 use crate::service::{self, engine_options};
 use crate::worker;
 
@@ -49,6 +50,8 @@ struct Clock {
     latencies: Vec<Duration>,
     /// Taskbacks whose id was not (yet) recorded as sent: matched when the id shows up.
     early: HashMap<String, Instant>,
+    /// Messages whose (first) taskback was seen.
+    answered: HashSet<String>,
 }
 
 impl Clock {
@@ -61,13 +64,19 @@ impl Clock {
         }
     }
 
-    fn answered(&mut self, id: String, at: Instant) {
+    /// Records the first taskback of message `id`; `false` for any later one (a task's
+    /// extra taskbacks), which neither counts nor measures anything.
+    fn answered(&mut self, id: String, at: Instant) -> bool {
+        if !self.answered.insert(id.clone()) {
+            return false;
+        }
         match self.sent.remove(&id) {
             Some(sent) => self.latencies.push(at.saturating_duration_since(sent)),
             None => {
                 self.early.insert(id, at);
             }
         }
+        true
     }
 }
 
@@ -196,8 +205,10 @@ async fn measure(
         {
             let mut clock = lock(&clock);
             for entry in &entries {
-                if let Some((_, id)) = entry.fields.iter().find(|(k, _)| k == ID_FIELD) {
-                    clock.answered(id.clone(), now);
+                // Only the host-written id counts, and only a message's first taskback.
+                if let Some(id) = host_id(&entry.fields)
+                    && clock.answered(id.to_owned(), now)
+                {
                     done += 1;
                 }
             }

@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use crate::broker::{Entry, Fields, ID_FIELD, StreamKind};
+use crate::broker::{Entry, Fields, StreamKind};
 use crate::cli::{Cli, connect, load_compose};
+use crate::fields::host_id;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -39,8 +40,10 @@ fn to_json(entry: &Entry) -> String {
     serde_json::Value::Object(object).to_string()
 }
 
+/// Whether `entry` (a taskback or dead letter) answers message `id`: only the `cannon.id`
+/// the host wrote, the entry's first pair, counts; a task cannot forge it.
 fn answers(entry: &Entry, id: &str) -> bool {
-    entry.fields.iter().any(|(k, v)| k == ID_FIELD && v == id)
+    host_id(&entry.fields) == Some(id)
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
@@ -51,7 +54,14 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
         .context("no service selected")?;
     let fields = parse_fields(&args.fields)?;
     anyhow::ensure!(!fields.is_empty(), "a message needs at least one KEY=VALUE field");
-    let bytes: usize = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
+    anyhow::ensure!(
+        fields.len() <= service.limits.max_fields,
+        "message of {} fields exceeds limits.max_fields = {} of service {:?}",
+        fields.len(),
+        service.limits.max_fields,
+        service.name
+    );
+    let bytes = crate::fields::size(&fields);
     anyhow::ensure!(
         bytes as u64 <= service.limits.message_kb.saturating_mul(1024),
         "message of {bytes} bytes exceeds limits.message_kb = {} of service {:?}",

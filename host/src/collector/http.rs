@@ -2,11 +2,13 @@
 //! are, numbers and booleans as their text). Answers `202 {"id": ...}`; with `?wait=MS`,
 //! `200` and the message's taskback as a JSON object, or `504` when none came in time.
 //! `GET /healthz` answers `200`. Bad JSON, nested values or nulls get `400` naming the
-//! problem, a message over `limits.message_kb` gets `413`, a broker failure `503`.
+//! problem, a message over `limits.message_kb` or `limits.max_fields` gets `413`, a broker
+//! failure `503`.
 //!
 //! Taskbacks are read through the service's collector group by one dispatcher that hands
-//! each to the request waiting for it (by `cannon.id`) and acknowledges every one, waited
-//! for or not. `?wait` therefore expects the service's collector to run in one process.
+//! each to the request waiting for it (by the host-written `cannon.id`, the first pair)
+//! and acknowledges every one, waited for or not. `?wait` therefore expects the service's
+//! collector to run in one process.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,8 +25,9 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use crate::broker::{Fields, ID_FIELD};
+use crate::broker::Fields;
 use crate::collector::{AddError, Context, Exit, json_fields, to_json};
+use crate::fields::host_id;
 
 /// Longest `?wait` accepted, in milliseconds.
 const MAX_WAIT_MS: u64 = 300_000;
@@ -51,9 +54,10 @@ impl Shared {
         self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Hands a taskback to its waiter, or keeps it briefly in case the waiter is late.
+    /// Hands a taskback to its waiter, or keeps it briefly in case the waiter is late. The
+    /// waiter is found by the id the host wrote (the first pair, [`host_id`]) only.
     fn deliver(&self, fields: Fields) {
-        let Some(id) = fields.iter().rev().find(|(k, _)| k == ID_FIELD).map(|(_, v)| v.clone()) else {
+        let Some(id) = host_id(&fields).map(str::to_owned) else {
             return;
         };
         let mut waiters = self.waiters();
@@ -192,7 +196,9 @@ async fn message(
     let ctx = &shared.ctx;
     let id = match ctx.add(fields).await {
         Ok(id) => id,
-        Err(err @ AddError::TooLarge { .. }) => return error(StatusCode::PAYLOAD_TOO_LARGE, err.to_string()),
+        Err(err @ (AddError::TooLarge { .. } | AddError::TooManyFields { .. })) => {
+            return error(StatusCode::PAYLOAD_TOO_LARGE, err.to_string());
+        }
         Err(err @ AddError::Empty) => return error(StatusCode::BAD_REQUEST, err.to_string()),
         Err(AddError::Broker(err)) => {
             tracing::error!(service = %ctx.service.name, error = %err, "cannot add a message from http");

@@ -94,6 +94,8 @@ pub fn taskback_groups(collectors: &[CollectorSpec]) -> Vec<Option<String>> {
 pub enum AddError {
     #[error("message of {bytes} bytes exceeds limits.message_kb = {limit_kb} of service {service:?}")]
     TooLarge { bytes: usize, limit_kb: u64, service: String },
+    #[error("message of {fields} fields exceeds limits.max_fields = {limit} of service {service:?}")]
+    TooManyFields { fields: usize, limit: usize, service: String },
     #[error("a message needs at least one field")]
     Empty,
     #[error(transparent)]
@@ -168,7 +170,8 @@ impl Drop for Background {
 
 impl Context {
     /// Adds one message built from `fields` plus the collector's kwargs (the message's own
-    /// fields win), refusing it when it exceeds `limits.message_kb`.
+    /// fields win), refusing it when it has more than `limits.max_fields` fields or exceeds
+    /// `limits.message_kb` (each field costing its bytes plus 32).
     pub async fn add(&self, fields: Fields) -> Result<String, AddError> {
         let message = self.message(fields)?;
         Ok(self.broker.add(&self.service.name, StreamKind::Data, &message).await?)
@@ -201,13 +204,17 @@ impl Context {
     }
 
     fn message(&self, fields: Fields) -> Result<Fields, AddError> {
+        let limit = self.service.limits.max_fields;
         let mut message = Vec::with_capacity(fields.len() + self.kwargs().len());
         message.extend(self.kwargs().iter().map(|(k, v)| (k.clone(), v.clone())));
-        crate::pipeline::merge(&mut message, fields);
+        crate::fields::merge(&mut message, fields);
         if message.is_empty() {
             return Err(AddError::Empty);
         }
-        let bytes: usize = message.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if message.len() > limit {
+            return Err(AddError::TooManyFields { fields: message.len(), limit, service: self.service.name.clone() });
+        }
+        let bytes = crate::fields::size(&message);
         let limit_kb = self.service.limits.message_kb;
         if bytes as u64 > limit_kb.saturating_mul(1024) {
             return Err(AddError::TooLarge { bytes, limit_kb, service: self.service.name.clone() });

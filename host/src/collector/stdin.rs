@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::broker::{Entry, ID_FIELD};
+use crate::broker::Entry;
 use crate::collector::{Context, Exit};
+use crate::fields::host_id;
 
 /// After end of input, how long to wait without any taskback before giving up on replies
 /// (a pipeline with empty results sends none).
@@ -42,7 +43,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<Exit> {
         tokio::spawn(async move {
             ctx.taskbacks(|entry| {
                 println!("{}", render(entry));
-                if let Some((_, id)) = entry.fields.iter().find(|(k, _)| k == ID_FIELD) {
+                if let Some(id) = host_id(&entry.fields) {
                     outstanding.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
                 }
                 *last_reply.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();

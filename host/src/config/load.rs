@@ -224,5 +224,6 @@ pub(crate) fn check_limits(ctx: &mut Ctx, limits: &Limits, node: Option<&Node>, 
     let mb = limits.memory_mb;
     ctx.check(node, path, "memory_mb", mb == 0 || mb > 4096, "must be between 1 and 4096");
     ctx.check(node, path, "message_kb", limits.message_kb == 0, AT_LEAST_ONE);
+    ctx.check(node, path, "max_fields", limits.max_fields == 0, AT_LEAST_ONE);
     ctx.check(node, path, "fuel", limits.fuel == Some(0), "must be at least 1 (or null for no fuel limit)");
 }

@@ -187,11 +187,22 @@ pub struct Limits {
     pub fuel: Option<u64>,
     /// Cap on one message accepted from a collector (all keys and values).
     pub message_kb: u64,
+    /// Cap on the fields of one message, of one call's results and of one taskback.
+    pub max_fields: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { timeout_ms: 1000, memory_mb: 32, output_kb: 64, log_kb: 16, taskbacks: 16, fuel: None, message_kb: 256 }
+        Self {
+            timeout_ms: 1000,
+            memory_mb: 32,
+            output_kb: 64,
+            log_kb: 16,
+            taskbacks: 16,
+            fuel: None,
+            message_kb: 256,
+            max_fields: 1000,
+        }
     }
 }
 

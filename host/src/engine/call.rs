@@ -23,6 +23,7 @@ use crate::engine::metrics::METRICS;
 use crate::engine::output::{CallLog, GuestOutput, Source};
 use crate::engine::state::{HostState, Limiter};
 use crate::engine::{CallError, CallOutput, CallStats, Component, KvScope};
+use crate::fields;
 
 /// Least data one guest-to-host transfer may carry, whatever the output limits: room for
 /// a kv value, a log line or a result map with its per-entry overhead.
@@ -82,6 +83,7 @@ impl Component {
             taskbacks: Vec::new(),
             max_taskbacks: if self.taskback_granted { self.limits.taskbacks } else { 0 },
             max_taskback_bytes: self.output_budget(),
+            max_taskback_fields: self.limits.max_fields,
             kv,
             service: service.into(),
             deadline_hit: false,
@@ -108,9 +110,17 @@ impl Component {
         Ok(store)
     }
 
-    /// Refuses a message larger than `limits.message_kb`, whoever put it in the stream.
+    /// Refuses a message with more than `limits.max_fields` fields or larger than
+    /// `limits.message_kb`, whoever put it in the stream.
     fn check_input(&self, msg: &Message) -> Result<(), CallError> {
-        let bytes: usize = msg.fields.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if msg.fields.len() > self.limits.max_fields {
+            return Err(CallError::Input(format!(
+                "message of {} fields exceeds limits.max_fields = {}",
+                msg.fields.len(),
+                self.limits.max_fields
+            )));
+        }
+        let bytes = fields::size(&msg.fields);
         if bytes > kib(self.limits.message_kb) {
             return Err(CallError::Input(format!(
                 "message of {bytes} bytes exceeds limits.message_kb = {}",
@@ -147,7 +157,15 @@ impl Component {
         })
         .await;
         let value = self.settle(&mut store, outcome).and_then(guest_result).and_then(|value| {
-            let bytes: usize = value.iter().map(|(k, v)| k.len() + v.len()).sum();
+            // The count first: it costs nothing, whatever the guest returned.
+            if value.len() > self.limits.max_fields {
+                return Err(CallError::Output(format!(
+                    "{} fields exceed limits.max_fields = {}",
+                    value.len(),
+                    self.limits.max_fields
+                )));
+            }
+            let bytes = fields::size(&value);
             if bytes > self.output_budget() {
                 return Err(CallError::Output(format!(
                     "results of {bytes} bytes exceed limits.output_kb = {}",

@@ -31,7 +31,14 @@ impl taskback::Host for HostState {
                 self.max_taskbacks
             )));
         }
-        let bytes: usize = fields.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if fields.len() > self.max_taskback_fields {
+            return Ok(Err(format!(
+                "taskback of {} fields exceeds limits.max_fields = {}",
+                fields.len(),
+                self.max_taskback_fields
+            )));
+        }
+        let bytes = crate::fields::size(&fields);
         if bytes > self.max_taskback_bytes {
             return Ok(Err(format!(
                 "taskback of {bytes} bytes exceeds limits.output_kb ({} bytes)",

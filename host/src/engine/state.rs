@@ -24,8 +24,10 @@ pub struct HostState {
     pub(crate) taskbacks: Vec<Fields>,
     /// Most taskbacks this call may queue.
     pub(crate) max_taskbacks: u32,
-    /// Most bytes one taskback may hold.
+    /// Most bytes one taskback may hold (each field costing its bytes plus 32).
     pub(crate) max_taskback_bytes: usize,
+    /// Most fields one taskback may hold (`limits.max_fields`).
+    pub(crate) max_taskback_fields: usize,
     /// The service's kv store, when granted and attached.
     pub(crate) kv: Option<KvScope>,
     /// The calling service: kv keys are relative to it.

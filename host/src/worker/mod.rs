@@ -4,8 +4,8 @@
 //! on its own tokio task as soon as one of the `workers.concurrency` slots is free; it reads
 //! the next batch while the last messages of the previous one run. A failed pipeline is
 //! retried in place with exponential backoff; after `retry.max_attempts` the message goes to
-//! the dead-letter stream. A message larger than `limits.message_kb` is dead-lettered at
-//! once, never run.
+//! the dead-letter stream. A message with more than `limits.max_fields` fields or larger
+//! than `limits.message_kb` is dead-lettered at once, never run.
 //! Finished messages flow to a completer that writes taskbacks and acks in batches, each
 //! message's taskbacks and ack in one transaction, and retries the write until the broker
 //! takes it: nothing is acked before it is done, nothing is dropped. The broker writes only
@@ -277,13 +277,23 @@ async fn process(
     let retry = service.spec.retry;
     let msg = Message { id: delivery.id, service: service.name().to_owned(), fields: delivery.fields };
     let mut attempt = delivery.deliveries.max(1);
-    let bytes: usize = msg.fields.iter().map(|(k, v)| k.len() + v.len()).sum();
-    let max_bytes = service.spec.limits.message_kb.saturating_mul(1024);
-    let finished = if bytes as u64 > max_bytes {
+    let limits = service.spec.limits;
+    let bytes = crate::fields::size(&msg.fields);
+    let finished = if msg.fields.len() > limits.max_fields {
+        // Not ours to run: another producer bypassed the collector's field cap.
+        let error = format!(
+            "message of {} fields exceeds limits.max_fields = {} of service {:?}; not run",
+            msg.fields.len(),
+            limits.max_fields,
+            service.name()
+        );
+        tracing::error!("{error}; moving to dead letters");
+        Finished::Dead(dead_letter(msg, error, 0))
+    } else if bytes as u64 > limits.message_kb.saturating_mul(1024) {
         // Not ours to run: another producer bypassed the collector's size check.
         let error = format!(
             "message of {bytes} bytes exceeds limits.message_kb = {} of service {:?}; not run",
-            service.spec.limits.message_kb,
+            limits.message_kb,
             service.name()
         );
         tracing::error!("{error}; moving to dead letters");
