@@ -271,6 +271,16 @@ pub trait Broker: KvStore + Send + Sync + 'static {
     async fn replay(&self, service: &str, dead_ids: &[String]) -> Result<Vec<(String, String)>>;
 }
 
+/// The longest `kv` TTL: 100 years. A longer one (up to `u64::MAX` ms from a guest) is
+/// clamped to it by both brokers, so both answer the same: Redis refuses expiry times past
+/// about 2^63 ms and its Lua scripts count in doubles, exact to 2^53.
+pub const MAX_KV_TTL: Duration = Duration::from_millis(100 * 365 * 24 * 3600 * 1000);
+
+/// `ttl` clamped to [`MAX_KV_TTL`], in whole milliseconds, at least 1.
+pub fn kv_ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.min(MAX_KV_TTL).as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
 /// Why a kv operation was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KvFailure {

@@ -177,7 +177,9 @@ pub struct Limits {
     pub timeout_ms: u64,
     /// Cap on the instance's linear memory.
     pub memory_mb: u64,
-    /// Cap on the bytes of a call's results (keys plus values) or reply.
+    /// Cap on the bytes of a call's results (keys plus values) or reply. The default is
+    /// twice `message_kb`, so any accepted message can be transformed and answered (case
+    /// mapping can make text longer).
     pub output_kb: u64,
     /// Cap on the bytes a call may log (log import plus stdout/stderr); the rest is dropped.
     pub log_kb: u64,
@@ -191,7 +193,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { timeout_ms: 1000, memory_mb: 32, output_kb: 64, log_kb: 16, taskbacks: 16, fuel: None, message_kb: 256 }
+        Self { timeout_ms: 1000, memory_mb: 32, output_kb: 512, log_kb: 16, taskbacks: 16, fuel: None, message_kb: 256 }
     }
 }
 
