@@ -48,6 +48,10 @@ pub const ID_FIELD: &str = "cannon.id";
 pub struct Entry {
     pub id: String,
     pub fields: Fields,
+    /// Set when a key or value of the stored entry is not UTF-8 (Redis: any producer can
+    /// `XADD` bytes): which field and at what byte. `fields` then has each invalid byte
+    /// written `\xNN`, for display only; such an entry is never processed.
+    pub not_utf8: Option<String>,
 }
 
 /// A data-stream entry handed to this consumer.
@@ -57,6 +61,8 @@ pub struct Delivery {
     pub fields: Fields,
     /// How many times the broker has handed this entry out, this time included.
     pub deliveries: u32,
+    /// As [`Entry::not_utf8`]: the worker dead-letters such a message without running it.
+    pub not_utf8: Option<String>,
 }
 
 /// A processed message: the taskbacks to add and the entry to acknowledge, atomically.
@@ -78,14 +84,22 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    /// The dead-stream entry: the message's fields, then the [`DEAD_FIELDS`].
+    /// The dead-stream entry: the message's fields, then the [`DEAD_FIELDS`]. (Redis copies
+    /// the message's fields from the stored entry instead, byte for byte, when it has it.)
     pub fn entry(&self) -> Fields {
         let mut fields = self.fields.clone();
-        fields.push((ID_FIELD.to_owned(), self.id.clone()));
-        fields.push(("cannon.error".to_owned(), self.error.clone()));
-        fields.push(("cannon.attempts".to_owned(), self.attempts.to_string()));
-        fields.push(("cannon.failed_at".to_owned(), self.failed_at_ms.to_string()));
+        fields.extend(self.added());
         fields
+    }
+
+    /// The [`DEAD_FIELDS`] with their values.
+    pub fn added(&self) -> Fields {
+        vec![
+            (ID_FIELD.to_owned(), self.id.clone()),
+            ("cannon.error".to_owned(), self.error.clone()),
+            ("cannon.attempts".to_owned(), self.attempts.to_string()),
+            ("cannon.failed_at".to_owned(), self.failed_at_ms.to_string()),
+        ]
     }
 }
 
@@ -153,6 +167,44 @@ pub enum BrokerError {
     },
     #[error("embedded broker {path}: {detail}")]
     Embedded { path: String, detail: String },
+}
+
+impl BrokerError {
+    /// Whether the broker refused this for good: the same write would be refused again
+    /// (Redis answered with an error such as `ERR Protocol error: invalid bulk length` or a
+    /// script error; SQLite said `string or blob too big`). Lost connections, timeouts,
+    /// `LOADING`, `BUSY`, `READONLY`, `OOM`, `MISCONF`, a busy or full database are
+    /// transient. A refusal Redis makes by closing the connection looks transient here; the
+    /// worker's writer tells it apart by retrying the message alone while the broker answers.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            BrokerError::Redis { source, .. } => {
+                if source.is_io_error() || source.is_timeout() || source.is_connection_dropped() {
+                    return false;
+                }
+                match source.code() {
+                    Some(code) => !matches!(
+                        code,
+                        "LOADING"
+                            | "BUSY"
+                            | "TRYAGAIN"
+                            | "MASTERDOWN"
+                            | "READONLY"
+                            | "NOREPLICAS"
+                            | "CLUSTERDOWN"
+                            | "OOM"
+                            | "MISCONF"
+                            | "NOSCRIPT"
+                    ),
+                    None => false,
+                }
+            }
+            BrokerError::Sqlite { source, .. } => {
+                source.sqlite_error_code() == Some(rusqlite::ErrorCode::TooBig)
+            }
+            BrokerError::Protocol { .. } | BrokerError::Url { .. } | BrokerError::Embedded { .. } => false,
+        }
+    }
 }
 
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
