@@ -12,9 +12,11 @@ use crate::support::{Project, RedisServer, Running, component, key, run_host, wa
 
 /// Raw fields of an entry: keys and values as bytes.
 type RawFields = Vec<(Vec<u8>, Vec<u8>)>;
+/// Entries of a stream: id and raw fields.
+type RawEntries = Vec<(String, RawFields)>;
 
 /// Every entry of a stream with its fields as bytes (the harness's `entries` wants UTF-8).
-fn raw_entries(con: &mut redis::Connection, key: &str) -> Vec<(String, RawFields)> {
+fn raw_entries(con: &mut redis::Connection, key: &str) -> RawEntries {
     let value: Value = redis::cmd("XRANGE").arg(key).arg("-").arg("+").query(con).expect("XRANGE");
     let Value::Array(items) = value else { panic!("XRANGE reply {value:?}") };
     let bytes = |v: &Value| match v {
@@ -51,7 +53,7 @@ fn xadd_raw(con: &mut redis::Connection, service: &str, stream: &str, fields: &[
 }
 
 /// Waits until the taskback and dead streams of `service` together hold `n` entries.
-fn wait_answers(con: &mut redis::Connection, service: &str, n: usize) -> (Vec<(String, RawFields)>, Vec<(String, RawFields)>) {
+fn wait_answers(con: &mut redis::Connection, service: &str, n: usize) -> (RawEntries, RawEntries) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let taskbacks = raw_entries(con, &key(service, "taskback"));
@@ -76,7 +78,11 @@ fn defaults_answer_a_message_of_the_largest_accepted_size() {
     let text = "a".repeat(256 * 1024 - "text".len());
     let id = xadd_raw(&mut con, "shout", "data", &[(b"text", text.as_bytes())]);
     let (taskbacks, dead) = wait_answers(&mut con, "shout", 1);
-    assert!(dead.is_empty(), "dead-lettered: {}", dead.iter().map(|d| text_field(&d.1, "cannon.error")).collect::<String>());
+    assert!(
+        dead.is_empty(),
+        "dead-lettered: {}",
+        dead.iter().map(|d| text_field(&d.1, "cannon.error")).collect::<String>()
+    );
     assert_eq!(taskbacks.len(), 1);
     assert_eq!(text_field(&taskbacks[0].1, "cannon.id"), id);
     assert_eq!(raw_field(&taskbacks[0].1, "text"), Some(text.to_uppercase().as_bytes()));
@@ -144,8 +150,17 @@ fn awkward_entries_from_a_third_party_get_one_answer_each() {
     let big = "b".repeat(64 * 1024);
     let many: Vec<(String, String)> = (0..10_000).map(|i| (format!("f{i}"), i.to_string())).collect();
     let mut ids = Vec::new();
-    let odd: [&[u8]; 9] =
-        [b"", b" ", b"a b", b"line\nbreak", "ключ".as_bytes(), "🙂".as_bytes(), b"$%^&*(){}", b"\x00nul", long_name.as_bytes()];
+    let odd: [&[u8]; 9] = [
+        b"",
+        b" ",
+        b"a b",
+        b"line\nbreak",
+        "ключ".as_bytes(),
+        "🙂".as_bytes(),
+        b"$%^&*(){}",
+        b"\x00nul",
+        long_name.as_bytes(),
+    ];
     for name in odd {
         ids.push(xadd_raw(&mut con, "shout", "data", &[(name, b"v"), (b"text", b"odd name")]));
     }
@@ -197,7 +212,7 @@ services:
   big:
     tasks:
       - file: bigresult
-        conf: { entries: \"1\", value_bytes: \"2000000\" }
+        conf: { kwargs: { entries: \"1\", value_bytes: \"2000000\" } }
     limits: { output_kb: 4096 }
   small:
     tasks: [ { file: shout } ]
@@ -206,10 +221,17 @@ services:
     let mut host = Running::start(&project, &redis, &["big", "small"]);
     host.wait_for_log("workers started", Duration::from_secs(60));
     let mut con = redis.con();
-    let big: Vec<String> = (0..3).map(|i| xadd_raw(&mut con, "big", "data", &[(b"n", i.to_string().as_bytes())])).collect();
-    let small: Vec<String> = (0..5).map(|i| xadd_raw(&mut con, "small", "data", &[(b"text", format!("m{i}").as_bytes())])).collect();
+    let big: Vec<String> =
+        (0..3).map(|i| xadd_raw(&mut con, "big", "data", &[(b"n", i.to_string().as_bytes())])).collect();
+    let small: Vec<String> =
+        (0..5).map(|i| xadd_raw(&mut con, "small", "data", &[(b"text", format!("m{i}").as_bytes())])).collect();
     assert_eq!(wait_len(&mut con, &key("small", "taskback"), small.len(), Duration::from_secs(60)), small.len());
-    assert_eq!(wait_len(&mut con, &key("big", "dead"), big.len(), Duration::from_secs(120)), big.len(), "{}", plain(&host.log_text()));
+    assert_eq!(
+        wait_len(&mut con, &key("big", "dead"), big.len(), Duration::from_secs(120)),
+        big.len(),
+        "{}",
+        plain(&host.log_text())
+    );
     let dead = raw_entries(&mut con, &key("big", "dead"));
     for (i, id) in big.iter().enumerate() {
         let letter = &dead.iter().find(|d| text_field(&d.1, "cannon.id") == *id).expect("dead letter").1;
@@ -221,7 +243,10 @@ services:
     assert_eq!(crate::support::pending(&mut con, "big"), 0, "nothing left pending");
     // Both services still answer.
     xadd_raw(&mut con, "small", "data", &[(b"text", b"after")]);
-    assert_eq!(wait_len(&mut con, &key("small", "taskback"), small.len() + 1, Duration::from_secs(60)), small.len() + 1);
+    assert_eq!(
+        wait_len(&mut con, &key("small", "taskback"), small.len() + 1, Duration::from_secs(60)),
+        small.len() + 1
+    );
     xadd_raw(&mut con, "big", "data", &[(b"n", b"9")]);
     assert_eq!(wait_len(&mut con, &key("big", "dead"), big.len() + 1, Duration::from_secs(60)), big.len() + 1);
 }

@@ -199,9 +199,7 @@ impl BrokerError {
                     None => false,
                 }
             }
-            BrokerError::Sqlite { source, .. } => {
-                source.sqlite_error_code() == Some(rusqlite::ErrorCode::TooBig)
-            }
+            BrokerError::Sqlite { source, .. } => source.sqlite_error_code() == Some(rusqlite::ErrorCode::TooBig),
             BrokerError::Protocol { .. } | BrokerError::Url { .. } | BrokerError::Embedded { .. } => false,
         }
     }

@@ -388,9 +388,7 @@ impl Broker for RedisBroker {
         let raw = parse::read_reply(&reply).map_err(|d| self.protocol("XREAD", d))?;
         Ok(raw
             .into_iter()
-            .filter_map(|RawEntry { id, fields }| {
-                fields.map(|d| Entry { id, fields: d.fields, not_utf8: d.not_utf8 })
-            })
+            .filter_map(|RawEntry { id, fields }| fields.map(|d| Entry { id, fields: d.fields, not_utf8: d.not_utf8 }))
             .collect())
     }
 

@@ -434,7 +434,8 @@ impl RedisBroker {
                 }
             }
             let mut con = self.manager.clone();
-            let reply: Value = invocation.invoke_async(&mut con).await.map_err(|e| self.script_err("bury script", e))?;
+            let reply: Value =
+                invocation.invoke_async(&mut con).await.map_err(|e| self.script_err("bury script", e))?;
             let n = parse::int(&reply).map_err(|d| self.protocol("bury script", d))?;
             skipped += usize::try_from(n).unwrap_or(0);
         }

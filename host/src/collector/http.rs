@@ -151,10 +151,8 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn too_busy(State(shared): State<Arc<Shared>>) -> Response {
-    let text = format!(
-        "too many open connections (max_connections = {}); try again later",
-        shared.limits.max_connections
-    );
+    let text =
+        format!("too many open connections (max_connections = {}); try again later", shared.limits.max_connections);
     closing(error(StatusCode::SERVICE_UNAVAILABLE, text))
 }
 
@@ -200,11 +198,7 @@ fn wait_ms(query: Option<&str>) -> Result<Option<u64>, String> {
     Ok(wait)
 }
 
-async fn message(
-    State(shared): State<Arc<Shared>>,
-    RawQuery(query): RawQuery,
-    body: Body,
-) -> Response {
+async fn message(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery, body: Body) -> Response {
     let wait = match wait_ms(query.as_deref()) {
         Ok(wait) => wait,
         Err(text) => return error(StatusCode::BAD_REQUEST, text),

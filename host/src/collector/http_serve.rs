@@ -89,7 +89,8 @@ pub(super) async fn serve(listener: TcpListener, routers: Routers, limits: HttpL
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             if overflow {
-                let _ = tokio::time::timeout(OVERFLOW_DEADLINE, connection(stream, router, limits, true, shutdown)).await;
+                let _ =
+                    tokio::time::timeout(OVERFLOW_DEADLINE, connection(stream, router, limits, true, shutdown)).await;
             } else {
                 connection(stream, router, limits, false, shutdown).await;
             }
@@ -119,7 +120,13 @@ impl Drop for InProgress {
 }
 
 /// Serves one connection until it closes, or `shutdown` (after its request in progress).
-async fn connection(stream: TcpStream, router: Router, limits: HttpLimits, overflow: bool, shutdown: CancellationToken) {
+async fn connection(
+    stream: TcpStream,
+    router: Router,
+    limits: HttpLimits,
+    overflow: bool,
+    shutdown: CancellationToken,
+) {
     let start = Instant::now();
     let activity = Arc::new(Activity::default());
     let io = TokioIo::new(Watched { inner: stream, activity: activity.clone(), start });

@@ -109,8 +109,7 @@ impl Writer {
             };
             let Err(err) = result else { return };
             failures += 1;
-            let refused = err.is_permanent()
-                || (failures >= REFUSALS_BEFORE_PERMANENT && self.broker_answers().await);
+            let refused = err.is_permanent() || (failures >= REFUSALS_BEFORE_PERMANENT && self.broker_answers().await);
             if refused && let Some(next) = fallback(&finished, &err) {
                 tracing::error!(
                     service = %self.service,
