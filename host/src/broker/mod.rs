@@ -371,3 +371,32 @@ pub async fn connect(url: &str, namespace: &str) -> Result<Arc<dyn Broker>> {
 pub async fn open_embedded(data_dir: &Path, namespace: &str) -> Result<Arc<dyn Broker>> {
     Ok(Arc::new(EmbeddedBroker::open(data_dir, namespace).await?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::BrokerError;
+
+    fn redis(source: ::redis::RedisError) -> BrokerError {
+        BrokerError::Redis { url: "redis://h".into(), source }
+    }
+
+    #[test]
+    fn refusals_for_good_are_told_from_transient_failures() {
+        let refused = ::redis::make_extension_error("ERR".into(), Some("Protocol error: invalid bulk length".into()));
+        assert!(redis(refused).is_permanent());
+        for code in ["OOM", "LOADING", "BUSY", "READONLY", "MISCONF"] {
+            assert!(!redis(::redis::make_extension_error(code.into(), None)).is_permanent(), "{code}");
+        }
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(!redis(reset.into()).is_permanent());
+        let embedded = BrokerError::Embedded { path: "d".into(), detail: "busy".into() };
+        assert!(!embedded.is_permanent());
+        let sqlite = |code| BrokerError::Sqlite {
+            path: "d".into(),
+            source: rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None),
+        };
+        assert!(sqlite(rusqlite::ffi::SQLITE_TOOBIG).is_permanent());
+        assert!(!sqlite(rusqlite::ffi::SQLITE_FULL).is_permanent());
+        assert!(!sqlite(rusqlite::ffi::SQLITE_BUSY).is_permanent());
+    }
+}
