@@ -150,15 +150,23 @@ return skipped
 const SCRIPT_MAX_PAIRS: usize = 3_000;
 /// Most arguments in one finish-script call.
 const SCRIPT_MAX_ARGS: usize = 100_000;
-/// Writes of at least this many bytes go on a connection of their own. Redis answers a
-/// request larger than it accepts (`proto-max-bulk-len`, `client-query-buffer-limit`) by
-/// closing the connection: that must not break the shared one other services use.
+/// A finished message of at least this many bytes is written alone, on a connection of
+/// its own. Redis answers a value larger than `proto-max-bulk-len` (at least 1 MiB) with
+/// `Protocol error: invalid bulk length` and closes the connection: that must not break
+/// the shared connection other services use.
 const LARGE_WRITE: usize = 1 << 20;
 
 /// One finished message for [`RedisBroker::finish`]: its id and the entries to add for it.
 pub(super) struct Outgoing<'a> {
     pub id: &'a str,
     pub entries: Vec<&'a [(String, String)]>,
+}
+
+impl Outgoing<'_> {
+    /// Bytes of its entries' keys and values.
+    fn bytes(&self) -> usize {
+        self.entries.iter().flat_map(|e| e.iter()).map(|(k, v)| k.len() + v.len()).sum()
+    }
 }
 
 /// Moves the ids (ARGV[4..]) pending with consumer ARGV[3] to consumer ARGV[2] (group
@@ -373,10 +381,12 @@ impl RedisBroker {
             let mut invocation = FINISH.prepare_invoke();
             invocation.key(data).key(out).arg(WORKER_GROUP).arg(consumer).arg(&maxlen_arg);
             let mut args = 3;
-            let mut bytes = 0;
             let mut taken = 0;
+            // A message of LARGE_WRITE bytes or more is written alone, on its own connection.
+            let mut alone = false;
             for finished in rest {
-                if taken > 0 && (taken == SCRIPT_CHUNK || args >= SCRIPT_MAX_ARGS || bytes >= LARGE_WRITE) {
+                let large = finished.bytes() >= LARGE_WRITE;
+                if taken > 0 && (taken == SCRIPT_CHUNK || args >= SCRIPT_MAX_ARGS || large) {
                     break;
                 }
                 invocation.arg(finished.id).arg(finished.entries.len());
@@ -384,15 +394,18 @@ impl RedisBroker {
                     invocation.arg(entry.len());
                     for (k, v) in entry.iter() {
                         invocation.arg(k).arg(v);
-                        bytes += k.len() + v.len();
                     }
                     args += 1 + 2 * entry.len();
                 }
                 args += 2;
                 taken += 1;
+                if large {
+                    alone = true;
+                    break;
+                }
             }
             rest = &rest[taken..];
-            let reply: Value = if bytes >= LARGE_WRITE {
+            let reply: Value = if alone {
                 let mut con = self.dedicated().await?;
                 invocation.invoke_async(&mut con).await
             } else {
