@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = parse::autoclaim_reply(&value);
     let _ = parse::pending_reply(&value);
     let _ = parse::entries(&value);
-    if let Ok(Some(fields)) = parse::fields(&value) {
-        assert!(fields.len() <= data.len(), "no field out of nothing");
+    if let Ok(Some(decoded)) = parse::fields(&value) {
+        assert!(decoded.fields.len() <= data.len(), "no field out of nothing");
     }
 });

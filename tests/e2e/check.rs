@@ -119,3 +119,24 @@ services:
     expect(5, 18, &["service \"mute\"", "shell \"mute\" failed to list its commands", "unreachable"]);
     assert_eq!(lines[6], format!("6 problems in {file}"));
 }
+
+/// Issue 13.4: a 4 MB file whose 4 MB scalar is aliased 2,000 times (8 GB expanded) is
+/// refused at the alias that passes the expansion budget (32 MiB, more than 4 x the file:
+/// the 8th copy), with its line and column, instead of allocating gigabytes and aborting.
+#[test]
+fn an_alias_bomb_is_refused_at_the_alias_that_exceeds_the_budget() {
+    let big = "x".repeat(4_000_000);
+    let aliases = vec!["*big"; 2000].join(", ");
+    let project = Project::new(&format!(
+        "big: &big \"{big}\"\nbomb: [{aliases}]\nservices:\n  s:\n    collector: {{ kind: stdin }}\n    tasks: [ {{ path: x }} ]\n"
+    ));
+    let out = check(project.dir.path(), &project.compose);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // Line 3 (after the `app_dir:` line Project writes), the 8th alias: `bomb: [` is 7
+    // characters and each `*big, ` 6 more.
+    let file = project.compose.display().to_string();
+    let at = format!("{file}:3:{}: document too large: this alias expands the scalars to more than", 8 + 7 * 6);
+    assert!(stderr.starts_with(&at), "expected {at:?}, got:\n{}", &stderr[..stderr.len().min(2000)]);
+    assert!(stderr.contains("4 times the file's size"), "{stderr}");
+}

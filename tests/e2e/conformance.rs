@@ -125,6 +125,7 @@ conformance!(
     trimming_spares_what_groups_still_need,
     kv_get_set_delete_increment_list,
     kv_ttl_expires,
+    kv_huge_ttl_is_clamped,
     kv_quotas,
     kv_is_scoped_per_service,
 );
@@ -490,6 +491,20 @@ async fn kv_ttl_expires(b: Arc<dyn Broker>) {
     kv.kv_set(SVC, "p", b"2", None, &q).await.expect("set");
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(kv.kv_get(SVC, "p").await, Ok(Some(b"2".to_vec())));
+}
+
+/// Issue 13.6: a `ttl-ms` up to `u64::MAX` gets the same answer on both brokers: accepted,
+/// clamped to `broker::MAX_KV_TTL`, the key readable (Redis used to refuse it as unavailable).
+async fn kv_huge_ttl_is_clamped(b: Arc<dyn Broker>) {
+    let kv: Arc<dyn KvStore> = b;
+    let q = quota(10, 1 << 20);
+    for (key, ms) in [("max", u64::MAX), ("i64", i64::MAX as u64), ("2^53", 1 << 53), ("cap", 1 << 42)] {
+        let set = kv.kv_set(SVC, key, b"v", Some(Duration::from_millis(ms)), &q).await;
+        assert_eq!(set, Ok(()), "ttl of {ms} ms");
+        assert_eq!(kv.kv_get(SVC, key).await, Ok(Some(b"v".to_vec())), "ttl of {ms} ms");
+    }
+    assert_eq!(broker::kv_ttl_ms(Duration::from_millis(u64::MAX)), broker::MAX_KV_TTL.as_millis() as u64);
+    assert_eq!(kv.kv_list(SVC, "", 10).await.map(|k| k.len()), Ok(4));
 }
 
 async fn kv_quotas(b: Arc<dyn Broker>) {

@@ -7,6 +7,7 @@ mod backbone;
 mod check;
 mod collectors;
 mod conformance;
+mod edges;
 mod examples;
 mod hostile;
 mod hostile_fields;

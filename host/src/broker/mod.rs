@@ -48,6 +48,10 @@ pub const ID_FIELD: &str = "cannon.id";
 pub struct Entry {
     pub id: String,
     pub fields: Fields,
+    /// Set when a key or value of the stored entry is not UTF-8 (Redis: any producer can
+    /// `XADD` bytes): which field and at what byte. `fields` then has each invalid byte
+    /// written `\xNN`, for display only; such an entry is never processed.
+    pub not_utf8: Option<String>,
 }
 
 /// A data-stream entry handed to this consumer.
@@ -57,6 +61,8 @@ pub struct Delivery {
     pub fields: Fields,
     /// How many times the broker has handed this entry out, this time included.
     pub deliveries: u32,
+    /// As [`Entry::not_utf8`]: the worker dead-letters such a message without running it.
+    pub not_utf8: Option<String>,
 }
 
 /// A processed message: the taskbacks to add and the entry to acknowledge, atomically.
@@ -79,17 +85,23 @@ pub struct DeadLetter {
 
 impl DeadLetter {
     /// The dead-stream entry: the [`DEAD_FIELDS`] first, each once, then the message's
-    /// fields without host-owned keys (`cannon.*`), so a message cannot forge them.
+    /// fields without host-owned keys (`cannon.*`), so a message cannot forge them. (Redis
+    /// copies the message's fields from the stored entry instead, byte for byte, when it has
+    /// it, in the same order and with the same keys left out.)
     pub fn entry(&self) -> Fields {
-        let host = vec![
+        let mut entry = self.added();
+        entry.extend(crate::fields::guest_pairs(self.fields.iter().cloned()));
+        entry
+    }
+
+    /// The [`DEAD_FIELDS`] with their values.
+    pub fn added(&self) -> Fields {
+        vec![
             (ID_FIELD.to_owned(), self.id.clone()),
             ("cannon.error".to_owned(), self.error.clone()),
             ("cannon.attempts".to_owned(), self.attempts.to_string()),
             ("cannon.failed_at".to_owned(), self.failed_at_ms.to_string()),
-        ];
-        let mut entry = host;
-        entry.extend(crate::fields::guest_pairs(self.fields.iter().cloned()));
-        entry
+        ]
     }
 }
 
@@ -157,6 +169,42 @@ pub enum BrokerError {
     },
     #[error("embedded broker {path}: {detail}")]
     Embedded { path: String, detail: String },
+}
+
+impl BrokerError {
+    /// Whether the broker refused this for good: the same write would be refused again
+    /// (Redis answered with an error such as `ERR Protocol error: invalid bulk length` or a
+    /// script error; SQLite said `string or blob too big`). Lost connections, timeouts,
+    /// `LOADING`, `BUSY`, `READONLY`, `OOM`, `MISCONF`, a busy or full database are
+    /// transient. A refusal Redis makes by closing the connection looks transient here; the
+    /// worker's writer tells it apart by retrying the message alone while the broker answers.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            BrokerError::Redis { source, .. } => {
+                if source.is_io_error() || source.is_timeout() || source.is_connection_dropped() {
+                    return false;
+                }
+                match source.code() {
+                    Some(code) => !matches!(
+                        code,
+                        "LOADING"
+                            | "BUSY"
+                            | "TRYAGAIN"
+                            | "MASTERDOWN"
+                            | "READONLY"
+                            | "NOREPLICAS"
+                            | "CLUSTERDOWN"
+                            | "OOM"
+                            | "MISCONF"
+                            | "NOSCRIPT"
+                    ),
+                    None => false,
+                }
+            }
+            BrokerError::Sqlite { source, .. } => source.sqlite_error_code() == Some(rusqlite::ErrorCode::TooBig),
+            BrokerError::Protocol { .. } | BrokerError::Url { .. } | BrokerError::Embedded { .. } => false,
+        }
+    }
 }
 
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
@@ -275,6 +323,16 @@ pub trait Broker: KvStore + Send + Sync + 'static {
     async fn replay(&self, service: &str, dead_ids: &[String]) -> Result<Vec<(String, String)>>;
 }
 
+/// The longest `kv` TTL: 100 years. A longer one (up to `u64::MAX` ms from a guest) is
+/// clamped to it by both brokers, so both answer the same: Redis refuses expiry times past
+/// about 2^63 ms and its Lua scripts count in doubles, exact to 2^53.
+pub const MAX_KV_TTL: Duration = Duration::from_millis(100 * 365 * 24 * 3600 * 1000);
+
+/// `ttl` clamped to [`MAX_KV_TTL`], in whole milliseconds, at least 1.
+pub fn kv_ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.min(MAX_KV_TTL).as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
 /// Why a kv operation was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KvFailure {
@@ -314,4 +372,33 @@ pub async fn connect(url: &str, namespace: &str) -> Result<Arc<dyn Broker>> {
 /// Opens (creating when missing) the embedded broker in `data_dir`.
 pub async fn open_embedded(data_dir: &Path, namespace: &str) -> Result<Arc<dyn Broker>> {
     Ok(Arc::new(EmbeddedBroker::open(data_dir, namespace).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BrokerError;
+
+    fn redis(source: ::redis::RedisError) -> BrokerError {
+        BrokerError::Redis { url: "redis://h".into(), source }
+    }
+
+    #[test]
+    fn refusals_for_good_are_told_from_transient_failures() {
+        let refused = ::redis::make_extension_error("ERR".into(), Some("Protocol error: invalid bulk length".into()));
+        assert!(redis(refused).is_permanent());
+        for code in ["OOM", "LOADING", "BUSY", "READONLY", "MISCONF"] {
+            assert!(!redis(::redis::make_extension_error(code.into(), None)).is_permanent(), "{code}");
+        }
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(!redis(reset.into()).is_permanent());
+        let embedded = BrokerError::Embedded { path: "d".into(), detail: "busy".into() };
+        assert!(!embedded.is_permanent());
+        let sqlite = |code| BrokerError::Sqlite {
+            path: "d".into(),
+            source: rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None),
+        };
+        assert!(sqlite(rusqlite::ffi::SQLITE_TOOBIG).is_permanent());
+        assert!(!sqlite(rusqlite::ffi::SQLITE_FULL).is_permanent());
+        assert!(!sqlite(rusqlite::ffi::SQLITE_BUSY).is_permanent());
+    }
 }

@@ -1,16 +1,73 @@
 //! Decoding of Redis stream replies into entries, tolerant of RESP2 and RESP3 shapes.
 //! Anything unexpected is an error describing the shape, never a panic.
+//!
+//! Field keys and values are bytes in Redis: any producer can `XADD` something that is not
+//! UTF-8. Such an entry is never decoded silently: [`fields`] reports the first field that
+//! is not UTF-8 (its position, key and byte offset) next to a display copy of the fields in
+//! which each invalid byte is written `\xNN`. The worker dead-letters such a message unrun
+//! (the dead letter is copied from the stored entry inside Redis, so its bytes survive) and
+//! collectors skip such a taskback with an error in the log.
 
 use redis::Value;
 
 use crate::broker::Fields;
 
 /// A stream entry whose fields may be gone (deleted while pending).
-pub type RawEntry = (String, Option<Fields>);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEntry {
+    pub id: String,
+    pub fields: Option<Decoded>,
+}
+
+/// An entry's fields as text, and why they are not the stored bytes when they are not.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Decoded {
+    /// The fields; a key or value that is not UTF-8 has each invalid byte written `\xNN`.
+    pub fields: Fields,
+    /// The first field that is not UTF-8, e.g. `value of field 2 ("text") is not UTF-8 at
+    /// byte 5`; `None` when every key and value is UTF-8 (then `fields` are exact).
+    pub not_utf8: Option<String>,
+}
+
+/// `bytes` as text with each byte that is not part of valid UTF-8 written `\xNN`.
+pub fn escape_invalid_utf8(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// The offset of the first byte of `bytes` that is not valid UTF-8.
+fn invalid_at(value: &Value) -> Option<usize> {
+    match value {
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).err().map(|e| e.valid_up_to()),
+        _ => None,
+    }
+}
+
+/// One field pair; notes in `fault` the first that is not UTF-8 (`index` counts from 1).
+fn pair(index: usize, k: &Value, v: &Value, fault: &mut Option<String>) -> Result<(String, String), String> {
+    let (key, value) = (text(k)?, text(v)?);
+    if fault.is_none() {
+        if let Some(at) = invalid_at(k) {
+            *fault = Some(format!("key of field {index} ({key:?}) is not UTF-8 at byte {at}"));
+        } else if let Some(at) = invalid_at(v) {
+            *fault = Some(format!("value of field {index} ({key:?}) is not UTF-8 at byte {at}"));
+        }
+    }
+    Ok((key, value))
+}
 
 fn text(value: &Value) -> Result<String, String> {
     match value {
-        Value::BulkString(bytes) => Ok(String::from_utf8_lossy(bytes).into_owned()),
+        Value::BulkString(bytes) => Ok(match std::str::from_utf8(bytes) {
+            Ok(s) => s.to_owned(),
+            Err(_) => escape_invalid_utf8(bytes),
+        }),
         Value::SimpleString(s) | Value::VerbatimString { text: s, .. } => Ok(s.clone()),
         Value::Int(n) => Ok(n.to_string()),
         other => Err(format!("expected a string, found {other:?}")),
@@ -25,23 +82,27 @@ fn items(value: &Value) -> Result<&[Value], String> {
 }
 
 /// `[k1, v1, k2, v2, ...]` (or a RESP3 map) into fields.
-pub fn fields(value: &Value) -> Result<Option<Fields>, String> {
-    match value {
-        Value::Nil => Ok(None),
-        Value::Map(pairs) => {
-            pairs.iter().map(|(k, v)| Ok((text(k)?, text(v)?))).collect::<Result<_, String>>().map(Some)
-        }
+pub fn fields(value: &Value) -> Result<Option<Decoded>, String> {
+    let mut not_utf8 = None;
+    let fields = match value {
+        Value::Nil => return Ok(None),
+        Value::Map(pairs) => pairs
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| pair(i + 1, k, v, &mut not_utf8))
+            .collect::<Result<Fields, String>>()?,
         other => {
             let flat = items(other)?;
             if flat.len() % 2 != 0 {
                 return Err(format!("odd number of field items ({})", flat.len()));
             }
             flat.chunks_exact(2)
-                .map(|pair| Ok((text(&pair[0])?, text(&pair[1])?)))
-                .collect::<Result<_, String>>()
-                .map(Some)
+                .enumerate()
+                .map(|(i, p)| pair(i + 1, &p[0], &p[1], &mut not_utf8))
+                .collect::<Result<Fields, String>>()?
         }
-    }
+    };
+    Ok(Some(Decoded { fields, not_utf8 }))
 }
 
 /// `[[id, fields], ...]` into entries.
@@ -54,8 +115,8 @@ pub fn entries(value: &Value) -> Result<Vec<RawEntry>, String> {
         .map(|entry| {
             let parts = items(entry)?;
             match parts {
-                [id, body] => Ok((text(id)?, fields(body)?)),
-                [id] => Ok((text(id)?, None)),
+                [id, body] => Ok(RawEntry { id: text(id)?, fields: fields(body)? }),
+                [id] => Ok(RawEntry { id: text(id)?, fields: None }),
                 _ => Err(format!("expected [id, fields], found {entry:?}")),
             }
         })
@@ -149,7 +210,7 @@ pub fn info_field<'v>(pairs: &[(String, &'v Value)], name: &str) -> Result<&'v V
 }
 
 /// The reply of the claim script: `[[id, fields, deliveries], ...]`.
-pub fn claimed_reply(value: &Value) -> Result<Vec<(String, Fields, u32)>, String> {
+pub fn claimed_reply(value: &Value) -> Result<Vec<(String, Decoded, u32)>, String> {
     items(value)?
         .iter()
         .map(|row| match items(row)? {
@@ -199,8 +260,23 @@ mod tests {
             ]),
         ])]);
         let got = read_reply(&reply).unwrap();
-        assert_eq!(got[0], ("1-0".into(), Some(vec![("text".into(), "hi".into())])));
-        assert_eq!(got[1], ("2-0".into(), None));
+        let fields = Decoded { fields: vec![("text".into(), "hi".into())], not_utf8: None };
+        assert_eq!(got[0], RawEntry { id: "1-0".into(), fields: Some(fields) });
+        assert_eq!(got[1], RawEntry { id: "2-0".into(), fields: None });
+    }
+
+    #[test]
+    fn fields_that_are_not_utf8_are_reported_never_replaced() {
+        let raw = |b: &[u8]| Value::BulkString(b.to_vec());
+        let value = Value::Array(vec![raw(b"ok"), raw(b"fine"), raw(b"text"), raw(b"ab\xff\xfecd")]);
+        let got = fields(&value).unwrap().unwrap();
+        assert_eq!(got.not_utf8.as_deref(), Some(r#"value of field 2 ("text") is not UTF-8 at byte 2"#));
+        assert_eq!(got.fields[1].1, r"ab\xff\xfecd", "escaped for display, no U+FFFD");
+        let value = Value::Array(vec![raw(b"n\xc3"), raw(b"v")]);
+        let got = fields(&value).unwrap().unwrap();
+        assert_eq!(got.not_utf8.as_deref(), Some(r#"key of field 1 ("n\\xc3") is not UTF-8 at byte 1"#));
+        let got = fields(&Value::Array(vec![raw("é".as_bytes()), raw(b"")])).unwrap().unwrap();
+        assert_eq!(got, Decoded { fields: vec![("é".into(), String::new())], not_utf8: None });
     }
 
     #[test]

@@ -16,7 +16,7 @@ use redis::{AsyncConnectionConfig, Client, Cmd, Value};
 use crate::broker::parse::{self, RawEntry};
 use crate::broker::redis_admin::Outgoing;
 use crate::broker::{
-    Broker, BrokerError, Completion, DeadLetter, Delivery, Entry, Fields, PendingEntry, Result, StreamInfo, StreamKind,
+    Broker, BrokerError, Completion, DeadLetter, Delivery, Entry, PendingEntry, Result, StreamInfo, StreamKind,
     WORKER_GROUP,
 };
 
@@ -105,6 +105,15 @@ impl RedisBroker {
         cmd.query_async(&mut con).await.map_err(|e| self.err(e))
     }
 
+    /// A new connection of its own, for a write large enough that Redis might refuse it by
+    /// closing the connection (dropped after use).
+    pub(super) async fn dedicated(&self) -> Result<MultiplexedConnection> {
+        let config = AsyncConnectionConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT * 6))
+            .set_connection_timeout(Some(Duration::from_secs(5)));
+        self.client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| self.err(e))
+    }
+
     /// Runs a blocking command on a dedicated connection.
     pub(super) async fn query_blocking(&self, cmd: &Cmd) -> Result<Value> {
         let pooled = self.blocking.lock().unwrap_or_else(PoisonError::into_inner).pop();
@@ -151,9 +160,9 @@ impl RedisBroker {
     pub(super) async fn live_entries(&self, key: &str, group: &str, raw: Vec<RawEntry>) -> Result<Vec<Entry>> {
         let mut gone = Vec::new();
         let mut live = Vec::with_capacity(raw.len());
-        for (id, fields) in raw {
+        for RawEntry { id, fields } in raw {
             match fields {
-                Some(fields) => live.push(Entry { id, fields }),
+                Some(decoded) => live.push(Entry { id, fields: decoded.fields, not_utf8: decoded.not_utf8 }),
                 None => gone.push(id),
             }
         }
@@ -226,7 +235,10 @@ impl Broker for RedisBroker {
     async fn read(&self, service: &str, consumer: &str, count: usize, block: Duration) -> Result<Vec<Delivery>> {
         let key = self.key(service, StreamKind::Data);
         let entries = self.read_entries(&key, WORKER_GROUP, consumer, count, block).await?;
-        Ok(entries.into_iter().map(|e| Delivery { id: e.id, fields: e.fields, deliveries: 1 }).collect())
+        Ok(entries
+            .into_iter()
+            .map(|e| Delivery { id: e.id, fields: e.fields, deliveries: 1, not_utf8: e.not_utf8 })
+            .collect())
     }
 
     async fn reclaim(&self, service: &str, consumer: &str, min_idle: Duration, count: usize) -> Result<Vec<Delivery>> {
@@ -254,7 +266,7 @@ impl Broker for RedisBroker {
             .into_iter()
             .map(|e| {
                 let deliveries = counts.get(&e.id).copied().unwrap_or(2);
-                Delivery { id: e.id, fields: e.fields, deliveries }
+                Delivery { id: e.id, fields: e.fields, deliveries, not_utf8: e.not_utf8 }
             })
             .collect())
     }
@@ -269,11 +281,8 @@ impl Broker for RedisBroker {
     }
 
     async fn bury(&self, service: &str, consumer: &str, dead: &[DeadLetter]) -> Result<usize> {
-        let entries: Vec<Fields> = dead.iter().map(DeadLetter::entry).collect();
-        let outgoing: Vec<Outgoing<'_>> =
-            dead.iter().zip(&entries).map(|(d, e)| Outgoing { id: &d.id, entries: vec![e.as_slice()] }).collect();
         let (data, dead_key) = (self.key(service, StreamKind::Data), self.key(service, StreamKind::Dead));
-        self.finish(&data, &dead_key, Some(self.maxlen(service)), consumer, &outgoing).await
+        self.bury_letters(&data, &dead_key, self.maxlen(service), consumer, dead).await
     }
 
     async fn create_group(&self, service: &str, stream: StreamKind, group: &str, start: &str) -> Result<()> {
@@ -358,7 +367,7 @@ impl Broker for RedisBroker {
         cmd.arg(self.key(service, stream)).arg("+").arg("-").arg("COUNT").arg(1);
         let reply = self.query(&cmd).await?;
         let entries = parse::entries(&reply).map_err(|d| self.protocol("XREVRANGE", d))?;
-        Ok(entries.into_iter().next().map_or_else(|| "0-0".to_owned(), |(id, _)| id))
+        Ok(entries.into_iter().next().map_or_else(|| "0-0".to_owned(), |e| e.id))
     }
 
     async fn tail(
@@ -377,7 +386,10 @@ impl Broker for RedisBroker {
         cmd.arg("STREAMS").arg(self.key(service, stream)).arg(after);
         let reply = if block.is_zero() { self.query(&cmd).await? } else { self.query_blocking(&cmd).await? };
         let raw = parse::read_reply(&reply).map_err(|d| self.protocol("XREAD", d))?;
-        Ok(raw.into_iter().filter_map(|(id, fields)| fields.map(|fields| Entry { id, fields })).collect())
+        Ok(raw
+            .into_iter()
+            .filter_map(|RawEntry { id, fields }| fields.map(|d| Entry { id, fields: d.fields, not_utf8: d.not_utf8 }))
+            .collect())
     }
 
     async fn stream_info(&self, service: &str, stream: StreamKind) -> Result<StreamInfo> {

@@ -8,8 +8,8 @@ use redis::{Script, Value};
 
 use crate::broker::parse;
 use crate::broker::{
-    BrokerError, ConsumerInfo, DEAD_FIELDS, Delivery, GroupInfo, PendingEntry, RedisBroker, Result, StreamInfo,
-    WORKER_GROUP,
+    BrokerError, ConsumerInfo, DEAD_FIELDS, DeadLetter, Delivery, GroupInfo, PendingEntry, RedisBroker, Result,
+    StreamInfo, WORKER_GROUP,
 };
 
 /// Most ids handed to one script call (Lua's `unpack` and the reply stay small).
@@ -72,12 +72,14 @@ return owned
 /// in stream KEYS[1]: adds its entries to stream KEYS[2] (trimmed to `MAXLEN ~ ARGV[3]`
 /// unless that is empty) and acknowledges it. ARGV[4..] is, per message: its id, its number
 /// of entries, then per entry its number of field pairs and the fields. Returns how many
-/// messages were no longer held and left alone.
+/// messages were no longer held and left alone. Each message is acknowledged right after
+/// its entries: Redis does not undo a script that fails halfway, and a message written
+/// before the failure must not be written again by the retry.
 static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local group, consumer = ARGV[1], ARGV[2]
-local acked, skipped = {}, 0
+local skipped = 0
 local i = 4
 while i <= #ARGV do
   local id, entries = ARGV[i], tonumber(ARGV[i + 1])
@@ -96,12 +98,59 @@ while i <= #ARGV do
     end
     i = i + 1 + 2 * n
   end
-  if held then acked[#acked + 1] = id else skipped = skipped + 1 end
+  if held then redis.call('XACK', KEYS[1], group, id) else skipped = skipped + 1 end
 end
-if #acked > 0 then redis.call('XACK', KEYS[1], group, unpack(acked)) end
 return skipped
 ",
     )
+});
+
+/// Writes dead letters like [`FINISH`], copying each message's fields from the stored
+/// entry (`XRANGE` inside the script), so a dead letter keeps the bytes the producer wrote,
+/// UTF-8 or not. The layout is [`DeadLetter::entry`]'s: the `m` host pairs first, then the
+/// message's fields without host-owned keys (`cannon.*`, any ASCII case). ARGV[4..] is, per
+/// letter: its id, the number of message field pairs `n` (used only when the entry is gone
+/// or too large to copy here; already without host-owned keys), the number of host pairs
+/// `m`, the `n` pairs, the `m` pairs. Returns how many were no longer held and left alone.
+static BURY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"
+local group, consumer = ARGV[1], ARGV[2]
+local skipped = 0
+local i = 4
+while i <= #ARGV do
+  local id, n, m = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  i = i + 3
+  if #redis.call('XPENDING', KEYS[1], group, id, id, 1, consumer) > 0 then
+    local cmd = {{'XADD', KEYS[2]}}
+    if ARGV[3] ~= '' then
+      cmd[3], cmd[4], cmd[5] = 'MAXLEN', '~', ARGV[3]
+    end
+    cmd[#cmd + 1] = '*'
+    for j = i + 2 * n, i + 2 * (n + m) - 1 do cmd[#cmd + 1] = ARGV[j] end
+    local stored = redis.call('XRANGE', KEYS[1], id, id)[1]
+    if stored and stored[2] and #stored[2] <= {max_copy} then
+      local f = stored[2]
+      for k = 1, #f - 1, 2 do
+        if string.lower(string.sub(f[k], 1, 7)) ~= 'cannon.' then
+          cmd[#cmd + 1] = f[k]
+          cmd[#cmd + 1] = f[k + 1]
+        end
+      end
+    else
+      for j = i, i + 2 * n - 1 do cmd[#cmd + 1] = ARGV[j] end
+    end
+    redis.call(unpack(cmd))
+    redis.call('XACK', KEYS[1], group, id)
+  else
+    skipped = skipped + 1
+  end
+  i = i + 2 * (n + m)
+end
+return skipped
+",
+        max_copy = 2 * SCRIPT_MAX_PAIRS
+    ))
 });
 
 /// Most field pairs of one entry the finish script takes: Lua's `unpack` stops at 8,000
@@ -109,11 +158,23 @@ return skipped
 const SCRIPT_MAX_PAIRS: usize = 3_000;
 /// Most arguments in one finish-script call.
 const SCRIPT_MAX_ARGS: usize = 100_000;
+/// A finished message of at least this many bytes is written alone, on a connection of
+/// its own. Redis answers a value larger than `proto-max-bulk-len` (at least 1 MiB) with
+/// `Protocol error: invalid bulk length` and closes the connection: that must not break
+/// the shared connection other services use.
+const LARGE_WRITE: usize = 1 << 20;
 
 /// One finished message for [`RedisBroker::finish`]: its id and the entries to add for it.
 pub(super) struct Outgoing<'a> {
     pub id: &'a str,
     pub entries: Vec<&'a [(String, String)]>,
+}
+
+impl Outgoing<'_> {
+    /// Bytes of its entries' keys and values.
+    fn bytes(&self) -> usize {
+        self.entries.iter().flat_map(|e| e.iter()).map(|(k, v)| k.len() + v.len()).sum()
+    }
 }
 
 /// Moves the ids (ARGV[4..]) pending with consumer ARGV[3] to consumer ARGV[2] (group
@@ -220,7 +281,7 @@ impl RedisBroker {
         let last_id = match (length, parse::info_field(&pairs, "last-entry")) {
             (0, _) | (_, Err(_)) => "0-0".to_owned(),
             (_, Ok(entry)) => match parse::entries(&Value::Array(vec![entry.clone()])) {
-                Ok(mut found) if !found.is_empty() => found.remove(0).0,
+                Ok(mut found) if !found.is_empty() => found.remove(0).id,
                 _ => "0-0".to_owned(),
             },
         };
@@ -286,7 +347,12 @@ impl RedisBroker {
             args.extend(chunk.iter().cloned());
             let reply = self.run_script(&CLAIM, "claim script", &[key], &args).await?;
             let rows = parse::claimed_reply(&reply).map_err(|d| self.protocol("claim script", d))?;
-            out.extend(rows.into_iter().map(|(id, fields, deliveries)| Delivery { id, fields, deliveries }));
+            out.extend(rows.into_iter().map(|(id, decoded, deliveries)| Delivery {
+                id,
+                fields: decoded.fields,
+                deliveries,
+                not_utf8: decoded.not_utf8,
+            }));
         }
         Ok(out)
     }
@@ -324,8 +390,11 @@ impl RedisBroker {
             invocation.key(data).key(out).arg(WORKER_GROUP).arg(consumer).arg(&maxlen_arg);
             let mut args = 3;
             let mut taken = 0;
+            // A message of LARGE_WRITE bytes or more is written alone, on its own connection.
+            let mut alone = false;
             for finished in rest {
-                if taken > 0 && (taken == SCRIPT_CHUNK || args >= SCRIPT_MAX_ARGS) {
+                let large = finished.bytes() >= LARGE_WRITE;
+                if taken > 0 && (taken == SCRIPT_CHUNK || args >= SCRIPT_MAX_ARGS || large) {
                     break;
                 }
                 invocation.arg(finished.id).arg(finished.entries.len());
@@ -338,16 +407,65 @@ impl RedisBroker {
                 }
                 args += 2;
                 taken += 1;
+                if large {
+                    alone = true;
+                    break;
+                }
             }
             rest = &rest[taken..];
-            let mut con = self.manager.clone();
-            let reply: Value =
-                invocation.invoke_async(&mut con).await.map_err(|e| self.script_err("finish script", e))?;
+            let reply: Value = if alone {
+                let mut con = self.dedicated().await?;
+                invocation.invoke_async(&mut con).await
+            } else {
+                let mut con = self.manager.clone();
+                invocation.invoke_async(&mut con).await
+            }
+            .map_err(|e| self.script_err("finish script", e))?;
             let n = parse::int(&reply).map_err(|d| self.protocol("finish script", d))?;
             skipped += usize::try_from(n).unwrap_or(0);
         }
         if !large.is_empty() {
             skipped += self.finish_large(data, out, maxlen, consumer, &large).await?;
+        }
+        Ok(skipped)
+    }
+
+    /// Writes dead letters to stream `out` and acknowledges them in `data`, like
+    /// [`RedisBroker::finish`]; each letter's message fields are copied from the stored entry
+    /// (see [`BURY`]). Letters with more fields than a script takes go the two-step way.
+    pub(super) async fn bury_letters(
+        &self,
+        data: &str,
+        out: &str,
+        maxlen: u64,
+        consumer: &str,
+        dead: &[DeadLetter],
+    ) -> Result<usize> {
+        let (large, small): (Vec<&DeadLetter>, Vec<&DeadLetter>) =
+            dead.iter().partition(|d| d.fields.len() + DEAD_FIELDS.len() > SCRIPT_MAX_PAIRS);
+        let mut skipped = 0;
+        for chunk in small.chunks(SCRIPT_CHUNK) {
+            let mut invocation = BURY.prepare_invoke();
+            invocation.key(data).key(out).arg(WORKER_GROUP).arg(consumer).arg(maxlen);
+            for letter in chunk {
+                let added = letter.added();
+                let guest: Vec<_> = letter.fields.iter().filter(|(k, _)| !crate::fields::is_host_key(k)).collect();
+                invocation.arg(&letter.id).arg(guest.len()).arg(added.len());
+                for (k, v) in guest.into_iter().chain(&added) {
+                    invocation.arg(k).arg(v);
+                }
+            }
+            let mut con = self.manager.clone();
+            let reply: Value =
+                invocation.invoke_async(&mut con).await.map_err(|e| self.script_err("bury script", e))?;
+            let n = parse::int(&reply).map_err(|d| self.protocol("bury script", d))?;
+            skipped += usize::try_from(n).unwrap_or(0);
+        }
+        if !large.is_empty() {
+            let entries: Vec<_> = large.iter().map(|d| d.entry()).collect();
+            let outgoing: Vec<Outgoing<'_>> =
+                large.iter().zip(&entries).map(|(d, e)| Outgoing { id: &d.id, entries: vec![e.as_slice()] }).collect();
+            skipped += self.finish(data, out, Some(maxlen), consumer, &outgoing).await?;
         }
         Ok(skipped)
     }
@@ -374,7 +492,8 @@ impl RedisBroker {
             }
             pipe.cmd("XACK").arg(data).arg(WORKER_GROUP).arg(finished.id).ignore();
         }
-        let mut con = self.manager.clone();
+        // Entries this large go on a connection of their own (see [`LARGE_WRITE`]).
+        let mut con = self.dedicated().await?;
         pipe.query_async::<()>(&mut con).await.map_err(|e| self.err(e))?;
         Ok(done.len() - held.len())
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::{Script, Value};
 
-use crate::broker::{KvFailure, KvStore, RedisBroker, parse};
+use crate::broker::{KvFailure, KvStore, RedisBroker, kv_ttl_ms, parse};
 use crate::config::KvQuota;
 
 /// Shared by every script: KEYS = [index, sizes, expiry, bytes], ARGV[1] = value key prefix.
@@ -196,7 +196,7 @@ impl KvStore for RedisBroker {
         ttl: Option<Duration>,
         quota: &KvQuota,
     ) -> Result<(), KvFailure> {
-        let ttl = ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1).to_string()).unwrap_or_default();
+        let ttl = ttl.map(|t| kv_ttl_ms(t).to_string()).unwrap_or_default();
         let (keys, bytes) = (quota.max_keys.to_string(), quota.max_bytes.to_string());
         let args: [&[u8]; 5] = [key.as_bytes(), value, ttl.as_bytes(), keys.as_bytes(), bytes.as_bytes()];
         let reply = self.kv_script(&SET, service, &args).await?;

@@ -5,6 +5,10 @@
 //! problem, a message over `limits.message_kb` or `limits.max_fields` gets `413`, a broker
 //! failure `503`.
 //!
+//! Connections are served by `http_serve.rs`: at most `max_connections` at once (over
+//! that, `/healthz` still answers and the rest get `503`), with header, body and idle
+//! timeouts; a body not complete in time gets `408`.
+//!
 //! Taskbacks are read through the service's collector group by one dispatcher that hands
 //! each to the request waiting for it (by the host-written `cannon.id`, the first pair)
 //! and acknowledges every one, waited for or not. `?wait` therefore expects the service's
@@ -16,17 +20,18 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+use super::http_serve::{Routers, serve};
 use crate::broker::Fields;
 use crate::collector::{AddError, Context, Exit, json_fields, to_json};
+use crate::config::HttpLimits;
 use crate::fields::host_id;
 
 /// Longest `?wait` accepted, in milliseconds.
@@ -47,6 +52,7 @@ struct Shared {
     ctx: Context,
     waiters: Mutex<Waiters>,
     body_limit: usize,
+    limits: HttpLimits,
 }
 
 impl Shared {
@@ -102,7 +108,7 @@ impl Drop for WaitGuard<'_> {
     }
 }
 
-pub async fn run(ctx: Context, listen: &str) -> anyhow::Result<Exit> {
+pub async fn run(ctx: Context, listen: &str, limits: HttpLimits) -> anyhow::Result<Exit> {
     let name = ctx.service.name.clone();
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -114,6 +120,7 @@ pub async fn run(ctx: Context, listen: &str) -> anyhow::Result<Exit> {
         waiters: Mutex::default(),
         // Room for JSON quoting and escapes; the decoded message is held to the exact limit.
         body_limit: message_bytes.saturating_mul(2).saturating_add(64 * 1024),
+        limits,
     });
     let taskbacks = {
         let shared = shared.clone();
@@ -127,12 +134,11 @@ pub async fn run(ctx: Context, listen: &str) -> anyhow::Result<Exit> {
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .method_not_allowed_fallback(wrong_method)
-        .layer(DefaultBodyLimit::max(shared.body_limit))
         .with_state(shared.clone());
-    tracing::info!(service = %name, address = %address, "http collector listening");
-    let served = axum::serve(listener, app).with_graceful_shutdown(ctx.shutdown.clone().cancelled_owned()).await;
+    let overflow = Router::new().route("/healthz", get(healthz)).fallback(too_busy).with_state(shared.clone());
+    tracing::info!(service = %name, address = %address, max_connections = limits.max_connections, "http collector listening");
+    serve(listener, Routers { app, overflow }, limits, ctx.shutdown.clone()).await;
     taskbacks.finish(&name).await;
-    served.with_context(|| format!("service {name:?}: http collector on {address}"))?;
     Ok(Exit::Stopped)
 }
 
@@ -148,12 +154,36 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
     reply(StatusCode::OK, &json!({ "status": "ok", "service": shared.ctx.service.name }))
 }
 
+async fn too_busy(State(shared): State<Arc<Shared>>) -> Response {
+    let text =
+        format!("too many open connections (max_connections = {}); try again later", shared.limits.max_connections);
+    closing(error(StatusCode::SERVICE_UNAVAILABLE, text))
+}
+
 async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "no such path: POST / a JSON object, or GET /healthz")
 }
 
 async fn wrong_method() -> Response {
     error(StatusCode::METHOD_NOT_ALLOWED, "use POST / with a JSON object, or GET /healthz")
+}
+
+/// Whether reading a body failed because it is longer than the limit.
+fn too_long(err: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// `response`, telling the client the connection closes (its body was not read whole).
+fn closing(mut response: Response) -> Response {
+    response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    response
 }
 
 /// The `wait` query parameter, in milliseconds.
@@ -172,22 +202,23 @@ fn wait_ms(query: Option<&str>) -> Result<Option<u64>, String> {
     Ok(wait)
 }
 
-async fn message(
-    State(shared): State<Arc<Shared>>,
-    RawQuery(query): RawQuery,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn message(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery, body: Body) -> Response {
     let wait = match wait_ms(query.as_deref()) {
         Ok(wait) => wait,
         Err(text) => return error(StatusCode::BAD_REQUEST, text),
     };
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+    let body_timeout = Duration::from_millis(shared.limits.body_timeout_ms);
+    let body = match tokio::time::timeout(body_timeout, axum::body::to_bytes(body, shared.body_limit)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(err)) if too_long(&err) => {
             let text = format!("body is larger than {} bytes", shared.body_limit);
-            return error(StatusCode::PAYLOAD_TOO_LARGE, text);
+            return closing(error(StatusCode::PAYLOAD_TOO_LARGE, text));
         }
-        Err(rejection) => return error(rejection.status(), rejection.body_text()),
+        Ok(Err(err)) => return closing(error(StatusCode::BAD_REQUEST, format!("cannot read the body: {err}"))),
+        Err(_) => {
+            let text = format!("body not complete within {} ms (body_timeout_ms)", shared.limits.body_timeout_ms);
+            return closing(error(StatusCode::REQUEST_TIMEOUT, text));
+        }
     };
     let fields = match json_fields(&body) {
         Ok(fields) => fields,

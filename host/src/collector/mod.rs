@@ -9,13 +9,15 @@
 //! - `mod.rs`: [`run`] (dispatch on the kind, supervision), [`Context`] (adding messages
 //!   with the collector's kwargs and the size limit; reading taskbacks).
 //! - `stdin.rs`: interactive chat on standard input and output.
-//! - `http.rs`: `POST /` a JSON object; `?wait=MS` answers with the taskback.
+//! - `http.rs`: `POST /` a JSON object; `?wait=MS` answers with the taskback;
+//!   `http_serve.rs`: its accept loop (connection cap, header, body and idle timeouts).
 //! - `tick.rs`: a message on a schedule; `schedule.rs` computes fire times (interval, cron).
 //! - `stream.rs`: follows another service's data or taskback stream.
 //! - `exec.rs`: a program speaking JSON lines on stdin/stdout, restarted when it exits.
 
 mod exec;
 mod http;
+mod http_serve;
 mod schedule;
 mod stdin;
 mod stream;
@@ -264,6 +266,16 @@ impl Context {
                     own_pending &= !entries.is_empty();
                     let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
                     for entry in entries {
+                        if let Some(fault) = &entry.not_utf8 {
+                            // Never handed on altered; it stays in the taskback stream as written.
+                            tracing::error!(
+                                service = %name,
+                                taskback_id = %entry.id,
+                                error = %fault,
+                                "taskback is not UTF-8; skipped (it stays in the taskback stream as written)"
+                            );
+                            continue;
+                        }
                         handle(entry).await;
                     }
                     if let Err(err) = self.broker.ack(name, StreamKind::Taskback, group, &ids).await {
@@ -322,7 +334,7 @@ pub fn kind_name(kind: &CollectorKind) -> &'static str {
 pub fn describe(kind: &CollectorKind) -> String {
     match kind {
         CollectorKind::Stdin => "stdin".to_owned(),
-        CollectorKind::Http { listen } => format!("http on {listen}"),
+        CollectorKind::Http { listen, .. } => format!("http on {listen}"),
         CollectorKind::Tick { schedule: TickSchedule::Every(period), .. } => {
             format!("tick every {}", humanize(*period))
         }
@@ -396,7 +408,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<Exit> {
 async fn run_once(ctx: Context, kind: CollectorKind) -> anyhow::Result<Exit> {
     match kind {
         CollectorKind::Stdin => stdin::run(ctx).await,
-        CollectorKind::Http { listen } => http::run(ctx, &listen).await,
+        CollectorKind::Http { listen, limits } => http::run(ctx, &listen, limits).await,
         CollectorKind::Tick { schedule, at_start } => tick::run(ctx, &schedule, at_start).await,
         CollectorKind::Stream { service, stream } => stream::run(ctx, &service, stream).await,
         CollectorKind::Exec { command, dir } => exec::run(ctx, &command, &dir).await,

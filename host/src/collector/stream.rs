@@ -59,6 +59,11 @@ pub async fn run(ctx: Context, from: &str, stream: StreamKind) -> anyhow::Result
         };
         let mut done = Vec::with_capacity(entries.len());
         for entry in entries {
+            if let Some(fault) = &entry.not_utf8 {
+                tracing::error!(service = %name, from = %source, entry = %entry.id, error = %fault, "entry is not UTF-8; skipped, not forwarded altered");
+                done.push(entry.id);
+                continue;
+            }
             match ctx.add_patiently(entry.fields).await {
                 Ok(_) => {}
                 Err(AddError::Broker(err)) => {

@@ -8,7 +8,7 @@ use super::component::conf;
 use super::ctx::{Ctx, field};
 use super::de::{from_node, join};
 use super::error::{did_you_mean, one_of};
-use super::model::{CollectorKind, CollectorSpec, StreamKind, TickSchedule};
+use super::model::{CollectorKind, CollectorSpec, HttpLimits, StreamKind, TickSchedule};
 use super::yaml::{Node, Value};
 
 const KINDS: &[&str] = &["stdin", "http", "tick", "stream", "exec"];
@@ -29,7 +29,7 @@ pub(crate) fn collector(ctx: &mut Ctx, node: &Node, path: &str, service: &str) -
     let kind = ctx.string(kind_node, &kind_path)?;
     let extra: &[&str] = match kind.as_str() {
         "stdin" => &[],
-        "http" => &["listen"],
+        "http" => &["listen", "header_timeout_ms", "body_timeout_ms", "idle_timeout_ms", "max_connections"],
         "tick" => &["every", "cron", "at_start"],
         "stream" => &["from", "stream"],
         "exec" => &["command"],
@@ -63,7 +63,21 @@ pub(crate) fn collector(ctx: &mut Ctx, node: &Node, path: &str, service: &str) -
             if !port_ok {
                 ctx.error(n, &p, format!("`{listen}` is not HOST:PORT (e.g. `127.0.0.1:8080`)"));
             }
-            CollectorKind::Http { listen }
+            let mut limits = HttpLimits::default();
+            for (key, slot) in [
+                ("header_timeout_ms", &mut limits.header_timeout_ms),
+                ("body_timeout_ms", &mut limits.body_timeout_ms),
+                ("idle_timeout_ms", &mut limits.idle_timeout_ms),
+            ] {
+                if let Some(n) = get(key) {
+                    *slot = at_least_one(ctx, n, &join(path, key)).unwrap_or(*slot);
+                }
+            }
+            if let Some(n) = get("max_connections") {
+                let max = at_least_one(ctx, n, &join(path, "max_connections")).unwrap_or(0);
+                limits.max_connections = usize::try_from(max).unwrap_or(usize::MAX).max(1);
+            }
+            CollectorKind::Http { listen, limits }
         }
         "tick" => {
             let at_start = get("at_start").and_then(|n| ctx.boolean(n, &join(path, "at_start"))).unwrap_or(false);
@@ -140,6 +154,17 @@ fn command(ctx: &mut Ctx, node: &Node, path: &str) -> Option<Vec<String>> {
 }
 
 /// `every: 5s` (units ms, s, m, h, d) or a whole number of seconds; must be positive.
+/// A whole number of at least 1.
+fn at_least_one(ctx: &mut Ctx, node: &Node, path: &str) -> Option<u64> {
+    match &node.value {
+        Value::Int(n) if *n >= 1 => Some(u64::try_from(*n).unwrap_or(u64::MAX)),
+        _ => {
+            ctx.expected(node, path, "a whole number of at least 1");
+            None
+        }
+    }
+}
+
 fn every(ctx: &mut Ctx, node: &Node, path: &str) -> Option<Duration> {
     let parsed = match &node.value {
         Value::Int(n) => u64::try_from(*n).ok().map(Duration::from_secs),

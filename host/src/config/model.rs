@@ -71,7 +71,7 @@ pub enum CollectorKind {
     /// One message `{user, text}` per line of standard input; taskbacks are printed.
     Stdin,
     /// `POST /` with a JSON object body; `GET /healthz`.
-    Http { listen: String },
+    Http { listen: String, limits: HttpLimits },
     /// `{tick: RFC 3339 time}` every `every`, or on a UTC cron schedule.
     Tick { schedule: TickSchedule, at_start: bool },
     /// Follows another service's stream with its own consumer group.
@@ -177,7 +177,9 @@ pub struct Limits {
     pub timeout_ms: u64,
     /// Cap on the instance's linear memory.
     pub memory_mb: u64,
-    /// Cap on the bytes of a call's results (keys plus values) or reply.
+    /// Cap on the bytes of a call's results (keys plus values) or reply. The default is
+    /// twice `message_kb`, so any accepted message can be transformed and answered (case
+    /// mapping can make text longer).
     pub output_kb: u64,
     /// Cap on the bytes a call may log (log import plus stdout/stderr); the rest is dropped.
     pub log_kb: u64,
@@ -196,7 +198,7 @@ impl Default for Limits {
         Self {
             timeout_ms: 1000,
             memory_mb: 32,
-            output_kb: 64,
+            output_kb: 512,
             log_kb: 16,
             taskbacks: 16,
             fuel: None,
@@ -253,5 +255,35 @@ pub struct KvQuota {
 impl Default for KvQuota {
     fn default() -> Self {
         Self { max_keys: 10_000, max_bytes: 16 * 1024 * 1024, max_value_kb: 512, list_limit: 1000 }
+    }
+}
+
+/// Timeouts and the connection cap of an `http` collector (keys of its `collector:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A request's headers must be complete this long after the connection is ready for
+    /// it (opened, or done with the previous response): slow or silent clients are cut off.
+    pub header_timeout_ms: u64,
+    /// A request's body must be complete this long after its headers (`408` otherwise).
+    pub body_timeout_ms: u64,
+    /// A keep-alive connection without a request in progress that sends nothing for this
+    /// long is closed.
+    pub idle_timeout_ms: u64,
+    /// Connections served at once. Beyond, a reserve of [`HttpLimits::reserve`] more answers
+    /// `GET /healthz` and `503` to the rest, each on a short deadline; beyond that, new
+    /// connections are closed at once.
+    pub max_connections: usize,
+}
+
+impl HttpLimits {
+    /// Connections over `max_connections` still answered (`/healthz`, or `503`).
+    pub fn reserve(&self) -> usize {
+        (self.max_connections / 8).clamp(4, 64)
+    }
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self { header_timeout_ms: 10_000, body_timeout_ms: 30_000, idle_timeout_ms: 5_000, max_connections: 512 }
     }
 }

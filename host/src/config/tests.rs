@@ -174,7 +174,7 @@ fn full_file() {
 
     let web = &c.services["web"];
     let col = web.collectors.first().expect("collector");
-    assert!(matches!(&col.kind, CollectorKind::Http { listen } if listen == "127.0.0.1:8080"));
+    assert!(matches!(&col.kind, CollectorKind::Http { listen, .. } if listen == "127.0.0.1:8080"));
     assert_eq!(col.kwargs, c.params["dice-conf"]);
     assert!(matches!(&web.tasks[..], [TaskSpec::Wasm(s)] if s.name == "shout"));
     let kind = |s: &str| c.services[s].collectors.first().map(|c| c.kind.clone());
@@ -249,7 +249,7 @@ fn env_substitution() {
     let s = &c.services["s"];
     assert_eq!(s.limits.timeout_ms, 250, "substituted before type resolution");
     let col = s.collectors.first().expect("collector");
-    assert!(matches!(&col.kind, CollectorKind::Http { listen } if listen == "0.0.0.0:80"));
+    assert!(matches!(&col.kind, CollectorKind::Http { listen, .. } if listen == "0.0.0.0:80"));
     assert_eq!(col.kwargs, kwargs(&[("price", "$5"), ("raw", "${X}"), ("n", "80")]));
 
     let err = dir.parse(text, &[("NS", "ns1"), ("PORT", "80")]).expect_err("missing vars");

@@ -4,8 +4,8 @@
 //! `Parser::next_token` (iteratively: `Parser::load` recurses once per nesting level) and
 //! builds [`Node`]s carrying a line and a column. On the way it substitutes `${NAME}` in
 //! every scalar, resolves plain scalars with the YAML 1.2 core schema, expands aliases by
-//! cloning, and reports duplicate keys. Nesting depth and total size (aliases included)
-//! are capped so hostile input cannot exhaust the stack or memory.
+//! cloning, and reports duplicate keys. Nesting depth, total nodes and total scalar bytes
+//! (aliases expanded) are capped so hostile input cannot exhaust the stack or memory.
 
 use std::collections::HashMap;
 
@@ -19,6 +19,16 @@ use super::error::Problems;
 const MAX_DEPTH: usize = 64;
 /// Most nodes one file may expand to, counting every copy an alias makes.
 const MAX_NODES: usize = 200_000;
+/// Most scalar bytes (keys and values) one file may expand to, counting every copy an alias
+/// makes, unless the file itself is larger: then [`EXPANSION_FACTOR`] times its size.
+const MAX_EXPANDED_BYTES: usize = 32 << 20;
+/// How many times its own size a file larger than [`MAX_EXPANDED_BYTES`] may expand to.
+const EXPANSION_FACTOR: usize = 4;
+
+/// The expansion budget of a file of `len` bytes.
+fn byte_budget(len: usize) -> usize {
+    MAX_EXPANDED_BYTES.max(len.saturating_mul(EXPANSION_FACTOR))
+}
 
 /// One YAML node and where it starts.
 #[derive(Debug, Clone)]
@@ -87,6 +97,29 @@ impl Node {
             _ => 0,
         }
     }
+
+    /// Scalar bytes in this node (keys included), as counted against the expansion budget.
+    fn bytes(&self) -> usize {
+        self.raw.len()
+            + match &self.value {
+                Value::Seq(items) => items.iter().map(Node::bytes).sum(),
+                Value::Map(entries) => entries.iter().map(|(k, v)| k.text.len() + v.bytes()).sum(),
+                _ => 0,
+            }
+    }
+}
+
+/// An anchored node and what one more copy of it costs.
+struct Anchored {
+    node: Node,
+    nodes: usize,
+    bytes: usize,
+}
+
+impl Anchored {
+    fn new(node: &Node) -> Self {
+        Anchored { node: node.clone(), nodes: node.size(), bytes: node.bytes() }
+    }
 }
 
 /// A collection still being read.
@@ -113,9 +146,11 @@ pub(crate) fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>, problems: 
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut parser = Parser::new_from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    let mut anchors: HashMap<usize, Anchored> = HashMap::new();
     let mut root: Option<Node> = None;
     let mut nodes = 0usize;
+    let mut bytes = 0usize;
+    let budget = byte_budget(text.len());
     loop {
         let (event, mark) = match parser.next_token() {
             Ok(next) => next,
@@ -140,12 +175,30 @@ pub(crate) fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>, problems: 
             }
             Event::Nothing | Event::StreamStart | Event::DocumentStart | Event::DocumentEnd => None,
             Event::Alias(id) => match anchors.get(&id) {
-                Some(node) => {
-                    let mut copy = node.clone();
-                    copy.line = line;
-                    copy.column = column;
-                    nodes += copy.size();
-                    Some(copy)
+                Some(anchored) => {
+                    // Counted before copying, so a refused alias allocates nothing.
+                    nodes += anchored.nodes;
+                    bytes = bytes.saturating_add(anchored.bytes);
+                    if bytes > budget {
+                        problems.push(
+                            line,
+                            column,
+                            format!(
+                                "document too large: this alias expands the scalars to more than {budget} bytes \
+                                 (the limit is the larger of {MAX_EXPANDED_BYTES} bytes and {EXPANSION_FACTOR} times \
+                                 the file's size)"
+                            ),
+                        );
+                        return None;
+                    }
+                    if nodes > MAX_NODES {
+                        None
+                    } else {
+                        let mut copy = anchored.node.clone();
+                        copy.line = line;
+                        copy.column = column;
+                        Some(copy)
+                    }
                 }
                 None => {
                     problems.push(
@@ -159,8 +212,9 @@ pub(crate) fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>, problems: 
             Event::Scalar(text, style, anchor, tag) => {
                 nodes += 1;
                 let node = scalar(&text, style, tag.as_ref(), mark, env, problems);
+                bytes = bytes.saturating_add(node.raw.len());
                 if anchor > 0 {
-                    anchors.insert(anchor, node.clone());
+                    anchors.insert(anchor, Anchored::new(&node));
                 }
                 Some(node)
             }
@@ -183,7 +237,7 @@ pub(crate) fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>, problems: 
                     let anchor = frame.anchor;
                     let node = close(frame);
                     if anchor > 0 {
-                        anchors.insert(anchor, node.clone());
+                        anchors.insert(anchor, Anchored::new(&node));
                     }
                     Some(node)
                 }

@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-use crate::broker::{Broker, BrokerError, Completion, DeadLetter, Delivery};
+use crate::broker::{Broker, BrokerError, Completion, DeadLetter, Delivery, Fields};
 use crate::engine::Message;
 use crate::service::ServiceRuntime;
 
@@ -52,7 +52,9 @@ const ORPHAN_CHECK: Duration = Duration::from_secs(2);
 /// soon as its pipeline finished and the bounded channel to the writer has room for it: that
 /// channel is what holds back the reader when the broker writes slowly.
 enum Finished {
-    Done(Completion),
+    /// Its taskbacks, and the message's own fields (for a dead letter should the broker
+    /// refuse the taskbacks for good).
+    Done(Completion, Fields),
     Dead(DeadLetter),
 }
 
@@ -279,7 +281,13 @@ async fn process(
     let mut attempt = delivery.deliveries.max(1);
     let limits = service.spec.limits;
     let bytes = crate::fields::size(&msg.fields);
-    let finished = if msg.fields.len() > limits.max_fields {
+    let finished = if let Some(fault) = delivery.not_utf8 {
+        // Another producer wrote bytes that are not text: never run on an altered copy. The
+        // dead letter is copied from the stored entry, so its bytes survive.
+        let error = format!("message is not UTF-8: {fault}; not run");
+        tracing::error!("{error}; moving to dead letters");
+        Finished::Dead(dead_letter(msg, error, 0))
+    } else if msg.fields.len() > limits.max_fields {
         // Not ours to run: another producer bypassed the collector's field cap.
         let error = format!(
             "message of {} fields exceeds limits.max_fields = {} of service {:?}; not run",
@@ -312,8 +320,8 @@ async fn process(
             match service.pipeline.run(&msg).await {
                 Ok(outcome) => {
                     tracing::debug!(wall_us = outcome.stats.wall.as_micros() as u64, attempt, "processed");
-                    let id = msg.id.clone();
-                    break Finished::Done(Completion { id, taskbacks: outcome.taskbacks(&msg) });
+                    let completion = Completion { id: msg.id.clone(), taskbacks: outcome.taskbacks(&msg) };
+                    break Finished::Done(completion, msg.fields);
                 }
                 Err(err) if attempt < retry.max_attempts => {
                     let pause = backoff(Duration::from_millis(retry.backoff_ms), attempt, Duration::from_secs(60));

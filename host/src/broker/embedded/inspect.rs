@@ -28,7 +28,9 @@ pub fn range_after(conn: &Connection, stream: &str, after: Id, count: usize) -> 
     let rows = select
         .query_map(params![stream, after.0, after.1, limit], |r| Ok(((r.get(0)?, r.get(1)?), r.get::<_, String>(2)?)))?
         .collect::<Result<Vec<(Id, String)>, _>>()?;
-    rows.into_iter().map(|(id, fields)| Ok(Entry { id: format_id(id), fields: decode(&fields)? })).collect()
+    rows.into_iter()
+        .map(|(id, fields)| Ok(Entry { id: format_id(id), fields: decode(&fields)?, not_utf8: None }))
+        .collect()
 }
 
 pub fn info(conn: &Connection, stream: &str) -> Result<StreamInfo, Fail> {

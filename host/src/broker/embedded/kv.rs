@@ -9,7 +9,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::streams::now_ms;
 use super::{EmbeddedBroker, Fail};
-use crate::broker::{KvFailure, KvStore};
+use crate::broker::{KvFailure, KvStore, kv_ttl_ms};
 use crate::config::KvQuota;
 
 impl From<Fail> for KvFailure {
@@ -138,7 +138,7 @@ impl KvStore for EmbeddedBroker {
         self.kv_write(service, move |tx, scope, now| {
             let old = current(tx, scope, &key)?.map(|(size, _, _)| size);
             check_quota(tx, scope, old, i64::try_from(key.len() + value.len()).unwrap_or(i64::MAX), &quota)?;
-            let expires = ttl.map(|t| now.saturating_add(i64::try_from(t.as_millis()).unwrap_or(i64::MAX).max(1)));
+            let expires = ttl.map(|t| now.saturating_add(i64::try_from(kv_ttl_ms(t)).unwrap_or(i64::MAX)));
             put(tx, scope, &key, &value, expires)
         })
         .await

@@ -336,7 +336,7 @@ impl Broker for EmbeddedBroker {
 
     async fn read(&self, service: &str, consumer: &str, count: usize, block: Duration) -> Result<Vec<Delivery>> {
         let got = self.read_entries(self.key(service, StreamKind::Data), WORKER_GROUP, consumer, count, block).await?;
-        Ok(got.into_iter().map(|(id, fields)| Delivery { id, fields, deliveries: 1 }).collect())
+        Ok(got.into_iter().map(|(id, fields)| Delivery { id, fields, deliveries: 1, not_utf8: None }).collect())
     }
 
     async fn reclaim(&self, service: &str, consumer: &str, min_idle: Duration, count: usize) -> Result<Vec<Delivery>> {
@@ -370,7 +370,7 @@ impl Broker for EmbeddedBroker {
         block: Duration,
     ) -> Result<Vec<Entry>> {
         let got = self.read_entries(self.key(service, stream), group, consumer, count, block).await?;
-        Ok(got.into_iter().map(|(id, fields)| Entry { id, fields }).collect())
+        Ok(got.into_iter().map(|(id, fields)| Entry { id, fields, not_utf8: None }).collect())
     }
 
     async fn read_own_pending(
@@ -383,7 +383,7 @@ impl Broker for EmbeddedBroker {
     ) -> Result<Vec<Entry>> {
         let (key, group, consumer) = (self.key(service, stream), group.to_owned(), consumer.to_owned());
         let got = self.write(move |tx| streams::read_own_pending(tx, &key, &group, &consumer, count.max(1))).await?;
-        Ok(got.into_iter().map(|(id, fields)| Entry { id, fields }).collect())
+        Ok(got.into_iter().map(|(id, fields)| Entry { id, fields, not_utf8: None }).collect())
     }
 
     async fn trim(&self, _service: &str) -> Result<()> {

@@ -371,7 +371,12 @@ fn take_over(
                      WHERE stream = ?1 AND grp = ?2 AND ms = ?3 AND seq = ?4",
                     params![stream, group, id.0, id.1, consumer, now],
                 )?;
-                out.push(Delivery { id: format_id(id), fields, deliveries: deliveries.saturating_add(1) });
+                out.push(Delivery {
+                    id: format_id(id),
+                    fields,
+                    deliveries: deliveries.saturating_add(1),
+                    not_utf8: None,
+                });
             }
             None => {
                 tracing::warn!(stream, id = %format_id(id), "acknowledging an entry deleted while pending");
