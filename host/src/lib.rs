@@ -16,6 +16,7 @@
 //! - [`service`]: compose entries turned into runnable pipelines.
 //! - [`worker`]: consume -> pipeline -> taskback + ack, retries and dead letters.
 //! - [`collector`]: native message sources (`stdin`, ...).
+//! - [`text`]: untrusted text made safe for terminals, log lines and JSON output.
 //! - [`cli`]: the `cannon-host` commands; `main.rs` only parses arguments and sets up
 //!   logging and signals.
 
@@ -26,5 +27,6 @@ pub mod config;
 pub mod engine;
 pub mod pipeline;
 pub mod service;
+pub mod text;
 pub mod torch;
 pub mod worker;
