@@ -17,6 +17,7 @@
 //! - [`service`]: compose entries turned into runnable pipelines.
 //! - [`worker`]: consume -> pipeline -> taskback + ack, retries and dead letters.
 //! - [`collector`]: native message sources (`stdin`, ...).
+//! - [`text`]: untrusted text made safe for terminals, log lines and JSON output.
 //! - [`cli`]: the `cannon-host` commands; `main.rs` only parses arguments and sets up
 //!   logging and signals.
 
@@ -28,5 +29,6 @@ pub mod engine;
 pub mod fields;
 pub mod pipeline;
 pub mod service;
+pub mod text;
 pub mod torch;
 pub mod worker;

@@ -15,6 +15,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
+        // Every field and message escaped: a guest's error or reply cannot forge a record.
+        .fmt_fields(cannon_host::text::log_fields())
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -29,7 +31,7 @@ fn main() -> ExitCode {
         match cannon_host::cli::dispatch(cli, shutdown).await {
             Ok(code) => code,
             Err(err) => {
-                eprintln!("error: {err:#}");
+                eprintln!("error: {}", cannon_host::text::for_terminal_lines(&format!("{err:#}")));
                 ExitCode::FAILURE
             }
         }

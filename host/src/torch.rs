@@ -3,7 +3,9 @@
 //! `message[in_key]` is split like a POSIX shell would split it, `argv[0]` picks the
 //! command, permissions are checked against the sender (`message[user_key]`), and the
 //! shell's reply becomes `results[out_key]`. Help, unknown commands, refusals and bad
-//! quoting are answered by torch itself, without entering the guest.
+//! quoting are answered by torch itself, without entering the guest; each such reply is cut
+//! to the shell's `limits.output_kb`, like the shell's own replies, whatever its command
+//! table holds (the table itself is checked at load: `engine::commands`).
 //!
 //! A message without `in_key` is not for torch (e.g. a timer tick in the same service) and
 //! gets no reply; with a `prefix`, neither does a line that does not start with it.
@@ -119,17 +121,18 @@ impl Torch {
 
     /// The command list, as shown for `help` and unknown commands.
     pub fn help(&self) -> String {
-        let width = self.commands.iter().map(|c| c.name.len()).max().unwrap_or(0);
-        let mut out = String::from("commands:");
-        for c in self.commands.iter() {
-            out.push_str(&format!("\n  {:width$}  {}", c.name, c.summary));
-        }
-        out.push_str("\n`help COMMAND` shows how to use one.");
-        out
+        help(&self.commands, self.budget())
     }
 
-    fn usage(&self, command: &Command) -> String {
-        format!("{}: {}\nusage: {}", command.name, command.summary, command.usage)
+    /// Most bytes of a reply torch writes itself: the shell's `limits.output_kb`, like the
+    /// shell's own replies.
+    fn budget(&self) -> usize {
+        self.shell.output_budget()
+    }
+
+    /// A reply of torch's own, cut to the budget.
+    fn reply(&self, text: String) -> CallOutput<Option<String>> {
+        reply(Some(cut(text, self.budget())))
     }
 
     /// Runs one message through torch; the value is the reply for `results[out_key]`, or
@@ -147,30 +150,32 @@ impl Torch {
         let argv = match split(line) {
             Ok(argv) => argv,
             Err(SplitError::UnbalancedQuote(q)) => {
-                return Ok(reply(Some(format!("cannot read that command: a {q} quote is not closed"))));
+                return Ok(self.reply(format!("cannot read that command: a {q} quote is not closed")));
             }
             Err(SplitError::TrailingBackslash) => {
-                return Ok(reply(Some("cannot read that command: it ends with a lone backslash".to_owned())));
+                return Ok(self.reply("cannot read that command: it ends with a lone backslash".to_owned()));
             }
         };
         let Some(name) = argv.first() else {
-            return Ok(reply(Some(self.help())));
+            return Ok(self.reply(self.help()));
         };
         if matches!(name.as_str(), "help" | "--help" | "-h") {
             let text = match argv.get(1).and_then(|n| self.find(n)) {
-                Some(command) => self.usage(command),
+                Some(command) => usage(command),
                 None => self.help(),
             };
-            return Ok(reply(Some(text)));
+            return Ok(self.reply(text));
         }
         let Some(command) = self.find(name) else {
-            return Ok(reply(Some(format!("unknown command {name:?}.\n{}", self.help()))));
+            let first = format!("unknown command {:?}.\n", cut(name.clone(), UNKNOWN_NAME_SHOWN));
+            let help = help(&self.commands, self.budget().saturating_sub(first.len()));
+            return Ok(self.reply(first + &help));
         };
         if argv.len() == 2 && matches!(argv[1].as_str(), "--help" | "-h") {
-            return Ok(reply(Some(self.usage(command))));
+            return Ok(self.reply(usage(command)));
         }
         if let Some(refusal) = self.refusal(&argv, msg) {
-            return Ok(reply(Some(refusal)));
+            return Ok(self.reply(refusal));
         }
         let out = self.shell.call(&argv, msg, kv).await?;
         Ok(CallOutput { value: Some(out.value), taskbacks: out.taskbacks, stats: out.stats })
@@ -195,6 +200,61 @@ impl Torch {
     fn find(&self, name: &str) -> Option<&Command> {
         self.commands.iter().find(|c| c.name == name)
     }
+}
+
+/// Most bytes of an unknown command's name quoted back to its sender.
+const UNKNOWN_NAME_SHOWN: usize = 64;
+/// Widest name column of the command list; longer names push their summary right.
+const NAME_COLUMN: usize = crate::engine::commands::MAX_NAME;
+const HELP_HEAD: &str = "commands:";
+const HELP_TAIL: &str = "\n`help COMMAND` shows how to use one.";
+/// Room kept for the `... and N more` line.
+const HELP_MORE: usize = 40;
+
+/// The command list of `commands` in at most `budget` bytes: one line per command (name
+/// column, summary) while they fit, then how many were left out. Never panics, whatever
+/// the table; the work is linear in what is shown plus the number of commands.
+pub fn help(commands: &[Command], budget: usize) -> String {
+    let width = commands.iter().map(|c| c.name.chars().count()).max().unwrap_or(0).min(NAME_COLUMN);
+    let mut out = String::from(HELP_HEAD);
+    for (i, c) in commands.iter().enumerate() {
+        let name_chars = c.name.chars().count();
+        let pad = width.saturating_sub(name_chars);
+        let line =
+            3usize.saturating_add(c.name.len()).saturating_add(pad).saturating_add(2).saturating_add(c.summary.len());
+        let reserve = HELP_TAIL.len() + if i + 1 < commands.len() { HELP_MORE } else { 0 };
+        if out.len().saturating_add(line).saturating_add(reserve) > budget {
+            out.push_str(&format!("\n  ... and {} more", commands.len() - i));
+            break;
+        }
+        out.push_str("\n  ");
+        out.push_str(&c.name);
+        out.extend(std::iter::repeat_n(' ', pad + 2));
+        out.push_str(&c.summary);
+    }
+    out.push_str(HELP_TAIL);
+    cut(out, budget)
+}
+
+/// How to use `command`, for `help NAME` and `NAME --help`.
+pub fn usage(command: &Command) -> String {
+    format!("{}: {}\nusage: {}", command.name, command.summary, command.usage)
+}
+
+/// `text` cut to at most `max` bytes on a character boundary, ending in `...` when cut.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    if text.len() + 3 <= max {
+        text.push_str("...");
+    }
+    text
 }
 
 fn reply(value: Option<String>) -> CallOutput<Option<String>> {
@@ -223,6 +283,62 @@ mod tests {
         assert_eq!(words(r#"x "" y"#), ["x", "", "y"]);
         assert_eq!(words(""), Vec::<String>::new());
         assert_eq!(words("'a'\"b\"c"), ["abc"]);
+    }
+
+    fn command(name: &str, summary: &str) -> Command {
+        Command { name: name.to_owned(), summary: summary.to_owned(), usage: "u".to_owned() }
+    }
+
+    #[test]
+    fn help_lines_up_and_fits_the_budget() {
+        let table = [command("roll", "roll dice"), command("flip", "flip a coin"), command("x", "short")];
+        assert_eq!(
+            help(&table, 64 << 10),
+            "commands:\n  roll  roll dice\n  flip  flip a coin\n  x     short\n`help COMMAND` shows how to use one."
+        );
+        // Too small for every line: as many as fit, then how many were left out.
+        let small = help(&table, 110);
+        assert_eq!(small, "commands:\n  roll  roll dice\n  ... and 2 more\n`help COMMAND` shows how to use one.");
+        assert!(small.len() <= 110);
+        // Smaller than torch's own words: cut, never over.
+        for budget in 0..70 {
+            assert!(help(&table, budget).len() <= budget, "budget {budget}");
+        }
+    }
+
+    #[test]
+    fn help_of_absurd_tables_is_bounded_and_does_not_panic() {
+        use crate::engine::commands::{MAX_COMMANDS, MAX_NAME, MAX_SUMMARY, check_table};
+        // The largest table the load check accepts, under the default output_kb (64 KiB)
+        // and a small one (1 KiB).
+        let at_limits: Vec<Command> =
+            (0..MAX_COMMANDS).map(|i| command(&format!("{i:é>32}"), &"s".repeat(MAX_SUMMARY))).collect();
+        assert_eq!(check_table(&at_limits), Ok(()));
+        assert!(at_limits.iter().all(|c| c.name.len() > MAX_NAME - 4));
+        for budget in [64 << 10, 1 << 10] {
+            let text = help(&at_limits, budget);
+            assert!(text.len() <= budget, "{} bytes over {budget}", text.len());
+            assert!(text.ends_with(HELP_TAIL) && text.contains(" more\n"), "{}", &text[text.len() - 80..]);
+        }
+        // What the load check refuses must not break torch either: a name wider than the
+        // 65,535 a format width may be, many thousands of entries.
+        let wide = vec![command(&"w".repeat(70_000), "wide"), command("ok", "fine")];
+        let text = help(&wide, 1 << 10);
+        assert!(text.len() <= 1 << 10 && text.starts_with("commands:\n  ... and 2 more"), "{text}");
+        let many: Vec<Command> = (0..20_000).map(|i| command(&format!("c{i}"), "summary")).collect();
+        let text = help(&many, 16 << 10);
+        assert!(text.len() <= 16 << 10);
+        assert!(text.contains("  c0      summary\n"), "{}", &text[..200]);
+        assert_eq!(usage(&wide[1]), "ok: fine\nusage: u");
+    }
+
+    #[test]
+    fn cut_keeps_characters_whole() {
+        assert_eq!(cut("short".to_owned(), 5), "short");
+        assert_eq!(cut("abcdefgh".to_owned(), 6), "abc...");
+        assert_eq!(cut("ééé".to_owned(), 5), "é...");
+        assert_eq!(cut("ééé".to_owned(), 2), "");
+        assert_eq!(cut("éééé".to_owned(), 7), "éé...");
     }
 
     #[test]

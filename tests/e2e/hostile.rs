@@ -6,6 +6,9 @@
 //! The hostile services run with small limits and one attempt, so each case takes at most
 //! a few hundred milliseconds.
 
+mod command_table;
+mod terminal;
+
 use std::time::Duration;
 
 use crate::support::{

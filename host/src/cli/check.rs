@@ -36,7 +36,8 @@ pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     problems.sort_by_key(|(line, _)| *line);
     if !problems.is_empty() {
         for (line, problem) in &problems {
-            eprintln!("{}:{line}: {problem}", compose.path.display());
+            // Problems quote component text (trap messages, command names): escaped.
+            eprintln!("{}:{line}: {}", compose.path.display(), crate::text::for_terminal(problem));
         }
         let n = problems.len();
         eprintln!("{n} problem{} in {}", plural(n), compose.path.display());

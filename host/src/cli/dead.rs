@@ -1,6 +1,7 @@
 //! `cannon-host dead SERVICE [--json] [--replay ID | --all]`: the dead letters of a service
 //! (messages that failed `retry.max_attempts` times, with their error), and replaying them
-//! onto the data stream.
+//! onto the data stream. Errors and fields are untrusted text, printed through
+//! [`crate::text`].
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use serde_json::json;
 use crate::broker::{Entry, ID_FIELD, StreamKind};
 use crate::cli::watch::fields_json;
 use crate::cli::{Cli, connect, one_service};
+use crate::text::{for_json, for_terminal};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -72,7 +74,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
         }
         let moved = broker.replay(name, &chosen).await?;
         for (dead_id, new_id) in &moved {
-            println!("replayed {dead_id} as {new_id}");
+            println!("replayed {} as {}", for_terminal(dead_id), for_terminal(new_id));
         }
         eprintln!(
             "{} dead letter{} of service {name:?} replayed",
@@ -104,7 +106,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
                 })
             })
             .collect();
-        println!("{}", serde_json::Value::Array(rows));
+        println!("{}", for_json(serde_json::Value::Array(rows).to_string()));
         return Ok(ExitCode::SUCCESS);
     }
     if letters.is_empty() {
@@ -116,11 +118,11 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
             e.fields.iter().filter(|(k, _)| !crate::broker::DEAD_FIELDS.contains(&k.as_str())).cloned().collect();
         println!(
             "{}  message {}  attempts {}  failed {failed_at}\n  error: {}\n  fields: {}",
-            e.id,
-            get(e, ID_FIELD),
-            get(e, "cannon.attempts"),
-            get(e, "cannon.error"),
-            fields_json(&original)
+            for_terminal(&e.id),
+            for_terminal(get(e, ID_FIELD)),
+            for_terminal(get(e, "cannon.attempts")),
+            for_terminal(get(e, "cannon.error")),
+            for_json(fields_json(&original).to_string())
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -1,5 +1,6 @@
 //! `cannon-host info SERVICE [--json]`: stream lengths, groups, consumers, pending and dead
-//! counts of one service.
+//! counts of one service. Names read from the broker (groups, consumers) are printed
+//! through [`crate::text`]: anyone who can write to the broker picks them.
 
 use std::process::ExitCode;
 
@@ -7,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::broker::{StreamInfo, StreamKind, WORKER_GROUP};
 use crate::cli::{Cli, connect, one_service};
+use crate::text::{for_json, for_terminal};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -69,24 +71,24 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
             "dead": dead,
             "streams": streams,
         });
-        println!("{out}");
+        println!("{}", for_json(out.to_string()));
         return Ok(ExitCode::SUCCESS);
     }
     println!("service {name} on {}", broker.describe());
     for (_, key, info) in &infos {
-        println!("  stream {key}: {} entries, newest {}", info.length, info.last_id);
+        println!("  stream {key}: {} entries, newest {}", info.length, for_terminal(&info.last_id));
         for group in &info.groups {
             println!(
                 "    group {}: {} pending, last delivered {}, {} consumers",
-                group.name,
+                for_terminal(&group.name),
                 group.pending,
-                group.last_delivered,
+                for_terminal(&group.last_delivered),
                 group.consumers.len()
             );
             for consumer in &group.consumers {
                 println!(
                     "      consumer {}: {} pending, idle {}",
-                    consumer.name,
+                    for_terminal(&consumer.name),
                     consumer.pending,
                     human_ms(consumer.idle_ms)
                 );

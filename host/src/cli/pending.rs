@@ -8,6 +8,7 @@ use serde_json::json;
 use crate::broker::{StreamKind, WORKER_GROUP};
 use crate::cli::info::human_ms;
 use crate::cli::{Cli, connect, one_service};
+use crate::text::{for_json, for_terminal};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -30,14 +31,15 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|p| json!({ "id": p.id, "consumer": p.consumer, "idle_ms": p.idle_ms, "deliveries": p.deliveries }))
             .collect();
-        println!("{}", serde_json::Value::Array(rows));
+        println!("{}", for_json(serde_json::Value::Array(rows).to_string()));
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
         println!("nothing pending for service {}", service.name);
     }
     for p in &rows {
-        println!("{}  consumer {}  idle {}  deliveries {}", p.id, p.consumer, human_ms(p.idle_ms), p.deliveries);
+        let (id, consumer) = (for_terminal(&p.id), for_terminal(&p.consumer));
+        println!("{id}  consumer {consumer}  idle {}  deliveries {}", human_ms(p.idle_ms), p.deliveries);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use crate::broker::{Entry, Fields, StreamKind};
 use crate::cli::{Cli, connect, load_compose};
 use crate::fields::host_id;
+use crate::text::{for_json, for_terminal};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -34,10 +35,11 @@ fn parse_fields(raw: &[String]) -> anyhow::Result<Fields> {
         .collect()
 }
 
+/// The entry as one JSON object, C1 and bidi characters escaped too ([`for_json`]).
 fn to_json(entry: &Entry) -> String {
     let object: serde_json::Map<String, serde_json::Value> =
         entry.fields.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
-    serde_json::Value::Object(object).to_string()
+    for_json(serde_json::Value::Object(object).to_string())
 }
 
 /// Whether `entry` (a taskback or dead letter) answers message `id`: only the `cannon.id`
@@ -103,7 +105,11 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
         for entry in broker.tail(name, StreamKind::Dead, &after_dead, 256, Duration::ZERO).await? {
             if answers(&entry, &id) {
                 let get = |key: &str| entry.fields.iter().find(|(k, _)| k == key).map_or("", |(_, v)| v.as_str());
-                eprintln!("message {id} failed after {} attempts: {}", get("cannon.attempts"), get("cannon.error"));
+                eprintln!(
+                    "message {id} failed after {} attempts: {}",
+                    for_terminal(get("cannon.attempts")),
+                    for_terminal(get("cannon.error"))
+                );
                 println!("{}", to_json(&entry));
                 return Ok(ExitCode::FAILURE);
             }

@@ -1,5 +1,6 @@
 //! `cannon-host torch SERVICE [COMMAND...] [--user U]`: runs shell commands of a service
-//! directly, the way its torch task would, with no broker and no workers.
+//! directly, the way its torch task would, with no broker and no workers. Replies, errors
+//! and taskbacks are guest text, printed through [`crate::text`].
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::process::ExitCode;
@@ -12,6 +13,7 @@ use crate::cli::{Cli, load_compose};
 use crate::collector::to_json;
 use crate::config::{Service, TaskSpec, TorchSpec};
 use crate::engine::{Engine, EngineOptions, Message, World};
+use crate::text::{for_json, for_terminal, for_terminal_lines};
 use crate::torch::Torch;
 
 #[derive(Debug, clap::Args)]
@@ -63,7 +65,7 @@ impl Session {
         let msg = Message { id: format!("torch-{}", self.calls), service: self.service.clone(), fields };
         let out = self.torch.run(&msg, None).await.map_err(|e| anyhow::anyhow!("torch: {e}"))?;
         for taskback in &out.taskbacks {
-            eprintln!("taskback: {}", to_json(taskback));
+            eprintln!("taskback: {}", for_json(to_json(taskback).to_string()));
         }
         Ok(out.value.unwrap_or_default())
     }
@@ -121,11 +123,11 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
         let line = args.command.join(" ");
         return match session.call(&line).await {
             Ok(reply) => {
-                println!("{reply}");
+                println!("{}", for_terminal_lines(&reply));
                 Ok(ExitCode::SUCCESS)
             }
             Err(err) => {
-                eprintln!("error: {err:#}");
+                eprintln!("error: {}", for_terminal(&format!("{err:#}")));
                 Ok(ExitCode::FAILURE)
             }
         };
@@ -163,10 +165,10 @@ async fn repl(session: &mut Session) -> anyhow::Result<ExitCode> {
             continue;
         }
         match session.call(&line).await {
-            Ok(reply) => println!("{reply}"),
+            Ok(reply) => println!("{}", for_terminal_lines(&reply)),
             Err(err) => {
                 failed = true;
-                eprintln!("error: {err:#}");
+                eprintln!("error: {}", for_terminal(&format!("{err:#}")));
             }
         }
     }

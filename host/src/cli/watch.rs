@@ -1,5 +1,6 @@
 //! `cannon-host watch SERVICE [--from-start]`: a live tail of the service's data, taskback
 //! and dead streams, one line per entry (`STREAM ID {fields as JSON}`), until interrupted.
+//! The JSON escapes controls, C1 and bidi characters ([`crate::text::for_json`]).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, Fields, StreamKind};
 use crate::cli::{Cli, connect, one_service};
+use crate::text::{for_json, for_terminal};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -41,7 +43,8 @@ async fn follow(
             Ok(entries) => {
                 failures = 0;
                 for entry in entries {
-                    println!("{:<8} {} {}", kind.as_str(), entry.id, fields_json(&entry.fields));
+                    let fields = for_json(fields_json(&entry.fields).to_string());
+                    println!("{:<8} {} {fields}", kind.as_str(), for_terminal(&entry.id));
                     after = entry.id;
                 }
             }

@@ -1,6 +1,8 @@
 //! `stdin`: each line of standard input becomes a message `{user, text}`; each taskback is
 //! printed on standard output (its `text` field, or the whole taskback as JSON when it has
 //! none). At end of input the collector waits for the replies still due, then finishes.
+//! Replies are guest text: printed through [`crate::text`] (newlines kept, every other
+//! control, C1 and bidi character escaped).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,6 +13,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::broker::Entry;
 use crate::collector::{Context, Exit};
 use crate::fields::host_id;
+use crate::text::{for_json, for_terminal, for_terminal_lines};
 
 /// After end of input, how long to wait without any taskback before giving up on replies
 /// (a pipeline with empty results sends none).
@@ -18,11 +21,11 @@ const REPLY_GRACE: Duration = Duration::from_secs(10);
 
 fn render(entry: &Entry) -> String {
     match entry.fields.iter().rev().find(|(k, _)| k == "text") {
-        Some((_, text)) => text.clone(),
+        Some((_, text)) => for_terminal_lines(text).into_owned(),
         None => {
             let object: serde_json::Map<String, serde_json::Value> =
                 entry.fields.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
-            serde_json::Value::Object(object).to_string()
+            for_json(serde_json::Value::Object(object).to_string())
         }
     }
 }
@@ -66,7 +69,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<Exit> {
                     Ok(id) => {
                         outstanding.lock().unwrap_or_else(PoisonError::into_inner).insert(id);
                     }
-                    Err(err) => eprintln!("cannot send that: {err:#}"),
+                    Err(err) => eprintln!("cannot send that: {}", for_terminal(&format!("{err:#}"))),
                 }
             }
             Ok(None) => break Exit::Finished,

@@ -17,6 +17,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use crate::broker::Fields;
 use crate::engine::bindings::{Command, Message};
+use crate::engine::commands::check_table;
 use crate::engine::component::Pre;
 use crate::engine::error::{GUEST_ERROR_MAX, truncate_text};
 use crate::engine::metrics::METRICS;
@@ -48,7 +49,8 @@ impl Component {
         Duration::from_millis(self.limits.timeout_ms)
     }
 
-    fn output_budget(&self) -> usize {
+    /// Most bytes of a reply or a result map: `limits.output_kb`.
+    pub fn output_budget(&self) -> usize {
         kib(self.limits.output_kb)
     }
 
@@ -216,7 +218,8 @@ impl Component {
         self.finish(&mut store, &site, started, instantiated, value)
     }
 
-    /// A shell's command list: `commands()`.
+    /// A shell's command list: `commands()`, refused when it breaks a rule of
+    /// [`crate::engine::commands::check_table`].
     pub async fn commands(&self) -> Result<Vec<Command>, CallError> {
         let Pre::Shell(pre) = &self.pre else {
             return Err(CallError::Instantiate(format!("{} is a task, not a shell", self.name)));
@@ -234,7 +237,10 @@ impl Component {
             instance.call_commands(&mut store).await
         })
         .await;
-        let commands = self.settle(&mut store, outcome);
+        let commands = self.settle(&mut store, outcome).and_then(|commands| {
+            check_table(&commands).map_err(CallError::Commands)?;
+            Ok(commands)
+        });
         self.finish(&mut store, &site, started, instantiated, commands).map(|out| out.value)
     }
 

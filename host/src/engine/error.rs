@@ -47,6 +47,9 @@ pub enum CallError {
     Guest(String),
     #[error("cannot instantiate: {0}")]
     Instantiate(String),
+    /// A shell's `commands()` listed a table torch will not show (see `engine::commands`).
+    #[error("command table refused: {0}")]
+    Commands(String),
 }
 
 /// Longest error text kept from a guest (its `err(...)` or a trap message); the rest is
@@ -103,7 +106,7 @@ impl CallError {
             CallError::Memory(_) => FailureKind::Memory,
             CallError::Table => FailureKind::Table,
             CallError::Fuel(_) => FailureKind::Fuel,
-            CallError::Output(_) => FailureKind::Output,
+            CallError::Output(_) | CallError::Commands(_) => FailureKind::Output,
             CallError::Input(_) => FailureKind::Input,
             CallError::Trap(_) => FailureKind::Trap,
             CallError::Guest(_) => FailureKind::Guest,

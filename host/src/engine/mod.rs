@@ -5,6 +5,7 @@
 //! - `mod.rs`: [`Engine`] (configuration, pooling allocator, epoch ticker) and loading.
 //! - `component.rs`: [`Component`], a loaded task or shell, and the import check at load.
 //! - `call.rs`: one call: a fresh store with its limits and grants, the call, its cost.
+//! - `commands.rs`: what a shell's command table may hold (checked at load).
 //! - `state.rs`: the per-call store data and its resource limiter.
 //! - `metrics.rs`: process-wide call counters ([`metrics::snapshot`]).
 //! - `output.rs`: guest log and stdout/stderr, bounded, into `tracing`.
@@ -15,6 +16,7 @@
 mod bindings;
 mod cache;
 mod call;
+pub mod commands;
 mod component;
 mod error;
 mod imports;

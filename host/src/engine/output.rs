@@ -3,8 +3,9 @@
 //! budget is counted and dropped; it never fails the call.
 //!
 //! Each line costs its bytes plus [`LINE_OVERHEAD`] (the host's log record around it), so
-//! a flood of empty lines is bounded too. Control characters are escaped (`\n`,
-//! `\u{1b}`), so a guest cannot forge host log records or drive the operator's terminal.
+//! a flood of empty lines is bounded too. Controls, C1 and bidi characters are escaped
+//! ([`crate::text::for_terminal`]: `\n`, `\u{1b}`), so a guest cannot forge host log
+//! records or drive the operator's terminal.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -118,7 +119,7 @@ impl CallLog {
         }
         self.used += cost;
         let lossy = String::from_utf8_lossy(bytes);
-        let text = escape_controls(&lossy);
+        let text = crate::text::for_terminal(&lossy);
         let source = source.as_str();
         match level {
             Level::Trace => tracing::trace!(target: "guest", source, "{text}"),
@@ -128,23 +129,6 @@ impl CallLog {
             Level::Error => tracing::error!(target: "guest", source, "{text}"),
         }
     }
-}
-
-/// `text` with control characters other than tab escaped, so one guest line stays one
-/// host log line and carries no terminal escapes.
-fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(|c| c.is_control() && c != '\t') {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if c.is_control() && c != '\t' {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
 }
 
 /// A WASI stdout or stderr that writes into a [`CallLog`].
@@ -248,11 +232,5 @@ mod tests {
         assert_eq!(log.dropped, 96);
         log.finish();
         assert!(log.partial[1].is_empty());
-    }
-
-    #[test]
-    fn control_characters_are_escaped() {
-        assert_eq!(escape_controls("plain\ttab"), "plain\ttab");
-        assert_eq!(escape_controls("a\nERROR forged\r\u{1b}[2J"), "a\\nERROR forged\\r\\u{1b}[2J");
     }
 }

@@ -42,6 +42,7 @@ use tracing::Instrument as _;
 use crate::broker::{Broker, BrokerError, Completion, DeadLetter, Delivery, Fields};
 use crate::engine::Message;
 use crate::service::ServiceRuntime;
+use crate::text::for_terminal;
 
 /// Longest pause between attempts to reach a broker that is down.
 const MAX_BROKER_BACKOFF: Duration = Duration::from_secs(5);
@@ -325,12 +326,15 @@ async fn process(
                 }
                 Err(err) if attempt < retry.max_attempts => {
                     let pause = backoff(Duration::from_millis(retry.backoff_ms), attempt, Duration::from_secs(60));
-                    tracing::warn!(attempt, max_attempts = retry.max_attempts, error = %err, "failed; retrying");
+                    // The error holds guest text: escaped, so it cannot forge a log record.
+                    let error = for_terminal(&err.to_string()).into_owned();
+                    tracing::warn!(attempt, max_attempts = retry.max_attempts, %error, "failed; retrying");
                     tokio::time::sleep(pause).await;
                     attempt += 1;
                 }
                 Err(err) => {
-                    tracing::error!(attempt, error = %err, "failed for the last time; moving to dead letters");
+                    let error = for_terminal(&err.to_string()).into_owned();
+                    tracing::error!(attempt, %error, "failed for the last time; moving to dead letters");
                     break Finished::Dead(dead_letter(msg, err.to_string(), attempt));
                 }
             }
