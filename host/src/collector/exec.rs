@@ -46,7 +46,7 @@ pub async fn run(ctx: Context, command: &[String], dir: &Path) -> anyhow::Result
         let tx = tx.clone();
         async move {
             // Waits while no program is reading, so taskbacks stay in the stream meanwhile.
-            let _ = tx.send(to_json(&entry.fields).to_string()).await;
+            let _ = tx.send(crate::text::for_json(to_json(&entry.fields).to_string())).await;
         }
     });
     let mut outbox = Some(Outbox { rx, carry: None });

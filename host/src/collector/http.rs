@@ -143,6 +143,8 @@ pub async fn run(ctx: Context, listen: &str, limits: HttpLimits) -> anyhow::Resu
 }
 
 fn reply(status: StatusCode, body: &Value) -> Response {
+    // C1 and bidi characters as `\u` escapes, like every JSON cannon prints.
+    let body = crate::text::for_json(body.to_string());
     (status, [(header::CONTENT_TYPE, "application/json")], format!("{body}\n")).into_response()
 }
 

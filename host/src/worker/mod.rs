@@ -343,10 +343,12 @@ async fn process(
     // Wait for room in the writer's queue while still holding the slot: that is what holds
     // the reader back when the broker writes slowly. The receiver lives until every sender
     // is gone; an error means shutdown raced us, and the message stays pending for another
-    // worker.
+    // worker. The slot is freed only after the send: the queue is ordered by send, not by
+    // reservation, so a thread preempted between the two would otherwise let the next
+    // message overtake this one (with `concurrency: 1`, out of stream order).
     let Ok(queued) = done.reserve().await else { return };
-    drop(permit);
     queued.send(finished);
+    drop(permit);
 }
 
 fn dead_letter(msg: Message, error: String, attempts: u32) -> DeadLetter {
