@@ -187,11 +187,26 @@ pub struct Limits {
     pub fuel: Option<u64>,
     /// Cap on one message accepted from a collector (all keys and values).
     pub message_kb: u64,
+    /// CPU seconds (all threads) of compiling the component, in a child process; its wall
+    /// clock may take twice as long. Paid once per component version (then cached).
+    pub compile_s: u64,
+    /// Address space of the process compiling the component.
+    pub compile_mb: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { timeout_ms: 1000, memory_mb: 32, output_kb: 64, log_kb: 16, taskbacks: 16, fuel: None, message_kb: 256 }
+        Self {
+            timeout_ms: 1000,
+            memory_mb: 32,
+            output_kb: 64,
+            log_kb: 16,
+            taskbacks: 16,
+            fuel: None,
+            message_kb: 256,
+            compile_s: 120,
+            compile_mb: 2048,
+        }
     }
 }
 

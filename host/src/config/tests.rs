@@ -162,6 +162,7 @@ fn full_file() {
         taskbacks: 2,
         fuel: Some(1_000_000),
         message_kb: 32,
+        ..Limits::default()
     };
     assert_eq!(dice.limits, limits);
     assert_eq!(x.limits, limits, "a component without limits: takes the service's");

@@ -18,7 +18,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use crate::broker::Fields;
 use crate::engine::bindings::{Command, Message};
 use crate::engine::component::Pre;
-use crate::engine::error::{GUEST_ERROR_MAX, truncate_text};
+use crate::engine::error::{GUEST_ERROR_MAX, host_fault, truncate_text};
 use crate::engine::metrics::METRICS;
 use crate::engine::output::{CallLog, GuestOutput, Source};
 use crate::engine::state::{HostState, Limiter};
@@ -68,8 +68,10 @@ impl Component {
             .allow_ip_name_lookup(false)
             .max_random_size(memory_max as u64);
         if let Some(dir) = &self.files {
-            wasi.preopened_dir(dir, "/", FsPerms::ReadOnly)
-                .map_err(|e| CallError::Instantiate(format!("cannot open files dir {}: {e:#}", dir.display())))?;
+            wasi.preopened_dir(dir, "/", FsPerms::ReadOnly).map_err(|e| match host_fault(e.as_ref()) {
+                Some(cause) => CallError::HostFault(cause),
+                None => CallError::Instantiate(format!("cannot open files dir {}: {e:#}", dir.display())),
+            })?;
         }
         let kv = if self.kv_granted { kv } else { None };
         let hostcall_budget = self.hostcall_budget(kv.as_ref());
@@ -146,7 +148,7 @@ impl Component {
             instance.call_run(&mut store, msg, results).await
         })
         .await;
-        let value = self.settle(&mut store, outcome).and_then(guest_result).and_then(|value| {
+        let value = self.settle(&mut store, outcome, instantiated.is_some()).and_then(guest_result).and_then(|value| {
             let bytes: usize = value.iter().map(|(k, v)| k.len() + v.len()).sum();
             if bytes > self.output_budget() {
                 return Err(CallError::Output(format!(
@@ -185,7 +187,7 @@ impl Component {
             instance.call_call(&mut store, argv, msg).await
         })
         .await;
-        let value = self.settle(&mut store, outcome).and_then(guest_result).and_then(|value| {
+        let value = self.settle(&mut store, outcome, instantiated.is_some()).and_then(guest_result).and_then(|value| {
             if value.len() > self.output_budget() {
                 return Err(CallError::Output(format!(
                     "reply of {} bytes exceeds limits.output_kb = {}",
@@ -216,7 +218,7 @@ impl Component {
             instance.call_commands(&mut store).await
         })
         .await;
-        let commands = self.settle(&mut store, outcome);
+        let commands = self.settle(&mut store, outcome, instantiated.is_some());
         self.finish(&mut store, &site, started, instantiated, commands).map(|out| out.value)
     }
 
@@ -270,11 +272,13 @@ impl Component {
         );
     }
 
-    /// Turns a finished (or timed-out) call into its value or a specific error.
+    /// Turns a finished (or timed-out) call into its value or a specific error. A failure
+    /// to instantiate for want of a host resource (fds, memory maps) is a host fault.
     fn settle<T>(
         &self,
         store: &mut Store<HostState>,
         outcome: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+        instantiated: bool,
     ) -> Result<T, CallError> {
         let state = store.data();
         let err = match outcome {
@@ -290,6 +294,9 @@ impl Component {
         }
         if state.limiter.table_refused {
             return Err(CallError::Table);
+        }
+        if !instantiated && let Some(cause) = host_fault(err.as_ref()) {
+            return Err(CallError::HostFault(cause));
         }
         let text = format!("{err:#}");
         if text.contains(HOSTCALL_EXHAUSTED) {

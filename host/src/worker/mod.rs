@@ -4,7 +4,8 @@
 //! on its own tokio task as soon as one of the `workers.concurrency` slots is free; it reads
 //! the next batch while the last messages of the previous one run. A failed pipeline is
 //! retried in place with exponential backoff; after `retry.max_attempts` the message goes to
-//! the dead-letter stream. A message larger than `limits.message_kb` is dead-lettered at
+//! the dead-letter stream. A host fault (the host short of fds or memory maps) spends no
+//! attempt: the message waits and runs again when the resource returns. A message larger than `limits.message_kb` is dead-lettered at
 //! once, never run.
 //! Finished messages flow to a completer that writes taskbacks and acks in batches, each
 //! message's taskbacks and ack in one transaction, and retries the write until the broker
@@ -26,8 +27,10 @@
 //! - `mod.rs`: the reader loop and one message's processing.
 //! - `recovery.rs`: adopting orphans, reclaiming, keeping claims fresh.
 //! - `complete.rs`: the batched writer of taskbacks, acks and dead letters.
+//! - `host_fault.rs`: waiting out host faults (fds, memory maps), which spend no attempt.
 
 mod complete;
+mod host_fault;
 mod recovery;
 
 use std::collections::HashSet;
@@ -277,6 +280,7 @@ async fn process(
     let retry = service.spec.retry;
     let msg = Message { id: delivery.id, service: service.name().to_owned(), fields: delivery.fields };
     let mut attempt = delivery.deliveries.max(1);
+    let mut host_faults = 0;
     let bytes: usize = msg.fields.iter().map(|(k, v)| k.len() + v.len()).sum();
     let max_bytes = service.spec.limits.message_kb.saturating_mul(1024);
     let finished = if bytes as u64 > max_bytes {
@@ -301,9 +305,14 @@ async fn process(
             }
             match service.pipeline.run(&msg).await {
                 Ok(outcome) => {
+                    host_fault::recovered();
                     tracing::debug!(wall_us = outcome.stats.wall.as_micros() as u64, attempt, "processed");
                     let id = msg.id.clone();
                     break Finished::Done(Completion { id, taskbacks: outcome.taskbacks(&msg) });
+                }
+                Err(err) if err.error.is_host_fault() => {
+                    host_faults += 1;
+                    host_fault::wait(&err, host_faults).await;
                 }
                 Err(err) if attempt < retry.max_attempts => {
                     let pause = backoff(Duration::from_millis(retry.backoff_ms), attempt, Duration::from_secs(60));
