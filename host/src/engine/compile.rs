@@ -292,6 +292,44 @@ mod tests {
         assert_eq!(last_line(""), "no output");
     }
 
+    fn end(raw: i32, timed_out: bool, stderr: &str) -> ChildEnd {
+        ChildEnd {
+            status: Some(ExitStatus::from_raw(raw)),
+            timed_out,
+            stdout: Ok(b"artifact".to_vec()),
+            stderr: stderr.into(),
+        }
+    }
+
+    #[test]
+    fn each_way_a_child_ends_has_its_verdict() {
+        let spec = ComponentSpec {
+            name: "x".into(),
+            path: "x.wasm".into(),
+            config: Default::default(),
+            allow: Vec::new(),
+            files: None,
+            permissions: Default::default(),
+            limits: crate::config::Limits { compile_s: 7, compile_mb: 300, ..Default::default() },
+            line: 1,
+        };
+        let said = |end: ChildEnd| verdict(end, &spec).map_err(|e| e.to_string());
+        assert_eq!(said(end(0, false, "")), Ok(b"artifact".to_vec()));
+        let cpu = Err("component \"x\": compile exceeded limits.compile_s = 7".to_owned());
+        let mem = Err("component \"x\": compile exceeded limits.compile_mb = 300".to_owned());
+        // Killed by us after the wall-clock timeout, by SIGXCPU, or by SIGKILL (the hard limit).
+        assert_eq!(said(end(libc::SIGKILL, true, "")), cpu);
+        assert_eq!(said(end(libc::SIGXCPU, false, "")), cpu);
+        assert_eq!(said(end(libc::SIGKILL, false, "")), cpu);
+        // Out of address space: Rust's allocation failure aborts; wasmtime's mmap errors exit 3.
+        assert_eq!(said(end(libc::SIGABRT, false, "memory allocation of 64 bytes failed\n")), mem);
+        assert_eq!(said(end(i32::from(EXIT_OUT_OF_MEMORY) << 8, false, "")), mem);
+        let invalid = said(end(i32::from(EXIT_INVALID) << 8, false, "failed to parse\ninvalid magic\n"));
+        assert_eq!(invalid, Err("x.wasm is not a valid WebAssembly component (\"x\"): invalid magic".to_owned()));
+        let crash = said(end(101 << 8, false, "thread panicked\n"));
+        assert!(crash.as_ref().is_err_and(|e| e.contains("could not be compiled") && e.ends_with("thread panicked")));
+    }
+
     #[test]
     fn out_of_memory_is_recognised() {
         assert!(mentions_out_of_memory("memory allocation of 4096 bytes failed"));
