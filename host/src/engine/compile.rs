@@ -98,12 +98,17 @@ pub fn child_main(args: &ChildArgs) -> ExitCode {
 
 fn set_limits(cpu_s: u64, mem_mb: u64) -> std::io::Result<()> {
     use rlimit::Resource;
+    // Only ever lowered: an operator's tighter limit (`ulimit -t`, `-v`) stays in force.
+    let lower = |resource: Resource, soft: u64, hard: u64| {
+        let (_, max) = resource.get()?;
+        resource.set(soft.min(max), hard.min(max))
+    };
     // Past the soft CPU limit the kernel sends SIGXCPU (which ends the process); the hard
     // limit one second later would send SIGKILL. No core dump of a killed compile.
-    Resource::CORE.set(0, 0)?;
-    Resource::CPU.set(cpu_s, cpu_s.saturating_add(1))?;
+    lower(Resource::CORE, 0, 0)?;
+    lower(Resource::CPU, cpu_s, cpu_s.saturating_add(1))?;
     let bytes = mem_mb.saturating_mul(1 << 20);
-    Resource::AS.set(bytes, bytes)
+    lower(Resource::AS, bytes, bytes)
 }
 
 /// Whether a failure's text says the process ran out of address space (an allocation,
