@@ -75,12 +75,13 @@ services:
     // Only the compile that succeeded is cached.
     let cached = cache_files(cache.path());
     assert!(cached.len() == 1 && cached[0].ends_with(".cwasm"), "{cached:?}");
+    assert!(text(&out.stderr).contains("compiled in a child process component=shout"), "{}", text(&out.stderr));
 
-    // A worker of the good service, in its own process, while the bombs are refused.
-    let mut cmd = host_with_cache(&project, &redis, cache.path());
-    cmd.env("CANNON_LOG", "info");
-    let mut shout = Running::start_cmd(cmd, &project, &["shout"]);
+    // A worker of the good service, in its own process, while the bombs are refused; its
+    // component comes from the cache, without a compile child.
+    let mut shout = Running::start_cmd(host_with_cache(&project, &redis, cache.path()), &project, &["shout"]);
     shout.wait_for_log("ready", Duration::from_secs(60));
+    assert!(!shout.log_text().contains("compiled in a child process"), "{}", shout.log_text());
     for (service, error) in [("slow", slow), ("greedy", greedy)] {
         let out = output(host_with_cache(&project, &redis, cache.path()), &["run", service]);
         let stderr = text(&out.stderr);
