@@ -10,7 +10,13 @@ use cannon_host::engine::{CallError, Component, Engine, EngineOptions, FailureKi
 use crate::support::{cache_dir, component};
 
 fn engine(fuel: bool) -> Engine {
-    let options = EngineOptions { instances: 8, max_memory_mb: 16, fuel, cache_dir: Some(cache_dir()) };
+    let options = EngineOptions {
+        instances: 8,
+        max_memory_mb: 16,
+        fuel,
+        cache_dir: Some(cache_dir()),
+        ..EngineOptions::default()
+    };
     Engine::new(&options).expect("engine")
 }
 

@@ -169,7 +169,7 @@ async fn measure(
 ) -> anyhow::Result<Report> {
     let name = spec.name.clone();
     broker.prepare(&name, spec.stream.maxlen.max(args.messages as u64 * 2)).await?;
-    let engine = Arc::new(Engine::new(&engine_options(&[spec]))?);
+    let engine = Arc::new(Engine::new(&crate::cli::sandboxed(engine_options(&[spec]))?)?);
     let kv: Arc<dyn KvStore> = broker.clone();
     let runtime = Arc::new(service::build(compose, spec, &engine, Some(kv)).await?);
     let shutdown = CancellationToken::new();

@@ -2,7 +2,8 @@
 //!
 //! The loader finds every mistake in the file itself (unknown keys, wrong types, missing
 //! component files, unknown groups, params or services, bad schedules). Then each component
-//! is compiled and matched against its world (`task` or `shell`), each cron schedule must
+//! is loaded as `run` loads it (compiled in the sandboxed compile child, accepted by the same
+//! pooling allocator, matched against its world, `task` or `shell`), each cron schedule must
 //! fire at least once, and each `exec` program must exist. Every problem is printed with
 //! `file:line`; the exit code is 1 when there is any.
 
@@ -10,10 +11,11 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, sandboxed};
 use crate::collector::{Schedule, describe};
 use crate::config::{CollectorKind, CollectorSpec, Compose, Service, TaskSpec};
-use crate::engine::{Engine, EngineOptions, World};
+use crate::engine::{Engine, World};
+use crate::service::engine_options;
 
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
@@ -65,9 +67,12 @@ pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Compiles every component and checks it against its world.
+/// Loads every component exactly as `run` (of every service) does: the same engine,
+/// instance allocator and limits, the same compile child, the same `InstancePre`. So
+/// whatever `run` would refuse, `check` reports first.
 async fn components(compose: &Compose) -> anyhow::Result<Vec<(usize, String)>> {
-    let engine = Arc::new(Engine::new(&EngineOptions::default())?);
+    let services: Vec<&Service> = compose.services.values().collect();
+    let engine = Arc::new(Engine::new(&sandboxed(engine_options(&services))?)?);
     let mut problems = Vec::new();
     for service in compose.services.values() {
         let components =

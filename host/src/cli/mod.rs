@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 use crate::config::Compose;
+use crate::engine::{Compiler, EngineOptions};
 
 /// Runs message-driven services whose work is done by sandboxed WebAssembly components.
 #[derive(Debug, Parser)]
@@ -63,6 +64,10 @@ pub enum Command {
     Torch(torch::Args),
     /// Measure a service: throughput, latency, memory and per-message isolation cost.
     Bench(bench::Args),
+    /// Internal: compile one component from stdin to stdout under rlimits (the compile
+    /// child of every other command).
+    #[command(hide = true)]
+    CompileComponent(crate::engine::compile::ChildArgs),
 }
 
 /// Runs one command; the exit code is the command's verdict.
@@ -78,7 +83,15 @@ pub async fn dispatch(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<E
         Command::Dead(args) => dead::run(&cli, args).await,
         Command::Torch(args) => torch::run(&cli, args).await,
         Command::Bench(args) => bench::run(&cli, args).await,
+        Command::CompileComponent(args) => Ok(crate::engine::compile::child_main(args)),
     }
+}
+
+/// `options` with untrusted components compiled in a child process of this binary, under
+/// `limits.compile_s` and `limits.compile_mb`.
+pub(crate) fn sandboxed(options: EngineOptions) -> anyhow::Result<EngineOptions> {
+    let compiler = Compiler::this_program().context("cannot find this program to compile components with")?;
+    Ok(EngineOptions { compiler, ..options })
 }
 
 /// Loads the compose file, or prints every problem in it and fails.

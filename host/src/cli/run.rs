@@ -8,7 +8,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{KvStore, StreamKind};
-use crate::cli::{Cli, connect, load_compose};
+use crate::cli::{Cli, connect, load_compose, sandboxed};
 use crate::collector::{self, Exit};
 use crate::engine::Engine;
 use crate::service::{self, engine_options};
@@ -33,6 +33,7 @@ pub enum Role {
 
 pub async fn run(cli: &Cli, args: &Args, shutdown: CancellationToken) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
+    raise_fd_limit();
     let compose = load_compose(&cli.file)?;
     let selected = service::select(&compose, &args.services)?;
     let broker = connect(cli, &compose).await?;
@@ -42,7 +43,7 @@ pub async fn run(cli: &Cli, args: &Args, shutdown: CancellationToken) -> anyhow:
 
     let mut tasks = JoinSet::new();
     if args.role != Role::Collector {
-        let engine = Arc::new(Engine::new(&engine_options(&selected))?);
+        let engine = Arc::new(Engine::new(&sandboxed(engine_options(&selected))?)?);
         for spec in &selected {
             let kv: Arc<dyn KvStore> = broker.clone();
             let runtime = Arc::new(service::build(&compose, spec, &engine, Some(kv)).await?);
@@ -95,4 +96,14 @@ pub async fn run(cli: &Cli, args: &Args, shutdown: CancellationToken) -> anyhow:
         }
     }
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Raises the soft limit on open files to the hard one: every connection, memfd and
+/// compiled component map costs a descriptor, and the usual soft default (1024) is far
+/// below what the hard limit allows.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(err) => tracing::warn!("cannot raise the open files limit: {err}"),
+    }
 }

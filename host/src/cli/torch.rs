@@ -91,7 +91,7 @@ async fn session(cli: &Cli, args: &Args) -> anyhow::Result<Session> {
         );
     };
     let options = EngineOptions { max_memory_mb: shell_spec.limits.memory_mb, ..EngineOptions::default() };
-    let engine = Arc::new(Engine::new(&options)?);
+    let engine = Arc::new(Engine::new(&crate::cli::sandboxed(options)?)?);
     let owned = shell_spec.clone();
     let loader = engine.clone();
     let shell = tokio::task::spawn_blocking(move || loader.load(&owned, World::Shell))

@@ -226,4 +226,7 @@ pub(crate) fn check_limits(ctx: &mut Ctx, limits: &Limits, node: Option<&Node>, 
     ctx.check(node, path, "message_kb", limits.message_kb == 0, AT_LEAST_ONE);
     ctx.check(node, path, "max_fields", limits.max_fields == 0, AT_LEAST_ONE);
     ctx.check(node, path, "fuel", limits.fuel == Some(0), "must be at least 1 (or null for no fuel limit)");
+    ctx.check(node, path, "compile_s", limits.compile_s == 0, AT_LEAST_ONE);
+    let mb = limits.compile_mb;
+    ctx.check(node, path, "compile_mb", !(64..=1 << 20).contains(&mb), "must be between 64 and 1048576");
 }

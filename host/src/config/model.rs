@@ -191,6 +191,11 @@ pub struct Limits {
     pub message_kb: u64,
     /// Cap on the fields of one message, of one call's results and of one taskback.
     pub max_fields: usize,
+    /// CPU seconds (all threads) of compiling the component, in a child process; its wall
+    /// clock may take twice as long. Paid once per component version (then cached).
+    pub compile_s: u64,
+    /// Address space of the process compiling the component.
+    pub compile_mb: u64,
 }
 
 impl Default for Limits {
@@ -204,6 +209,8 @@ impl Default for Limits {
             fuel: None,
             message_kb: 256,
             max_fields: 1000,
+            compile_s: 120,
+            compile_mb: 2048,
         }
     }
 }

@@ -163,6 +163,7 @@ fn full_file() {
         fuel: Some(1_000_000),
         message_kb: 32,
         max_fields: 1000,
+        ..Limits::default()
     };
     assert_eq!(dice.limits, limits);
     assert_eq!(x.limits, limits, "a component without limits: takes the service's");

@@ -1,7 +1,8 @@
 //! Compiled-component cache on disk.
 //!
 //! Compiling a component with Cranelift takes from milliseconds (a 60 KB Rust guest) to
-//! over ten seconds (an 18 MB Python guest). The result is stored as
+//! over ten seconds (an 18 MB Python guest). A compile that succeeded and that the engine
+//! accepted (never one refused by a limit) is stored as
 //! `{dir}/{sha256(component bytes, engine settings)}.cwasm` and mapped back in with
 //! `Component::deserialize_file`, which takes a few milliseconds. The key covers the
 //! engine's compatibility hash (wasmtime version, target, settings), so a different
@@ -61,24 +62,32 @@ impl ComponentCache {
         digest.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// The compiled form of `bytes`, from the cache or freshly compiled (and then cached).
-    /// Returns the component and whether it came from the cache.
-    pub fn load(&self, engine: &wasmtime::Engine, bytes: &[u8]) -> anyhow::Result<(Component, bool)> {
-        let file = self.dir.join(format!("{}.cwasm", Self::key(engine, bytes)));
-        if file.is_file() {
-            match deserialize_file(engine, &file) {
-                Ok(component) => return Ok((component, true)),
-                Err(err) => {
-                    tracing::warn!(file = %file.display(), "discarding unusable cached component: {err:#}");
-                    let _ = std::fs::remove_file(&file);
-                }
+    /// Where the compiled form of `bytes` is (or would be) kept.
+    pub(crate) fn file_for(&self, engine: &wasmtime::Engine, bytes: &[u8]) -> PathBuf {
+        self.dir.join(format!("{}.cwasm", Self::key(engine, bytes)))
+    }
+
+    /// The cached compile at `file`, if there is a usable one; an unusable one is removed.
+    pub(crate) fn lookup(&self, engine: &wasmtime::Engine, file: &Path) -> Option<Component> {
+        if !file.is_file() {
+            return None;
+        }
+        match deserialize_file(engine, file) {
+            Ok(component) => Some(component),
+            Err(err) => {
+                tracing::warn!(file = %file.display(), "discarding unusable cached component: {err:#}");
+                let _ = std::fs::remove_file(file);
+                None
             }
         }
-        let compiled = engine.precompile_component(bytes).map_err(anyhow::Error::from)?;
-        if let Err(err) = write_atomically(&self.dir, &file, &compiled) {
+    }
+
+    /// Keeps a compile that succeeded and that the engine accepted; a failure to write only
+    /// costs the next load a compile.
+    pub(crate) fn store(&self, file: &Path, compiled: &[u8]) {
+        if let Err(err) = write_atomically(&self.dir, file, compiled) {
             tracing::warn!(dir = %self.dir.display(), "cannot write the component cache: {err:#}");
         }
-        Ok((deserialize(engine, &compiled)?, false))
     }
 }
 
@@ -101,8 +110,13 @@ fn deserialize_file(engine: &wasmtime::Engine, file: &Path) -> anyhow::Result<Co
     unsafe { Component::deserialize_file(engine, file) }.map_err(anyhow::Error::from)
 }
 
-#[expect(unsafe_code, reason = "the bytes were just produced by Engine::precompile_component")]
-fn deserialize(engine: &wasmtime::Engine, compiled: &[u8]) -> anyhow::Result<Component> {
-    // SAFETY: `compiled` comes straight from `precompile_component` on this engine.
+#[expect(
+    unsafe_code,
+    reason = "the bytes were just produced by Engine::precompile_component, in this process or \
+              in the compile child (this same binary, with the same engine configuration); \
+              wasmtime re-checks the header and the compatibility of the settings"
+)]
+pub(crate) fn deserialize(engine: &wasmtime::Engine, compiled: &[u8]) -> anyhow::Result<Component> {
+    // SAFETY: see the `expect` reason above.
     unsafe { Component::deserialize(engine, compiled) }.map_err(anyhow::Error::from)
 }

@@ -19,7 +19,7 @@ use crate::broker::Fields;
 use crate::engine::bindings::{Command, Message};
 use crate::engine::commands::check_table;
 use crate::engine::component::Pre;
-use crate::engine::error::{GUEST_ERROR_MAX, truncate_text};
+use crate::engine::error::{GUEST_ERROR_MAX, host_fault, truncate_text};
 use crate::engine::metrics::METRICS;
 use crate::engine::output::{CallLog, GuestOutput, Source};
 use crate::engine::state::{HostState, Limiter};
@@ -71,8 +71,10 @@ impl Component {
             .allow_ip_name_lookup(false)
             .max_random_size(memory_max as u64);
         if let Some(dir) = &self.files {
-            wasi.preopened_dir(dir, "/", FsPerms::ReadOnly)
-                .map_err(|e| CallError::Instantiate(format!("cannot open files dir {}: {e:#}", dir.display())))?;
+            wasi.preopened_dir(dir, "/", FsPerms::ReadOnly).map_err(|e| match host_fault(e.as_ref()) {
+                Some(cause) => CallError::HostFault(cause),
+                None => CallError::Instantiate(format!("cannot open files dir {}: {e:#}", dir.display())),
+            })?;
         }
         let kv = if self.kv_granted { kv } else { None };
         let hostcall_budget = self.hostcall_budget(kv.as_ref());
@@ -158,7 +160,7 @@ impl Component {
             instance.call_run(&mut store, msg, results).await
         })
         .await;
-        let value = self.settle(&mut store, outcome).and_then(guest_result).and_then(|value| {
+        let value = self.settle(&mut store, outcome, instantiated.is_some()).and_then(guest_result).and_then(|value| {
             // The count first: it costs nothing, whatever the guest returned.
             if value.len() > self.limits.max_fields {
                 return Err(CallError::Output(format!(
@@ -205,7 +207,7 @@ impl Component {
             instance.call_call(&mut store, argv, msg).await
         })
         .await;
-        let value = self.settle(&mut store, outcome).and_then(guest_result).and_then(|value| {
+        let value = self.settle(&mut store, outcome, instantiated.is_some()).and_then(guest_result).and_then(|value| {
             if value.len() > self.output_budget() {
                 return Err(CallError::Output(format!(
                     "reply of {} bytes exceeds limits.output_kb = {}",
@@ -237,7 +239,7 @@ impl Component {
             instance.call_commands(&mut store).await
         })
         .await;
-        let commands = self.settle(&mut store, outcome).and_then(|commands| {
+        let commands = self.settle(&mut store, outcome, instantiated.is_some()).and_then(|commands| {
             check_table(&commands).map_err(CallError::Commands)?;
             Ok(commands)
         });
@@ -294,11 +296,13 @@ impl Component {
         );
     }
 
-    /// Turns a finished (or timed-out) call into its value or a specific error.
+    /// Turns a finished (or timed-out) call into its value or a specific error. A failure
+    /// to instantiate for want of a host resource (fds, memory maps) is a host fault.
     fn settle<T>(
         &self,
         store: &mut Store<HostState>,
         outcome: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+        instantiated: bool,
     ) -> Result<T, CallError> {
         let state = store.data();
         let err = match outcome {
@@ -314,6 +318,9 @@ impl Component {
         }
         if state.limiter.table_refused {
             return Err(CallError::Table);
+        }
+        if !instantiated && let Some(cause) = host_fault(err.as_ref()) {
+            return Err(CallError::HostFault(cause));
         }
         let text = format!("{err:#}");
         if text.contains(HOSTCALL_EXHAUSTED) {

@@ -100,11 +100,7 @@ impl Engine {
             path: spec.path.clone(),
             source,
         })?;
-        let invalid = |reason: String| LoadError::Invalid { name: spec.name.clone(), path: spec.path.clone(), reason };
-        let (component, from_cache) = match self.cache() {
-            Some(cache) => cache.load(&self.engine, &bytes).map_err(|e| invalid(format!("{e:#}")))?,
-            None => (WasmComponent::new(&self.engine, &bytes).map_err(|e| invalid(format!("{e:#}")))?, false),
-        };
+        let (component, from_cache) = self.compile(spec, &bytes)?;
         check_imports(&self.engine, &component, spec)?;
         let wrong_world =
             |reason: String| LoadError::WrongWorld { name: spec.name.clone(), world: world.as_str(), reason };

@@ -21,6 +21,16 @@ pub enum LoadError {
     Imports { name: String, reason: String },
     #[error("component {name:?} does not fit the `{world}` world: {reason}")]
     WrongWorld { name: String, world: &'static str, reason: String },
+    /// Compiling it took more CPU time or address space than its limits allow.
+    #[error("component {name:?}: compile exceeded limits.{limit} = {value}")]
+    CompileLimit { name: String, limit: &'static str, value: u64 },
+    /// The compile child failed for another reason (its last words, escaped).
+    #[error("component {name:?} could not be compiled: {reason}")]
+    Compile { name: String, reason: String },
+    /// Valid, but beyond what this host's instance allocator takes (e.g. more memories or
+    /// tables per module than the pooling allocator's slots).
+    #[error("component {name:?} cannot be run by this host: {reason}")]
+    Unsupported { name: String, reason: String },
 }
 
 /// Why one call of a component failed. It fails that message only.
@@ -50,6 +60,10 @@ pub enum CallError {
     /// A shell's `commands()` listed a table torch will not show (see `engine::commands`).
     #[error("command table refused: {0}")]
     Commands(String),
+    /// The host itself ran short (file descriptors, memory maps) while setting the call up:
+    /// not the message's fault, so it costs no attempt; the worker waits and retries.
+    #[error("host fault: {0}")]
+    HostFault(String),
 }
 
 /// Longest error text kept from a guest (its `err(...)` or a trap message); the rest is
@@ -68,11 +82,12 @@ pub enum FailureKind {
     Trap,
     Guest,
     Instantiate,
+    HostFault,
 }
 
 impl FailureKind {
     /// Every kind, in a fixed order (the order of [`crate::engine::MetricsSnapshot::failures`]).
-    pub const ALL: [FailureKind; 9] = [
+    pub const ALL: [FailureKind; 10] = [
         FailureKind::Deadline,
         FailureKind::Memory,
         FailureKind::Table,
@@ -82,6 +97,7 @@ impl FailureKind {
         FailureKind::Trap,
         FailureKind::Guest,
         FailureKind::Instantiate,
+        FailureKind::HostFault,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -95,6 +111,7 @@ impl FailureKind {
             FailureKind::Trap => "trap",
             FailureKind::Guest => "guest",
             FailureKind::Instantiate => "instantiate",
+            FailureKind::HostFault => "host",
         }
     }
 }
@@ -111,8 +128,45 @@ impl CallError {
             CallError::Trap(_) => FailureKind::Trap,
             CallError::Guest(_) => FailureKind::Guest,
             CallError::Instantiate(_) => FailureKind::Instantiate,
+            CallError::HostFault(_) => FailureKind::HostFault,
         }
     }
+
+    /// Whether the host, not the message, is at fault (see [`CallError::HostFault`]).
+    pub fn is_host_fault(&self) -> bool {
+        matches!(self, CallError::HostFault(_))
+    }
+}
+
+/// Errno values that mean the host ran short of a resource of its own.
+const HOST_ERRNOS: [(i32, &str); 3] = [(libc::EMFILE, "EMFILE"), (libc::ENFILE, "ENFILE"), (libc::ENOMEM, "ENOMEM")];
+
+/// `EMFILE: too many open files (cannot create a memfd)` when `err` was caused by the host
+/// running out of file descriptors or memory maps, else `None`. Looks through the whole
+/// chain: wasmtime wraps the OS error in context ("failed to create memfd").
+pub fn host_fault(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut errno = None;
+    let mut source = Some(err);
+    while let Some(e) = source {
+        errno = errno.or_else(|| match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io.raw_os_error(),
+            None => os_error_in(&e.to_string()),
+        });
+        source = e.source();
+    }
+    let errno = errno?;
+    let (_, name) = HOST_ERRNOS.iter().find(|(n, _)| *n == errno)?;
+    let what = std::io::Error::from_raw_os_error(errno).to_string();
+    let what = what.split(" (os error").next().unwrap_or(&what).to_lowercase();
+    Some(format!("{name}: {what} ({})", err.to_string().lines().next().unwrap_or_default()))
+}
+
+/// The `N` of an `(os error N)` in an error's text (errors of other crates, e.g. rustix's,
+/// print it so).
+fn os_error_in(text: &str) -> Option<i32> {
+    let start = text.find("(os error ")? + "(os error ".len();
+    let digits: String = text[start..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// `text` cut to at most `max` bytes on a character boundary, saying how much was cut.
@@ -133,6 +187,20 @@ pub fn truncate_text(mut text: String, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_faults_are_recognised_through_context() {
+        let io = std::io::Error::from_raw_os_error(libc::EMFILE);
+        let err = anyhow::Error::from(io).context("failed to create memfd");
+        let text = host_fault(err.as_ref()).expect("a host fault");
+        assert_eq!(text, "EMFILE: too many open files (failed to create memfd)");
+        let printed = anyhow::anyhow!("mmap failed: Cannot allocate memory (os error 12)");
+        assert!(host_fault(printed.as_ref()).is_some_and(|t| t.starts_with("ENOMEM: ")));
+        let guest = anyhow::anyhow!("wasm trap: unreachable");
+        assert_eq!(host_fault(guest.as_ref()), None);
+        let not_found = anyhow::Error::from(std::io::Error::from_raw_os_error(libc::ENOENT));
+        assert_eq!(host_fault(not_found.as_ref()), None);
+    }
 
     #[test]
     fn long_text_is_cut_on_a_char_boundary() {

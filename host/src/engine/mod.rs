@@ -11,12 +11,14 @@
 //! - `output.rs`: guest log and stdout/stderr, bounded, into `tracing`.
 //! - `imports.rs`, `kv.rs`: the cannon imports.
 //! - `cache.rs`: compiled components on disk.
+//! - `compile.rs`: compiling untrusted components in a child process under rlimits.
 //! - `bindings.rs`: all `bindgen!` output.
 
 mod bindings;
 mod cache;
 mod call;
 pub mod commands;
+pub mod compile;
 mod component;
 mod error;
 mod imports;
@@ -35,6 +37,7 @@ use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use bindings::{Command, KvError, Message};
 pub use cache::ComponentCache;
+pub use compile::Compiler;
 pub use component::{CallOutput, CallStats, Component, World};
 pub use error::{CallError, FailureKind, GUEST_ERROR_MAX, LoadError};
 pub use kv::KvScope;
@@ -55,13 +58,22 @@ pub struct EngineOptions {
     pub max_memory_mb: u64,
     /// Whether any component sets `limits.fuel` (fuel metering costs every call a little).
     pub fuel: bool,
-    /// Compiled-component cache; `None` compiles in memory every time.
+    /// Compiled-component cache; `None` compiles every time.
     pub cache_dir: Option<PathBuf>,
+    /// Where components are compiled: the `cannon-host` commands compile in a child
+    /// process under `limits.compile_s` and `limits.compile_mb`.
+    pub compiler: Compiler,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { instances: 0, max_memory_mb: 32, fuel: false, cache_dir: ComponentCache::default_dir() }
+        Self {
+            instances: 0,
+            max_memory_mb: 32,
+            fuel: false,
+            cache_dir: ComponentCache::default_dir(),
+            compiler: Compiler::InProcess,
+        }
     }
 }
 
@@ -70,6 +82,7 @@ pub struct Engine {
     pub(crate) engine: wasmtime::Engine,
     pub(crate) linker: Arc<Linker<HostState>>,
     cache: Option<ComponentCache>,
+    pub(crate) compiler: Compiler,
     pub(crate) fuel: bool,
     /// Shared with every loaded [`Component`]: the ticker runs while any of them exists,
     /// even after the `Engine` itself is dropped (without ticks no deadline would fire).
@@ -115,12 +128,22 @@ const TABLE_KEEP_RESIDENT: usize = 16 << 10;
 /// Likewise for the async stacks guest calls run on.
 const STACK_KEEP_RESIDENT: usize = 64 << 10;
 
+/// The configuration every compiled artifact depends on (its compatibility hash covers it),
+/// shared by the engine that runs components and by the compile child, which must produce
+/// artifacts the first accepts. The allocation strategy is not part of it: the compile child
+/// uses the on-demand allocator, which reserves no address space up front, so its
+/// `RLIMIT_AS` measures the compilation alone.
+pub(crate) fn base_config(fuel: bool) -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.consume_fuel(fuel);
+    config.memory_init_cow(true);
+    config
+}
+
 impl Engine {
     pub fn new(options: &EngineOptions) -> anyhow::Result<Self> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        config.consume_fuel(options.fuel);
-        config.memory_init_cow(true);
+        let mut config = base_config(options.fuel);
         if options.instances > 0 {
             let n = options.instances;
             let mut pool = PoolingAllocationConfig::default();
@@ -156,6 +179,7 @@ impl Engine {
             engine,
             linker: Arc::new(linker),
             cache: options.cache_dir.clone().map(ComponentCache::new),
+            compiler: options.compiler.clone(),
             fuel: options.fuel,
             ticker,
         })

@@ -4,8 +4,10 @@
 //! on its own tokio task as soon as one of the `workers.concurrency` slots is free; it reads
 //! the next batch while the last messages of the previous one run. A failed pipeline is
 //! retried in place with exponential backoff; after `retry.max_attempts` the message goes to
-//! the dead-letter stream. A message with more than `limits.max_fields` fields or larger
-//! than `limits.message_kb` is dead-lettered at once, never run.
+//! the dead-letter stream. A host fault (the host short of fds or memory maps) spends no
+//! attempt: the message waits and runs again when the resource returns. A message with more
+//! than `limits.max_fields` fields or larger than `limits.message_kb` is dead-lettered at
+//! once, never run.
 //! Finished messages flow to a completer that writes taskbacks and acks in batches, each
 //! message's taskbacks and ack in one transaction, and retries the write until the broker
 //! takes it: nothing is acked before it is done, nothing is dropped. The broker writes only
@@ -26,8 +28,10 @@
 //! - `mod.rs`: the reader loop and one message's processing.
 //! - `recovery.rs`: adopting orphans, reclaiming, keeping claims fresh.
 //! - `complete.rs`: the batched writer of taskbacks, acks and dead letters.
+//! - `host_fault.rs`: waiting out host faults (fds, memory maps), which spend no attempt.
 
 mod complete;
+mod host_fault;
 mod recovery;
 
 use std::collections::HashSet;
@@ -280,6 +284,7 @@ async fn process(
     let retry = service.spec.retry;
     let msg = Message { id: delivery.id, service: service.name().to_owned(), fields: delivery.fields };
     let mut attempt = delivery.deliveries.max(1);
+    let mut host_faults = 0;
     let limits = service.spec.limits;
     let bytes = crate::fields::size(&msg.fields);
     let finished = if let Some(fault) = delivery.not_utf8 {
@@ -320,9 +325,14 @@ async fn process(
             }
             match service.pipeline.run(&msg).await {
                 Ok(outcome) => {
+                    host_fault::recovered();
                     tracing::debug!(wall_us = outcome.stats.wall.as_micros() as u64, attempt, "processed");
                     let completion = Completion { id: msg.id.clone(), taskbacks: outcome.taskbacks(&msg) };
                     break Finished::Done(completion, msg.fields);
+                }
+                Err(err) if err.error.is_host_fault() => {
+                    host_faults += 1;
+                    host_fault::wait(&err, host_faults).await;
                 }
                 Err(err) if attempt < retry.max_attempts => {
                     let pause = backoff(Duration::from_millis(retry.backoff_ms), attempt, Duration::from_secs(60));
