@@ -23,8 +23,10 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+use crate::access::{self, Gate, ReloadingAcceptor, TlsListener};
 use crate::broker::{Fields, ID_FIELD};
 use crate::collector::{AddError, Context, Exit, json_fields, to_json};
+use crate::config::{CollectorKind, HttpAuth};
 
 /// Longest `?wait` accepted, in milliseconds.
 const MAX_WAIT_MS: u64 = 300_000;
@@ -100,6 +102,13 @@ impl Drop for WaitGuard<'_> {
 
 pub async fn run(ctx: Context, listen: &str) -> anyhow::Result<Exit> {
     let name = ctx.service.name.clone();
+    // Access control (issue 23): TLS files are loaded before binding, so a bad pair fails here.
+    let (auth, tls) = match &ctx.spec.kind {
+        CollectorKind::Http { auth, tls, .. } => (auth.clone(), tls.clone()),
+        _ => (None, None),
+    };
+    let what = format!("service {name:?} http collector");
+    let tls = tls.map(|files| ReloadingAcceptor::load(&files)).transpose().with_context(|| what.clone())?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("service {name:?}: http collector cannot listen on {listen}"))?;
@@ -118,15 +127,33 @@ pub async fn run(ctx: Context, listen: &str) -> anyhow::Result<Exit> {
             std::future::ready(())
         })
     };
-    let app = Router::new()
-        .route("/", post(message))
+    let mut app = Router::new().route("/", post(message));
+    // Access control (issue 23): `auth:` guards `POST /` (not `/healthz`).
+    if let Some(auth) = auth.filter(|a| *a != HttpAuth::Open) {
+        let gate = Gate::new(what.clone(), auth, shared.body_limit);
+        app = app.route_layer(axum::middleware::from_fn_with_state(gate, access::require));
+    }
+    let app = app
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(shared.body_limit))
         .with_state(shared.clone());
-    tracing::info!(service = %name, address = %address, "http collector listening");
-    let served = axum::serve(listener, app).with_graceful_shutdown(ctx.shutdown.clone().cancelled_owned()).await;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(service = %name, address = %address, scheme, "http collector listening");
+    let stop = ctx.shutdown.clone().cancelled_owned();
+    // Access control (issue 23): with `tls:`, connections are wrapped before axum sees them.
+    let served = match tls {
+        Some(acceptor) => {
+            let watcher = ctx.shutdown.child_token();
+            let _watch = acceptor.watch(what.clone(), watcher.clone());
+            let listener = TlsListener::new(listener, acceptor).with_context(|| format!("{what} on {address}"))?;
+            let served = axum::serve(listener, app).with_graceful_shutdown(stop).await;
+            watcher.cancel();
+            served
+        }
+        None => axum::serve(listener, app).with_graceful_shutdown(stop).await,
+    };
     taskbacks.finish(&name).await;
     served.with_context(|| format!("service {name:?}: http collector on {address}"))?;
     Ok(Exit::Stopped)

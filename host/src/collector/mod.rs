@@ -315,7 +315,7 @@ pub fn kind_name(kind: &CollectorKind) -> &'static str {
 pub fn describe(kind: &CollectorKind) -> String {
     match kind {
         CollectorKind::Stdin => "stdin".to_owned(),
-        CollectorKind::Http { listen } => format!("http on {listen}"),
+        CollectorKind::Http { listen, tls, .. } => format!("http{} on {listen}", if tls.is_some() { "s" } else { "" }),
         CollectorKind::Tick { schedule: TickSchedule::Every(period), .. } => {
             format!("tick every {}", humanize(*period))
         }
@@ -389,7 +389,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<Exit> {
 async fn run_once(ctx: Context, kind: CollectorKind) -> anyhow::Result<Exit> {
     match kind {
         CollectorKind::Stdin => stdin::run(ctx).await,
-        CollectorKind::Http { listen } => http::run(ctx, &listen).await,
+        CollectorKind::Http { listen, .. } => http::run(ctx, &listen).await,
         CollectorKind::Tick { schedule, at_start } => tick::run(ctx, &schedule, at_start).await,
         CollectorKind::Stream { service, stream } => stream::run(ctx, &service, stream).await,
         CollectorKind::Exec { command, dir } => exec::run(ctx, &command, &dir).await,

@@ -173,7 +173,7 @@ fn full_file() {
 
     let web = &c.services["web"];
     let col = web.collectors.first().expect("collector");
-    assert!(matches!(&col.kind, CollectorKind::Http { listen } if listen == "127.0.0.1:8080"));
+    assert!(matches!(&col.kind, CollectorKind::Http { listen, .. } if listen == "127.0.0.1:8080"));
     assert_eq!(col.kwargs, c.params["dice-conf"]);
     assert!(matches!(&web.tasks[..], [TaskSpec::Wasm(s)] if s.name == "shout"));
     let kind = |s: &str| c.services[s].collectors.first().map(|c| c.kind.clone());
@@ -242,13 +242,13 @@ fn defaults() {
 #[test]
 fn env_substitution() {
     let dir = TempDir::new();
-    let text = "namespace: ${NS}\nservices:\n  s:\n    collector: { kind: http, listen: \"${HOST}:${PORT}\", conf: { kwargs: { price: $$5, raw: '$${X}', n: \"${PORT}\" } } }\n    limits:\n      timeout_ms: ${T}\n";
+    let text = "namespace: ${NS}\nservices:\n  s:\n    collector: { kind: http, listen: \"${HOST}:${PORT}\", auth: none, conf: { kwargs: { price: $$5, raw: '$${X}', n: \"${PORT}\" } } }\n    limits:\n      timeout_ms: ${T}\n";
     let c = dir.ok(text, &[("NS", "ns1"), ("HOST", "0.0.0.0"), ("PORT", "80"), ("T", "250")]);
     assert_eq!(c.namespace, "ns1");
     let s = &c.services["s"];
     assert_eq!(s.limits.timeout_ms, 250, "substituted before type resolution");
     let col = s.collectors.first().expect("collector");
-    assert!(matches!(&col.kind, CollectorKind::Http { listen } if listen == "0.0.0.0:80"));
+    assert!(matches!(&col.kind, CollectorKind::Http { listen, .. } if listen == "0.0.0.0:80"));
     assert_eq!(col.kwargs, kwargs(&[("price", "$5"), ("raw", "${X}"), ("n", "80")]));
 
     let err = dir.parse(text, &[("NS", "ns1"), ("PORT", "80")]).expect_err("missing vars");
