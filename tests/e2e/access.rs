@@ -334,6 +334,21 @@ fn worker_runs_on_redis_with_tls_and_a_password_it_never_prints() {
     let out = untrusted.env("SSL_CERT_FILE", "/dev/null").args(["info", "shout"]).output().expect("info");
     assert!(!out.status.success(), "a server certificate from an unknown CA was accepted");
     printed += &String::from_utf8_lossy(&out.stderr);
+    // The password from `${ENV}` in the compose file's `broker:` works the same way.
+    let from_env = Project::new(&format!(
+        "broker: \"rediss://:${{REDIS_PW}}@127.0.0.1:{tls_port}\"\nservices:\n  shout:\n    tasks: [ {{ file: shout }} ]\n"
+    ));
+    let out = Command::new(env!("CARGO_BIN_EXE_cannon-host"))
+        .args(["-f", &from_env.compose.display().to_string(), "info", "shout"])
+        .env("REDIS_PW", password)
+        .env("SSL_CERT_FILE", ca.cert())
+        .env("CANNON_CACHE_DIR", cache_dir())
+        .env_remove("CANNON_BROKER")
+        .output()
+        .expect("info");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains(&shown), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    printed += &stdout;
     // Help shows where the URL comes from, never its value.
     let out = host_with(&project, &url, &ca).env("CANNON_BROKER", &url).arg("--help").output().expect("help");
     printed += &String::from_utf8_lossy(&out.stdout);
