@@ -3,6 +3,8 @@
 //! `200` and the message's taskback as a JSON object, or `504` when none came in time.
 //! `GET /healthz` answers `200`. Bad JSON, nested values or nulls get `400` naming the
 //! problem, a message over `limits.message_kb` gets `413`, a broker failure `503`.
+//! With `auth:`, `POST /` first passes [`crate::access::require`] (`401` otherwise); with
+//! `tls:`, connections go through [`crate::access::TlsListener`].
 //!
 //! Taskbacks are read through the service's collector group by one dispatcher that hands
 //! each to the request waiting for it (by `cannon.id`) and acknowledges every one, waited

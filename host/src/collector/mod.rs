@@ -9,7 +9,8 @@
 //! - `mod.rs`: [`run`] (dispatch on the kind, supervision), [`Context`] (adding messages
 //!   with the collector's kwargs and the size limit; reading taskbacks).
 //! - `stdin.rs`: interactive chat on standard input and output.
-//! - `http.rs`: `POST /` a JSON object; `?wait=MS` answers with the taskback.
+//! - `http.rs`: `POST /` a JSON object; `?wait=MS` answers with the taskback; `auth:` and
+//!   `tls:` through [`crate::access`].
 //! - `tick.rs`: a message on a schedule; `schedule.rs` computes fire times (interval, cron).
 //! - `stream.rs`: follows another service's data or taskback stream.
 //! - `exec.rs`: a program speaking JSON lines on stdin/stdout, restarted when it exits.
