@@ -18,9 +18,11 @@
 //! - [`worker`]: consume -> pipeline -> taskback + ack, retries and dead letters.
 //! - [`collector`]: native message sources (`stdin`, ...).
 //! - [`text`]: untrusted text made safe for terminals, log lines and JSON output.
+//! - [`access`]: who may talk to a listener: `auth:` checks and TLS with reloads.
 //! - [`cli`]: the `cannon-host` commands; `main.rs` only parses arguments and sets up
 //!   logging and signals.
 
+pub mod access;
 pub mod broker;
 pub mod cli;
 pub mod collector;

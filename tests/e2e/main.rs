@@ -3,6 +3,7 @@
 
 mod support;
 
+mod access;
 mod backbone;
 mod check;
 mod collectors;

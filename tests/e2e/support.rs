@@ -43,6 +43,10 @@ pub struct RedisServer {
     pub port: u16,
     child: Child,
     pub dir: tempfile::TempDir,
+    /// `--requirepass`, when started by [`RedisServer::start_secure`].
+    pub password: Option<String>,
+    /// The TLS port, when started by [`RedisServer::start_secure`].
+    pub tls_port: Option<u16>,
 }
 
 impl RedisServer {
@@ -56,7 +60,7 @@ impl RedisServer {
             let dir = tempfile::tempdir().expect("tempdir");
             let port = free_port();
             let child = spawn_redis(port, dir.path(), extra);
-            let mut server = RedisServer { port, child, dir };
+            let mut server = RedisServer { port, child, dir, password: None, tls_port: None };
             if server.wait_ready() {
                 return server;
             }
@@ -81,8 +85,45 @@ impl RedisServer {
         false
     }
 
+    /// Plain-text URL of the server, with the password when it has one.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// A server that also listens with TLS (certificate from `ca`, clients not asked for
+    /// one) and requires `password` on both ports.
+    pub fn start_secure(ca: &TestCa, password: &str) -> Self {
+        let (cert, key) = ca.issue("redis");
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (port, tls_port) = (free_port(), free_port());
+            let (tls, cert, key, ca_file) =
+                (tls_port.to_string(), cert.display().to_string(), key.display().to_string(), ca.cert_text());
+            let extra = [
+                "--tls-port",
+                tls.as_str(),
+                "--tls-cert-file",
+                cert.as_str(),
+                "--tls-key-file",
+                key.as_str(),
+                "--tls-ca-cert-file",
+                ca_file.as_str(),
+                "--tls-auth-clients",
+                "no",
+                "--requirepass",
+                password,
+            ];
+            let child = spawn_redis(port, dir.path(), &extra);
+            let mut server =
+                RedisServer { port, child, dir, password: Some(password.to_owned()), tls_port: Some(tls_port) };
+            if server.wait_ready() {
+                return server;
+            }
+        }
+        panic!("redis-server with TLS did not start (is it built with TLS support?)");
     }
 
     pub fn client(&self) -> redis::Client {
@@ -308,5 +349,109 @@ pub fn pending(con: &mut redis::Connection, service: &str) -> usize {
     match value {
         Value::Array(parts) => redis::from_redis_value(parts[0].clone()).unwrap_or(0),
         other => panic!("XPENDING reply {other:?}"),
+    }
+}
+
+/// A certificate authority made with `openssl` at test time, issuing certificates for
+/// 127.0.0.1 and localhost.
+pub struct TestCa {
+    pub dir: tempfile::TempDir,
+    serial: AtomicUsize,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = TestCa { dir, serial: AtomicUsize::new(1) };
+        ca.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=cannon test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        ca
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("openssl is not installed (Debian package `openssl`)");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The CA certificate (PEM file).
+    pub fn cert(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    pub fn cert_text(&self) -> String {
+        self.cert().display().to_string()
+    }
+
+    /// A new leaf certificate and key `NAME-N.pem`, `NAME-N.key` (a new serial each time).
+    pub fn issue(&self, name: &str) -> (PathBuf, PathBuf) {
+        let n = self.serial.fetch_add(1, Ordering::Relaxed);
+        let (cert, key, csr, ext) = (
+            format!("{name}-{n}.pem"),
+            format!("{name}-{n}.key"),
+            format!("{name}-{n}.csr"),
+            format!("{name}-{n}.ext"),
+        );
+        std::fs::write(
+            self.dir.path().join(&ext),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write ext");
+        self.openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name} {n}"),
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            &(1000 + n).to_string(),
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &cert,
+        ]);
+        (self.dir.path().join(cert), self.dir.path().join(key))
     }
 }

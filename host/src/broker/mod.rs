@@ -13,13 +13,15 @@
 //! - `mod.rs`: the [`Broker`] and [`KvStore`] traits, their data types, [`connect`].
 //! - `redis.rs`: Redis streams and consumer groups; `redis_admin.rs`: inspection, claims
 //!   and replays (Lua scripts where a check and a write must be atomic); `redis_kv.rs`: kv
-//!   with quotas in Lua; `parse.rs`: decoding of Redis replies.
+//!   with quotas in Lua; `parse.rs`: decoding of Redis replies; `redis_acl.rs`: the
+//!   `ACL SETUSER` rule that confines a service's processes to its own keys.
 //! - `embedded/`: the same semantics in SQLite (`streams.rs`: streams, groups, pending;
 //!   `kv.rs`: kv), usable by several processes on one data directory.
 
 mod embedded;
 pub mod parse;
 mod redis;
+mod redis_acl;
 mod redis_admin;
 mod redis_kv;
 
@@ -31,6 +33,7 @@ use async_trait::async_trait;
 
 pub use self::embedded::EmbeddedBroker;
 pub use self::redis::RedisBroker;
+pub use self::redis_acl::{WORKER_CHANNELS, WORKER_COMMANDS, acl_setuser};
 pub use crate::config::StreamKind;
 
 /// Ordered `key -> value` pairs: a message's fields, results or a taskback.

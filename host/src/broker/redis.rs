@@ -51,6 +51,11 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// `{ns}:{service}:{stream}`: the key of one of a service's streams.
+pub(crate) fn stream_key(namespace: &str, service: &str, stream: StreamKind) -> String {
+    format!("{namespace}:{service}:{}", stream.as_str())
+}
+
 impl StreamKind {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -63,6 +68,8 @@ impl StreamKind {
 
 impl RedisBroker {
     pub async fn connect(url: &str, namespace: &str) -> Result<Self> {
+        // `rediss://` goes through rustls, whose provider the whole process shares (ring).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let shown = redact(url);
         let client = Client::open(url).map_err(|e| BrokerError::Url { url: shown.clone(), reason: e.to_string() })?;
         let config = ConnectionManagerConfig::new()
@@ -85,7 +92,7 @@ impl RedisBroker {
 
     /// `{ns}:{service}:{stream}`.
     pub fn key(&self, service: &str, stream: StreamKind) -> String {
-        format!("{}:{service}:{}", self.namespace, stream.as_str())
+        stream_key(&self.namespace, service, stream)
     }
 
     pub(super) fn maxlen(&self, service: &str) -> u64 {

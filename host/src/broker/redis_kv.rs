@@ -144,12 +144,12 @@ fn status(value: &Value) -> Result<(String, Option<String>), KvFailure> {
 
 impl RedisBroker {
     pub(super) fn kv_keys(&self, service: &str) -> [String; 4] {
-        let meta = format!("{}:kvmeta:{service}:", self.namespace);
+        let meta = kv_meta_prefix(&self.namespace, service);
         ["index", "sizes", "expiry", "bytes"].map(|part| format!("{meta}{part}"))
     }
 
     pub(super) fn kv_prefix(&self, service: &str) -> String {
-        format!("{}:kv:{service}:", self.namespace)
+        kv_prefix(&self.namespace, service)
     }
 
     async fn kv_script(&self, script: &Script, service: &str, args: &[&[u8]]) -> Result<Value, KvFailure> {
@@ -221,4 +221,14 @@ impl KvStore for RedisBroker {
         let reply = self.kv_script(&LIST, service, &[prefix.as_bytes(), limit.as_bytes()]).await?;
         parse::strings(&reply).map_err(|d| KvFailure::Unavailable(format!("unexpected kv reply: {d}")))
     }
+}
+
+/// `{ns}:kv:{service}:`: the prefix of a service's kv values.
+pub(crate) fn kv_prefix(namespace: &str, service: &str) -> String {
+    format!("{namespace}:kv:{service}:")
+}
+
+/// `{ns}:kvmeta:{service}:`: the prefix of a service's kv bookkeeping (index, sizes, expiry).
+pub(crate) fn kv_meta_prefix(namespace: &str, service: &str) -> String {
+    format!("{namespace}:kvmeta:{service}:")
 }

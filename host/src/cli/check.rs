@@ -121,6 +121,10 @@ fn collector(service: &Service, spec: &CollectorSpec) -> Option<(usize, String)>
                 (spec.line, format!("service {name:?}: exec collector: program `{program}` not found{where_}"))
             })
         }
+        // Access control (issue 23): the certificate and key must load as `run` loads them.
+        CollectorKind::Http { tls: Some(files), .. } => crate::access::server_config(files)
+            .err()
+            .map(|err| (spec.line, format!("service {name:?}: http collector: {err}"))),
         _ => None,
     }
 }

@@ -1,5 +1,6 @@
 //! The `cannon-host` commands, one file each.
 
+mod acl;
 mod bench;
 mod check;
 mod dead;
@@ -32,7 +33,8 @@ pub struct Cli {
     pub file: PathBuf,
     /// Broker URL, e.g. redis://127.0.0.1:6379, or `embedded` (else $CANNON_BROKER, else the
     /// compose file's `broker:`, else the embedded broker in the data directory).
-    #[arg(long, global = true, env = "CANNON_BROKER", value_name = "URL")]
+    /// A password in it (`redis://user:PASSWORD@host`) is never printed.
+    #[arg(long, global = true, env = "CANNON_BROKER", hide_env_values = true, value_name = "URL")]
     pub broker: Option<String>,
     /// Directory of the embedded broker (default: the compose file's `data_dir`, which
     /// defaults to `.cannon` beside the compose file).
@@ -68,6 +70,8 @@ pub enum Command {
     /// child of every other command).
     #[command(hide = true)]
     CompileComponent(crate::engine::compile::ChildArgs),
+    /// Print the Redis `ACL SETUSER` rule confining a service's processes to its own keys.
+    Acl(acl::Args),
 }
 
 /// Runs one command; the exit code is the command's verdict.
@@ -84,6 +88,7 @@ pub async fn dispatch(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<E
         Command::Torch(args) => torch::run(&cli, args).await,
         Command::Bench(args) => bench::run(&cli, args).await,
         Command::CompileComponent(args) => Ok(crate::engine::compile::child_main(args)),
+        Command::Acl(args) => acl::run(&cli, args),
     }
 }
 

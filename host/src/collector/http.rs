@@ -3,11 +3,13 @@
 //! `200` and the message's taskback as a JSON object, or `504` when none came in time.
 //! `GET /healthz` answers `200`. Bad JSON, nested values or nulls get `400` naming the
 //! problem, a message over `limits.message_kb` or `limits.max_fields` gets `413`, a broker
-//! failure `503`.
+//! failure `503`. With `auth:`, `POST /` first passes [`crate::access::require`] (`401`
+//! otherwise).
 //!
 //! Connections are served by `http_serve.rs`: at most `max_connections` at once (over
 //! that, `/healthz` still answers and the rest get `503`), with header, body and idle
-//! timeouts; a body not complete in time gets `408`.
+//! timeouts; a body not complete in time gets `408`. With `tls:`, each connection's TLS
+//! handshake (under the header timeout) comes first, through [`crate::access::ReloadingAcceptor`].
 //!
 //! Taskbacks are read through the service's collector group by one dispatcher that hands
 //! each to the request waiting for it (by the host-written `cannon.id`, the first pair)
@@ -29,9 +31,10 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::http_serve::{Routers, serve};
+use crate::access::{self, Gate, ReloadingAcceptor};
 use crate::broker::Fields;
 use crate::collector::{AddError, Context, Exit, json_fields, to_json};
-use crate::config::HttpLimits;
+use crate::config::{CollectorKind, HttpAuth, HttpLimits};
 use crate::fields::host_id;
 
 /// Longest `?wait` accepted, in milliseconds.
@@ -110,6 +113,13 @@ impl Drop for WaitGuard<'_> {
 
 pub async fn run(ctx: Context, listen: &str, limits: HttpLimits) -> anyhow::Result<Exit> {
     let name = ctx.service.name.clone();
+    // Access control (issue 23): TLS files are loaded before binding, so a bad pair fails here.
+    let (auth, tls) = match &ctx.spec.kind {
+        CollectorKind::Http { auth, tls, .. } => (auth.clone(), tls.clone()),
+        _ => (None, None),
+    };
+    let what = format!("service {name:?} http collector");
+    let tls = tls.map(|files| ReloadingAcceptor::load(&files)).transpose().with_context(|| what.clone())?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("service {name:?}: http collector cannot listen on {listen}"))?;
@@ -129,15 +139,25 @@ pub async fn run(ctx: Context, listen: &str, limits: HttpLimits) -> anyhow::Resu
             std::future::ready(())
         })
     };
-    let app = Router::new()
-        .route("/", post(message))
+    let mut app = Router::new().route("/", post(message));
+    // Access control (issue 23): `auth:` guards `POST /` (not `/healthz`).
+    if let Some(auth) = auth.filter(|a| *a != HttpAuth::Open) {
+        let gate = Gate::new(what.clone(), auth, shared.body_limit);
+        app = app.route_layer(axum::middleware::from_fn_with_state(gate, access::require));
+    }
+    let app = app
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .method_not_allowed_fallback(wrong_method)
         .with_state(shared.clone());
     let overflow = Router::new().route("/healthz", get(healthz)).fallback(too_busy).with_state(shared.clone());
-    tracing::info!(service = %name, address = %address, max_connections = limits.max_connections, "http collector listening");
-    serve(listener, Routers { app, overflow }, limits, ctx.shutdown.clone()).await;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(service = %name, address = %address, scheme, max_connections = limits.max_connections, "http collector listening");
+    // Access control (issue 23): with `tls:`, certificates reload on SIGHUP or a file change.
+    let watcher = ctx.shutdown.child_token();
+    let _watch = tls.as_ref().map(|acceptor| acceptor.watch(what.clone(), watcher.clone()));
+    serve(listener, Routers { app, overflow }, limits, tls, ctx.shutdown.clone()).await;
+    watcher.cancel();
     taskbacks.finish(&name).await;
     Ok(Exit::Stopped)
 }

@@ -14,9 +14,9 @@
 //!    keep-alive connections gracefully; the body timeout is applied by the handler, which
 //!    reads the body under a deadline.
 //!
-//! A TLS layer goes between steps 2 and 3: wrap the accepted `TcpStream` (e.g. a
-//! `tokio_rustls::TlsAcceptor::accept` under the header timeout) before [`Watched`] and
-//! `TokioIo`; everything else is unchanged.
+//! With `tls:`, the TLS handshake goes between steps 2 and 3, under the header timeout
+//! (a client that never finishes it holds a slot no longer than one that never sends its
+//! headers); the certificate is the one [`ReloadingAcceptor`] holds at that moment.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,11 +29,12 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::access::ReloadingAcceptor;
 use crate::config::HttpLimits;
 
 /// Header deadline of a connection served by the overflow router.
@@ -53,7 +54,13 @@ pub(super) struct Routers {
 
 /// Serves connections from `listener` until `shutdown`, then waits for open connections to
 /// finish (each is told to close once its current request is answered).
-pub(super) async fn serve(listener: TcpListener, routers: Routers, limits: HttpLimits, shutdown: CancellationToken) {
+pub(super) async fn serve(
+    listener: TcpListener,
+    routers: Routers,
+    limits: HttpLimits,
+    tls: Option<Arc<ReloadingAcceptor>>,
+    shutdown: CancellationToken,
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let reserve = Arc::new(Semaphore::new(limits.reserve()));
     let connections = TaskTracker::new();
@@ -87,12 +94,25 @@ pub(super) async fn serve(listener: TcpListener, routers: Routers, limits: HttpL
             },
         };
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
+            let served = async {
+                match tls {
+                    None => connection(stream, router, limits, overflow, shutdown).await,
+                    Some(acceptor) => {
+                        let handshake = Duration::from_millis(limits.header_timeout_ms);
+                        match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => connection(stream, router, limits, overflow, shutdown).await,
+                            Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
+                            Err(_) => tracing::debug!(%peer, "TLS handshake not done within header_timeout_ms"),
+                        }
+                    }
+                }
+            };
             if overflow {
-                let _ =
-                    tokio::time::timeout(OVERFLOW_DEADLINE, connection(stream, router, limits, true, shutdown)).await;
+                let _ = tokio::time::timeout(OVERFLOW_DEADLINE, served).await;
             } else {
-                connection(stream, router, limits, false, shutdown).await;
+                served.await;
             }
             drop(permit);
         });
@@ -120,8 +140,8 @@ impl Drop for InProgress {
 }
 
 /// Serves one connection until it closes, or `shutdown` (after its request in progress).
-async fn connection(
-    stream: TcpStream,
+async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
     router: Router,
     limits: HttpLimits,
     overflow: bool,
@@ -182,14 +202,14 @@ async fn connection(
     }
 }
 
-/// A stream that notes when it last read bytes.
-struct Watched {
-    inner: TcpStream,
+/// A stream (TCP or TLS) that notes when it last read bytes.
+struct Watched<S> {
+    inner: S,
     activity: Arc<Activity>,
     start: Instant,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
@@ -201,7 +221,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }

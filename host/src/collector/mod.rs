@@ -9,8 +9,9 @@
 //! - `mod.rs`: [`run`] (dispatch on the kind, supervision), [`Context`] (adding messages
 //!   with the collector's kwargs and the size limit; reading taskbacks).
 //! - `stdin.rs`: interactive chat on standard input and output.
-//! - `http.rs`: `POST /` a JSON object; `?wait=MS` answers with the taskback;
-//!   `http_serve.rs`: its accept loop (connection cap, header, body and idle timeouts).
+//! - `http.rs`: `POST /` a JSON object; `?wait=MS` answers with the taskback; `auth:` and
+//!   `tls:` through [`crate::access`]; `http_serve.rs`: its accept loop (connection cap,
+//!   header, body and idle timeouts, TLS handshake per connection).
 //! - `tick.rs`: a message on a schedule; `schedule.rs` computes fire times (interval, cron).
 //! - `stream.rs`: follows another service's data or taskback stream.
 //! - `exec.rs`: a program speaking JSON lines on stdin/stdout, restarted when it exits.
@@ -334,7 +335,7 @@ pub fn kind_name(kind: &CollectorKind) -> &'static str {
 pub fn describe(kind: &CollectorKind) -> String {
     match kind {
         CollectorKind::Stdin => "stdin".to_owned(),
-        CollectorKind::Http { listen, .. } => format!("http on {listen}"),
+        CollectorKind::Http { listen, tls, .. } => format!("http{} on {listen}", if tls.is_some() { "s" } else { "" }),
         CollectorKind::Tick { schedule: TickSchedule::Every(period), .. } => {
             format!("tick every {}", humanize(*period))
         }
@@ -408,7 +409,7 @@ pub async fn run(ctx: Context) -> anyhow::Result<Exit> {
 async fn run_once(ctx: Context, kind: CollectorKind) -> anyhow::Result<Exit> {
     match kind {
         CollectorKind::Stdin => stdin::run(ctx).await,
-        CollectorKind::Http { listen, limits } => http::run(ctx, &listen, limits).await,
+        CollectorKind::Http { listen, limits, .. } => http::run(ctx, &listen, limits).await,
         CollectorKind::Tick { schedule, at_start } => tick::run(ctx, &schedule, at_start).await,
         CollectorKind::Stream { service, stream } => stream::run(ctx, &service, stream).await,
         CollectorKind::Exec { command, dir } => exec::run(ctx, &command, &dir).await,

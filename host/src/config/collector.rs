@@ -29,7 +29,9 @@ pub(crate) fn collector(ctx: &mut Ctx, node: &Node, path: &str, service: &str) -
     let kind = ctx.string(kind_node, &kind_path)?;
     let extra: &[&str] = match kind.as_str() {
         "stdin" => &[],
-        "http" => &["listen", "header_timeout_ms", "body_timeout_ms", "idle_timeout_ms", "max_connections"],
+        "http" => {
+            &["listen", "header_timeout_ms", "body_timeout_ms", "idle_timeout_ms", "max_connections", "auth", "tls"]
+        }
         "tick" => &["every", "cron", "at_start"],
         "stream" => &["from", "stream"],
         "exec" => &["command"],
@@ -77,7 +79,18 @@ pub(crate) fn collector(ctx: &mut Ctx, node: &Node, path: &str, service: &str) -
                 let max = at_least_one(ctx, n, &join(path, "max_connections")).unwrap_or(0);
                 limits.max_connections = usize::try_from(max).unwrap_or(usize::MAX).max(1);
             }
-            CollectorKind::Http { listen, limits }
+            // Access control (issue 23): `auth:` and `tls:`, see config/access.rs.
+            let auth = get("auth").and_then(|a| super::access::auth(ctx, a, &join(path, "auth")));
+            if get("auth").is_none() && port_ok && !super::access::is_loopback(&listen) {
+                let msg = format!(
+                    "an http collector on `{listen}` is reachable from other machines: give it \
+                     `auth:` (e.g. `auth: {{bearer: ${{WEBHOOK_TOKEN}}}}`), or write `auth: none` \
+                     to leave it open on purpose"
+                );
+                ctx.error(n, &p, msg);
+            }
+            let tls = get("tls").and_then(|t| super::access::tls(ctx, t, &join(path, "tls")));
+            CollectorKind::Http { listen, limits, auth, tls }
         }
         "tick" => {
             let at_start = get("at_start").and_then(|n| ctx.boolean(n, &join(path, "at_start"))).unwrap_or(false);

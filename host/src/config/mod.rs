@@ -20,10 +20,12 @@
 //! - `load`: the top level and each service, with the checks spanning sections (a torch
 //!   task needs a shell, a shell needs a torch task, a service needs tasks or a collector).
 //! - `collector`: the `collector:` kinds, durations and cron expressions.
+//! - `access`: a listener's `auth:` and `tls:`, and [`Secret`] (never printed).
 //! - `component`: shells and tasks (both task spellings), `conf` with params, permissions,
 //!   and per-component limits that inherit the service's.
 //! - `error`: [`ConfigError`] and [`Diagnostic`], and did-you-mean suggestions.
 
+mod access;
 mod collector;
 mod component;
 mod ctx;
@@ -41,6 +43,7 @@ mod tests_fixtures;
 
 use std::path::{Path, PathBuf};
 
+pub use access::{HUB_SIGNATURE_HEADER, HttpAuth, SLACK_WINDOW, Secret, TlsFiles, is_loopback};
 pub use error::{ConfigError, Diagnostic};
 pub use model::*;
 

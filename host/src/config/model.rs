@@ -71,7 +71,15 @@ pub enum CollectorKind {
     /// One message `{user, text}` per line of standard input; taskbacks are printed.
     Stdin,
     /// `POST /` with a JSON object body; `GET /healthz`.
-    Http { listen: String, limits: HttpLimits },
+    Http {
+        listen: String,
+        /// Connection cap and header, body and idle timeouts of its accept loop.
+        limits: HttpLimits,
+        /// Who may post (`auth:`); `None` when not written, allowed only on loopback.
+        auth: Option<super::access::HttpAuth>,
+        /// Serve HTTPS with these files (`tls:`), reloaded on SIGHUP or when they change.
+        tls: Option<super::access::TlsFiles>,
+    },
     /// `{tick: RFC 3339 time}` every `every`, or on a UTC cron schedule.
     Tick { schedule: TickSchedule, at_start: bool },
     /// Follows another service's stream with its own consumer group.

@@ -244,7 +244,7 @@ fn defaults() {
 #[test]
 fn env_substitution() {
     let dir = TempDir::new();
-    let text = "namespace: ${NS}\nservices:\n  s:\n    collector: { kind: http, listen: \"${HOST}:${PORT}\", conf: { kwargs: { price: $$5, raw: '$${X}', n: \"${PORT}\" } } }\n    limits:\n      timeout_ms: ${T}\n";
+    let text = "namespace: ${NS}\nservices:\n  s:\n    collector: { kind: http, listen: \"${HOST}:${PORT}\", auth: none, conf: { kwargs: { price: $$5, raw: '$${X}', n: \"${PORT}\" } } }\n    limits:\n      timeout_ms: ${T}\n";
     let c = dir.ok(text, &[("NS", "ns1"), ("HOST", "0.0.0.0"), ("PORT", "80"), ("T", "250")]);
     assert_eq!(c.namespace, "ns1");
     let s = &c.services["s"];
