@@ -146,5 +146,8 @@ fn civil_dates_are_right() {
     let system = String::from_utf8_lossy(&date.stdout).trim().to_string();
     let ours = day_month(0);
     // Tolerate the run crossing midnight between the two readings.
-    assert!(system == ours || system == day_month(-1) || system == day_month(1), "date says {system}, day_month(0) says {ours}");
+    assert!(
+        system == ours || system == day_month(-1) || system == day_month(1),
+        "date says {system}, day_month(0) says {ours}"
+    );
 }
