@@ -9,6 +9,7 @@ mod collectors;
 mod conformance;
 mod edges;
 mod examples;
+mod fairness;
 mod hostile;
 mod hostile_fields;
 mod kv;

@@ -136,6 +136,8 @@ fn service(ctx: &mut Ctx, key: &Key, node: &Node) -> Service {
     let workers: Workers = ctx.settings(node, &p);
     ctx.check(node, &p, "concurrency", workers.concurrency == 0, AT_LEAST_ONE);
     ctx.check(node, &p, "batch", workers.batch == 0, AT_LEAST_ONE);
+    let bad_field = workers.order_by.as_deref().is_some_and(|f| f.is_empty() || f.chars().any(char::is_control));
+    ctx.check(node, &p, "order_by", bad_field, "must name a message field");
     let (node, p) = section("retry");
     let retry: Retry = ctx.settings(node, &p);
     ctx.check(node, &p, "max_attempts", retry.max_attempts == 0, AT_LEAST_ONE);

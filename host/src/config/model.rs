@@ -150,7 +150,7 @@ pub struct TorchSpec {
 }
 
 /// How many messages a worker process handles at once and how it reads them.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Workers {
     /// Messages processed concurrently per process.
@@ -161,11 +161,15 @@ pub struct Workers {
     pub block_ms: u64,
     /// How long shutdown waits for in-flight messages, in milliseconds.
     pub drain_timeout_ms: u64,
+    /// A message field (e.g. `user`): messages with the same value of it start only after
+    /// the previous one with that value finished; others run in parallel. Holds per worker
+    /// process (see `worker/order.rs`).
+    pub order_by: Option<String>,
 }
 
 impl Default for Workers {
     fn default() -> Self {
-        Self { concurrency: 16, batch: 64, block_ms: 1000, drain_timeout_ms: 10_000 }
+        Self { concurrency: 16, batch: 64, block_ms: 1000, drain_timeout_ms: 10_000, order_by: None }
     }
 }
 

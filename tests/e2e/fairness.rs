@@ -1,0 +1,154 @@
+//! Per-sender fairness of a service, on both brokers: `workers.order_by` (one message at
+//! a time per user, users in parallel) and `rate_limit` (flood protection counted in the
+//! broker).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cannon_host::broker::{Broker, StreamKind};
+use cannon_host::config::KvQuota;
+
+use crate::conformance::Backend;
+use crate::support::{Project, RedisServer, Running, component};
+
+type Fields = Vec<(String, String)>;
+
+fn get<'a>(fields: &'a Fields, key: &str) -> Option<&'a str> {
+    fields.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// Adds `messages` to `service`'s data stream through the library, as another process would.
+async fn add(broker: &Arc<dyn Broker>, service: &str, messages: &[Fields]) {
+    broker.prepare(service, 100_000).await.expect("prepare");
+    for fields in messages {
+        broker.add(service, StreamKind::Data, fields).await.expect("add");
+    }
+}
+
+/// The first `n` taskbacks of `service`, in stream order (failing after 60 s).
+async fn taskbacks(broker: &Arc<dyn Broker>, service: &str, n: usize, host: &Running) -> Vec<Fields> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = broker.tail(service, StreamKind::Taskback, "0-0", n + 100, Duration::ZERO).await.expect("tail");
+        if found.len() >= n {
+            return found.into_iter().map(|e| e.fields).collect();
+        }
+        assert!(Instant::now() < deadline, "{} of {n} taskbacks within 60 s:\n{}", found.len(), host.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn msg(pairs: &[(&str, &str)]) -> Fields {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+/// Three users' messages interleaved; ann's first one is slow (`ms`), the rest are quick.
+/// Returns the replies (`text`, upper-cased by `slow`) in the order they were written.
+async fn interleaved(backend: Backend, project: &Project) -> Vec<String> {
+    let plan = [
+        ("ann", "1500", "a1"),
+        ("bob", "0", "b1"),
+        ("cy", "0", "c1"),
+        ("ann", "0", "a2"),
+        ("bob", "300", "b2"),
+        ("cy", "0", "c2"),
+        ("ann", "0", "a3"),
+        ("bob", "0", "b3"),
+        ("cy", "0", "c3"),
+    ];
+    let messages: Vec<Fields> =
+        plan.iter().map(|(user, ms, text)| msg(&[("user", user), ("ms", ms), ("text", text)])).collect();
+    let broker = backend.open().await;
+    // Added before the worker starts, so it reads them all in one batch.
+    add(&broker, "slow", &messages).await;
+    let mut host = Running::start_cmd(backend.host(project), project, &["slow"]);
+    host.wait_for_log("ready", Duration::from_secs(60));
+    let replies = taskbacks(&broker, "slow", plan.len(), &host).await;
+    assert!(host.terminate().success(), "{}", host.log_text());
+    replies.iter().map(|t| get(t, "text").unwrap_or_default().to_owned()).collect()
+}
+
+fn slow_project(order_by: &str) -> Project {
+    component("slow");
+    Project::new(&format!(
+        "services:\n  slow:\n    tasks: [ {{ file: slow }} ]\n    workers: {{ concurrency: 16{order_by} }}\n    limits: {{ timeout_ms: 10000 }}\n"
+    ))
+}
+
+fn position(replies: &[String], text: &str) -> usize {
+    replies.iter().position(|r| r == text).unwrap_or_else(|| panic!("no reply {text:?} in {replies:?}"))
+}
+
+async fn order_by_user(backend: impl FnOnce(&Project) -> Backend) {
+    let project = slow_project(", order_by: user");
+    let replies = interleaved(backend(&project), &project).await;
+    for user in ["A", "B", "C"] {
+        let mine: Vec<String> = replies.iter().filter(|r| r.starts_with(user)).cloned().collect();
+        assert_eq!(mine, [format!("{user}1"), format!("{user}2"), format!("{user}3")], "{replies:?}");
+    }
+    // Users run in parallel: bob's and cy's quick messages, read after ann's slow first one,
+    // were answered while it ran.
+    assert!(position(&replies, "A1") > position(&replies, "C3"), "{replies:?}");
+    assert!(position(&replies, "B1") < position(&replies, "B2"), "{replies:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_by_keeps_each_users_order_with_redis() {
+    order_by_user(|_| Backend::Redis(RedisServer::start())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_by_keeps_each_users_order_embedded() {
+    order_by_user(Backend::embedded).await;
+}
+
+/// The control: without `order_by`, ann's quick second message overtakes her slow first one
+/// (what `order_by` prevents above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_order_by_a_quick_message_overtakes() {
+    let project = slow_project("");
+    let replies = interleaved(Backend::Redis(RedisServer::start()), &project).await;
+    assert!(position(&replies, "A2") < position(&replies, "A1"), "{replies:?}");
+}
+
+/// A message being retried still holds back the later ones of its user: ann's first message
+/// fails once (`flaky`, retried after a backoff); her later ones, which succeed at once,
+/// wait for it, while bob's is answered meanwhile.
+async fn order_by_holds_through_retries(backend: impl FnOnce(&Project) -> Backend) {
+    component("flaky");
+    let project = Project::new(
+        "services:\n  flaky:\n    tasks: [ { file: flaky, allow: [kv], conf: { kwargs: { fail_times: \"1\" } } } ]\n    workers: { concurrency: 16, order_by: user }\n    retry: { backoff_ms: 500 }\n",
+    );
+    let backend = backend(&project);
+    let broker = backend.open().await;
+    // `flaky` counts attempts per `key`: messages keyed `warm` have had their failure.
+    broker.kv_increment("flaky", "attempts:warm", 1, &KvQuota::default()).await.expect("kv");
+    let plan = [("ann", "cold", "a1"), ("ann", "warm", "a2"), ("bob", "warm", "b1"), ("ann", "warm", "a3")];
+    let messages: Vec<Fields> =
+        plan.iter().map(|(user, key, text)| msg(&[("user", user), ("key", key), ("text", text)])).collect();
+    add(&broker, "flaky", &messages).await;
+    let mut host = Running::start_cmd(backend.host(&project), &project, &["flaky"]);
+    host.wait_for_log("ready", Duration::from_secs(60));
+    let replies: Vec<String> = taskbacks(&broker, "flaky", plan.len(), &host)
+        .await
+        .iter()
+        .map(|t| format!("{}@{}", get(t, "text").unwrap_or_default(), get(t, "attempt").unwrap_or_default()))
+        .collect();
+    assert!(host.terminate().success(), "{}", host.log_text());
+    assert_eq!(
+        replies.iter().filter(|r| r.starts_with('A')).collect::<Vec<_>>(),
+        ["A1@2", "A2@3", "A3@4"],
+        "{replies:?}"
+    );
+    assert_eq!(replies[0], "B1@2", "bob's message did not wait for ann's retry: {replies:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_by_holds_through_retries_with_redis() {
+    order_by_holds_through_retries(|_| Backend::Redis(RedisServer::start())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_by_holds_through_retries_embedded() {
+    order_by_holds_through_retries(Backend::embedded).await;
+}
