@@ -152,3 +152,85 @@ async fn order_by_holds_through_retries_with_redis() {
 async fn order_by_holds_through_retries_embedded() {
     order_by_holds_through_retries(Backend::embedded).await;
 }
+
+/// `rate_limit: {per: user, max: 3, every: 1h}` across two worker processes one after the
+/// other: the second sees what the first counted. ann's six messages give three runs, one
+/// polite refusal and two silent acknowledgements; bob, under the limit, is not affected;
+/// nothing stays pending.
+async fn rate_limit_per_user(backend: impl FnOnce(&Project) -> Backend) {
+    component("echo");
+    let project = Project::new(
+        "services:\n  limited:\n    tasks: [ { file: echo, conf: { kwargs: { ran: \"yes\" } } } ]\n    rate_limit: { per: user, max: 3, every: 1h }\n",
+    );
+    let backend = backend(&project);
+    let broker = backend.open().await;
+    let batch = |users: &[&str], from: usize| -> Vec<Fields> {
+        users.iter().enumerate().map(|(i, u)| msg(&[("user", u), ("text", &format!("m{}", from + i))])).collect()
+    };
+    let mut first = Running::start_cmd(backend.host(&project), &project, &["limited"]);
+    first.wait_for_log("ready", Duration::from_secs(60));
+    add(&broker, "limited", &batch(&["ann", "bob", "ann"], 0)).await;
+    taskbacks(&broker, "limited", 3, &first).await;
+    assert!(first.terminate().success(), "{}", first.log_text());
+
+    let mut second = Running::start_cmd(backend.host(&project), &project, &["limited"]);
+    second.wait_for_log("ready", Duration::from_secs(60));
+    add(&broker, "limited", &batch(&["ann", "ann", "bob", "ann", "ann"], 3)).await;
+    // ann: 3 runs and 1 refusal; bob: 2 runs.
+    let replies = taskbacks(&broker, "limited", 6, &second).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !broker.pending("limited", StreamKind::Data, "cannon", None, 100).await.expect("pending").is_empty() {
+        assert!(Instant::now() < deadline, "messages still pending:\n{}", second.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ran =
+        |user: &str| replies.iter().filter(|t| get(t, "user") == Some(user) && get(t, "ran") == Some("yes")).count();
+    assert_eq!((ran("ann"), ran("bob")), (3, 2), "{replies:#?}");
+    let refusals: Vec<&Fields> = replies.iter().filter(|t| get(t, "ran").is_none()).collect();
+    assert_eq!(refusals.len(), 1, "{replies:#?}");
+    assert_eq!(get(refusals[0], "user"), Some("ann"));
+    let text = get(refusals[0], "text").unwrap_or_default();
+    assert!(text.starts_with("rate limit: at most 3 messages per 1h per user; try again in "), "{text}");
+    // Nothing more comes: the two messages over the limit were acknowledged silently.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all = broker.tail("limited", StreamKind::Taskback, "0-0", 100, Duration::ZERO).await.expect("tail");
+    assert_eq!(all.len(), 6, "{all:#?}");
+    assert!(second.terminate().success(), "{}", second.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_per_user_across_workers_with_redis() {
+    rate_limit_per_user(|_| Backend::Redis(RedisServer::start())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_per_user_across_workers_embedded() {
+    rate_limit_per_user(Backend::embedded).await;
+}
+
+/// The broker's counters: one window per bucket, starting with its first message, ending
+/// after `window` (then counting restarts); buckets and services count apart.
+async fn rate_windows(backend: impl FnOnce(&Project) -> Backend) {
+    let project = Project::new("services:\n  s:\n    collector: { kind: stdin }\n");
+    let backend = backend(&project);
+    let broker = backend.open().await;
+    let window = Duration::from_millis(1500);
+    let first = broker.rate_count("s", "user=ann", window).await.expect("count");
+    assert_eq!(first.count, 1);
+    assert!(first.left_ms <= 1500 && first.left_ms > 0, "{first:?}");
+    assert_eq!(broker.rate_count("s", "user=ann", window).await.expect("count").count, 2);
+    assert_eq!(broker.rate_count("s", "user=bob", window).await.expect("count").count, 1);
+    assert_eq!(broker.rate_count("t", "user=ann", window).await.expect("count").count, 1);
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(broker.rate_count("s", "user=ann", window).await.expect("count").count, 1, "a new window");
+}
+
+#[tokio::test]
+async fn rate_windows_with_redis() {
+    rate_windows(|_| Backend::Redis(RedisServer::start())).await;
+}
+
+#[tokio::test]
+async fn rate_windows_embedded() {
+    rate_windows(Backend::embedded).await;
+}

@@ -54,6 +54,28 @@ pub struct Service {
     pub retry: Retry,
     pub stream: StreamSettings,
     pub kv: KvQuota,
+    /// Flood protection: at most so many messages per window, counted in the broker.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// `rate_limit: {per: user, max: 5, every: 10s}`: at most `max` messages per `every` in
+/// each bucket; beyond, the first message of a window gets one polite reply and the rest
+/// are acknowledged without running until the window ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per: RatePer,
+    pub max: u64,
+    pub every: Duration,
+}
+
+/// What a rate limit counts separately.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RatePer {
+    /// Every message of the service in one count.
+    Service,
+    /// One count per value of this message field (`user`, `channel`); messages without
+    /// it share one count.
+    Field(String),
 }
 
 /// A native collector: the long-lived source of a service's messages.

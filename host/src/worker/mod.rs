@@ -27,9 +27,11 @@
 //! - `recovery.rs`: adopting orphans, reclaiming, keeping claims fresh.
 //! - `complete.rs`: the batched writer of taskbacks, acks and dead letters.
 //! - `order.rs`: `workers.order_by`, one message at a time per value of a field.
+//! - `rate.rs`: `rate_limit:`, counted in the broker before a message runs.
 
 mod complete;
 mod order;
+mod rate;
 mod recovery;
 
 use std::collections::HashSet;
@@ -190,6 +192,7 @@ pub async fn run(
     // round trip. So a worker holds at most `concurrency` running messages plus one batch
     // (`workers.batch`) read ahead.
     let read_ahead = workers.batch.max(1);
+    let limiter = rate::Limiter::new(&service.spec, broker.clone());
     let order =
         workers.order_by.clone().map(|field| Arc::new(order::Order::new(field, read_ahead.max(workers.concurrency))));
     while !shutdown.is_cancelled() {
@@ -238,7 +241,8 @@ pub async fn run(
                 () = drain_over(&shutdown, &stopped_at, drain) => break,
             };
             let Ok(permit) = permit else { break };
-            tracker.spawn(order::run_slot(service.clone(), delivery, key, order.clone(), permit, done_tx.clone()));
+            let limits = (order.clone(), limiter.clone());
+            tracker.spawn(order::run_slot(service.clone(), delivery, key, limits, permit, done_tx.clone()));
         }
         let left: Vec<String> = unstarted.map(|d| d.id).collect();
         if !left.is_empty() {

@@ -23,6 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::Instrument as _;
 
 use super::Finished;
+use super::rate::Limiter;
 use crate::broker::Delivery;
 use crate::service::ServiceRuntime;
 
@@ -118,18 +119,34 @@ impl Order {
 
 /// Runs `delivery` on its slot, then (with `order_by`) the messages of the same value
 /// parked behind it, one by one; frees the slot when none is left. Each message is
-/// finished (queued to the writer) before the next starts.
+/// finished (queued to the writer) before the next starts. With a `rate_limit:`, each is
+/// counted first and, over the limit, acknowledged without running.
 pub(super) async fn run_slot(
     service: Arc<ServiceRuntime>,
     mut delivery: Delivery,
     key: Option<String>,
-    order: Option<Arc<Order>>,
+    (order, limiter): (Option<Arc<Order>>, Option<Arc<Limiter>>),
     slot: OwnedSemaphorePermit,
     done: mpsc::Sender<Finished>,
 ) {
     loop {
         let span = tracing::info_span!("message", service = %service.name(), id = %delivery.id);
-        if !super::process(service.clone(), delivery, done.clone()).instrument(span).await {
+        let limited = match &limiter {
+            Some(limiter) => limiter.check(&delivery).instrument(span.clone()).await,
+            None => None,
+        };
+        let queued = match limited {
+            // Not run: its reply (or nothing) goes to the writer, to be acknowledged.
+            Some(finished) => match done.reserve().await {
+                Ok(queued) => {
+                    queued.send(finished);
+                    true
+                }
+                Err(_) => false,
+            },
+            None => super::process(service.clone(), delivery, done.clone()).instrument(span).await,
+        };
+        if !queued {
             break;
         }
         let (Some(order), Some(key)) = (&order, &key) else { break };
