@@ -7,7 +7,8 @@
 //! taskback like a normal reply, under the torch task's `out_key`, else `text`); the rest
 //! of the window's messages are acknowledged without running and without a reply (counted,
 //! logged at debug). Lines a torch task with a `prefix:` would ignore (chatter, not
-//! commands) are not counted. When the broker cannot count, the message runs.
+//! commands) are not counted, nor are redeliveries of a message whose worker died (it was
+//! counted the first time). When the broker cannot count, the message runs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +45,8 @@ impl Limiter {
 
     /// Counts `delivery`; `None` when it may run, else how it ends without running.
     pub(super) async fn check(&self, delivery: &Delivery) -> Option<Finished> {
-        if delivery.not_utf8.is_some() {
+        // A redelivered message (its worker died) was counted when first delivered.
+        if delivery.not_utf8.is_some() || delivery.deliveries > 1 {
             return None;
         }
         let bucket = bucket(&self.limit.per, self.commands.as_ref(), delivery)?;
