@@ -11,6 +11,7 @@ mod compile;
 mod conformance;
 mod edges;
 mod examples;
+mod fairness;
 mod host_fault;
 mod hostile;
 mod hostile_fields;

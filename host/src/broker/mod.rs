@@ -24,6 +24,7 @@ mod redis;
 mod redis_acl;
 mod redis_admin;
 mod redis_kv;
+mod redis_rate;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -121,6 +122,15 @@ pub struct PendingEntry {
     pub idle_ms: u64,
     /// How many times it has been delivered.
     pub deliveries: u32,
+}
+
+/// One message counted against a service's `rate_limit:` ([`Broker::rate_count`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateCount {
+    /// Messages counted in the bucket's current window, this one included.
+    pub count: u64,
+    /// Milliseconds until that window ends.
+    pub left_ms: u64,
 }
 
 /// A consumer of a group.
@@ -320,6 +330,11 @@ pub trait Broker: KvStore + Send + Sync + 'static {
 
     /// Removes a consumer (and whatever it still had pending) from a group.
     async fn remove_consumer(&self, service: &str, stream: StreamKind, group: &str, consumer: &str) -> Result<()>;
+
+    /// Counts one message in `bucket` of the service's `rate_limit:`: a fixed window of
+    /// `window` that starts with the first message counted in it. Atomic, so every worker
+    /// of the service shares the count (Redis: `{ns}:{service}:rate:{bucket}`).
+    async fn rate_count(&self, service: &str, bucket: &str, window: Duration) -> Result<RateCount>;
 
     /// Moves dead letters (ids of the dead stream) back onto the data stream, without the
     /// [`DEAD_FIELDS`], atomically per letter; returns `(dead id, new data id)` of each moved.

@@ -335,6 +335,10 @@ impl Broker for RedisBroker {
         Ok(())
     }
 
+    async fn rate_count(&self, service: &str, bucket: &str, window: Duration) -> Result<crate::broker::RateCount> {
+        self.count_rate(service, bucket, window).await
+    }
+
     async fn drop_service(&self, service: &str) -> Result<()> {
         let mut keys: Vec<String> =
             [StreamKind::Data, StreamKind::Taskback, StreamKind::Dead].iter().map(|s| self.key(service, *s)).collect();

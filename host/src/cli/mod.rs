@@ -62,7 +62,8 @@ pub enum Command {
     Watch(watch::Args),
     /// List dead letters, or replay them onto the data stream.
     Dead(dead::Args),
-    /// Run a shell command of a service directly (no broker); without one, a prompt.
+    /// Run a shell command of a service directly (no workers; kv on the service's broker
+    /// when its shell is granted kv); without one, a prompt.
     Torch(torch::Args),
     /// Measure a service: throughput, latency, memory and per-message isolation cost.
     Bench(bench::Args),

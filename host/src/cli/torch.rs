@@ -1,6 +1,8 @@
 //! `cannon-host torch SERVICE [COMMAND...] [--user U]`: runs shell commands of a service
-//! directly, the way its torch task would, with no broker and no workers. Replies, errors
-//! and taskbacks are guest text, printed through [`crate::text`].
+//! directly, the way its torch task would, with no workers and no streams. A shell granted
+//! `kv` gets the service's kv scope on the configured broker (the same keys a running
+//! service sees); any other shell runs without a broker. Replies, errors and taskbacks are
+//! guest text, printed through [`crate::text`].
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::process::ExitCode;
@@ -8,25 +10,28 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use crate::broker::Fields;
+use crate::broker::{Fields, KvStore};
 use crate::cli::{Cli, load_compose};
 use crate::collector::to_json;
-use crate::config::{Service, TaskSpec, TorchSpec};
-use crate::engine::{Engine, EngineOptions, Message, World};
+use crate::config::{Capability, Service, TaskSpec, TorchSpec};
+use crate::engine::{Engine, EngineOptions, KvScope, Message, World};
 use crate::text::{for_json, for_terminal, for_terminal_lines};
 use crate::torch::Torch;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 The message torch sees holds the collector's kwargs, the sender under the torch task's \
-`user_key` and the command line under its `in_key`. No broker is used: the `kv` import \
-is unavailable (a command that needs it fails), and taskbacks sent through `taskback.send` \
-are printed on stderr instead of being delivered.
+`user_key` and the command line under its `in_key`. A shell granted `kv` (`allow: [kv]`) \
+uses the service's kv keys and quotas on the configured broker (--broker, CANNON_BROKER, \
+the compose file's `broker:`, else the embedded broker in the data directory), so it sees \
+and changes what the running service sees. Nothing goes through the streams: taskbacks \
+sent through `taskback.send` are printed on stderr instead of being delivered.
 
 Examples:
   cannon-host torch chat \"roll 2d6\"
   cannon-host torch chat roll 2d6 --user alice
-  cannon-host torch chat              (a prompt; one command per line, Ctrl-D ends)")]
+  cannon-host torch chat              (a prompt; one command per line, Ctrl-D ends)
+  cannon-host -f examples/remember/cannon-compose.yml torch remember \".remember a is b\"")]
 pub struct Args {
     /// The service whose shell runs the commands.
     pub service: String,
@@ -47,6 +52,8 @@ struct Session {
     /// Collector kwargs, then the sender.
     base: Fields,
     spec: TorchSpec,
+    /// The service's kv scope, when its shell is granted `kv`.
+    kv: Option<KvScope>,
     calls: u64,
 }
 
@@ -63,7 +70,7 @@ impl Session {
         };
         crate::pipeline::merge(&mut fields, vec![(self.spec.in_key.clone(), line)]);
         let msg = Message { id: format!("torch-{}", self.calls), service: self.service.clone(), fields };
-        let out = self.torch.run(&msg, None).await.map_err(|e| anyhow::anyhow!("torch: {e}"))?;
+        let out = self.torch.run(&msg, self.kv.clone()).await.map_err(|e| anyhow::anyhow!("torch: {e}"))?;
         for taskback in &out.taskbacks {
             eprintln!("taskback: {}", for_json(to_json(taskback).to_string()));
         }
@@ -114,7 +121,14 @@ async fn session(cli: &Cli, args: &Args) -> anyhow::Result<Session> {
         .unwrap_or_else(|| "me".to_owned());
     let mut base: Fields = kwargs.into_iter().collect();
     crate::pipeline::merge(&mut base, vec![(spec.user_key.clone(), user)]);
-    Ok(Session { torch, service: name.to_owned(), base, spec: spec.clone(), calls: 0 })
+    // Only a shell granted `kv` needs the broker: the others run with none at all.
+    let kv = if shell_spec.allow.contains(&Capability::Kv) {
+        let store: Arc<dyn KvStore> = crate::cli::connect(cli, &compose).await?;
+        Some(KvScope { store, namespace: compose.namespace.as_str().into(), service: name.into(), quota: service.kv })
+    } else {
+        None
+    };
+    Ok(Session { torch, service: name.to_owned(), base, spec: spec.clone(), kv, calls: 0 })
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
@@ -139,10 +153,8 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
 async fn repl(session: &mut Session) -> anyhow::Result<ExitCode> {
     let interactive = std::io::stdin().is_terminal();
     if interactive {
-        eprintln!(
-            "{}: type a command (`help` lists them), Ctrl-D to quit. No broker here: kv is unavailable.",
-            session.service
-        );
+        let kv = if session.kv.is_some() { "kv is the service's own" } else { "no kv granted" };
+        eprintln!("{}: type a command (`help` lists them), Ctrl-D to quit ({kv}).", session.service);
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<String>>(1);
     // Standard input is read on its own thread: a blocking read must not hold up the runtime.

@@ -178,7 +178,7 @@ fn at_least_one(ctx: &mut Ctx, node: &Node, path: &str) -> Option<u64> {
     }
 }
 
-fn every(ctx: &mut Ctx, node: &Node, path: &str) -> Option<Duration> {
+pub(crate) fn every(ctx: &mut Ctx, node: &Node, path: &str) -> Option<Duration> {
     let parsed = match &node.value {
         Value::Int(n) => u64::try_from(*n).ok().map(Duration::from_secs),
         Value::Str(s) => parse_duration(s),

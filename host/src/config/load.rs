@@ -15,7 +15,7 @@ use super::yaml::{Key, Node, Value};
 const TOP_KEYS: &[&str] = &["namespace", "broker", "app_dir", "data_dir", "groups", "params", "services"];
 const AT_LEAST_ONE: &str = "must be at least 1";
 const SERVICE_KEYS: &[&str] =
-    &["collector", "collectors", "shell", "tasks", "workers", "limits", "retry", "stream", "kv"];
+    &["collector", "collectors", "shell", "tasks", "workers", "limits", "retry", "stream", "kv", "rate_limit"];
 
 /// The per-service limits a component's `limits:` overrides.
 pub(crate) struct ServiceLimits<'n> {
@@ -120,6 +120,7 @@ fn service(ctx: &mut Ctx, key: &Key, node: &Node) -> Service {
             retry: Retry::default(),
             stream: StreamSettings::default(),
             kv: KvQuota::default(),
+            rate_limit: None,
         };
     };
     let get = |k: &str| fields.iter().find(|(key, _)| key.text == k).map(|(_, v)| v);
@@ -136,6 +137,8 @@ fn service(ctx: &mut Ctx, key: &Key, node: &Node) -> Service {
     let workers: Workers = ctx.settings(node, &p);
     ctx.check(node, &p, "concurrency", workers.concurrency == 0, AT_LEAST_ONE);
     ctx.check(node, &p, "batch", workers.batch == 0, AT_LEAST_ONE);
+    let bad_field = workers.order_by.as_deref().is_some_and(|f| f.is_empty() || f.chars().any(char::is_control));
+    ctx.check(node, &p, "order_by", bad_field, "must name a message field");
     let (node, p) = section("retry");
     let retry: Retry = ctx.settings(node, &p);
     ctx.check(node, &p, "max_attempts", retry.max_attempts == 0, AT_LEAST_ONE);
@@ -144,6 +147,7 @@ fn service(ctx: &mut Ctx, key: &Key, node: &Node) -> Service {
     ctx.check(node, &p, "maxlen", stream.maxlen == 0, AT_LEAST_ONE);
     let (node, p) = section("kv");
     let kv: KvQuota = ctx.settings(node, &p);
+    let rate_limit = get("rate_limit").and_then(|n| super::rate::rate_limit(ctx, n, &join(&path, "rate_limit")));
 
     let collectors = collectors(ctx, get("collector"), get("collectors"), &path, &name);
     let shell = get("shell").and_then(|n| component(ctx, n, &join(&path, "shell"), Role::Shell, None, &service_limits));
@@ -178,6 +182,7 @@ fn service(ctx: &mut Ctx, key: &Key, node: &Node) -> Service {
         retry,
         stream,
         kv,
+        rate_limit,
     }
 }
 

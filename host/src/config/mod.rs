@@ -34,6 +34,7 @@ mod env;
 mod error;
 mod load;
 pub mod model;
+mod rate;
 mod yaml;
 
 #[cfg(test)]

@@ -54,6 +54,28 @@ pub struct Service {
     pub retry: Retry,
     pub stream: StreamSettings,
     pub kv: KvQuota,
+    /// Flood protection: at most so many messages per window, counted in the broker.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// `rate_limit: {per: user, max: 5, every: 10s}`: at most `max` messages per `every` in
+/// each bucket; beyond, the first message of a window gets one polite reply and the rest
+/// are acknowledged without running until the window ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    pub per: RatePer,
+    pub max: u64,
+    pub every: Duration,
+}
+
+/// What a rate limit counts separately.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RatePer {
+    /// Every message of the service in one count.
+    Service,
+    /// One count per value of this message field (`user`, `channel`); messages without
+    /// it share one count.
+    Field(String),
 }
 
 /// A native collector: the long-lived source of a service's messages.
@@ -158,7 +180,7 @@ pub struct TorchSpec {
 }
 
 /// How many messages a worker process handles at once and how it reads them.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Workers {
     /// Messages processed concurrently per process.
@@ -169,11 +191,15 @@ pub struct Workers {
     pub block_ms: u64,
     /// How long shutdown waits for in-flight messages, in milliseconds.
     pub drain_timeout_ms: u64,
+    /// A message field (e.g. `user`): messages with the same value of it start only after
+    /// the previous one with that value finished; others run in parallel. Holds per worker
+    /// process (see `worker/order.rs`).
+    pub order_by: Option<String>,
 }
 
 impl Default for Workers {
     fn default() -> Self {
-        Self { concurrency: 16, batch: 64, block_ms: 1000, drain_timeout_ms: 10_000 }
+        Self { concurrency: 16, batch: 64, block_ms: 1000, drain_timeout_ms: 10_000, order_by: None }
     }
 }
 

@@ -152,7 +152,7 @@ fn full_file() {
     assert!(shout.allow.is_empty() && shout.files.is_none() && shout.permissions.is_empty());
     let TaskSpec::Wasm(x) = &dice.tasks[2] else { panic!("wasm third") };
     assert_eq!((x.name.as_str(), x.path.clone()), ("x", dir.0.join("extra/x.wasm")));
-    let w = dice.workers;
+    let w = &dice.workers;
     assert_eq!((w.concurrency, w.batch, w.block_ms, w.drain_timeout_ms), (4, 8, 200, 5000));
     let limits = Limits {
         timeout_ms: 2000,
@@ -227,7 +227,7 @@ fn defaults() {
     assert_eq!(shell.limits, Limits::default());
     assert_eq!(c.services["t"].shell.as_ref().map(|s| s.name.as_str()), Some("d"));
     assert_eq!(s.limits, Limits::default());
-    let (w, wd) = (s.workers, Workers::default());
+    let (w, wd) = (&s.workers, Workers::default());
     assert_eq!(
         (w.concurrency, w.batch, w.block_ms, w.drain_timeout_ms),
         (wd.concurrency, wd.batch, wd.block_ms, wd.drain_timeout_ms)

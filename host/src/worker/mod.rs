@@ -29,19 +29,22 @@
 //! - `recovery.rs`: adopting orphans, reclaiming, keeping claims fresh.
 //! - `complete.rs`: the batched writer of taskbacks, acks and dead letters.
 //! - `host_fault.rs`: waiting out host faults (fds, memory maps), which spend no attempt.
+//! - `order.rs`: `workers.order_by`, one message at a time per value of a field.
+//! - `rate.rs`: `rate_limit:`, counted in the broker before a message runs.
 
 mod complete;
 mod host_fault;
+mod order;
+mod rate;
 mod recovery;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument as _;
 
 use crate::broker::{Broker, BrokerError, Completion, DeadLetter, Delivery, Fields};
 use crate::engine::Message;
@@ -147,7 +150,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let name = service.name().to_owned();
-    let workers = service.spec.workers;
+    let workers = &service.spec.workers;
     let retry = service.spec.retry;
     let semaphore = Arc::new(Semaphore::new(workers.concurrency));
     let tracker = TaskTracker::new();
@@ -193,6 +196,9 @@ pub async fn run(
     // round trip. So a worker holds at most `concurrency` running messages plus one batch
     // (`workers.batch`) read ahead.
     let read_ahead = workers.batch.max(1);
+    let limiter = rate::Limiter::new(&service.spec, broker.clone());
+    let order =
+        workers.order_by.clone().map(|field| Arc::new(order::Order::new(field, read_ahead.max(workers.concurrency))));
     while !shutdown.is_cancelled() {
         let mut deliveries = match fetcher.fetch(read_ahead).await {
             Ok(deliveries) => {
@@ -219,15 +225,28 @@ pub async fn run(
         for delivery in unstarted.by_ref() {
             // In read order, so `concurrency: 1` runs messages one by one in stream order.
             // What was read is still started during shutdown, until the drain timeout.
+            let (delivery, key) = match &order {
+                None => (delivery, None),
+                Some(order) => {
+                    let admitted = tokio::select! {
+                        biased;
+                        admitted = order.admit(delivery) => admitted,
+                        () = drain_over(&shutdown, &stopped_at, drain) => break,
+                    };
+                    match admitted {
+                        order::Admitted::Start { delivery, key } => (delivery, key),
+                        order::Admitted::Parked => continue,
+                    }
+                }
+            };
             let permit = tokio::select! {
                 biased;
                 permit = semaphore.clone().acquire_owned() => permit,
                 () = drain_over(&shutdown, &stopped_at, drain) => break,
             };
             let Ok(permit) = permit else { break };
-            let span = tracing::info_span!("message", service = %name, id = %delivery.id);
-            let task = process(service.clone(), delivery, permit, done_tx.clone());
-            tracker.spawn(task.instrument(span));
+            let limits = (order.clone(), limiter.clone());
+            tracker.spawn(order::run_slot(service.clone(), delivery, key, limits, permit, done_tx.clone()));
         }
         let left: Vec<String> = unstarted.map(|d| d.id).collect();
         if !left.is_empty() {
@@ -274,13 +293,9 @@ async fn drain_over(shutdown: &CancellationToken, stopped_at: &OnceLock<Instant>
     tokio::time::sleep_until(deadline.into()).await;
 }
 
-/// Runs one message through the pipeline with retries, then hands it to the completer.
-async fn process(
-    service: Arc<ServiceRuntime>,
-    delivery: Delivery,
-    permit: OwnedSemaphorePermit,
-    done: mpsc::Sender<Finished>,
-) {
+/// Runs one message through the pipeline with retries, then hands it to the completer;
+/// false when the completer is gone (shutdown). The caller frees the message's slot after.
+async fn process(service: Arc<ServiceRuntime>, delivery: Delivery, done: mpsc::Sender<Finished>) -> bool {
     let retry = service.spec.retry;
     let msg = Message { id: delivery.id, service: service.name().to_owned(), fields: delivery.fields };
     let mut attempt = delivery.deliveries.max(1);
@@ -356,9 +371,9 @@ async fn process(
     // worker. The slot is freed only after the send: the queue is ordered by send, not by
     // reservation, so a thread preempted between the two would otherwise let the next
     // message overtake this one (with `concurrency: 1`, out of stream order).
-    let Ok(queued) = done.reserve().await else { return };
+    let Ok(queued) = done.reserve().await else { return false };
     queued.send(finished);
-    drop(permit);
+    true
 }
 
 fn dead_letter(msg: Message, error: String, attempts: u32) -> DeadLetter {

@@ -65,3 +65,44 @@ fn remember_survives_a_restart_embedded() {
     let project = project();
     remember_survives_a_restart(&Backend::embedded(&project), &project);
 }
+
+/// `cannon-host torch remember LINE`: the shell run from the command line uses the service's
+/// kv scope on the configured broker, so it shares memories with the running service both ways.
+fn torch_shares_the_service_kv(backend: impl FnOnce(&Project) -> Backend) {
+    component("remember");
+    // A tick once an hour instead of stdin: it keeps the host running and gives `cannon-host
+    // torch` the kwargs (`server: test`) a chat message of `say` carries.
+    let tick = "    collector: { kind: tick, every: 1h, conf: { kwargs: { server: test } } }\n";
+    let project =
+        example("remember", &[("    collector: { kind: stdin, conf: { kwargs: { server: local } } }\n", tick)]);
+    let backend = &backend(&project);
+    let torch = |user: &str, line: &str| {
+        let out = backend.run(&project, &["torch", "remember", line, "--user", user]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "torch {line:?}: {stderr}");
+        assert!(!stderr.contains("not available"), "{stderr}");
+        String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+    };
+    // Without a running host: the command line alone remembers and recalls.
+    assert_eq!(torch("alice", ".remember a is b"), "ok, I'll remember that a is b");
+    assert_eq!(torch("bob", ".recall a"), "a is b (said alice)");
+    // The prefix may be left out on the command line.
+    assert_eq!(torch("bob", "remember lunch is at noon"), "ok, I'll remember that lunch is at noon");
+
+    let mut host = start(backend, &project);
+    assert_eq!(reply(backend, &project, "remember", "carol", ".recall a"), "a is b (said alice)");
+    assert_eq!(reply(backend, &project, "remember", "carol", ".remember c is d"), "ok, I'll remember that c is d");
+    assert_eq!(torch("dave", ".recall c"), "c is d (said carol)");
+    assert_eq!(torch("dave", ".leaderboard"), "leaderboard:\n1. alice: 1 thing\n2. bob: 1 thing\n3. carol: 1 thing");
+    assert!(host.terminate().success(), "{}", host.log_text());
+}
+
+#[test]
+fn torch_shares_the_service_kv_with_redis() {
+    torch_shares_the_service_kv(|_| Backend::Redis(RedisServer::start()));
+}
+
+#[test]
+fn torch_shares_the_service_kv_embedded() {
+    torch_shares_the_service_kv(Backend::embedded);
+}

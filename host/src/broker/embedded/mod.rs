@@ -17,6 +17,7 @@
 
 mod inspect;
 mod kv;
+mod rate;
 mod streams;
 
 use std::path::{Path, PathBuf};
@@ -389,6 +390,10 @@ impl Broker for EmbeddedBroker {
     async fn trim(&self, _service: &str) -> Result<()> {
         // Every add trims its stream (see `streams::add`), sparing what groups still need.
         Ok(())
+    }
+
+    async fn rate_count(&self, service: &str, bucket: &str, window: Duration) -> Result<crate::broker::RateCount> {
+        self.count_rate(service, bucket, window).await
     }
 
     async fn drop_service(&self, service: &str) -> Result<()> {

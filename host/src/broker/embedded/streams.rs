@@ -68,6 +68,13 @@ CREATE TABLE IF NOT EXISTS kv (
     PRIMARY KEY (scope, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS kv_expiry ON kv (scope, expires_ms) WHERE expires_ms IS NOT NULL;
+CREATE TABLE IF NOT EXISTS rate (
+    scope TEXT NOT NULL,
+    bucket TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    ends_ms INTEGER NOT NULL,
+    PRIMARY KEY (scope, bucket)
+) WITHOUT ROWID;
 PRAGMA user_version = 1;
 ";
 
