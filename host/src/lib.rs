@@ -17,6 +17,7 @@
 //! - [`service`]: compose entries turned into runnable pipelines.
 //! - [`worker`]: consume -> pipeline -> taskback + ack, retries and dead letters.
 //! - [`collector`]: native message sources (`stdin`, ...).
+//! - [`observe`]: Prometheus metrics and the dashboard (`run --metrics ADDR`).
 //! - [`text`]: untrusted text made safe for terminals, log lines and JSON output.
 //! - [`access`]: who may talk to a listener: `auth:` checks and TLS with reloads.
 //! - [`cli`]: the `cannon-host` commands; `main.rs` only parses arguments and sets up
@@ -29,6 +30,7 @@ pub mod collector;
 pub mod config;
 pub mod engine;
 pub mod fields;
+pub mod observe;
 pub mod pipeline;
 pub mod service;
 pub mod text;

@@ -17,6 +17,8 @@ pub struct ServiceRuntime {
     pub pipeline: Pipeline,
     /// The shell, when the service has one (for `cannon-host torch`).
     pub torch: Option<Arc<Torch>>,
+    /// Its metric handles (`/metrics`, the dashboard).
+    pub observe: Arc<crate::observe::ServiceMetrics>,
 }
 
 impl ServiceRuntime {
@@ -72,10 +74,12 @@ async fn load(
 ) -> anyhow::Result<Arc<Component>> {
     let engine = engine.clone();
     let spec_owned = spec.clone();
-    let component = tokio::task::spawn_blocking(move || engine.load(&spec_owned, world))
+    let mut component = tokio::task::spawn_blocking(move || engine.load(&spec_owned, world))
         .await
         .context("component loader panicked")?
         .with_context(|| format!("service {service:?}"))?;
+    // observe: the component's metric handles, labelled with this service.
+    component.observe = Some(crate::observe::component(service, &component.name, &component.version));
     tracing::debug!(
         service,
         component = %component.name,
@@ -131,5 +135,10 @@ pub async fn build(
         service: name.into(),
         quota: service.kv,
     });
-    Ok(ServiceRuntime { spec: service.clone(), pipeline: Pipeline { steps, kv }, torch: torch_for_cli })
+    Ok(ServiceRuntime {
+        spec: service.clone(),
+        pipeline: Pipeline { steps, kv },
+        torch: torch_for_cli,
+        observe: crate::observe::service(name),
+    })
 }

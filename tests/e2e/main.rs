@@ -17,6 +17,7 @@ mod hostile;
 mod hostile_fields;
 mod kv;
 mod languages;
+mod observe;
 mod reliability;
 mod sandbox;
 mod service_model;

@@ -11,6 +11,7 @@ use crate::broker::{KvStore, StreamKind};
 use crate::cli::{Cli, connect, load_compose, sandboxed};
 use crate::collector::{self, Exit};
 use crate::engine::Engine;
+use crate::observe;
 use crate::service::{self, engine_options};
 use crate::worker;
 
@@ -22,6 +23,10 @@ pub struct Args {
     /// starting more `--role worker` processes against the same broker).
     #[arg(long, value_enum, default_value_t = Role::All)]
     pub role: Role,
+    /// Serve Prometheus metrics (`/metrics`) and the dashboard (`/`) on ADDR: `HOST:PORT`,
+    /// or a port on 127.0.0.1 (overrides `metrics: {listen: ...}` in the compose file).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,6 +47,13 @@ pub async fn run(cli: &Cli, args: &Args, shutdown: CancellationToken) -> anyhow:
     }
 
     let mut tasks = JoinSet::new();
+    // observe: metrics listener and broker sampler, when asked for.
+    if let Some(addr) = args.metrics.as_ref().or(compose.metrics_listen.as_ref()) {
+        let listener = observe::serve::bind(addr).await?;
+        let names = selected.iter().map(|s| s.name.clone()).collect();
+        tokio::spawn(observe::serve::sample_loop(broker.clone(), names, shutdown.clone()));
+        tasks.spawn(observe::serve::serve(listener, observe::serve::router(), shutdown.clone()));
+    }
     if args.role != Role::Collector {
         let engine = Arc::new(Engine::new(&sandboxed(engine_options(&selected))?)?);
         for spec in &selected {

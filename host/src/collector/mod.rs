@@ -372,12 +372,16 @@ pub async fn run(ctx: Context) -> anyhow::Result<Exit> {
     let spec = ctx.spec.clone();
     let kind = kind_name(&spec.kind);
     let mut failures = 0u32;
+    // observe: `cannon_collector_up`, 1 while this collector runs.
+    let up = crate::observe::collector(&ctx.service.name, kind);
     loop {
         let started = Instant::now();
+        up.set(1);
         let outcome = match tokio::spawn(run_once(ctx.clone(), spec.kind.clone())).await {
             Ok(outcome) => outcome,
             Err(join) => Err(anyhow::anyhow!("collector panicked: {join}")),
         };
+        up.set(0);
         let err = match outcome {
             Ok(exit) => return Ok(exit),
             Err(err) => err,

@@ -12,7 +12,7 @@ use super::de::join;
 use super::model::{CollectorSpec, Compose, KvQuota, Limits, Retry, Service, StreamSettings, TaskSpec, Workers};
 use super::yaml::{Key, Node, Value};
 
-const TOP_KEYS: &[&str] = &["namespace", "broker", "app_dir", "data_dir", "groups", "params", "services"];
+const TOP_KEYS: &[&str] = &["namespace", "broker", "app_dir", "data_dir", "groups", "params", "services", "metrics"];
 const AT_LEAST_ONE: &str = "must be at least 1";
 const SERVICE_KEYS: &[&str] =
     &["collector", "collectors", "shell", "tasks", "workers", "limits", "retry", "stream", "kv", "rate_limit"];
@@ -27,6 +27,18 @@ pub(crate) struct ServiceLimits<'n> {
 
 /// Builds the model, recording every problem in `ctx`. The result is only meaningful when
 /// no problem was recorded.
+/// `metrics: {listen: ADDR}` (ADDR: `HOST:PORT` or a port on loopback).
+fn metrics_listen(ctx: &mut Ctx, node: &Node) -> Option<String> {
+    let fields = ctx.map(node, "metrics", &["listen"])?;
+    let listen = super::ctx::field(fields, "listen")?;
+    let addr = ctx.name(listen, "metrics.listen")?;
+    if let Err(msg) = crate::observe::serve::parse_addr(&addr) {
+        ctx.error(listen, "metrics.listen", msg);
+        return None;
+    }
+    Some(addr)
+}
+
 pub(crate) fn compose(root: &Node, path: &Path, ctx: &mut Ctx) -> Option<Compose> {
     if !matches!(root.value, Value::Map(_)) {
         let found = root.describe();
@@ -73,6 +85,8 @@ pub(crate) fn compose(root: &Node, path: &Path, ctx: &mut Ctx) -> Option<Compose
         }
     }
 
+    let metrics_listen = root.get("metrics").and_then(|node| metrics_listen(ctx, node));
+
     let mut services = IndexMap::new();
     match root.get("services") {
         None => ctx.error(root, "", "missing `services:` (at least one service is required)"),
@@ -98,6 +112,7 @@ pub(crate) fn compose(root: &Node, path: &Path, ctx: &mut Ctx) -> Option<Compose
         groups: ctx.groups.clone(),
         params: ctx.params.clone(),
         services,
+        metrics_listen,
     })
 }
 

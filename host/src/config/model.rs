@@ -33,6 +33,9 @@ pub struct Compose {
     pub params: IndexMap<String, Kwargs>,
     /// The services, in file order.
     pub services: IndexMap<String, Service>,
+    /// `metrics: {listen: ADDR}`: where `run` serves `/metrics` and the dashboard
+    /// (`--metrics` takes precedence).
+    pub metrics_listen: Option<String>,
 }
 
 /// One entry under `services:`.

@@ -283,6 +283,10 @@ impl Component {
 
     fn account(&self, site: &CallSite<'_>, stats: &CallStats, err: Option<&CallError>) {
         METRICS.record(stats, err.map(CallError::kind));
+        // observe: per-component counters for `/metrics` (handles resolved at load).
+        if let Some(observe) = &self.observe {
+            observe.record(stats, err.map(CallError::kind));
+        }
         tracing::debug!(
             component = %self.name,
             service = %site.service,

@@ -44,6 +44,10 @@ pub struct Component {
     pub from_cache: bool,
     /// Time spent compiling or loading the compiled code.
     pub load_time: Duration,
+    /// First 12 hex digits of the SHA-256 of the component's bytes (metrics label).
+    pub version: String,
+    /// Where its calls are counted for `/metrics` (set by the service that loads it).
+    pub observe: Option<Arc<crate::observe::CallMetrics>>,
     pub(super) pre: Pre,
     pub(super) engine: wasmtime::Engine,
     /// Keeps the epoch ticker (and so this component's deadlines) alive.
@@ -117,6 +121,8 @@ impl Engine {
             world,
             from_cache,
             load_time: started.elapsed(),
+            version: short_hash(&bytes),
+            observe: None,
             pre,
             engine: self.engine.clone(),
             _ticker: self.ticker.clone(),
@@ -128,6 +134,12 @@ impl Engine {
             taskback_granted: spec.allow.contains(&Capability::Taskback),
         })
     }
+}
+
+/// First 12 hex digits of the SHA-256 of `bytes`.
+fn short_hash(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
 fn export_hint(err: &wasmtime::Error, world: World) -> String {

@@ -302,6 +302,8 @@ async fn process(service: Arc<ServiceRuntime>, delivery: Delivery, done: mpsc::S
     let mut host_faults = 0;
     let limits = service.spec.limits;
     let bytes = crate::fields::size(&msg.fields);
+    // observe: in flight until counted as done or dead below.
+    let observed = service.observe.start();
     let finished = if let Some(fault) = delivery.not_utf8 {
         // Another producer wrote bytes that are not text: never run on an altered copy. The
         // dead letter is copied from the stored entry, so its bytes survive.
@@ -354,6 +356,7 @@ async fn process(service: Arc<ServiceRuntime>, delivery: Delivery, done: mpsc::S
                     // The error holds guest text: escaped, so it cannot forge a log record.
                     let error = for_terminal(&err.to_string()).into_owned();
                     tracing::warn!(attempt, max_attempts = retry.max_attempts, %error, "failed; retrying");
+                    service.observe.retried(); // observe
                     tokio::time::sleep(pause).await;
                     attempt += 1;
                 }
@@ -371,6 +374,11 @@ async fn process(service: Arc<ServiceRuntime>, delivery: Delivery, done: mpsc::S
     // worker. The slot is freed only after the send: the queue is ordered by send, not by
     // reservation, so a thread preempted between the two would otherwise let the next
     // message overtake this one (with `concurrency: 1`, out of stream order).
+    // observe: the message's outcome and duration.
+    match &finished {
+        Finished::Done(completion, _) => observed.done(completion.taskbacks.len()),
+        Finished::Dead(dead) => observed.dead(&dead.id, &dead.error, dead.attempts, dead.failed_at_ms),
+    }
     let Ok(queued) = done.reserve().await else { return false };
     queued.send(finished);
     true
