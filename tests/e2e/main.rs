@@ -15,6 +15,7 @@ mod hostile;
 mod hostile_fields;
 mod kv;
 mod languages;
+mod receipts;
 mod reliability;
 mod sandbox;
 mod service_model;
