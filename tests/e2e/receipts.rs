@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use crate::collectors::{count, plain, wait_plain};
-use crate::support::{Project, RedisServer, Running, component, entries, field, key, run_host};
+use crate::collectors::{count, http, logged_port, plain, wait_plain};
+use crate::support::{Project, RedisServer, Running, component, entries, field, key, run_host, wait_len};
 
 #[test]
 fn stdin_answers_ok_once_printed() {
@@ -72,5 +72,31 @@ fn exec_program_acknowledges_and_cannot_forge() {
     let receipts: Vec<_> = data.iter().filter_map(|(_, f)| field(f, "cannon.receipt")).collect();
     assert_eq!(receipts.len(), 2, "{data:?}");
     assert!(receipts.contains(&"ok") && receipts.contains(&"error"), "{data:?}");
+    assert!(host.terminate().success(), "{}", host.log_text());
+}
+
+#[test]
+fn http_answers_ok_when_a_waiting_request_takes_the_taskback() {
+    let redis = RedisServer::start();
+    component("receipts");
+    let project = Project::new(
+        "services:\n  h:\n    collector: { kind: http, listen: \"127.0.0.1:0\" }\n    tasks: [ { file: receipts } ]\n",
+    );
+    let mut host = Running::start(&project, &redis, &["h"]);
+    let port = logged_port(&mut host);
+    let (status, body) = http(port, "POST", "/?wait=30000", br#"{"text": "hi"}"#);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""text":"HI""#) && body.contains(r#""cannon.receipt":"yes""#), "{body}");
+    let mut con = redis.con();
+    wait_len(&mut con, &key("h", "data"), 2, Duration::from_secs(30));
+    let data = entries(&mut con, &key("h", "data"));
+    let receipt = &data[1].1;
+    assert_eq!(field(receipt, "cannon.receipt_for"), Some(data[0].0.as_str()), "{data:?}");
+    assert_eq!(field(receipt, "cannon.receipt"), Some("ok"));
+    assert_eq!(field(receipt, "cannon.receipt_detail"), Some("delivered to the waiting request"));
+    // A body cannot forge a receipt: its receipt keys are dropped.
+    let (status, body) = http(port, "POST", "/?wait=30000", br#"{"text": "x", "cannon.receipt_for": "1-0"}"#);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""text":"X""#), "an ordinary line, not a receipt: {body}");
     assert!(host.terminate().success(), "{}", host.log_text());
 }
