@@ -50,7 +50,8 @@ fn branding(args: &Args, _msg: &Message) -> Result<String, CmdError> {
             let enable = switch == "enable";
             let changed = daemon::set_enabled(&GuestKv, enable)?;
             let state = if enable { "enabled" } else { "disabled" };
-            let said = if changed { format!("the daemon is now {state}") } else { format!("the daemon was already {state}") };
+            let said =
+                if changed { format!("the daemon is now {state}") } else { format!("the daemon was already {state}") };
             if !enable {
                 return Ok(said);
             }
