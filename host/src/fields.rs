@@ -17,6 +17,12 @@
 //! - **No pair is free.** Byte budgets (`limits.output_kb`, `limits.message_kb`, the size
 //!   of a taskback) count each pair's key and value plus [`ENTRY_OVERHEAD`] ([`size`]), so
 //!   a flood of empty pairs is bounded too; `limits.max_fields` caps the number of pairs.
+//! - **Receipts.** A task asks for a receipt by writing the ordinary pair `receipt: yes`
+//!   ([`RECEIPT_REQUEST`]) into a taskback (its results or an extra taskback); the host
+//!   replaces it with its own `cannon.receipt: yes` ([`RECEIPT_FIELD`]) right after
+//!   `cannon.id`. The collector that performs the taskback then adds a receipt message
+//!   ([`receipt_message`]) whose `cannon.receipt_*` keys a collector's outside input can never
+//!   carry ([`is_receipt_key`]), so a receipt cannot be forged through a collector.
 
 use indexmap::IndexMap;
 
@@ -28,6 +34,62 @@ pub const HOST_PREFIX: &str = "cannon.";
 /// Bytes each pair costs on top of its key and value in every byte budget: the host's
 /// own bookkeeping per pair (two strings and a slot) is about that, even when both are empty.
 pub const ENTRY_OVERHEAD: usize = 32;
+
+/// The ordinary key (value `yes`) by which a task asks for a receipt of a taskback.
+pub const RECEIPT_REQUEST: &str = "receipt";
+/// On a taskback: `yes` (a receipt was asked for). On a receipt message: `ok` or `error`.
+pub const RECEIPT_FIELD: &str = "cannon.receipt";
+/// On a receipt message: the id of the message whose taskback it reports on.
+pub const RECEIPT_FOR_FIELD: &str = "cannon.receipt_for";
+/// On a receipt message: what the collector says about it (`printed`, an error text, ...).
+pub const RECEIPT_DETAIL_FIELD: &str = "cannon.receipt_detail";
+/// An ordinary key a task may set on a taskback that asks for a receipt; the receipt
+/// carries it back (at most [`RECEIPT_REF_MAX`] bytes), to tell apart several taskbacks of
+/// one message.
+pub const RECEIPT_REF: &str = "receipt_ref";
+/// Longest `receipt_ref` carried back, in bytes (longer ones are cut at a character boundary).
+pub const RECEIPT_REF_MAX: usize = 256;
+
+/// Whether a step's taskback pairs ask for a receipt: the last `receipt` pair is `yes`.
+pub fn asks_receipt(fields: &[(String, String)]) -> bool {
+    fields.iter().rev().find(|(k, _)| k == RECEIPT_REQUEST).is_some_and(|(_, v)| v == "yes")
+}
+
+/// Whether a taskback the host wrote asks for a receipt: `cannon.receipt: yes` among its
+/// leading host-owned pairs.
+pub fn wants_receipt(fields: &[(String, String)]) -> bool {
+    fields.iter().take_while(|(k, _)| is_host_key(k)).any(|(k, v)| k == RECEIPT_FIELD && v == "yes")
+}
+
+/// Whether `key` is one of the receipt keys (`cannon.receipt...`, any ASCII case), which
+/// only a collector's receipt may carry into a message.
+pub fn is_receipt_key(key: &str) -> bool {
+    key.as_bytes().get(..RECEIPT_FIELD.len()).is_some_and(|head| head.eq_ignore_ascii_case(RECEIPT_FIELD.as_bytes()))
+}
+
+/// The fields of the receipt for `taskback` (which must ask for one): the message id it
+/// answered, `ok` or `error`, the collector's `detail`, and the taskback's `receipt_ref`.
+/// `None` when the taskback has no host-written id.
+pub fn receipt_message(taskback: &[(String, String)], outcome: Result<&str, &str>) -> Option<Fields> {
+    let id = host_id(taskback)?;
+    let (word, detail) = match outcome {
+        Ok(detail) => ("ok", detail),
+        Err(detail) => ("error", detail),
+    };
+    let mut fields = vec![
+        (RECEIPT_FOR_FIELD.to_owned(), id.to_owned()),
+        (RECEIPT_FIELD.to_owned(), word.to_owned()),
+        (RECEIPT_DETAIL_FIELD.to_owned(), detail.to_owned()),
+    ];
+    if let Some((_, reference)) = taskback.iter().rev().find(|(k, _)| k == RECEIPT_REF) {
+        let mut end = reference.len().min(RECEIPT_REF_MAX);
+        while !reference.is_char_boundary(end) {
+            end -= 1;
+        }
+        fields.push((RECEIPT_REF.to_owned(), reference[..end].to_owned()));
+    }
+    Some(fields)
+}
 
 /// Whether `key` is host-owned: it starts with `cannon.`, in any ASCII case.
 pub fn is_host_key(key: &str) -> bool {
@@ -127,6 +189,33 @@ mod tests {
         // Only the first pair is read: a `cannon.id` anywhere else names nothing.
         assert_eq!(host_id(&f(&[("text", "hi"), ("cannon.id", "victim")])), None);
         assert_eq!(host_id(&[]), None);
+    }
+
+    #[test]
+    fn receipts() {
+        assert!(asks_receipt(&f(&[("receipt", "no"), ("receipt", "yes")])));
+        assert!(!asks_receipt(&f(&[("receipt", "yes"), ("receipt", "no")])));
+        assert!(!asks_receipt(&f(&[("Receipt", "yes")])));
+        assert!(wants_receipt(&f(&[("cannon.id", "1-0"), ("cannon.receipt", "yes"), ("a", "b")])));
+        // Only among the host's leading pairs.
+        assert!(!wants_receipt(&f(&[("cannon.id", "1-0"), ("a", "b"), ("cannon.receipt", "yes")])));
+        for key in ["cannon.receipt", "Cannon.Receipt_for", "cannon.receipt_detail", "CANNON.RECEIPTX"] {
+            assert!(is_receipt_key(key), "{key}");
+        }
+        assert!(!is_receipt_key("cannon.id") && !is_receipt_key("receipt") && !is_receipt_key("cannon.rec"));
+        let long = "é".repeat(200);
+        let taskback = f(&[("cannon.id", "5-0"), ("cannon.receipt", "yes"), ("receipt_ref", &long)]);
+        let receipt = receipt_message(&taskback, Err("upload failed")).unwrap();
+        assert_eq!(
+            &receipt[..3],
+            &f(&[
+                ("cannon.receipt_for", "5-0"),
+                ("cannon.receipt", "error"),
+                ("cannon.receipt_detail", "upload failed")
+            ])[..]
+        );
+        assert_eq!(receipt[3].1.len(), RECEIPT_REF_MAX);
+        assert_eq!(receipt_message(&taskback[1..], Ok("x")), None);
     }
 
     #[test]

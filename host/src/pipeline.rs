@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::broker::{Fields, ID_FIELD};
 use crate::engine::{CallError, CallStats, Component, KvScope, Message};
-use crate::fields::{guest_pairs, with_host_keys};
+use crate::fields::{RECEIPT_FIELD, RECEIPT_REQUEST, asks_receipt, guest_pairs, with_host_keys};
 use crate::torch::Torch;
 
 /// One step of a pipeline.
@@ -90,13 +90,27 @@ impl Outcome {
     /// (`cannon.*`) from the message, the results or a step are dropped, all occurrences, so
     /// every taskback holds exactly one `cannon.id`, the host's, in the first pair.
     pub fn taskbacks(self, msg: &Message) -> Vec<Fields> {
-        let id = || vec![(ID_FIELD.to_owned(), msg.id.clone())];
+        // `receipt: yes` from a step (never from the message) becomes the host's `cannon.receipt: yes`.
+        let head = |receipt: bool| {
+            let mut head = vec![(ID_FIELD.to_owned(), msg.id.clone())];
+            if receipt {
+                head.push((RECEIPT_FIELD.to_owned(), "yes".to_owned()));
+            }
+            head
+        };
         let mut out = Vec::with_capacity(1 + self.extra_taskbacks.len());
         if !self.results.is_empty() {
-            out.push(with_host_keys(id(), msg.fields.iter().cloned().chain(self.results)));
+            let receipt = asks_receipt(&self.results);
+            let mut entry = with_host_keys(head(receipt), msg.fields.iter().cloned().chain(self.results));
+            if receipt {
+                entry.retain(|(k, _)| k != RECEIPT_REQUEST);
+            }
+            out.push(entry);
         }
         for extra in self.extra_taskbacks {
-            out.push(with_host_keys(id(), extra));
+            let receipt = asks_receipt(&extra);
+            let rest = extra.into_iter().filter(|(k, _)| !(receipt && k == RECEIPT_REQUEST));
+            out.push(with_host_keys(head(receipt), rest));
         }
         out
     }
@@ -117,6 +131,27 @@ mod tests {
         assert_eq!(outcome.taskbacks(&msg), vec![f(&[("cannon.id", "1-0"), ("user", "me"), ("text", "HI")])]);
         let empty = Outcome::default();
         assert!(empty.taskbacks(&msg).is_empty());
+    }
+
+    #[test]
+    fn a_step_asks_for_a_receipt_the_message_cannot() {
+        let msg = Message { id: "3-0".into(), service: "s".into(), fields: f(&[("receipt", "yes"), ("text", "hi")]) };
+        // The message's own `receipt: yes` is data, not a request.
+        let plain = Outcome { results: f(&[("text", "HI")]), ..Outcome::default() };
+        assert_eq!(plain.taskbacks(&msg), vec![f(&[("cannon.id", "3-0"), ("receipt", "yes"), ("text", "HI")])]);
+        let asking = Outcome {
+            results: f(&[("text", "HI"), ("receipt", "yes")]),
+            extra_taskbacks: vec![f(&[("receipt", "yes"), ("to", "bob")]), f(&[("receipt", "maybe")])],
+            ..Outcome::default()
+        };
+        assert_eq!(
+            asking.taskbacks(&msg),
+            vec![
+                f(&[("cannon.id", "3-0"), ("cannon.receipt", "yes"), ("text", "HI")]),
+                f(&[("cannon.id", "3-0"), ("cannon.receipt", "yes"), ("to", "bob")]),
+                f(&[("cannon.id", "3-0"), ("receipt", "maybe")]),
+            ]
+        );
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! table holds (the table itself is checked at load: `engine::commands`).
 //!
 //! A message without `in_key` is not for torch (e.g. a timer tick in the same service) and
-//! gets no reply; with a `prefix`, neither does a line that does not start with it.
+//! gets no reply; with a `prefix`, neither does a line that does not start with it followed
+//! directly by a letter (`...`, `.5 pm`, `. ` only look like commands).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -142,9 +143,11 @@ impl Torch {
             return Ok(reply(None));
         };
         if let Some(prefix) = &self.spec.prefix {
+            // `...`, `.5`, `. ` or `.)` only look like commands: the prefix must be followed
+            // directly by a letter.
             match line.trim_start().strip_prefix(prefix.as_str()) {
-                Some(rest) => line = rest,
-                None => return Ok(reply(None)),
+                Some(rest) if rest.starts_with(char::is_alphabetic) => line = rest,
+                _ => return Ok(reply(None)),
             }
         }
         let argv = match split(line) {
@@ -167,6 +170,9 @@ impl Torch {
             return Ok(self.reply(text));
         }
         let Some(command) = self.find(name) else {
+            if self.spec.ignore_unknown {
+                return Ok(reply(None));
+            }
             let first = format!("unknown command {:?}.\n", cut(name.clone(), UNKNOWN_NAME_SHOWN));
             let help = help(&self.commands, self.budget().saturating_sub(first.len()));
             return Ok(self.reply(first + &help));

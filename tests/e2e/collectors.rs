@@ -64,7 +64,7 @@ pub fn wait_count(host: &mut Running, needle: &str, n: usize, timeout: Duration)
 }
 
 /// The port the http collector logged (`address=127.0.0.1:PORT`).
-fn logged_port(host: &mut Running) -> u16 {
+pub fn logged_port(host: &mut Running) -> u16 {
     host.wait_for_log("http collector listening", Duration::from_secs(60));
     let log = plain(&host.log_text());
     let line = log.lines().find(|l| l.contains("http collector listening")).expect("listening line");

@@ -18,6 +18,7 @@ mod hostile_fields;
 mod kv;
 mod languages;
 mod observe;
+mod receipts;
 mod reliability;
 mod sandbox;
 mod service_model;

@@ -12,6 +12,7 @@
 //!   summaries, usage text and `--flag value` / `--flag=value` option parsing.
 //! - [`log`], [`config`], [`kv`], [`taskback`]: the host's imports, wrapped.
 //! - [`Message`] and [`Fields`]: what a component receives, with lookup helpers.
+//! - [`receipt`]: ask for, and read, the receipt of a taskback.
 //!
 //! ## A task
 //! ```ignore
@@ -63,6 +64,7 @@
 
 mod args;
 mod imports;
+pub mod receipt;
 mod shell;
 
 pub use args::{Args, CmdError};

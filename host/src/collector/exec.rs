@@ -4,9 +4,19 @@
 //! go to the log. Each taskback is written to its stdin as one JSON object per line. When
 //! it exits it is started again after an exponential backoff. At shutdown its stdin is
 //! closed, it gets [`GRACE`] to exit, and is then killed.
+//!
+//! Receipts: a taskback that asks for one reaches the program with `cannon.receipt: "yes"`;
+//! the program acknowledges it with a line `{"receipt_for": ID, "receipt": "ok"}` (`ID` the
+//! taskback's `cannon.id`; any other `receipt` value is an error; optional `detail` and
+//! `receipt_ref`), which the collector turns into the receipt message. Such a line is never
+//! an ordinary message; one for an id that has no receipt outstanding is logged and skipped.
+//! At most [`MAX_PENDING_RECEIPTS`] receipts are outstanding; beyond that the oldest is
+//! forgotten (its acknowledgement is then skipped).
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -27,6 +37,13 @@ const DRAIN: Duration = Duration::from_secs(1);
 /// Longest stderr line logged in full.
 const MAX_STDERR_LINE: usize = 16 * 1024;
 
+/// Receipts handed to the program and not acknowledged yet, oldest first.
+const MAX_PENDING_RECEIPTS: usize = 4096;
+
+/// Message ids of the taskbacks handed to the program that ask for a receipt (an id once
+/// per such taskback), oldest first.
+type Pending = Arc<Mutex<VecDeque<String>>>;
+
 /// Taskback lines on their way to the program, kept across restarts.
 struct Outbox {
     rx: mpsc::Receiver<String>,
@@ -42,8 +59,19 @@ enum Ended {
 pub async fn run(ctx: Context, command: &[String], dir: &Path) -> anyhow::Result<Exit> {
     let name = ctx.service.name.clone();
     let (tx, rx) = mpsc::channel::<String>(256);
+    let pending = Pending::default();
+    let waiting = pending.clone();
     let taskbacks = ctx.spawn_taskbacks(move |entry| {
         let tx = tx.clone();
+        if crate::fields::wants_receipt(&entry.fields)
+            && let Some(id) = crate::fields::host_id(&entry.fields)
+        {
+            let mut waiting = waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            if waiting.len() >= MAX_PENDING_RECEIPTS {
+                waiting.pop_front();
+            }
+            waiting.push_back(id.to_owned());
+        }
         async move {
             // Waits while no program is reading, so taskbacks stay in the stream meanwhile.
             let _ = tx.send(crate::text::for_json(to_json(&entry.fields).to_string())).await;
@@ -54,7 +82,7 @@ pub async fn run(ctx: Context, command: &[String], dir: &Path) -> anyhow::Result
     let shown = command.join(" ");
     let exit = loop {
         let started = Instant::now();
-        let ended = run_program(&ctx, command, dir, &mut outbox).await;
+        let ended = run_program(&ctx, command, dir, &mut outbox, &pending).await;
         let why = match ended {
             Ok(Ended::Shutdown) => break Exit::Stopped,
             Ok(Ended::Exited(status)) => format!("program exited ({status})"),
@@ -91,6 +119,7 @@ async fn run_program(
     command: &[String],
     dir: &Path,
     outbox: &mut Option<Outbox>,
+    pending: &Pending,
 ) -> anyhow::Result<Ended> {
     let name = ctx.service.name.as_str();
     let (program, args) = command.split_first().context("empty command")?;
@@ -129,7 +158,7 @@ async fn run_program(
         tokio::select! {
             line = out.next(), if out_open => match line {
                 Ok(Some(Line::Text(text))) => {
-                    if !forward(ctx, pid, &text).await {
+                    if !forward(ctx, pid, &text, pending).await {
                         break None;
                     }
                 }
@@ -176,7 +205,7 @@ async fn run_program(
 }
 
 /// Adds one stdout line as a message; `false` when shutdown interrupted it.
-async fn forward(ctx: &Context, pid: u32, text: &str) -> bool {
+async fn forward(ctx: &Context, pid: u32, text: &str, pending: &Pending) -> bool {
     let name = ctx.service.name.as_str();
     let text = text.trim();
     if text.is_empty() {
@@ -190,6 +219,10 @@ async fn forward(ctx: &Context, pid: u32, text: &str) -> bool {
             return true;
         }
     };
+    if fields.iter().any(|(k, _)| k == ACK_FOR) {
+        acknowledge(ctx, pid, &fields, pending).await;
+        return true;
+    }
     match ctx.add_patiently(fields).await {
         Ok(id) => {
             tracing::debug!(service = %name, pid, id = %id, "message from program");
@@ -201,6 +234,37 @@ async fn forward(ctx: &Context, pid: u32, text: &str) -> bool {
             true
         }
     }
+}
+
+/// The key of a program's line that acknowledges a taskback (its value: the taskback's `cannon.id`).
+const ACK_FOR: &str = "receipt_for";
+
+/// Turns the program's acknowledgement into the receipt of the oldest outstanding taskback
+/// of that id.
+async fn acknowledge(ctx: &Context, pid: u32, fields: &[(String, String)], pending: &Pending) {
+    use crate::broker::ID_FIELD;
+    use crate::fields::{RECEIPT_FIELD, RECEIPT_REF, RECEIPT_REQUEST};
+    let get = |key: &str| fields.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let id = get(ACK_FOR).unwrap_or_default();
+    let known = {
+        let mut pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
+        match pending.iter().position(|p| p == id) {
+            Some(at) => pending.remove(at).is_some(),
+            None => false,
+        }
+    };
+    if !known {
+        let shown: String = id.chars().take(100).collect();
+        tracing::warn!(service = %ctx.service.name, pid, receipt_for = %shown, "program acknowledged a taskback that has no receipt outstanding; skipped");
+        return;
+    }
+    let mut taskback = vec![(ID_FIELD.to_owned(), id.to_owned()), (RECEIPT_FIELD.to_owned(), "yes".to_owned())];
+    if let Some(reference) = get(RECEIPT_REF) {
+        taskback.push((RECEIPT_REF.to_owned(), reference.to_owned()));
+    }
+    let detail = get("detail").unwrap_or_default();
+    let outcome = if get(RECEIPT_REQUEST) == Some("ok") { Ok(detail) } else { Err(detail) };
+    ctx.receipt(&taskback, outcome).await;
 }
 
 /// Writes taskback lines to the program until it goes away or `stop`; gives the queue back.

@@ -15,6 +15,11 @@
 //! each to the request waiting for it (by the host-written `cannon.id`, the first pair)
 //! and acknowledges every one, waited for or not. `?wait` therefore expects the service's
 //! collector to run in one process.
+//!
+//! Receipts: a taskback that asks for one gets `ok` when a `?wait` request takes it (at
+//! once, or a late one from the few kept), and `error` when nobody takes it: its request is
+//! gone, it was pushed out of the kept ones by later taskbacks, or another taskback of the
+//! same message was already kept.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -43,6 +48,11 @@ const MAX_WAIT_MS: u64 = 300_000;
 /// between adding a message and registering is tiny, so a few suffice).
 const UNCLAIMED_MAX: usize = 64;
 
+/// A receipt's outcome: `ok` or `error`, with the detail.
+type Outcome = Result<&'static str, &'static str>;
+/// The detail of a receipt for a taskback handed to its `?wait` request.
+const DELIVERED: &str = "delivered to the waiting request";
+
 /// Requests waiting for taskbacks, by message id.
 #[derive(Default)]
 struct Waiters {
@@ -65,25 +75,32 @@ impl Shared {
 
     /// Hands a taskback to its waiter, or keeps it briefly in case the waiter is late. The
     /// waiter is found by the id the host wrote (the first pair, [`host_id`]) only.
-    fn deliver(&self, fields: Fields) {
+    /// Returns the taskbacks whose fate is settled, with the outcome for their receipts.
+    fn deliver(&self, fields: Fields) -> Vec<(Fields, Outcome)> {
         let Some(id) = host_id(&fields).map(str::to_owned) else {
-            return;
+            return Vec::new();
         };
         let mut waiters = self.waiters();
         if let Some(tx) = waiters.waiting.remove(&id) {
-            let _ = tx.send(fields);
-            return;
+            return match tx.send(fields) {
+                Ok(()) => Vec::new(), // the request sends the receipt
+                Err(fields) => vec![(fields, Err("the waiting request is gone"))],
+            };
         }
         if waiters.unclaimed.contains_key(&id) {
-            return; // a second taskback (sent by a task) of the same message: the first one answers
+            // A second taskback (sent by a task) of the same message: the first one answers.
+            return vec![(fields, Err("another taskback of this message answers its request"))];
         }
+        let mut settled = Vec::new();
         if waiters.order.len() >= UNCLAIMED_MAX
             && let Some(old) = waiters.order.pop_front()
+            && let Some(evicted) = waiters.unclaimed.remove(&old)
         {
-            waiters.unclaimed.remove(&old);
+            settled.push((evicted, Err("no request waited for it")));
         }
         waiters.order.push_back(id.clone());
         waiters.unclaimed.insert(id, fields);
+        settled
     }
 
     /// The taskback of `id` if it already came, else a receiver for it.
@@ -135,8 +152,13 @@ pub async fn run(ctx: Context, listen: &str, limits: HttpLimits) -> anyhow::Resu
     let taskbacks = {
         let shared = shared.clone();
         ctx.spawn_taskbacks(move |entry| {
-            shared.deliver(entry.fields);
-            std::future::ready(())
+            let settled = shared.deliver(entry.fields);
+            let shared = shared.clone();
+            async move {
+                for (taskback, outcome) in settled {
+                    shared.ctx.receipt(&taskback, outcome).await;
+                }
+            }
         })
     };
     let mut app = Router::new().route("/", post(message));
@@ -263,13 +285,19 @@ async fn message(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery, b
         return reply(StatusCode::ACCEPTED, &json!({ "id": id }));
     };
     let rx = match shared.register(&id) {
-        Ok(fields) => return reply(StatusCode::OK, &to_json(&fields)),
+        Ok(fields) => {
+            delivered(&shared, &fields);
+            return reply(StatusCode::OK, &to_json(&fields));
+        }
         Err(rx) => rx,
     };
     let _guard = WaitGuard { shared: &shared, id: &id };
     tokio::select! {
         answer = tokio::time::timeout(Duration::from_millis(ms), rx) => match answer {
-            Ok(Ok(fields)) => reply(StatusCode::OK, &to_json(&fields)),
+            Ok(Ok(fields)) => {
+                delivered(&shared, &fields);
+                reply(StatusCode::OK, &to_json(&fields))
+            }
             _ => reply(StatusCode::GATEWAY_TIMEOUT, &json!({
                 "id": id,
                 "error": format!(
@@ -282,6 +310,16 @@ async fn message(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery, b
             "id": id,
             "error": "the collector is shutting down; the message was queued",
         })),
+    }
+}
+
+/// Sends the `ok` receipt of a taskback handed to its request, when it asks for one (in
+/// the background: the answer does not wait for the broker).
+fn delivered(shared: &Arc<Shared>, fields: &Fields) {
+    if crate::fields::wants_receipt(fields) {
+        let shared = shared.clone();
+        let fields = fields.clone();
+        tokio::spawn(async move { shared.ctx.receipt(&fields, Ok(DELIVERED)).await });
     }
 }
 

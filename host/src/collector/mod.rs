@@ -184,6 +184,10 @@ impl Context {
     /// it succeeds; gives up (with the last error) only at shutdown.
     pub async fn add_patiently(&self, fields: Fields) -> Result<String, AddError> {
         let message = self.message(fields)?;
+        self.add_message_patiently(message).await
+    }
+
+    async fn add_message_patiently(&self, message: Fields) -> Result<String, AddError> {
         let mut failures = 0u32;
         loop {
             match self.broker.add(&self.service.name, StreamKind::Data, &message).await {
@@ -206,11 +210,45 @@ impl Context {
         }
     }
 
-    fn message(&self, fields: Fields) -> Result<Fields, AddError> {
-        let limit = self.service.limits.max_fields;
+    /// Adds the receipt for `taskback` when it asks for one (`cannon.receipt: yes`): the
+    /// collector's kwargs plus [`crate::fields::receipt_message`], retried like
+    /// [`Context::add_patiently`]. A receipt that cannot be added is logged; returns its id.
+    pub async fn receipt(&self, taskback: &Fields, outcome: Result<&str, &str>) -> Option<String> {
+        if !crate::fields::wants_receipt(taskback) {
+            return None;
+        }
+        let fields = crate::fields::receipt_message(taskback, outcome)?;
+        let added = match self.checked(self.with_kwargs(fields)) {
+            Ok(message) => self.add_message_patiently(message).await,
+            Err(err) => Err(err),
+        };
+        match added {
+            Ok(id) => Some(id),
+            Err(err) => {
+                tracing::error!(service = %self.service.name, error = %err, "cannot add a receipt");
+                None
+            }
+        }
+    }
+
+    /// The collector's kwargs, then `fields` merged in.
+    fn with_kwargs(&self, fields: Fields) -> Fields {
         let mut message = Vec::with_capacity(fields.len() + self.kwargs().len());
         message.extend(self.kwargs().iter().map(|(k, v)| (k.clone(), v.clone())));
         crate::fields::merge(&mut message, fields);
+        message
+    }
+
+    /// A message from outside (a chat line, a body, a program's line, a kwarg): receipt keys
+    /// (`cannon.receipt...`) are dropped, so only [`Context::receipt`] writes them.
+    fn message(&self, fields: Fields) -> Result<Fields, AddError> {
+        let mut message = self.with_kwargs(fields);
+        message.retain(|(k, _)| !crate::fields::is_receipt_key(k));
+        self.checked(message)
+    }
+
+    fn checked(&self, message: Fields) -> Result<Fields, AddError> {
+        let limit = self.service.limits.max_fields;
         if message.is_empty() {
             return Err(AddError::Empty);
         }

@@ -1,6 +1,8 @@
 //! `stdin`: each line of standard input becomes a message `{user, text}`; each taskback is
 //! printed on standard output (its `text` field, or the whole taskback as JSON when it has
-//! none). At end of input the collector waits for the replies still due, then finishes.
+//! none). A taskback that asks for a receipt (`cannon.receipt: yes`) gets one saying `ok`
+//! (`printed`) once it is printed. At end of input the collector waits for the replies
+//! still due (answers to receipts included), then finishes.
 //! Replies are guest text: printed through [`crate::text`] (newlines kept, every other
 //! control, C1 and bidi character escaped).
 
@@ -44,12 +46,22 @@ pub async fn run(ctx: Context) -> anyhow::Result<Exit> {
         let outstanding = outstanding.clone();
         let last_reply = last_reply.clone();
         tokio::spawn(async move {
-            ctx.taskbacks(|entry| {
-                println!("{}", render(entry));
-                if let Some(id) = host_id(&entry.fields) {
-                    outstanding.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
-                }
+            let receipts = ctx.clone();
+            let receipts = &receipts;
+            ctx.for_each_taskback(|entry| {
+                println!("{}", render(&entry));
                 *last_reply.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+                let outstanding = outstanding.clone();
+                async move {
+                    // Printed: the receipt (when asked for) says `ok`; its answer is awaited
+                    // too, so it is outstanding before the message it reports on is not.
+                    if let Some(id) = receipts.receipt(&entry.fields, Ok("printed")).await {
+                        outstanding.lock().unwrap_or_else(PoisonError::into_inner).insert(id);
+                    }
+                    if let Some(id) = host_id(&entry.fields) {
+                        outstanding.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
+                    }
+                }
             })
             .await;
         })

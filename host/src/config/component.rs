@@ -14,7 +14,7 @@ use super::yaml::{Key, Node, Value};
 
 const SHELL_KEYS: &[&str] = &["file", "path", "conf", "allow", "files", "permissions", "limits"];
 const TASK_KEYS: &[&str] = &["file", "path", "conf", "allow", "files", "limits"];
-const TORCH_KEYS: &[&str] = &["in_key", "out_key", "user_key", "prefix"];
+const TORCH_KEYS: &[&str] = &["in_key", "out_key", "user_key", "prefix", "ignore_unknown"];
 const CONF_KEYS: &[&str] = &["key", "kwargs"];
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -262,7 +262,7 @@ fn task_item(ctx: &mut Ctx, item: &Node, path: &str, service: &ServiceLimits<'_>
             Some(TaskSpec::Torch(torch(ctx, options, &p, item.line)))
         }
         Value::Map(_) if matches!(item.get("file").map(|f| &f.value), Some(Value::Str(s)) if s == "torch") => {
-            ctx.map(item, path, &["file", "in_key", "out_key", "user_key", "prefix"]);
+            ctx.map(item, path, &["file", "in_key", "out_key", "user_key", "prefix", "ignore_unknown"]);
             Some(TaskSpec::Torch(torch(ctx, item, path, item.line)))
         }
         Value::Map(_) => component(ctx, item, path, Role::Task, None, service).map(TaskSpec::Wasm),
@@ -274,7 +274,7 @@ fn task_item(ctx: &mut Ctx, item: &Node, path: &str, service: &ServiceLimits<'_>
     }
 }
 
-/// Reads `in_key`, `out_key`, `user_key` and `prefix` from `node` (any other keys were checked by
+/// Reads `in_key`, `out_key`, `user_key`, `prefix` and `ignore_unknown` from `node` (any other keys were checked by
 /// the caller); a null or scalar node gives the defaults.
 fn torch(ctx: &mut Ctx, node: &Node, path: &str, line: usize) -> TorchSpec {
     let mut key = |name: &str, default: &str| match node.get(name) {
@@ -295,5 +295,7 @@ fn torch(ctx: &mut Ctx, node: &Node, path: &str, line: usize) -> TorchSpec {
         }
         None => None,
     };
-    TorchSpec { in_key, out_key, user_key, prefix, line }
+    let ignore_unknown =
+        node.get("ignore_unknown").and_then(|n| ctx.boolean(n, &join(path, "ignore_unknown"))).unwrap_or(false);
+    TorchSpec { in_key, out_key, user_key, prefix, ignore_unknown, line }
 }

@@ -176,9 +176,13 @@ pub struct TorchSpec {
     pub out_key: String,
     /// Message field naming the sender, for permissions (default `user`).
     pub user_key: String,
-    /// When set, only lines starting with it are commands (it is stripped: `.roll 2d6`
-    /// with prefix `.` runs `roll 2d6`); other lines get no reply, as in a busy chat room.
+    /// When set, only lines starting with it directly followed by a letter are commands (it
+    /// is stripped: `.roll 2d6` with prefix `.` runs `roll 2d6`); other lines (`just chatting`,
+    /// `...`, `.5 pm`) get no reply, as in a busy chat room.
     pub prefix: Option<String>,
+    /// When true, a line whose first word is not a command (nor `help`) gets no reply
+    /// instead of the command list: ordinary chat in a room where commands have no prefix.
+    pub ignore_unknown: bool,
     pub line: usize,
 }
 

@@ -109,6 +109,15 @@ fn branding_applies_once_and_a_second_start_reapplies_nothing() {
     assert_eq!(get(&banners[1], "hash"), fnv1a64_hex(b"[banner] a new look"));
     assert_eq!(say("alice", "branding sync"), "Today is in force and up to date: nothing to apply");
     assert_eq!(taskbacks_where(redis, "branding", "action", "set-icon").len(), 1);
+    // --force puts everything back on, e.g. after staff changed the assets by hand.
+    assert_eq!(
+        say("alice", "branding sync --force"),
+        "Today is in force; applied today/banner.txt, today/icons/one.txt"
+    );
+    assert_eq!(taskbacks_where(redis, "branding", "action", "set-banner").len(), 3);
+    assert_eq!(taskbacks_where(redis, "branding", "action", "set-icon").len(), 2);
+    let denied = say("bob", "branding sync --force");
+    assert!(denied.starts_with("permission denied: `branding sync` is for moderators only"), "{denied}");
     assert!(host.terminate().success(), "{}", host.log_text());
 }
 
@@ -135,7 +144,9 @@ fn branding_rotates_icons_and_obeys_the_daemon_switch() {
     assert_eq!(taskbacks_where(redis, "branding", "action", "set-icon").len(), applied, "disabled: no rotation");
     assert!(say("bob", "branding about").ends_with("daemon: disabled"));
 
-    assert_eq!(say("alice", "branding daemon enable"), "the daemon is now enabled");
+    // Enabling syncs at once: the reply says what it applied.
+    let enabled = say("alice", "branding daemon enable");
+    assert!(enabled.starts_with("the daemon is now enabled; Today is in force"), "{enabled}");
     wait_taskbacks(redis, "branding", "action", "set-icon", applied + 1);
     assert!(host.terminate().success(), "{}", host.log_text());
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::STDIN;
-use super::{reply, taskbacks_where, wait_taskbacks};
+use super::{reply, say, taskbacks_where, wait_taskbacks};
 use crate::collectors::example;
 use crate::conformance::Backend;
 use crate::support::{Project, RedisServer, Running, component, field};
@@ -161,4 +161,26 @@ fn iwant_survives_a_host_restart_in_the_middle() {
     // The clock carries on after the restart: dave's request expires.
     assert_eq!(get(&setup.notices("dave", 1)[0], "kind"), "expired");
     assert!(setup.say("dave", "iwant list").contains("EXPIRED"));
+}
+
+#[test]
+fn iwant_ignores_chat_needs_overlap_and_takes_now() {
+    let setup = Setup::start();
+    // Ordinary chat gets no reply (torch `ignore_unknown`); `iwant list all` lists.
+    assert!(say(&setup.backend, &setup.project, "iwant", "alice", "hello everyone", 1500).is_none());
+    assert!(setup.say("alice", "iwant list all").starts_with("you have no requests"));
+    // `at now` and `at +0m`: the default deadline is never already past.
+    assert!(setup.say("alice", "iwant coffee at now").ends_with("(PENDING)"));
+    let bob = setup.say("bob", "iwant coffee at +0m");
+    assert!(bob.starts_with("request #2: match #1: coffee with alice at ") && bob.ends_with("(MATCHED)"), "{bob}");
+    // A minute of overlap is not a match.
+    assert!(setup.say("carol", "iwant tea at +1h for 30m").ends_with("(PENDING)"));
+    assert!(setup.say("dave", "iwant tea at +89m for 30m").ends_with("(PENDING)"));
+    // A refusal: the reason and the one relevant line of usage.
+    let refused = setup.say("dave", "iwant tea at 25:00");
+    let lines: Vec<&str> = refused.lines().collect();
+    assert_eq!(lines.len(), 2, "{refused}");
+    assert!(lines[0].contains("cannot read") && lines[1].starts_with("usage: iwant ACTIVITY at TIME"), "{refused}");
+    let refused = setup.say("dave", "iwant cancel 99");
+    assert!(refused.ends_with("\nusage: iwant cancel ID|ACTIVITY|all"), "{refused}");
 }

@@ -28,15 +28,24 @@ fn remember_survives_a_restart(backend: &Backend, project: &Project) {
     assert_eq!(say_("bob", ".remember lunch is at noon"), "ok, I'll remember that lunch is at noon");
     assert_eq!(say_("alice", ".remember the plan is to ship it"), "ok, I'll remember that the plan is to ship it");
     assert_eq!(say_("bob", ".recall meeting"), "meeting is tomorrow (said alice)");
-    assert_eq!(say_("bob", ".recall nothing"), "I don't remember anything about nothing");
-    assert!(say(backend, project, "remember", "bob", "just chatting about the meeting", 1500).is_none());
-    assert!(say_("bob", ".remember meeting tomorrow").contains("usage: remember KEY is VALUE"));
+    assert_eq!(
+        say_("bob", ".recall nothing"),
+        "I don't remember anything about nothing (to teach me: remember nothing is ...)"
+    );
+    // Ordinary chat, punctuation and lines that only look like commands get no reply.
+    for line in ["just chatting about the meeting", "...", ". meeting", ".5 pm?"] {
+        assert!(say(backend, project, "remember", "bob", line, 1500).is_none(), "{line:?} got a reply");
+    }
+    // The original's habits: `.remember KEY` recalls, `.rem` is short for `.remember`.
+    assert_eq!(say_("bob", ".remember meeting"), "meeting is tomorrow (said alice)");
+    assert_eq!(say_("bob", ".rem tea is green"), "ok, I'll remember that tea is green");
+    assert_eq!(say_("bob", ".forget tea"), "ok, I forgot tea");
 
     // Memories belong to a chat server: another server does not see them.
     let other =
         backend.run(project, &["send", "remember", "server=elsewhere", "user=bob", "text=.recall meeting", "--wait"]);
     let other: serde_json::Value = serde_json::from_slice(&other.stdout).expect("a reply");
-    assert_eq!(other["text"], "I don't remember anything about meeting");
+    assert_eq!(other["text"], "I don't remember anything about meeting (to teach me: remember meeting is ...)");
 
     assert!(host.terminate().success(), "{}", host.log_text());
     let mut host = start(backend, project);
@@ -46,11 +55,18 @@ fn remember_survives_a_restart(backend: &Backend, project: &Project) {
         say_("carol", ".remembered"),
         "I remember 3 things:\n- lunch is at noon\n- meeting is tomorrow\n- the plan is to ship it"
     );
-    assert_eq!(say_("carol", ".leaderboard"), "leaderboard:\n1. alice: 2 things\n2. bob: 1 thing");
-    assert_eq!(say_("bob", ".remember meeting is today"), "ok, meeting is now today (it was tomorrow)");
     assert_eq!(say_("carol", ".leaderboard"), "leaderboard:\n1. alice: 2 things\n2. bob: 2 things");
+    // Replacing what someone else stored needs --force.
+    assert_eq!(
+        say_("bob", ".remember meeting is today"),
+        "alice already told me meeting is tomorrow; to replace it: remember --force meeting is today"
+    );
+    assert_eq!(say_("bob", ".remember --force meeting is today"), "ok, meeting is now today (it was tomorrow)");
+    assert_eq!(say_("carol", ".leaderboard"), "leaderboard:\n1. bob: 3 things\n2. alice: 2 things");
+    // Recalls are counted, across the restart: meeting 3 times (one by `.remember meeting`).
+    assert_eq!(say_("carol", ".popular"), "most recalled:\n1. meeting: 3 times");
     assert_eq!(say_("carol", ".forget meeting"), "ok, I forgot meeting");
-    assert_eq!(say_("carol", ".recall meeting"), "I don't remember anything about meeting");
+    assert!(say_("carol", ".recall meeting").starts_with("I don't remember anything about meeting"));
     assert!(host.terminate().success(), "{}", host.log_text());
 }
 

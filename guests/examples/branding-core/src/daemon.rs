@@ -144,6 +144,19 @@ pub fn sync(
     now: u64,
     rotate_every: u64,
 ) -> Result<Synced, CmdError> {
+    sync_with(store, calendar, root, now, rotate_every, false)
+}
+
+/// [`sync`]; with `force`, every asset of the event in force is applied again whatever its
+/// hash (`branding sync --force`: recovery after staff changed the assets by hand).
+pub fn sync_with(
+    store: &impl Store,
+    calendar: &Calendar,
+    root: &Path,
+    now: u64,
+    rotate_every: u64,
+    force: bool,
+) -> Result<Synced, CmdError> {
     let before = State::load(store)?;
     let mut state = before.clone();
     let Some(event) = calendar.active(DayMonth::of(now)) else {
@@ -165,7 +178,7 @@ pub fn sync(
         [(Slot::Banner, &event.banner, &mut state.banner_hash), (Slot::Icon, icon, &mut state.icon_hash)]
     {
         let hash = asset_hash(root, asset)?;
-        if applied.as_deref() != Some(hash.as_str()) {
+        if force || applied.as_deref() != Some(hash.as_str()) {
             *applied = Some(hash.clone());
             actions.push(Action {
                 slot,

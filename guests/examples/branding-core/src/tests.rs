@@ -82,6 +82,13 @@ fn applies_once_then_nothing_until_something_changes() {
     events.write("halloween/banner.txt", "darker orange banner");
     let edited = daemon::sync(&store, &events.calendar(), &events.0, on(20, 10) + 2 * HOUR, every).unwrap();
     assert_eq!(applied(&edited), [("set-banner", "halloween/banner.txt")]);
+
+    // --force applies everything again, without rotating.
+    let forced = daemon::sync_with(&store, &events.calendar(), &events.0, on(20, 10) + 3 * HOUR, every, true).unwrap();
+    assert_eq!(applied(&forced), [("set-banner", "halloween/banner.txt"), ("set-icon", "halloween/icons/pumpkin.txt")]);
+    assert!(!forced.rotated);
+    let after = daemon::sync(&store, &events.calendar(), &events.0, on(20, 10) + 4 * HOUR, every).unwrap();
+    assert!(after.actions.is_empty(), "{:?}", after.actions);
 }
 
 #[test]

@@ -20,11 +20,11 @@ impl Shell for Branding {
         usage: concat!(
             "branding about                     the event in force, its banner and icon\n",
             "       branding calendar                  every event and its dates\n",
-            "       branding sync                      apply today's event now (moderators)\n",
-            "       branding daemon [enable|disable]   turn the daily work on or off (moderators)",
+            "       branding sync [--force]            apply today's event now; --force: every asset again (moderators)\n",
+            "       branding daemon [enable|disable]   turn the daily work on (syncing at once) or off (moderators)",
         ),
         options: &[],
-        flags: &[],
+        flags: &["force"],
         run: branding,
     }];
 }
@@ -41,20 +41,7 @@ fn branding(args: &Args, _msg: &Message) -> Result<String, CmdError> {
     match (args.get(0), args.get(1)) {
         (Some("about") | None, None) => branding_core::about(&GuestKv, &load_calendar(root)?, now, rotate_every()?),
         (Some("calendar"), None) => Ok(branding_core::calendar_text(&load_calendar(root)?, now)),
-        (Some("sync"), None) => {
-            let synced = daemon::sync(&GuestKv, &load_calendar(root)?, root, now, rotate_every()?)?;
-            for action in &synced.actions {
-                taskback::send(&action.fields()).map_err(CmdError::fail)?;
-            }
-            let Some(event) = synced.event else {
-                return Ok("no event today and no fallback: nothing to apply".to_owned());
-            };
-            if synced.actions.is_empty() {
-                return Ok(format!("{} is in force and up to date: nothing to apply", event.name));
-            }
-            let assets: Vec<&str> = synced.actions.iter().map(|a| a.asset.as_str()).collect();
-            Ok(format!("{} is in force; applied {}", event.name, assets.join(", ")))
-        }
+        (Some("sync"), None) => sync(root, now, args.flag("force")),
         (Some("daemon"), None) => {
             let state = daemon::State::load(&GuestKv)?;
             Ok(format!("the daemon is {}", if state.disabled { "disabled" } else { "enabled" }))
@@ -63,8 +50,30 @@ fn branding(args: &Args, _msg: &Message) -> Result<String, CmdError> {
             let enable = switch == "enable";
             let changed = daemon::set_enabled(&GuestKv, enable)?;
             let state = if enable { "enabled" } else { "disabled" };
-            Ok(if changed { format!("the daemon is now {state}") } else { format!("the daemon was already {state}") })
+            let said =
+                if changed { format!("the daemon is now {state}") } else { format!("the daemon was already {state}") };
+            if !enable {
+                return Ok(said);
+            }
+            // Enabling syncs at once rather than at the next tick.
+            Ok(format!("{said}; {}", sync(root, now, false)?))
         }
         _ => Err(CmdError::usage(format!("unknown subcommand {:?}", args.rest(0)))),
     }
+}
+
+/// One sync now: the actions go out as taskbacks; the reply says what was applied.
+fn sync(root: &Path, now: u64, force: bool) -> Result<String, CmdError> {
+    let synced = daemon::sync_with(&GuestKv, &load_calendar(root)?, root, now, rotate_every()?, force)?;
+    for action in &synced.actions {
+        taskback::send(&action.fields()).map_err(CmdError::fail)?;
+    }
+    let Some(event) = synced.event else {
+        return Ok("no event today and no fallback: nothing to apply".to_owned());
+    };
+    if synced.actions.is_empty() {
+        return Ok(format!("{} is in force and up to date: nothing to apply", event.name));
+    }
+    let assets: Vec<&str> = synced.actions.iter().map(|a| a.asset.as_str()).collect();
+    Ok(format!("{} is in force; applied {}", event.name, assets.join(", ")))
 }

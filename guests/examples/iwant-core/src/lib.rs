@@ -23,6 +23,9 @@ use cannon_guest::CmdError;
 use example_kit::{time, Store};
 use parse::Want;
 
+/// The overlap two windows need to match: this much, or all of the shorter one.
+pub const MIN_OVERLAP: u64 = 15 * time::MINUTE;
+
 /// Most open requests one user may have at once.
 pub const MAX_OPEN_PER_USER: usize = 10;
 
@@ -59,6 +62,15 @@ impl Notice {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect()
+    }
+}
+
+/// The one line of usage that fits a refusal of `iwant FIRST ...`.
+pub fn usage_line(first: Option<&str>) -> &'static str {
+    match first {
+        Some("list") => "iwant list",
+        Some("cancel") => "iwant cancel ID|ACTIVITY|all",
+        _ => "iwant ACTIVITY at TIME|+10m|now [for DURATION] [until TIME]",
     }
 }
 
@@ -101,8 +113,15 @@ fn joinable(res: &Outcome, members: &[Request], user: &str, server: &str, want: 
     };
     open && res.server == server
         && res.activity == want.activity
-        && overlap((res.start, res.end), (want.start, want.end)) > 0
+        && enough_overlap((res.start, res.end), (want.start, want.end))
         && members.iter().all(|m| m.user != user)
+}
+
+/// Whether two windows overlap by [`MIN_OVERLAP`], or by all of the shorter one.
+pub fn enough_overlap(a: (u64, u64), b: (u64, u64)) -> bool {
+    let shorter = a.1.saturating_sub(a.0).min(b.1.saturating_sub(b.0));
+    let got = overlap(a, b);
+    got > 0 && got >= MIN_OVERLAP.min(shorter)
 }
 
 /// A new request: matches it with a compatible result, or opens a PENDING one.

@@ -26,7 +26,8 @@ pub struct Want {
 
 /// Parses the words after `iwant`: `ACTIVITY at TIME [for DURATION] [until TIME]`, with
 /// the keywords in any order after the activity. TIME is `HH:MM`, `HH:MM:SS` (UTC; already
-/// past means tomorrow) or `+10m`; a deadline after the start, or already past, is refused.
+/// past means tomorrow), `+10m` or `now`; a deadline after the start, or already past, is
+/// refused. Without `until` the deadline is the start, or the end when the start is now.
 pub fn parse_want(words: &[String], now: u64) -> Result<Want, String> {
     let keyword = |w: &str| matches!(w, "at" | "for" | "until");
     let split = words.iter().position(|w| keyword(&w.to_lowercase())).unwrap_or(words.len());
@@ -56,7 +57,9 @@ pub fn parse_want(words: &[String], now: u64) -> Result<Want, String> {
     let Some(at) = at else {
         return Err(format!("when? e.g. iwant {activity} at 10:00 (or at +15m)"));
     };
-    let start = time::parse_time(&at, now)?;
+    // `now` is `+0m`.
+    let read = |text: &str| if text.eq_ignore_ascii_case("now") { Ok(now) } else { time::parse_time(text, now) };
+    let start = read(&at)?;
     if start > now + MAX_AHEAD {
         return Err(format!("{at} is too far ahead (at most {})", time::duration(MAX_AHEAD)));
     }
@@ -73,10 +76,13 @@ pub fn parse_want(words: &[String], now: u64) -> Result<Want, String> {
         ));
     }
     let deadline = match &until {
-        Some(text) => time::parse_time(text, now)?,
-        None => start,
+        Some(text) => read(text)?,
+        // Without `until`, looking for company stops at the start, or, for a start that is
+        // now, at the end: the default deadline is never already past.
+        None if start > now => start,
+        None => start + duration,
     };
-    if deadline > start {
+    if until.is_some() && deadline > start {
         let until = until.unwrap_or_default();
         // `until 09:30` at 09:45 for a 10:00 start was meant for today, which is over.
         if !until.starts_with('+') && (deadline - DAY) / DAY == now / DAY && deadline - DAY <= start {
@@ -133,6 +139,20 @@ mod tests {
         // A time of day already past is tomorrow: deadline and start both move.
         let w = want("run at 08:00 until 07:00").unwrap();
         assert_eq!((w.start, w.deadline), (MIDNIGHT + DAY + 8 * HOUR, MIDNIGHT + DAY + 7 * HOUR));
+    }
+
+    #[test]
+    fn now_has_a_deadline_ahead() {
+        for text in ["coffee at now", "coffee at +0m", "coffee at NOW for 1h"] {
+            let w = want(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(w.start, NOW, "{text}");
+            assert_eq!(w.deadline, w.end, "{text}: looking for company lasts the window");
+            assert!(w.deadline > NOW);
+        }
+        let w = want("coffee at +1m").unwrap();
+        assert_eq!(w.deadline, w.start);
+        // An explicit deadline of now is still refused.
+        assert!(want("coffee at +10m until now").unwrap_err().contains("already past"));
     }
 
     #[test]

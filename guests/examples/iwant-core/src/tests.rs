@@ -148,3 +148,41 @@ fn open_requests_per_user_are_bounded() {
     assert!(matches!(ask(&store, "alice", "one more at +1h", NOW), Err(CmdError::Usage(_))));
     assert!(ask(&store, "alice", "one more at +1h", NOW + DAY).is_ok(), "ended requests do not count");
 }
+
+#[test]
+fn a_match_needs_enough_overlap() {
+    let store = MemStore::new();
+    ask(&store, "alice", "coffee at 10:00 for 30m", NOW).unwrap();
+    // One minute of overlap is not a match: bob's request opens its own result.
+    let b = ask(&store, "bob", "coffee at 10:29 for 30m", NOW).unwrap();
+    assert!(b.reply.contains("(PENDING)"), "{}", b.reply);
+    assert_eq!(result_of(&store, 2), 2);
+    // A short activity wholly inside a window matches, though shorter than MIN_OVERLAP.
+    let c = ask(&store, "carol", "coffee at 10:05 for 5m", NOW).unwrap();
+    assert!(c.reply.contains("match #1: coffee with alice"), "{}", c.reply);
+    assert!(enough_overlap((0, 15 * MINUTE), (0, HOUR)));
+    assert!(!enough_overlap((0, 30 * MINUTE), (29 * MINUTE, HOUR)));
+    assert!(!enough_overlap((0, 10), (10, 20)));
+}
+
+#[test]
+fn requests_for_now_match_while_their_window_runs() {
+    let store = MemStore::new();
+    let a = ask(&store, "alice", "coffee at now", NOW).unwrap();
+    assert!(a.reply.contains("(PENDING)"), "{}", a.reply);
+    let b = ask(&store, "bob", "coffee at +0m", NOW + MINUTE).unwrap();
+    assert!(b.reply.contains("match #1: coffee with alice"), "{}", b.reply);
+    // The clock does not expire a request for now before its window ends.
+    let store = MemStore::new();
+    ask(&store, "alice", "tea at now for 1h", NOW).unwrap();
+    assert_eq!(tick(&store, NOW + 30 * MINUTE).unwrap().expired, 0);
+    assert_eq!(status(&store, 1), Status::Pending);
+}
+
+#[test]
+fn refusals_show_one_line_of_usage() {
+    assert_eq!(usage_line(Some("list")), "iwant list");
+    assert_eq!(usage_line(Some("cancel")), "iwant cancel ID|ACTIVITY|all");
+    assert!(usage_line(Some("coffee")).starts_with("iwant ACTIVITY at TIME"));
+    assert!(!usage_line(None).contains('\n'));
+}

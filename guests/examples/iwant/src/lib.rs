@@ -17,8 +17,9 @@ impl Shell for Iwant {
             "iwant ACTIVITY at TIME [for DURATION] [until TIME]   ask for company\n",
             "       iwant list                                          your requests, and who else is looking\n",
             "       iwant cancel ID|ACTIVITY|all                        withdraw requests\n",
-            "TIME: HH:MM or HH:MM:SS in UTC (a time already past means tomorrow), or +10m from now.\n",
-            "DURATION: like 30m or 1h30m (default 30m). until: when to stop looking (default: the start).",
+            "TIME: HH:MM or HH:MM:SS in UTC (a time already past means tomorrow), +10m from now, or now.\n",
+            "DURATION: like 30m or 1h30m (default 30m). until: when to stop looking (default: the start;\n",
+            "for `at now`, the end). A match needs 15 minutes of overlap, or all of the shorter window.",
         ),
         options: &[],
         flags: &[],
@@ -28,13 +29,22 @@ impl Shell for Iwant {
 
 cannon_guest::export_shell!(Iwant);
 
+/// A refusal gets the one line of usage that fits it, not the whole text.
 fn iwant(args: &Args, msg: &Message) -> Result<String, CmdError> {
+    match run(args, msg) {
+        Err(CmdError::Usage(text)) => Ok(format!("{text}\nusage: {}", iwant_core::usage_line(args.get(0)))),
+        other => other,
+    }
+}
+
+fn run(args: &Args, msg: &Message) -> Result<String, CmdError> {
     let user = msg.get("user").unwrap_or("someone");
     let server = msg.get("server").unwrap_or("default");
     let now = time::now();
     let answer = match args.get(0) {
         None => return Err(CmdError::usage("what do you want? e.g. iwant coffee at 10:00")),
-        Some("list") if args.positionals().len() == 1 => {
+        // `iwant list all` (or anything after `list`) lists; it is never an activity.
+        Some("list") => {
             return iwant_core::list(&GuestKv, user, server, now);
         }
         Some("cancel") => {

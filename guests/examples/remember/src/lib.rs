@@ -1,13 +1,19 @@
 //! `remember`: an errbot-style memory for chat, one memory per chat server.
 //!
-//! `remember meeting is tomorrow` stores `meeting` -> `tomorrow` for the message's
-//! `server`; `recall meeting`, `forget meeting`, `remembered` (everything, as a list) and
-//! `leaderboard` (how many times each user stored something) read it back. Everything
-//! lives in the service's kv, so it survives a restart of the host.
+//! `remember meeting is tomorrow` (or `rem ...`) stores `meeting` -> `tomorrow` for the
+//! message's `server`; `remember meeting` and `recall meeting` recall it; replacing what
+//! someone else stored needs `--force`. `forget meeting`, `remembered` (everything, as a
+//! list), `leaderboard` (how many times each user stored something) and `popular` (the
+//! most recalled keys) read it back. Everything lives in the service's kv, so it survives a
+//! restart of the host.
 //!
 //! kv keys (user text escaped with `example_kit::key_part`):
 //! - `fact:{server}:{key}` -> a record `{value, by}`;
-//! - `score:{server}:{user}` -> how many times `user` stored something.
+//! - `score:{server}:{user}` -> how many times `user` stored something;
+//! - `recalls:{server}:{key}` -> how many times `key` was recalled.
+//!
+//! A fact and its author's score are written both or neither: the fact first, then the
+//! score; when the score cannot be written, the fact is put back as it was.
 
 use cannon_guest::{Args, Cmd, CmdError, Message, Shell};
 use example_kit::{key_part, unkey_part, GuestKv, Record, Store};
@@ -24,11 +30,19 @@ impl Shell for Remember {
     const COMMANDS: &'static [Cmd] = &[
         Cmd {
             name: "remember",
-            summary: "remember something: remember KEY is VALUE",
-            usage: "remember KEY is VALUE   (e.g. remember meeting is tomorrow at 10)",
+            summary: "remember something: remember KEY is VALUE; remember KEY recalls it",
+            usage: "remember [--force] KEY is VALUE   (e.g. remember meeting is tomorrow at 10; --force replaces what someone else stored)",
             options: &[],
-            flags: &[],
-            run: |args, msg| remember(&GuestKv, &Chat::of(msg), &args.rest(0)),
+            flags: &["force"],
+            run: |args, msg| remember(&GuestKv, &Chat::of(msg), &args.rest(0), args.flag("force")),
+        },
+        Cmd {
+            name: "rem",
+            summary: "short for remember",
+            usage: "rem [--force] KEY is VALUE",
+            options: &[],
+            flags: &["force"],
+            run: |args, msg| remember(&GuestKv, &Chat::of(msg), &args.rest(0), args.flag("force")),
         },
         Cmd {
             name: "recall",
@@ -53,6 +67,14 @@ impl Shell for Remember {
             options: &[],
             flags: &[],
             run: |_, msg| remembered(&GuestKv, &Chat::of(msg)),
+        },
+        Cmd {
+            name: "popular",
+            summary: "the most recalled keys on this server",
+            usage: "popular",
+            options: &[],
+            flags: &[],
+            run: |_, msg| popular(&GuestKv, &Chat::of(msg)),
         },
         Cmd {
             name: "leaderboard",
@@ -92,6 +114,14 @@ impl Chat {
     fn score_prefix(&self) -> String {
         format!("score:{}:", key_part(&self.server))
     }
+
+    fn score_key(&self) -> String {
+        format!("{}{}", self.score_prefix(), key_part(&self.user))
+    }
+
+    fn recalls_prefix(&self) -> String {
+        format!("recalls:{}:", key_part(&self.server))
+    }
 }
 
 /// A key as typed, normalised: lowercase, single spaces.
@@ -107,9 +137,14 @@ fn with_key(args: &Args, then: impl FnOnce(&str) -> Result<String, CmdError>) ->
     then(&key)
 }
 
-fn remember(store: &impl Store, chat: &Chat, text: &str) -> Result<String, CmdError> {
+fn remember(store: &impl Store, chat: &Chat, text: &str, force: bool) -> Result<String, CmdError> {
     let Some((key, value)) = split_is(text) else {
-        return Err(CmdError::usage("say what is what, e.g. remember meeting is tomorrow"));
+        // `remember KEY` recalls, as the original does.
+        let key = normalize(text);
+        if key.is_empty() {
+            return Err(CmdError::usage("say what is what, e.g. remember meeting is tomorrow"));
+        }
+        return recall(store, chat, &key);
     };
     let key = normalize(key);
     let value = value.trim();
@@ -120,12 +155,32 @@ fn remember(store: &impl Store, chat: &Chat, text: &str) -> Result<String, CmdEr
         return Err(CmdError::usage(format!("too long: keys up to {MAX_KEY} characters, values up to {MAX_VALUE}")));
     }
     let slot = chat.fact_key(&key);
-    let before = store.get(&slot)?.and_then(|raw| Record::decode(&raw).ok());
+    let before_raw = store.get(&slot)?;
+    let before = before_raw.as_deref().and_then(|raw| Record::decode(raw).ok());
+    let old = before.as_ref().and_then(|r| r.get("value"));
+    let owner = before.as_ref().and_then(|r| r.get("by"));
+    if let (Some(old), Some(owner)) = (old, owner) {
+        if old != value && owner != chat.user && !force {
+            return Ok(format!(
+                "{owner} already told me {key} is {old}; to replace it: remember --force {key} is {value}"
+            ));
+        }
+    }
     let record = Record::new().with("value", value).with("by", &chat.user);
     store.set(&slot, &record.encode())?;
-    let score = format!("{}{}", chat.score_prefix(), key_part(&chat.user));
-    store.increment(&score, 1)?;
-    Ok(match before.as_ref().and_then(|r| r.get("value")) {
+    // The score second: when it cannot be written, the fact is put back as it was, so a
+    // "storage is full" reply always means nothing was stored.
+    if let Err(err) = store.increment(&chat.score_key(), 1) {
+        let undone = match &before_raw {
+            Some(raw) => store.set(&slot, raw),
+            None => store.delete(&slot).map(|_| ()),
+        };
+        if let Err(undo) = undone {
+            return Err(CmdError::fail(format!("{err}; and {key} could not be put back: {undo}")));
+        }
+        return Err(err.into());
+    }
+    Ok(match old {
         Some(old) if old != value => format!("ok, {key} is now {value} (it was {old})"),
         _ => format!("ok, I'll remember that {key} is {value}"),
     })
@@ -151,9 +206,11 @@ fn recall(store: &impl Store, chat: &Chat, key: &str) -> Result<String, CmdError
         Some(record) => {
             let value = record.get("value").unwrap_or("");
             let by = record.get("by").unwrap_or("someone");
+            // Counting is best effort: a full store still answers.
+            let _ = store.increment(&format!("{}{}", chat.recalls_prefix(), key_part(key)), 1);
             Ok(format!("{key} is {value} (said {by})"))
         }
-        None => Ok(format!("I don't remember anything about {key}")),
+        None => Ok(format!("I don't remember anything about {key} (to teach me: remember {key} is ...)")),
     }
 }
 
@@ -168,6 +225,7 @@ fn load(store: &impl Store, slot: &str) -> Result<Option<Record>, CmdError> {
 
 fn forget(store: &impl Store, chat: &Chat, key: &str) -> Result<String, CmdError> {
     Ok(if store.delete(&chat.fact_key(key))? {
+        store.delete(&format!("{}{}", chat.recalls_prefix(), key_part(key)))?;
         format!("ok, I forgot {key}")
     } else {
         format!("I didn't know anything about {key}")
@@ -212,6 +270,24 @@ fn leaderboard(store: &impl Store, chat: &Chat) -> Result<String, CmdError> {
     Ok(lines.join("\n"))
 }
 
+fn popular(store: &impl Store, chat: &Chat) -> Result<String, CmdError> {
+    let prefix = chat.recalls_prefix();
+    let mut counts = Vec::new();
+    for slot in store.list(&prefix, 1000)? {
+        let n: i64 = store.get(&slot)?.and_then(|v| v.parse().ok()).unwrap_or(0);
+        counts.push((n, unkey_part(&slot[prefix.len()..])));
+    }
+    if counts.is_empty() {
+        return Ok("nothing has been recalled yet".to_owned());
+    }
+    counts.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let mut lines = vec!["most recalled:".to_owned()];
+    for (rank, (n, key)) in counts.iter().take(10).enumerate() {
+        lines.push(format!("{}. {key}: {}", rank + 1, count(*n as usize, "time")));
+    }
+    Ok(lines.join("\n"))
+}
+
 fn count(n: usize, what: &str) -> String {
     if n == 1 {
         format!("1 {what}")
@@ -234,24 +310,39 @@ mod tests {
         let store = MemStore::new();
         let alice = chat("s1", "alice");
         assert_eq!(
-            remember(&store, &alice, "Meeting  is tomorrow at 10").unwrap(),
+            remember(&store, &alice, "Meeting  is tomorrow at 10", false).unwrap(),
             "ok, I'll remember that meeting is tomorrow at 10"
         );
         assert_eq!(recall(&store, &alice, "meeting").unwrap(), "meeting is tomorrow at 10 (said alice)");
+        // Someone else's fact needs --force; the author's own does not.
         assert_eq!(
-            remember(&store, &chat("s1", "bob"), "meeting is today").unwrap(),
+            remember(&store, &chat("s1", "bob"), "meeting is today", false).unwrap(),
+            "alice already told me meeting is tomorrow at 10; to replace it: remember --force meeting is today"
+        );
+        assert_eq!(recall(&store, &alice, "meeting").unwrap(), "meeting is tomorrow at 10 (said alice)");
+        assert_eq!(
+            remember(&store, &chat("s1", "bob"), "meeting is today", true).unwrap(),
             "ok, meeting is now today (it was tomorrow at 10)"
         );
+        assert_eq!(
+            remember(&store, &chat("s1", "bob"), "meeting is at noon", false).unwrap(),
+            "ok, meeting is now at noon (it was today)"
+        );
+        // `remember KEY` recalls.
+        assert_eq!(remember(&store, &alice, "Meeting", false).unwrap(), "meeting is at noon (said bob)");
         assert_eq!(forget(&store, &alice, "meeting").unwrap(), "ok, I forgot meeting");
         assert_eq!(forget(&store, &alice, "meeting").unwrap(), "I didn't know anything about meeting");
-        assert_eq!(recall(&store, &alice, "meeting").unwrap(), "I don't remember anything about meeting");
+        assert_eq!(
+            recall(&store, &alice, "meeting").unwrap(),
+            "I don't remember anything about meeting (to teach me: remember meeting is ...)"
+        );
     }
 
     #[test]
     fn servers_are_separate_even_with_colons() {
         let store = MemStore::new();
-        remember(&store, &chat("a", "u"), "x:y is 1").unwrap();
-        remember(&store, &chat("a:x", "u"), "y is 2").unwrap();
+        remember(&store, &chat("a", "u"), "x:y is 1", false).unwrap();
+        remember(&store, &chat("a:x", "u"), "y is 2", false).unwrap();
         assert_eq!(recall(&store, &chat("a", "u"), "x:y").unwrap(), "x:y is 1 (said u)");
         assert_eq!(recall(&store, &chat("a:x", "u"), "y").unwrap(), "y is 2 (said u)");
         assert_eq!(remembered(&store, &chat("a", "u")).unwrap(), "I remember 1 thing:\n- x:y is 1");
@@ -263,10 +354,10 @@ mod tests {
         let store = MemStore::new();
         assert!(remembered(&store, &chat("s", "a")).unwrap().starts_with("I don't remember anything yet"));
         assert_eq!(leaderboard(&store, &chat("s", "a")).unwrap(), "nobody has stored anything yet");
-        remember(&store, &chat("s", "bob"), "lunch is at noon").unwrap();
-        remember(&store, &chat("s", "alice"), "meeting is tomorrow").unwrap();
-        remember(&store, &chat("s", "alice"), "meeting is today").unwrap();
-        remember(&store, &chat("other", "carol"), "x is y").unwrap();
+        remember(&store, &chat("s", "bob"), "lunch is at noon", false).unwrap();
+        remember(&store, &chat("s", "alice"), "meeting is tomorrow", false).unwrap();
+        remember(&store, &chat("s", "alice"), "meeting is today", false).unwrap();
+        remember(&store, &chat("other", "carol"), "x is y", false).unwrap();
         assert_eq!(
             remembered(&store, &chat("s", "bob")).unwrap(),
             "I remember 2 things:\n- lunch is at noon\n- meeting is today"
@@ -275,17 +366,32 @@ mod tests {
             leaderboard(&store, &chat("s", "bob")).unwrap(),
             "leaderboard:\n1. alice: 2 things\n2. bob: 1 thing"
         );
+        assert_eq!(popular(&store, &chat("s", "bob")).unwrap(), "nothing has been recalled yet");
+        for _ in 0..2 {
+            recall(&store, &chat("s", "bob"), "meeting").unwrap();
+        }
+        recall(&store, &chat("s", "bob"), "lunch").unwrap();
+        recall(&store, &chat("s", "bob"), "unknown").unwrap();
+        assert_eq!(
+            popular(&store, &chat("s", "bob")).unwrap(),
+            "most recalled:\n1. meeting: 2 times\n2. lunch: 1 time"
+        );
+        assert_eq!(popular(&store, &chat("other", "bob")).unwrap(), "nothing has been recalled yet");
+        // Forgetting a key forgets its count too.
+        forget(&store, &chat("s", "bob"), "lunch").unwrap();
+        assert_eq!(popular(&store, &chat("s", "bob")).unwrap(), "most recalled:\n1. meeting: 2 times");
     }
 
     #[test]
     fn bad_input_gets_a_usage_reply() {
         let store = MemStore::new();
         let u = chat("s", "u");
-        assert!(matches!(remember(&store, &u, "meeting tomorrow"), Err(CmdError::Usage(_))));
-        assert!(matches!(remember(&store, &u, "is tomorrow"), Err(CmdError::Usage(_))));
-        assert!(matches!(remember(&store, &u, "meeting is "), Err(CmdError::Usage(_))));
+        assert!(matches!(remember(&store, &u, "  ", false), Err(CmdError::Usage(_))));
+        // Without a standalone `is`, it is a recall.
+        assert!(remember(&store, &u, "is tomorrow", false).unwrap().starts_with("I don't remember anything"));
+        assert!(matches!(remember(&store, &u, "meeting is ", false), Err(CmdError::Usage(_))));
         let long = format!("k is {}", "v".repeat(MAX_VALUE + 1));
-        assert!(matches!(remember(&store, &u, &long), Err(CmdError::Usage(_))));
+        assert!(matches!(remember(&store, &u, &long, false), Err(CmdError::Usage(_))));
         // `is` inside a word does not split.
         assert_eq!(split_is("this island is big"), Some(("this island ", " big")));
         assert!(store.keys().is_empty());
@@ -295,10 +401,32 @@ mod tests {
     fn a_full_store_is_a_reply_not_a_retry() {
         let store = MemStore::with_max_keys(2);
         let u = chat("s", "u");
-        remember(&store, &u, "a is 1").unwrap();
-        match remember(&store, &u, "b is 2") {
+        remember(&store, &u, "a is 1", false).unwrap();
+        match remember(&store, &u, "b is 2", false) {
             Err(CmdError::Usage(text)) => assert!(text.contains("storage is full"), "{text}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn fact_and_score_are_stored_both_or_neither() {
+        // Room for u's fact and score, and one more key: v's fact fits, v's score does not.
+        let store = MemStore::with_max_keys(3);
+        remember(&store, &chat("s", "u"), "a is 1", false).unwrap();
+        match remember(&store, &chat("s", "v"), "b is 2", false) {
+            Err(CmdError::Usage(text)) => assert!(text.contains("storage is full"), "{text}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(recall(&store, &chat("s", "v"), "b").unwrap().starts_with("I don't remember anything about b"));
+        assert_eq!(store.keys().len(), 2, "{:?}", store.keys());
+        // An overwrite that cannot be scored keeps the old value.
+        let full = MemStore::with_max_keys(2);
+        remember(&full, &chat("s", "u"), "a is 1", false).unwrap();
+        match remember(&full, &chat("s", "v"), "a is 2", true) {
+            Err(CmdError::Usage(text)) => assert!(text.contains("storage is full"), "{text}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(recall(&full, &chat("s", "v"), "a").unwrap(), "a is 1 (said u)");
+        assert_eq!(leaderboard(&full, &chat("s", "v")).unwrap(), "leaderboard:\n1. u: 1 thing");
     }
 }
