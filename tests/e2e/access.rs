@@ -28,15 +28,26 @@ fn logged_port(host: &mut Running) -> u16 {
     address.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no port in {line}"))
 }
 
-/// One HTTP/1.1 request with extra headers over any stream; returns status and body.
+/// One HTTP/1.1 `POST` with extra headers over any stream; returns status and body.
 fn exchange(
+    stream: impl std::io::Read + std::io::Write,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    exchange_method(stream, "POST", target, headers, body)
+}
+
+/// One HTTP/1.1 request of any method with extra headers; returns status and body.
+fn exchange_method(
     mut stream: impl std::io::Read + std::io::Write,
+    method: &str,
     target: &str,
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String) {
     let mut head = format!(
-        "POST {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
     );
     for (k, v) in headers {
@@ -198,6 +209,18 @@ fn check_and_run_refuse_an_open_collector_on_other_interfaces() {
 
 /// A TLS client trusting only `ca`; returns the server's certificate and the answer.
 fn tls_post(ca: &TestCa, port: u16, target: &str, headers: &[(&str, &str)], body: &[u8]) -> (Vec<u8>, u16, String) {
+    tls_request(ca, port, "POST", target, headers, body)
+}
+
+/// One HTTPS request trusting only the test CA; returns the server's certificate, status, body.
+fn tls_request(
+    ca: &TestCa,
+    port: u16,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (Vec<u8>, u16, String) {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, ServerName};
     let mut roots = rustls::RootCertStore::empty();
@@ -217,7 +240,7 @@ fn tls_post(ca: &TestCa, port: u16, target: &str, headers: &[(&str, &str)], body
         tls.conn.complete_io(&mut tls.sock).expect("tls handshake");
     }
     let peer = tls.conn.peer_certificates().and_then(|c| c.first()).expect("server certificate").to_vec();
-    let (status, text) = exchange(&mut tls, target, headers, body);
+    let (status, text) = exchange_method(&mut tls, method, target, headers, body);
     (peer, status, text)
 }
 
@@ -444,4 +467,73 @@ fn acl_user_runs_its_service_and_cannot_touch_another() {
     denied(&mut redis::cmd("FLUSHALL"), &mut user);
     let _: redis::Value = redis::cmd("XLEN").arg(key("probe", "data")).query(&mut user).expect("its own stream");
     assert_eq!(xlen(&mut admin, &key("other", "data")), 1);
+}
+
+/// Issue 23.5: the metrics listener takes `auth: {bearer}` and `tls:` like the http
+/// collector; `check` and `run` refuse it off loopback without `auth:` (compose file or
+/// `--metrics`), and only `bearer` or `none` fit a scrape.
+#[test]
+fn metrics_listener_takes_bearer_and_tls_and_is_never_opened_by_accident() {
+    let redis = RedisServer::start();
+    component("shout");
+    let ca = TestCa::new();
+    let (cert, key_file) = ca.issue("metrics");
+    let project = Project::new(&format!(
+        "metrics: {{ listen: \"127.0.0.1:0\", auth: {{ bearer: \"${{HOOK_TOKEN}}\" }}, tls: {{ cert: {}, key: {} }} }}\nservices:\n  shout:\n    tasks: [ {{ file: shout }} ]\n",
+        cert.display(),
+        key_file.display()
+    ));
+    let mut cmd = crate::support::host(&project, &redis);
+    cmd.env("HOOK_TOKEN", TOKEN);
+    let mut host = Running::start_cmd(cmd, &project, &["shout"]);
+    host.wait_for_log("metrics and dashboard listening", Duration::from_secs(60));
+    let log = plain(&host.log_text());
+    let line = log.lines().find(|l| l.contains("metrics and dashboard listening")).expect("listening line");
+    assert!(line.contains("scheme=\"https\""), "{line}");
+    let port: u16 = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line}"));
+    let bearer = format!("Bearer {TOKEN}");
+    let (peer, status, text) = tls_request(&ca, port, "GET", "/metrics", &[("Authorization", &bearer)], b"");
+    assert_eq!((status, peer == der(&cert)), (200, true), "{text}");
+    assert!(text.contains("cannon_messages_total"), "{text}");
+    for path in ["/metrics", "/api/status", "/"] {
+        let (_, status, text) = tls_request(&ca, port, "GET", path, &[], b"");
+        assert_eq!(status, 401, "{path} without a token: {text}");
+        let wrong = format!("Bearer {TOKEN}x");
+        assert_eq!(tls_request(&ca, port, "GET", path, &[("Authorization", &wrong)], b"").1, 401, "{path}");
+    }
+    let (status, _) = crate::collectors::http(port, "GET", "/metrics", b"");
+    assert_ne!(status, 200, "plain HTTP was served on the TLS port");
+    assert!(host.terminate().success());
+    assert!(!host.log_text().contains(TOKEN), "the token was logged");
+
+    // Off loopback without `auth:`: refused by check and run, in the file or by the flag.
+    let open =
+        Project::new("metrics: { listen: \"0.0.0.0:0\" }\nservices:\n  shout:\n    tasks: [ { file: shout } ]\n");
+    let out = run_host(&open, &redis, &["check"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("metrics.listen") && err.contains("reachable from other machines"),
+        "{err}"
+    );
+    let plain_file = Project::new("services:\n  shout:\n    tasks: [ { file: shout } ]\n");
+    let out = run_host(&plain_file, &redis, &["run", "shout", "--metrics", "0.0.0.0:0"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("reachable from other machines"), "{err}");
+    // `auth: none` opens it on purpose; a signature scheme does not fit a GET.
+    let signed = Project::new(&format!(
+        "metrics: {{ listen: \"0.0.0.0:0\", auth: {{ hmac_sha256: {{ secret: \"{SECRET}\" }} }} }}\nservices:\n  shout:\n    tasks: [ {{ file: shout }} ]\n"
+    ));
+    let out = run_host(&signed, &redis, &["check"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("expected `bearer` or `none`"), "{err}");
+    let none = Project::new(
+        "metrics: { listen: \"0.0.0.0:0\", auth: none }\nservices:\n  shout:\n    tasks: [ { file: shout } ]\n",
+    );
+    let out = run_host(&none, &redis, &["check"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
+use anyhow::Context as _;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -49,10 +50,23 @@ pub async fn run(cli: &Cli, args: &Args, shutdown: CancellationToken) -> anyhow:
     let mut tasks = JoinSet::new();
     // observe: metrics listener and broker sampler, when asked for.
     if let Some(addr) = args.metrics.as_ref().or(compose.metrics_listen.as_ref()) {
+        // Access control: off loopback only with `metrics: {auth: ...}`; TLS with `tls:`.
+        crate::config::metrics_reachable(addr, compose.metrics_auth.as_ref()).map_err(anyhow::Error::msg)?;
+        let tls = compose
+            .metrics_tls
+            .as_ref()
+            .map(crate::access::ReloadingAcceptor::load)
+            .transpose()
+            .context("metrics listener")?;
+        let mut router = observe::serve::router();
+        if let Some(auth) = compose.metrics_auth.clone().filter(|a| *a != crate::config::HttpAuth::Open) {
+            let gate = crate::access::Gate::new("metrics listener", auth, 0);
+            router = router.route_layer(axum::middleware::from_fn_with_state(gate, crate::access::require));
+        }
         let listener = observe::serve::bind(addr).await?;
         let names = selected.iter().map(|s| s.name.clone()).collect();
         tokio::spawn(observe::serve::sample_loop(broker.clone(), names, shutdown.clone()));
-        tasks.spawn(observe::serve::serve(listener, observe::serve::router(), shutdown.clone()));
+        tasks.spawn(observe::serve::serve(listener, router, tls, shutdown.clone()));
     }
     if args.role != Role::Collector {
         let engine = Arc::new(Engine::new(&sandboxed(engine_options(&selected))?)?);

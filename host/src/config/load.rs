@@ -5,6 +5,7 @@ use std::path::Path;
 
 use indexmap::IndexMap;
 
+use super::access::{HttpAuth, TlsFiles};
 use super::collector::collector;
 use super::component::{Role, component, tasks};
 use super::ctx::{Ctx, is_identifier};
@@ -27,16 +28,59 @@ pub(crate) struct ServiceLimits<'n> {
 
 /// Builds the model, recording every problem in `ctx`. The result is only meaningful when
 /// no problem was recorded.
-/// `metrics: {listen: ADDR}` (ADDR: `HOST:PORT` or a port on loopback).
-fn metrics_listen(ctx: &mut Ctx, node: &Node) -> Option<String> {
-    let fields = ctx.map(node, "metrics", &["listen"])?;
-    let listen = super::ctx::field(fields, "listen")?;
-    let addr = ctx.name(listen, "metrics.listen")?;
-    if let Err(msg) = crate::observe::serve::parse_addr(&addr) {
-        ctx.error(listen, "metrics.listen", msg);
-        return None;
+/// `metrics: {listen: ADDR, auth: ..., tls: {cert, key}}` (ADDR: `HOST:PORT` or a port on
+/// loopback). Off loopback, `auth:` is required (`auth: none` opens it on purpose); only
+/// `bearer` fits: a scrape is a `GET` with no body to sign.
+fn metrics(ctx: &mut Ctx, node: &Node) -> (Option<String>, Option<HttpAuth>, Option<TlsFiles>) {
+    let Some(fields) = ctx.map(node, "metrics", &["listen", "auth", "tls"]) else { return (None, None, None) };
+    let listen = super::ctx::field(fields, "listen").and_then(|listen| {
+        let addr = ctx.name(listen, "metrics.listen")?;
+        if let Err(msg) = crate::observe::serve::parse_addr(&addr) {
+            ctx.error(listen, "metrics.listen", msg);
+            return None;
+        }
+        Some(addr)
+    });
+    let auth = super::ctx::field(fields, "auth").and_then(|a| {
+        let auth = super::access::auth(ctx, a, "metrics.auth")?;
+        if matches!(auth, HttpAuth::HmacSha256 { .. } | HttpAuth::Slack { .. }) {
+            ctx.error(a, "metrics.auth", "expected `bearer` or `none`: a scrape is a GET with no body to sign");
+            return None;
+        }
+        Some(auth)
+    });
+    // Checked only when `auth:` is absent (a broken `auth:` has its own error).
+    if let (Some(addr), Some(at), None) =
+        (&listen, super::ctx::field(fields, "listen"), super::ctx::field(fields, "auth"))
+        && let Err(msg) = metrics_reachable(addr, None)
+    {
+        ctx.error(at, "metrics.listen", msg);
     }
-    Some(addr)
+    let tls = super::ctx::field(fields, "tls").and_then(|t| {
+        let files = super::access::tls(ctx, t, "metrics.tls")?;
+        // The pair must load as `run` loads it, so `check` reports a broken one first.
+        if let Err(err) = crate::access::server_config(&files) {
+            ctx.error(t, "metrics.tls", err.to_string());
+            return None;
+        }
+        Some(files)
+    });
+    (listen, auth, tls)
+}
+
+/// Refuses a metrics listener other machines can reach when no `auth:` says who may read.
+pub fn metrics_reachable(addr: &str, auth: Option<&HttpAuth>) -> Result<(), String> {
+    let host = match crate::observe::serve::parse_addr(addr) {
+        Ok(socket) => socket.to_string(),
+        Err(_) => addr.to_owned(),
+    };
+    if auth.is_none() && !super::access::is_loopback(&host) {
+        return Err(format!(
+            "a metrics listener on `{addr}` is reachable from other machines: give it \
+             `metrics: {{auth: {{bearer: ${{METRICS_TOKEN}}}}}}`, or write `auth: none` to leave it open on purpose"
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) fn compose(root: &Node, path: &Path, ctx: &mut Ctx) -> Option<Compose> {
@@ -85,7 +129,8 @@ pub(crate) fn compose(root: &Node, path: &Path, ctx: &mut Ctx) -> Option<Compose
         }
     }
 
-    let metrics_listen = root.get("metrics").and_then(|node| metrics_listen(ctx, node));
+    let (metrics_listen, metrics_auth, metrics_tls) =
+        root.get("metrics").map_or((None, None, None), |node| metrics(ctx, node));
 
     let mut services = IndexMap::new();
     match root.get("services") {
@@ -113,6 +158,8 @@ pub(crate) fn compose(root: &Node, path: &Path, ctx: &mut Ctx) -> Option<Compose
         params: ctx.params.clone(),
         services,
         metrics_listen,
+        metrics_auth,
+        metrics_tls,
     })
 }
 

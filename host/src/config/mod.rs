@@ -46,6 +46,7 @@ use std::path::{Path, PathBuf};
 
 pub use access::{HUB_SIGNATURE_HEADER, HttpAuth, SLACK_WINDOW, Secret, TlsFiles, is_loopback};
 pub use error::{ConfigError, Diagnostic};
+pub use load::metrics_reachable;
 pub use model::*;
 
 use ctx::Ctx;

@@ -36,6 +36,10 @@ pub struct Compose {
     /// `metrics: {listen: ADDR}`: where `run` serves `/metrics` and the dashboard
     /// (`--metrics` takes precedence).
     pub metrics_listen: Option<String>,
+    /// `metrics: {auth: ...}`: who may read them (`bearer` or `none`); required off loopback.
+    pub metrics_auth: Option<super::access::HttpAuth>,
+    /// `metrics: {tls: {cert, key}}`: serve them over HTTPS, reloaded like the http collector's.
+    pub metrics_tls: Option<super::access::TlsFiles>,
 }
 
 /// One entry under `services:`.

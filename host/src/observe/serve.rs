@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{OBSERVE, SAMPLE_EVERY, Sample, lock, rss_bytes};
+use crate::access::{ReloadingAcceptor, TlsListener};
 use crate::broker::{Broker, StreamKind, WORKER_GROUP};
 use crate::text::for_json;
 
@@ -49,11 +50,29 @@ pub fn router() -> Router {
         .route("/", get(|| async { Html(DASHBOARD) }))
 }
 
-/// Serves `router` on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Serves `router` on `listener` until `shutdown`; over TLS with `tls` (its certificate
+/// reloaded on SIGHUP or when its files change, as the http collector's).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<Arc<ReloadingAcceptor>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "metrics and dashboard listening");
-    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, "metrics and dashboard listening");
+    let stop = shutdown.clone().cancelled_owned();
+    match tls {
+        None => axum::serve(listener, router).with_graceful_shutdown(stop).await?,
+        Some(acceptor) => {
+            let watcher = shutdown.child_token();
+            let _watch = acceptor.watch("metrics listener".to_owned(), watcher.clone());
+            let listener = TlsListener::new(listener, acceptor)?;
+            let served = axum::serve(listener, router).with_graceful_shutdown(stop).await;
+            watcher.cancel();
+            served?;
+        }
+    }
     Ok(())
 }
 
