@@ -97,11 +97,22 @@ fn bucket(per: &RatePer, commands: Option<&(String, String)>, delivery: &Deliver
     Some(match per {
         RatePer::Service => "service".to_owned(),
         RatePer::Field(field) => match get(field) {
+            // The value is the sender's choice: a long one becomes its SHA-256, so a bucket's
+            // broker key stays short whatever a message carries.
+            Some(value) if value.len() > MAX_BUCKET_VALUE => {
+                use sha2::{Digest as _, Sha256};
+                let digest = Sha256::digest(value.as_bytes());
+                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                format!("{field}#{hex}")
+            }
             Some(value) => format!("{field}={value}"),
             None => format!("{field}!"),
         },
     })
 }
+
+/// Longest field value used as is in a bucket's name; longer ones are hashed.
+const MAX_BUCKET_VALUE: usize = 64;
 
 /// `10s`, `2m`, `1h`, `1d`, `250ms`: the largest unit that divides the duration.
 fn human(d: Duration) -> String {
@@ -130,6 +141,10 @@ mod tests {
         assert_eq!(bucket(&user, None, &ann).as_deref(), Some("user=ann"));
         assert_eq!(bucket(&user, None, &msg(&[("text", "x")])).as_deref(), Some("user!"));
         assert_eq!(bucket(&RatePer::Service, None, &ann).as_deref(), Some("service"));
+        let long = "x".repeat(100_000);
+        let hashed = bucket(&user, None, &msg(&[("user", &long)])).expect("a bucket");
+        assert!(hashed.starts_with("user#") && hashed.len() == "user#".len() + 64, "{hashed}");
+        assert_ne!(hashed, bucket(&user, None, &msg(&[("user", &"y".repeat(100_000))])).expect("a bucket"));
         let commands = ("text".to_owned(), ".".to_owned());
         assert_eq!(bucket(&user, Some(&commands), &ann).as_deref(), Some("user=ann"));
         assert_eq!(bucket(&user, Some(&commands), &msg(&[("user", "ann"), ("text", "hi all")])), None);
