@@ -67,6 +67,17 @@ fn escape(text: &str, keep_newline: bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Lower-case hex of `bytes` (digests shown or used in names: cache files, versions, ACL
+/// password hashes, rate-limit buckets).
+pub fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
 /// Serialized JSON with every [unsafe](is_unsafe) character left raw by the serializer
 /// (DEL, C1, bidi, U+2028/U+2029) written as a `\uXXXX` escape. JSON's own syntax is ASCII,
 /// so such a character can only be inside a string, where the escape means the same.

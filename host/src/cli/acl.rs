@@ -34,7 +34,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
         Some(var) => {
             let password = std::env::var(var).with_context(|| format!("--password-env {var}: not set"))?;
             anyhow::ensure!(!password.is_empty(), "--password-env {var}: the password is empty");
-            Some(Sha256::digest(password.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>())
+            Some(crate::text::hex(&Sha256::digest(password.as_bytes())))
         }
         None => None,
     };

@@ -59,7 +59,7 @@ impl ComponentCache {
         engine.precompile_compatibility_hash().hash(&mut hasher);
         hasher.0.update(bytes);
         let digest = hasher.0.finalize();
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        crate::text::hex(&digest)
     }
 
     /// Where the compiled form of `bytes` is (or would be) kept.

@@ -139,7 +139,7 @@ impl Engine {
 /// First 12 hex digits of the SHA-256 of `bytes`.
 fn short_hash(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    Sha256::digest(bytes).iter().take(6).map(|b| format!("{b:02x}")).collect()
+    crate::text::hex(&Sha256::digest(bytes)[..6])
 }
 
 fn export_hint(err: &wasmtime::Error, world: World) -> String {

@@ -101,9 +101,7 @@ fn bucket(per: &RatePer, commands: Option<&(String, String)>, delivery: &Deliver
             // broker key stays short whatever a message carries.
             Some(value) if value.len() > MAX_BUCKET_VALUE => {
                 use sha2::{Digest as _, Sha256};
-                let digest = Sha256::digest(value.as_bytes());
-                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-                format!("{field}#{hex}")
+                format!("{field}#{}", crate::text::hex(&Sha256::digest(value.as_bytes())))
             }
             Some(value) => format!("{field}={value}"),
             None => format!("{field}!"),
