@@ -59,10 +59,14 @@ build() {
   log=$(mktemp)
   wit_dir=$(mktemp -d)
   guest_wit "$WIT" "$kind" "$allow" "$wit_dir"
-  # -d http fetch-event: without it the component imports wasi:http, which cannon does
-  # not link. stdio, random and clocks stay (console.log, Math.random, Date).
+  # `// cannon-allow: http` keeps fetch() (wasi:http/outgoing-handler; the compose file must
+  # grant it with `allow: [{http: [...]}]`); otherwise the engine's http support is left out.
+  local disabled=(http fetch-event)
+  [[ " $allow " == *" http "* ]] && disabled=(fetch-event)
+  # Without `-d http`, the component imports wasi:http, which cannon refuses without a
+  # grant. stdio, random and clocks stay (console.log, Math.random, Date).
   if ! "$JS/node_modules/.bin/componentize-js" "$entry" --wit "$wit_dir" -n guest \
-      -d http fetch-event -o "$tmp" >"$log" 2>&1; then
+      -d "${disabled[@]}" -o "$tmp" >"$log" 2>&1; then
     cat "$log" >&2; rm -rf "$tmp" "$log" "$wit_dir"
     die "componentize-js failed for $name ($entry)"
   fi

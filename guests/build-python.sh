@@ -65,6 +65,7 @@ build() {
     echo "skipped $name.wasm (up to date)"
     return
   fi
+  [[ " $allow " == *" http "* ]] && die "$name: cannon-allow: http is not supported for Python guests here (docs/guests.md, Outbound HTTP)"
   ensure_componentize_py
   local start=$SECONDS tmp="$out.tmp.$$" wit_dir
   wit_dir=$(mktemp -d)

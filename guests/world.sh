@@ -17,14 +17,15 @@ world_of() {
   esac
 }
 
-# allow_of FILE -> space-separated grants (kv, taskback)
+# allow_of FILE -> space-separated grants (kv, taskback, http). `http` adds no cannon import:
+# it tells build-js.sh to keep componentize-js's wasi:http (fetch), see docs/guests.md.
 allow_of() {
   local line cap out=""
   line=$(sed -n 's/^[#/ ]*cannon-allow: *\(.*\)$/\1/p' "$1" | sed -n 1p)
   for cap in ${line//,/ }; do
     case "$cap" in
-      kv|taskback) out="$out $cap" ;;
-      *) echo "$1: cannon-allow takes kv and/or taskback, not '$cap'" >&2; return 1 ;;
+      kv|taskback|http) out="$out $cap" ;;
+      *) echo "$1: cannon-allow takes kv, taskback and/or http, not '$cap'" >&2; return 1 ;;
     esac
   done
   echo "${out# }"
@@ -37,7 +38,7 @@ guest_wit() {
   cp "$wit"/*.wit "$out/"
   {
     printf '\n/// Written by guests/world.sh for one guest.\nworld guest {\n  include %s-base;\n' "$kind"
-    for cap in $allow; do printf '  import %s;\n' "$cap"; done
+    for cap in $allow; do [ "$cap" = http ] || printf '  import %s;\n' "$cap"; done
     printf '}\n'
   } >>"$out/cannon.wit"
 }

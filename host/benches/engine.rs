@@ -20,6 +20,8 @@ fn component(engine: &Engine, name: &str, world: World) -> Arc<Component> {
         path,
         config: Default::default(),
         allow: Vec::new(),
+        http: None,
+        secrets: Default::default(),
         files: None,
         permissions: Default::default(),
         limits: Limits::default(),

@@ -155,6 +155,8 @@ async fn the_multi_memory_components_work_without_the_pool() {
             path,
             config: Default::default(),
             allow: Vec::new(),
+            http: None,
+            secrets: Default::default(),
             files: None,
             permissions: Default::default(),
             limits: Limits::default(),

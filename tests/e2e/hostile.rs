@@ -339,7 +339,8 @@ fn ungranted_and_unknown_imports_are_refused_at_load() {
     ] {
         assert!(stderr.contains(expected), "{expected:?} not in:\n{stderr}");
     }
-    assert!(stderr.contains("which cannon does not provide"), "{stderr}");
+    // wasi:http is provided, but only to a component granted `allow: [{http: [...]}]`.
+    assert!(stderr.contains("which is not granted; add `allow: [{http: [\"https://HOST\"]}]`"), "{stderr}");
     assert!(stderr.contains("3 problems"), "{stderr}");
 
     // A worker for the good service serves on; one for a refused component never starts.

@@ -10,6 +10,7 @@ mod collectors;
 mod compile;
 mod conformance;
 mod edges;
+mod egress;
 mod examples;
 mod fairness;
 mod host_fault;

@@ -26,6 +26,8 @@ fn spec(name: &str, conf: &[(&str, &str)], limits: Limits, allow: &[Capability])
         path: component(name),
         config: conf.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<Kwargs>(),
         allow: allow.to_vec(),
+        http: None,
+        secrets: Default::default(),
         files: None,
         permissions: Default::default(),
         limits,

@@ -13,6 +13,8 @@
 //! - [`log`], [`config`], [`kv`], [`taskback`]: the host's imports, wrapped.
 //! - [`Message`] and [`Fields`]: what a component receives, with lookup helpers.
 //! - [`receipt`]: ask for, and read, the receipt of a taskback.
+//! - `http` (cargo feature `http`): `http::get`, `http::post`, `http::Request`: outbound HTTP
+//!   to the hosts the compose file grants (`allow: [{http: [...]}]`).
 //!
 //! ## A task
 //! ```ignore
@@ -63,6 +65,8 @@
 //! that `cannon-host` runs. In this repository, `guests/build.sh` does that for every guest.
 
 mod args;
+#[cfg(feature = "http")]
+pub mod http;
 mod imports;
 pub mod receipt;
 mod shell;

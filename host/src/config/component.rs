@@ -8,12 +8,13 @@ use indexmap::IndexMap;
 use super::ctx::{Ctx, field};
 use super::de::join;
 use super::error::{did_you_mean, one_of};
+use super::http_grant;
 use super::load::{ServiceLimits, check_limits};
 use super::model::{Capability, ComponentSpec, Kwargs, Limits, TaskSpec, TorchSpec};
 use super::yaml::{Key, Node, Value};
 
-const SHELL_KEYS: &[&str] = &["file", "path", "conf", "allow", "files", "permissions", "limits"];
-const TASK_KEYS: &[&str] = &["file", "path", "conf", "allow", "files", "limits"];
+const SHELL_KEYS: &[&str] = &["file", "path", "conf", "allow", "secrets", "files", "permissions", "limits"];
+const TASK_KEYS: &[&str] = &["file", "path", "conf", "allow", "secrets", "files", "limits"];
 const TORCH_KEYS: &[&str] = &["in_key", "out_key", "user_key", "prefix", "ignore_unknown"];
 const CONF_KEYS: &[&str] = &["key", "kwargs"];
 
@@ -79,20 +80,9 @@ pub(crate) fn component(
     }
 
     let config = get("conf").map(|n| conf(ctx, n, &join(path, "conf"))).unwrap_or_default();
-    let allow = match get("allow") {
-        Some(n) if !matches!(n.value, Value::Null) => {
-            let mut caps: Vec<Capability> = ctx.settings(Some(n), &join(path, "allow"));
-            let mut seen = Vec::new();
-            caps.retain(|c| {
-                !seen.contains(c) && {
-                    seen.push(*c);
-                    true
-                }
-            });
-            caps
-        }
-        _ => Vec::new(),
-    };
+    let (allow, http) = get("allow").map(|n| http_grant::allow(ctx, n, &join(path, "allow"))).unwrap_or_default();
+    let secrets =
+        get("secrets").map(|n| http_grant::secrets(ctx, n, &join(path, "secrets"), &config)).unwrap_or_default();
     let files = get("files").and_then(|n| {
         let p = join(path, "files");
         let text = ctx.name(n, &p)?;
@@ -111,6 +101,8 @@ pub(crate) fn component(
         path: src.abs,
         config,
         allow,
+        http,
+        secrets,
         files,
         permissions,
         limits,

@@ -296,4 +296,8 @@ pub(crate) fn check_limits(ctx: &mut Ctx, limits: &Limits, node: Option<&Node>, 
     ctx.check(node, path, "compile_s", limits.compile_s == 0, AT_LEAST_ONE);
     let mb = limits.compile_mb;
     ctx.check(node, path, "compile_mb", !(64..=1 << 20).contains(&mb), "must be between 64 and 1048576");
+    ctx.check(node, path, "http_requests", limits.http_requests > 1000, "must be at most 1000");
+    ctx.check(node, path, "http_response_kb", limits.http_response_kb == 0, AT_LEAST_ONE);
+    ctx.check(node, path, "http_connect_ms", limits.http_connect_ms == 0, AT_LEAST_ONE);
+    ctx.check(node, path, "http_first_byte_ms", limits.http_first_byte_ms == 0, AT_LEAST_ONE);
 }

@@ -20,6 +20,7 @@
 //! - `load`: the top level and each service, with the checks spanning sections (a torch
 //!   task needs a shell, a shell needs a torch task, a service needs tasks or a collector).
 //! - `collector`: the `collector:` kinds, durations and cron expressions.
+//! - `http_grant`: a component's `allow:` (with `{http: [PATTERN...]}`) and `secrets:`.
 //! - `access`: a listener's `auth:` and `tls:`, and [`Secret`] (never printed).
 //! - `component`: shells and tasks (both task spellings), `conf` with params, permissions,
 //!   and per-component limits that inherit the service's.
@@ -32,6 +33,7 @@ mod ctx;
 mod de;
 mod env;
 mod error;
+mod http_grant;
 mod load;
 pub mod model;
 mod rate;
@@ -46,6 +48,7 @@ use std::path::{Path, PathBuf};
 
 pub use access::{HUB_SIGNATURE_HEADER, HttpAuth, SLACK_WINDOW, Secret, TlsFiles, is_loopback};
 pub use error::{ConfigError, Diagnostic};
+pub use http_grant::{Destination, HostPattern, HttpGrant, HttpPattern, HttpScheme, PortPattern};
 pub use load::metrics_reachable;
 pub use model::*;
 

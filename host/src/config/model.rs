@@ -146,6 +146,12 @@ pub struct ComponentSpec {
     pub config: Kwargs,
     /// cannon imports granted beyond `log` and `config`.
     pub allow: Vec<Capability>,
+    /// `allow: [{http: [...]}]`: whom it may reach over HTTP (`wasi:http/outgoing-handler`);
+    /// `None` refuses a component that imports it.
+    pub http: Option<super::http_grant::HttpGrant>,
+    /// `secrets: {NAME: ${ENV}}`: answered by this component's `config.get(NAME)` only, and
+    /// masked in its log lines and errors.
+    pub secrets: IndexMap<String, super::access::Secret>,
     /// A directory preopened read-only as `/` in the guest (absolute).
     pub files: Option<PathBuf>,
     /// Shell only: command name -> groups allowed to run it.
@@ -241,6 +247,14 @@ pub struct Limits {
     pub compile_s: u64,
     /// Address space of the process compiling the component.
     pub compile_mb: u64,
+    /// Outbound HTTP requests one call may send (redirects the guest follows count too).
+    pub http_requests: u32,
+    /// Bytes of one HTTP response body the host passes on; a larger one fails to read.
+    pub http_response_kb: u64,
+    /// Time to open the connection (TCP and TLS) of one outbound request.
+    pub http_connect_ms: u64,
+    /// Time from sending a request to the first byte of its response.
+    pub http_first_byte_ms: u64,
 }
 
 impl Default for Limits {
@@ -256,6 +270,10 @@ impl Default for Limits {
             max_fields: 1000,
             compile_s: 120,
             compile_mb: 2048,
+            http_requests: 8,
+            http_response_kb: 1024,
+            http_connect_ms: 5000,
+            http_first_byte_ms: 10_000,
         }
     }
 }

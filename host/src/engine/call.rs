@@ -20,6 +20,7 @@ use crate::engine::bindings::{Command, Message};
 use crate::engine::commands::check_table;
 use crate::engine::component::Pre;
 use crate::engine::error::{GUEST_ERROR_MAX, host_fault, truncate_text};
+use crate::engine::http::CallHttp;
 use crate::engine::metrics::METRICS;
 use crate::engine::output::{CallLog, GuestOutput, Source};
 use crate::engine::state::{HostState, Limiter};
@@ -61,7 +62,7 @@ impl Component {
     }
 
     fn store(&self, kv: Option<KvScope>, service: &str) -> Result<Store<HostState>, CallError> {
-        let log = Arc::new(Mutex::new(CallLog::new(kib(self.limits.log_kb))));
+        let log = Arc::new(Mutex::new(CallLog::new(kib(self.limits.log_kb)).with_secrets(self.secrets.clone())));
         let memory_max = kib(self.limits.memory_mb.saturating_mul(1024));
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(GuestOutput::new(log.clone(), Source::Stdout))
@@ -91,6 +92,8 @@ impl Component {
             kv,
             service: service.into(),
             deadline_hit: false,
+            http: CallHttp::new(self.http.clone()),
+            secrets: self.secrets.clone(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -178,7 +181,9 @@ impl Component {
             }
             Ok(value)
         });
-        self.finish(&mut store, &site, started, instantiated, value)
+        let mut out = self.finish(&mut store, &site, started, instantiated, value)?;
+        self.secrets.mask_fields(&mut out.value);
+        Ok(out)
     }
 
     /// Runs a shell command: `call(argv, msg)`. `Ok(Err(text))` is the shell's own error.
@@ -217,7 +222,9 @@ impl Component {
             }
             Ok(value)
         });
-        self.finish(&mut store, &site, started, instantiated, value)
+        let mut out = self.finish(&mut store, &site, started, instantiated, value)?;
+        self.secrets.mask_text(&mut out.value);
+        Ok(out)
     }
 
     /// A shell's command list: `commands()`, refused when it breaks a rule of
@@ -268,6 +275,7 @@ impl Component {
         } else {
             None
         };
+        let value = value.map_err(|err| self.secrets.mask_error(err));
         let state = store.data_mut();
         state.log_lines().finish();
         let stats = CallStats {
@@ -278,7 +286,11 @@ impl Component {
         };
         self.account(site, &stats, value.as_ref().err());
         let value = value?;
-        Ok(CallOutput { value, taskbacks: std::mem::take(&mut state.taskbacks), stats })
+        let mut taskbacks = std::mem::take(&mut state.taskbacks);
+        for taskback in &mut taskbacks {
+            self.secrets.mask_fields(taskback);
+        }
+        Ok(CallOutput { value, taskbacks, stats })
     }
 
     fn account(&self, site: &CallSite<'_>, stats: &CallStats, err: Option<&CallError>) {

@@ -313,6 +313,8 @@ mod tests {
             path: "x.wasm".into(),
             config: Default::default(),
             allow: Vec::new(),
+            http: None,
+            secrets: Default::default(),
             files: None,
             permissions: Default::default(),
             limits: crate::config::Limits { compile_s: 7, compile_mb: 300, ..Default::default() },

@@ -11,6 +11,8 @@ use crate::broker::Fields;
 use crate::config::{Capability, ComponentSpec, Kwargs, Limits};
 use crate::engine::bindings::shell::ShellPre;
 use crate::engine::bindings::task::TaskPre;
+use crate::engine::http::HttpPolicy;
+use crate::engine::secrets::Secrets;
 use crate::engine::state::HostState;
 use crate::engine::{Engine, LoadError, Ticker};
 
@@ -63,6 +65,10 @@ pub struct Component {
     pub(super) kv_granted: bool,
     /// `allow: [taskback]`: only then may a call queue taskbacks.
     pub(super) taskback_granted: bool,
+    /// `allow: [{http: [...]}]` with the limits of outbound requests (`engine/http.rs`).
+    pub(super) http: Option<Arc<HttpPolicy>>,
+    /// `secrets:`: read through `config.get`, masked in the component's output.
+    pub(super) secrets: Arc<Secrets>,
 }
 
 /// What one call cost.
@@ -87,10 +93,13 @@ pub struct CallOutput<T> {
 }
 
 const CANNON_PREFIX: &str = "cannon:platform/";
+/// `wasi:http/types` and `wasi:http/outgoing-handler`: linked, but granted per component.
+const WASI_HTTP: &str = "wasi:http/";
 
 /// The WASI 0.2 packages the linker provides, locked down per call (no preopens unless
-/// `files:` grants one, no environment, no arguments, no network). Anything else outside
-/// `cannon:platform` (`wasi:http`, `wasi:keyvalue`, a made-up interface) is refused at load.
+/// `files:` grants one, no environment, no arguments, no network). `wasi:http` needs an
+/// `http` grant; anything else outside `cannon:platform` (`wasi:keyvalue`, a made-up
+/// interface) is refused at load.
 const WASI_PROVIDED: [&str; 6] =
     ["wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/", "wasi:sockets/", "wasi:cli/"];
 
@@ -132,6 +141,8 @@ impl Engine {
             files: spec.files.clone(),
             kv_granted: spec.allow.contains(&Capability::Kv),
             taskback_granted: spec.allow.contains(&Capability::Taskback),
+            http: spec.http.clone().map(|grant| Arc::new(HttpPolicy::new(&spec.name, grant, &spec.limits))),
+            secrets: Arc::new(Secrets::new(spec.secrets.clone())),
         })
     }
 }
@@ -157,7 +168,14 @@ fn check_imports(engine: &wasmtime::Engine, component: &WasmComponent, spec: &Co
             return Err(LoadError::Unknown { name: spec.name.clone(), import: import.to_owned() });
         }
         let Some(interface) = import.strip_prefix(CANNON_PREFIX) else {
-            if WASI_PROVIDED.iter().any(|package| import.starts_with(package)) {
+            if import.starts_with(WASI_HTTP) && spec.http.is_none() {
+                return Err(LoadError::NotGranted {
+                    name: spec.name.clone(),
+                    import: import.to_owned(),
+                    capability: "{http: [\"https://HOST\"]}",
+                });
+            }
+            if import.starts_with(WASI_HTTP) || WASI_PROVIDED.iter().any(|package| import.starts_with(package)) {
                 continue; // Versions and types are checked by `instantiate_pre`.
             }
             return Err(LoadError::Unknown { name: spec.name.clone(), import: import.to_owned() });

@@ -15,9 +15,11 @@ impl log::Host for HostState {
 
 impl config::Host for HostState {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
-        Ok(self.config.get(&key).cloned())
+        // A secret only when no conf key has the name (the loader refuses such a clash).
+        Ok(self.config.get(&key).cloned().or_else(|| self.secrets.get(&key).map(str::to_owned)))
     }
 
+    /// The conf only: secrets are read by name, never listed.
     fn get_all(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
         Ok(self.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
     }

@@ -10,6 +10,9 @@
 //! - `metrics.rs`: process-wide call counters ([`metrics::snapshot`]).
 //! - `output.rs`: guest log and stdout/stderr, bounded, into `tracing`.
 //! - `imports.rs`, `kv.rs`: the cannon imports.
+//! - `http.rs`, `http_tls.rs`: `wasi:http/outgoing-handler` behind a component's `http`
+//!   grant (allow-list, resolved addresses, per-call limits); TLS roots.
+//! - `secrets.rs`: a component's `secrets:`, and masking them in its output.
 //! - `cache.rs`: compiled components on disk.
 //! - `compile.rs`: compiling untrusted components in a child process under rlimits.
 //! - `bindings.rs`: all `bindgen!` output.
@@ -21,10 +24,13 @@ pub mod commands;
 pub mod compile;
 mod component;
 mod error;
+mod http;
+mod http_tls;
 mod imports;
 mod kv;
 pub mod metrics;
 mod output;
+mod secrets;
 mod state;
 
 use std::path::PathBuf;
@@ -169,6 +175,8 @@ impl Engine {
         let engine = wasmtime::Engine::new(&config).map_err(anyhow::Error::from)?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        // Linked for every component, used only by those granted `http` (checked at load).
+        wasmtime_wasi_http::add_only_http_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         bindings::task::Task::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
             &mut linker,
             |state| state,

@@ -17,6 +17,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
 use crate::engine::bindings::Level;
+use crate::engine::secrets::Secrets;
 
 /// Where a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,11 +51,26 @@ pub struct CallLog {
     pub(crate) dropped_lines: usize,
     /// Unterminated stdout / stderr lines.
     partial: [Vec<u8>; 2],
+    /// The component's secrets, masked in every line.
+    secrets: Arc<Secrets>,
 }
 
 impl CallLog {
     pub fn new(budget: usize) -> Self {
-        Self { budget, used: 0, dropped: 0, dropped_lines: 0, partial: [Vec::new(), Vec::new()] }
+        Self {
+            budget,
+            used: 0,
+            dropped: 0,
+            dropped_lines: 0,
+            partial: [Vec::new(), Vec::new()],
+            secrets: Arc::default(),
+        }
+    }
+
+    /// Masks these secrets in every line (see `engine/secrets.rs`).
+    pub fn with_secrets(mut self, secrets: Arc<Secrets>) -> Self {
+        self.secrets = secrets;
+        self
     }
 
     /// One call of the `log` import.
@@ -119,6 +135,7 @@ impl CallLog {
         }
         self.used += cost;
         let lossy = String::from_utf8_lossy(bytes);
+        let lossy = self.secrets.mask(&lossy);
         let text = crate::text::for_terminal(&lossy);
         let source = source.as_str();
         match level {

@@ -34,6 +34,10 @@ pub struct HostState {
     pub(crate) service: Arc<str>,
     /// Set by the epoch callback when the wall-clock deadline passed.
     pub(crate) deadline_hit: bool,
+    /// Outbound HTTP of this call: the component's grant and the requests sent so far.
+    pub(crate) http: crate::engine::http::CallHttp,
+    /// The component's `secrets:`: answered by `config.get`, masked in its output.
+    pub(crate) secrets: Arc<crate::engine::secrets::Secrets>,
 }
 
 impl HostState {

@@ -1,6 +1,6 @@
-//! `fetch` (hostile guest): imports `wasi:http/outgoing-handler`, which cannon does not
-//! provide. The host must refuse to load it, naming the import and the component; it must
-//! never get to run.
+//! `fetch` (hostile guest): imports `wasi:http/outgoing-handler`, which cannon provides only
+//! to a component granted `allow: [{http: [...]}]`. Without the grant the host must refuse
+//! to load it, naming the import and the component; it must never get to run.
 
 use cannon_guest::{Fields, Message, Task};
 use wasi::http::outgoing_handler::handle;
