@@ -96,18 +96,30 @@ fn authorized(headers: &HeaderMap, bearer: &str, body: &str) -> Response {
     }
 }
 
-/// A server that answers every connection with a chunked body of `kib` KiB (no length).
-fn chunked_server(kib: usize) -> SocketAddr {
+/// A server that answers every connection with `kib` KiB, chunked (no length) or with a
+/// `Content-Length`.
+fn raw_server(kib: usize, chunked: bool) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     std::thread::spawn(move || {
         for mut stream in listener.incoming().flatten() {
             let mut head = [0u8; 4096];
             let _ = stream.read(&mut head);
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
             let chunk = vec![b'y'; 1024];
+            if !chunked {
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", kib * 1024);
+                let _ = stream.write_all(head.as_bytes());
+                for _ in 0..kib {
+                    if stream.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+                continue;
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
             for _ in 0..kib {
-                if stream.write_all(b"400\r\n").and_then(|()| stream.write_all(&chunk)).and_then(|()| stream.write_all(b"\r\n")).is_err() {
+                let sent = stream.write_all(b"400\r\n").and_then(|()| stream.write_all(&chunk));
+                if sent.and_then(|()| stream.write_all(b"\r\n")).is_err() {
                     break;
                 }
             }
@@ -167,6 +179,8 @@ fn ok_body(result: Result<Fields, String>) -> String {
 }
 
 fn refusal(result: Result<Fields, String>) -> String {
+    // Dead-letter errors name the step that failed: `fetcher: ...`, `torch: ...`.
+    let result = result.map_err(|e| e.split_once(": ").map_or(e.clone(), |(_, rest)| rest.to_owned()));
     result.err().unwrap_or_else(|| panic!("expected a refusal"))
 }
 
@@ -228,7 +242,8 @@ fn the_allow_list_holds_for_every_request_redirect_and_resolved_address() {
 fn response_size_first_byte_and_the_call_deadline_bound_a_request() {
     component("fetcher");
     let api = Api::start("unused-token-123");
-    let chunked = chunked_server(1024);
+    let chunked = raw_server(1024, true);
+    let sized = raw_server(1024, false);
     let redis = RedisServer::start();
     let grant = ", allow: [{http: [\"http://127.0.0.1:*\"]}]";
     let project = Project::new(&format!(
@@ -240,6 +255,7 @@ fn response_size_first_byte_and_the_call_deadline_bound_a_request() {
     let host = start(&project, &redis, &[]);
 
     let big = send(&redis, "small", &[("url", &api.url("/big"))]);
+    let declared = send(&redis, "small", &[("url", &format!("http://{sized}/"))]);
     let stream = send(&redis, "small", &[("url", &format!("http://{chunked}/"))]);
     let fits = send(&redis, "small", &[("url", &api.url("/hello"))]);
     let slow = send(&redis, "impatient", &[("url", &api.url("/slow"))]);
@@ -248,6 +264,8 @@ fn response_size_first_byte_and_the_call_deadline_bound_a_request() {
 
     let over = format!("http: response from 127.0.0.1:{} over limits.http_response_kb = 64", api.addr.port());
     assert_eq!(refusal(outcome(&redis, "small", &big, &host)), format!("request 1: {over}"));
+    let over = format!("http: response from {sized} over limits.http_response_kb = 64");
+    assert_eq!(refusal(outcome(&redis, "small", &declared, &host)), format!("request 1: {over}"));
     let over = format!("http: response from {chunked} over limits.http_response_kb = 64");
     assert_eq!(refusal(outcome(&redis, "small", &stream, &host)), format!("request 1: {over}"));
     assert_eq!(ok_body(outcome(&redis, "small", &fits, &host)), "hello from the api");

@@ -219,7 +219,14 @@ fn read_body(body: IncomingBody) -> Result<Vec<u8>, String> {
                 Err(StreamError::LastOperationFailed(e)) => {
                     return Err(match wasi::http::types::http_error_code(&e) {
                         Some(code) => describe(&code),
-                        None => format!("http: reading the response: {}", e.to_debug_string()),
+                        // The host's own refusals arrive as `internal error: http: ...`.
+                        None => {
+                            let text = e.to_debug_string();
+                            match text.strip_prefix("internal error: ").filter(|t| t.starts_with("http: ")) {
+                                Some(own) => own.to_owned(),
+                                None => format!("http: reading the response: {text}"),
+                            }
+                        }
                     });
                 }
             }

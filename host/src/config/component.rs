@@ -10,7 +10,7 @@ use super::de::join;
 use super::error::{did_you_mean, one_of};
 use super::http_grant;
 use super::load::{ServiceLimits, check_limits};
-use super::model::{Capability, ComponentSpec, Kwargs, Limits, TaskSpec, TorchSpec};
+use super::model::{ComponentSpec, Kwargs, Limits, TaskSpec, TorchSpec};
 use super::yaml::{Key, Node, Value};
 
 const SHELL_KEYS: &[&str] = &["file", "path", "conf", "allow", "secrets", "files", "permissions", "limits"];

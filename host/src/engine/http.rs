@@ -1,6 +1,6 @@
 //! Outbound HTTP for components granted `allow: [{http: [PATTERN...]}]`:
 //! `wasi:http/outgoing-handler` from `wasmtime-wasi-http`, with every request going
-//! through [`WasiHttpView::send_request`] here.
+//! through our [`WasiHttpHooks::send_request`] (the crate's default sender is not built).
 //!
 //! Each request is checked before anything leaves the host: the grant must allow its
 //! scheme, host and port; the call may not have sent `limits.http_requests` already. The
@@ -22,13 +22,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::header::{HeaderName, HeaderValue};
+use hyper::header::HeaderName;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use wasmtime_wasi_http::bindings::http::types::ErrorCode;
-use wasmtime_wasi_http::body::HyperOutgoingBody;
-use wasmtime_wasi_http::types::{HostFutureIncomingResponse, IncomingResponse, OutgoingRequestConfig};
-use wasmtime_wasi_http::{HttpResult, WasiHttpCtx, WasiHttpView};
+use wasmtime_wasi_http::{
+    DEFAULT_FORBIDDEN_HEADERS, Error, ForbiddenHeaderFilter, RequestOptions, WasiBody, WasiHttpCtx, WasiHttpCtxView,
+    WasiHttpHooks, WasiHttpView,
+};
 
 use crate::config::{Destination, HttpGrant, HttpScheme, Limits};
 use crate::engine::state::HostState;
@@ -61,17 +61,22 @@ impl HttpPolicy {
 /// The outbound HTTP state of one call.
 pub struct CallHttp {
     ctx: WasiHttpCtx,
-    /// `None`: not granted; every request is refused (the import check at load refuses such
-    /// a component before it runs, so this is a second line).
-    policy: Option<Arc<HttpPolicy>>,
-    /// Requests sent (or refused for the grant) so far.
-    sent: u32,
+    hooks: Hooks,
 }
 
 impl CallHttp {
     pub fn new(policy: Option<Arc<HttpPolicy>>) -> Self {
-        Self { ctx: WasiHttpCtx::new(), policy, sent: 0 }
+        Self { ctx: WasiHttpCtx::new(), hooks: Hooks { policy, sent: 0 } }
     }
+}
+
+/// Where `wasmtime-wasi-http` hands us each request.
+struct Hooks {
+    /// `None`: not granted; every request is refused (the import check at load refuses such
+    /// a component before it runs, so this is a second line).
+    policy: Option<Arc<HttpPolicy>>,
+    /// Requests sent (or refused for the grant) so far in this call.
+    sent: u32,
 }
 
 /// Headers that describe one connection, not the request (RFC 9110 7.6.1): never forwarded.
@@ -87,40 +92,41 @@ const HOP_BY_HOP: [&str; 9] = [
     "upgrade",
 ];
 
-/// A refusal as the guest sees it.
-fn refused(text: String) -> ErrorCode {
-    ErrorCode::InternalError(Some(text))
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { hooks: &mut self.http.hooks, table: &mut self.table, ctx: &mut self.http.ctx }
+    }
 }
 
-impl WasiHttpView for HostState {
-    fn ctx(&mut self) -> &mut WasiHttpCtx {
-        &mut self.http.ctx
-    }
+/// What `send_request` returns: the response and the future that drives its connection.
+type Sent = Box<dyn Future<Output = Result<(hyper::Response<WasiBody>, Box<dyn Future<Output = Result<(), Error>> + Send>), Error>> + Send>;
 
-    fn table(&mut self) -> &mut wasmtime::component::ResourceTable {
-        &mut self.table
+impl WasiHttpHooks for Hooks {
+    fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
+        Arc::new(|name| DEFAULT_FORBIDDEN_HEADERS.contains(name) || HOP_BY_HOP.contains(&name.as_str()))
     }
 
     fn send_request(
         &mut self,
-        mut request: hyper::Request<HyperOutgoingBody>,
-        config: OutgoingRequestConfig,
-    ) -> HttpResult<HostFutureIncomingResponse> {
-        let checked = self.http_check(&request);
-        let target = match checked {
-            Ok(target) => target,
-            Err(text) => {
-                warn_refused(self.http.policy.as_deref(), &text);
-                return Err(refused(text).into());
-            }
-        };
-        strip_hop_by_hop(request.headers_mut());
-        let handle = wasmtime_wasi::runtime::spawn(async move { Ok(send(target, request, config).await) });
-        Ok(HostFutureIncomingResponse::pending(handle))
-    }
-
-    fn is_forbidden_header(&mut self, name: &HeaderName) -> bool {
-        HOP_BY_HOP.contains(&name.as_str())
+        mut request: hyper::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> Sent {
+        let checked = self.check(&request);
+        let component = self.policy.as_ref().map_or_else(|| "-".to_owned(), |p| p.component.clone());
+        Box::new(async move {
+            let outcome = match checked {
+                Ok(target) => {
+                    strip_hop_by_hop(request.headers_mut());
+                    send(&target, request, options.unwrap_or_default()).await
+                }
+                Err(text) => Err(text),
+            };
+            outcome.map_err(|text| {
+                tracing::warn!(component = %component, "{text}");
+                Error::InternalError(Some(text))
+            })
+        })
     }
 }
 
@@ -132,48 +138,49 @@ struct Target {
     port: u16,
 }
 
-impl HostState {
+impl Hooks {
     /// The grant and the request count, before anything leaves the host.
-    fn http_check(&mut self, request: &hyper::Request<HyperOutgoingBody>) -> Result<Target, String> {
-        let policy = self.http.policy.clone().ok_or("http: not granted (no `allow: [{http: [...]}]`)")?;
-        if self.http.sent >= policy.max_requests {
+    fn check(&mut self, request: &hyper::Request<WasiBody>) -> Result<Target, String> {
+        let policy = self.policy.clone().ok_or("http: not granted (no `allow: [{http: [...]}]`)")?;
+        if self.sent >= policy.max_requests {
             return Err(format!(
                 "http: request limit reached: at most {} per call (limits.http_requests)",
                 policy.max_requests
             ));
         }
-        self.http.sent += 1;
+        self.sent += 1;
         let uri = request.uri();
         let scheme = uri.scheme_str().and_then(HttpScheme::parse).ok_or("http: only http and https are supported")?;
         let host = uri.host().ok_or("http: the request has no host")?;
         let host = host.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.').to_ascii_lowercase();
         let port = uri.port_u16().unwrap_or(scheme.default_port());
-        let to = Destination { scheme, host: &host, port };
-        if policy.grant.allowing(&to).is_none() {
-            let any_port = policy.grant.patterns.iter().any(|p| {
-                [HttpScheme::Http, HttpScheme::Https]
-                    .iter()
-                    .any(|&s| p.allows(&Destination { scheme: s, host: &host, port: 0 }) || p.allows(&Destination { scheme: s, host: &host, port: s.default_port() }))
-            });
-            return Err(if any_port {
-                format!("http: {}://{}:{port} not allowed by allow.http", scheme.as_str(), shown(&host))
-            } else {
-                format!("http: host {} not allowed by allow.http", shown(&host))
-            });
+        if policy.grant.allowing(&Destination { scheme, host: &host, port }).is_some() {
+            return Ok(Target { policy, scheme, host, port });
         }
-        Ok(Target { policy, scheme, host, port })
+        Err(if host_named(&policy.grant, &host) {
+            format!("http: {}://{}:{port} not allowed by allow.http", scheme.as_str(), shown(&host))
+        } else {
+            format!("http: host {} not allowed by allow.http", shown(&host))
+        })
     }
+}
+
+/// Whether some pattern names `host` (under any scheme or port).
+fn host_named(grant: &HttpGrant, host: &str) -> bool {
+    grant.patterns.iter().any(|p| {
+        let mut p = p.clone();
+        p.port = crate::config::PortPattern::Any;
+        [HttpScheme::Http, HttpScheme::Https].into_iter().any(|scheme| {
+            p.scheme = scheme;
+            p.allows(&Destination { scheme, host, port: 1 })
+        })
+    })
 }
 
 /// A host for messages: brackets around IPv6, escaped like any text from a guest.
 fn shown(host: &str) -> String {
     let host = crate::text::for_terminal(host);
     if host.contains(':') { format!("[{host}]") } else { host.into_owned() }
-}
-
-fn warn_refused(policy: Option<&HttpPolicy>, text: &str) {
-    let component = policy.map_or("-", |p| p.component.as_str());
-    tracing::warn!(component = %component, "{text}");
 }
 
 fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
@@ -184,7 +191,7 @@ fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    for name in HOP_BY_HOP.iter().copied() {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
     for name in named {
@@ -192,103 +199,103 @@ fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
     }
 }
 
+/// The smaller of our limit and the guest's own request option.
+fn bound(ours: Duration, theirs: Option<Duration>) -> Duration {
+    theirs.map_or(ours, |t| t.min(ours))
+}
+
 /// Sends a checked request; every failure is a specific `http: ...` text.
 async fn send(
-    target: Target,
-    request: hyper::Request<HyperOutgoingBody>,
-    config: OutgoingRequestConfig,
-) -> Result<IncomingResponse, ErrorCode> {
-    let result = send_checked(&target, request, config).await;
-    if let Err(ErrorCode::InternalError(Some(text))) = &result {
-        warn_refused(Some(&target.policy), text);
-    }
-    result
-}
-
-async fn send_checked(
     target: &Target,
-    mut request: hyper::Request<HyperOutgoingBody>,
-    config: OutgoingRequestConfig,
-) -> Result<IncomingResponse, ErrorCode> {
+    request: hyper::Request<WasiBody>,
+    options: RequestOptions,
+) -> Result<(hyper::Response<WasiBody>, Box<dyn Future<Output = Result<(), Error>> + Send>), String> {
     let policy = &target.policy;
     let at = format!("{}:{}", shown(&target.host), target.port);
-    let connect_limit = policy.connect.min(config.connect_timeout);
-    let addrs = tokio::time::timeout(connect_limit, resolve(target))
-        .await
-        .map_err(|_| refused(format!("http: could not resolve {} within limits.http_connect_ms", shown(&target.host))))??;
-    let tcp = tokio::time::timeout(connect_limit, connect(&addrs, &at))
-        .await
-        .map_err(|_| refused(format!("http: could not connect to {at} within limits.http_connect_ms = {}", policy.connect.as_millis())))??;
-    // The request line carries only the path (origin form), as HTTP/1.1 expects.
-    let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    *request.uri_mut() = path.parse().map_err(|_| refused("http: bad path".to_owned()))?;
-    if !request.headers().contains_key(hyper::header::HOST) {
-        let host = match target.port == target.scheme.default_port() {
-            true => shown(&target.host),
-            false => at.clone(),
-        };
-        let value = HeaderValue::from_str(&host).map_err(|_| refused("http: bad host".to_owned()))?;
-        request.headers_mut().insert(hyper::header::HOST, value);
+    let connect_limit = bound(policy.connect, options.connect_timeout);
+    let too_slow = || format!("http: could not connect to {at} within limits.http_connect_ms = {}", policy.connect.as_millis());
+    let tcp = tokio::time::timeout(connect_limit, async {
+        let addrs = resolve(target).await?;
+        connect(&addrs, &at).await
+    })
+    .await
+    .map_err(|_| too_slow())??;
+    let first_byte = bound(policy.first_byte, options.first_byte_timeout);
+    match target.scheme {
+        HttpScheme::Http => exchange(TokioIo::new(tcp), request, target, &at, first_byte).await,
+        HttpScheme::Https => {
+            let tls = tokio::time::timeout(connect_limit, super::http_tls::connect(tcp, &target.host))
+                .await
+                .map_err(|_| too_slow())??;
+            exchange(TokioIo::new(tls), request, target, &at, first_byte).await
+        }
     }
-    let (mut sender, worker) = match target.scheme {
-        HttpScheme::Http => handshake(TokioIo::new(tcp)).await?,
-        HttpScheme::Https => handshake(TokioIo::new(super::http_tls::connect(tcp, &target.host).await?)).await?,
-    };
-    let first_byte = policy.first_byte.min(config.first_byte_timeout);
-    let response = tokio::time::timeout(first_byte, sender.send_request(request))
-        .await
-        .map_err(|_| {
-            refused(format!("http: no response from {at} within limits.http_first_byte_ms = {}", policy.first_byte.as_millis()))
-        })?
-        .map_err(|e| refused(format!("http: request to {at} failed: {e}")))?;
-    let over = format!("http: response from {at} over limits.http_response_kb = {}", policy.max_body / 1024);
-    let declared = response.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > policy.max_body as u64) {
-        return Err(refused(over));
-    }
-    let resp = response.map(|body| {
-        Limited::new(body, policy.max_body)
-            .map_err(move |e| {
-                if e.downcast_ref::<LengthLimitError>().is_some() {
-                    refused(over.clone())
-                } else {
-                    refused(format!("http: reading the response: {e}"))
-                }
-            })
-            .boxed()
-    });
-    Ok(IncomingResponse { resp, worker: Some(worker), between_bytes_timeout: config.between_bytes_timeout })
 }
 
-/// HTTP/1.1 on `io`; the connection runs as a task owned by the response.
-async fn handshake<T>(
+/// One HTTP/1.1 request and response head on `io`; the body comes later, bounded.
+async fn exchange<T>(
     io: T,
-) -> Result<(hyper::client::conn::http1::SendRequest<HyperOutgoingBody>, wasmtime_wasi::runtime::AbortOnDropJoinHandle<()>), ErrorCode>
+    mut request: hyper::Request<WasiBody>,
+    target: &Target,
+    at: &str,
+    first_byte: Duration,
+) -> Result<(hyper::Response<WasiBody>, Box<dyn Future<Output = Result<(), Error>> + Send>), String>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let (sender, conn) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| refused(format!("http: handshake failed: {e}")))?;
-    let worker = wasmtime_wasi::runtime::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!("outbound http connection ended: {e}");
+    let policy = &target.policy;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(io).await.map_err(|e| format!("http: connection to {at} failed: {e}"))?;
+    // The request line carries only the path (origin form), as HTTP/1.1 expects.
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    *request.uri_mut() = path.parse().map_err(|_| "http: bad path".to_owned())?;
+    let mut conn = Box::pin(conn);
+    let mut conn_done = false;
+    let sending = tokio::time::timeout(first_byte, sender.send_request(request));
+    tokio::pin!(sending);
+    let response = loop {
+        tokio::select! {
+            sent = &mut sending => break sent,
+            ended = &mut conn, if !conn_done => {
+                conn_done = true;
+                ended.map_err(|e| format!("http: connection to {at} failed: {e}"))?;
+            }
         }
+    };
+    let no_response = || format!("http: no response from {at} within limits.http_first_byte_ms = {}", policy.first_byte.as_millis());
+    let response = response.map_err(|_| no_response())?.map_err(|e| format!("http: request to {at} failed: {e}"))?;
+    let max = policy.max_body;
+    let over = format!("http: response from {at} over limits.http_response_kb = {}", max / 1024);
+    let declared = response.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(over);
+    }
+    let response = response.map(|body| {
+        Limited::new(body, max)
+            .map_err(move |e| match e.downcast::<hyper::Error>() {
+                Ok(e) => Error::from(*e),
+                Err(e) if e.is::<LengthLimitError>() => Error::InternalError(Some(over.clone())),
+                Err(e) => Error::InternalError(Some(format!("http: reading the response: {e}"))),
+            })
+            .boxed_unsync()
     });
-    Ok((sender, worker))
+    let io: Box<dyn Future<Output = Result<(), Error>> + Send> = Box::new(async move {
+        if conn_done { Ok(()) } else { conn.await.map_err(Error::from) }
+    });
+    Ok((response, io))
 }
 
 /// The addresses of the target, each checked against the grant.
-async fn resolve(target: &Target) -> Result<Vec<SocketAddr>, ErrorCode> {
+async fn resolve(target: &Target) -> Result<Vec<SocketAddr>, String> {
     let addrs: Vec<SocketAddr> = match target.host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, target.port)],
         Err(_) => tokio::net::lookup_host((target.host.as_str(), target.port))
             .await
-            .map_err(|e| refused(format!("http: cannot resolve {}: {e}", shown(&target.host))))?
+            .map_err(|e| format!("http: cannot resolve {}: {e}", shown(&target.host)))?
             .collect(),
     };
     if addrs.is_empty() {
-        return Err(refused(format!("http: {} has no address", shown(&target.host))));
+        return Err(format!("http: {} has no address", shown(&target.host)));
     }
     for addr in &addrs {
         let ip = addr.ip();
@@ -296,16 +303,16 @@ async fn resolve(target: &Target) -> Result<Vec<SocketAddr>, ErrorCode> {
         let ip_text = ip.to_string();
         let to = Destination { scheme: target.scheme, host: &ip_text, port: target.port };
         if target.policy.grant.allowing(&to).is_none() {
-            return Err(refused(format!(
+            return Err(format!(
                 "http: host {} resolves to {ip}, a {kind} address not allowed by allow.http",
                 shown(&target.host)
-            )));
+            ));
         }
     }
     Ok(addrs)
 }
 
-async fn connect(addrs: &[SocketAddr], at: &str) -> Result<TcpStream, ErrorCode> {
+async fn connect(addrs: &[SocketAddr], at: &str) -> Result<TcpStream, String> {
     let mut last = None;
     for addr in addrs {
         match TcpStream::connect(addr).await {
@@ -314,7 +321,7 @@ async fn connect(addrs: &[SocketAddr], at: &str) -> Result<TcpStream, ErrorCode>
         }
     }
     let why = last.map_or_else(|| "no address".to_owned(), |e| e.to_string());
-    Err(refused(format!("http: cannot connect to {at}: {why}")))
+    Err(format!("http: cannot connect to {at}: {why}"))
 }
 
 /// Why `ip` is not a public address, or `None` when it is.
@@ -391,6 +398,7 @@ mod tests {
 
     #[test]
     fn hop_by_hop_headers_are_dropped() {
+        use hyper::header::HeaderValue;
         let mut headers = hyper::HeaderMap::new();
         headers.insert("connection", HeaderValue::from_static("x-private, close"));
         headers.insert("x-private", HeaderValue::from_static("1"));

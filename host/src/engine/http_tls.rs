@@ -7,11 +7,6 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use wasmtime_wasi_http::bindings::http::types::ErrorCode;
-
-fn refused(text: String) -> ErrorCode {
-    ErrorCode::InternalError(Some(text))
-}
 
 /// The client configuration, or why there is none (no root certificate could be loaded).
 fn client_config() -> Result<Arc<rustls::ClientConfig>, String> {
@@ -35,12 +30,12 @@ fn client_config() -> Result<Arc<rustls::ClientConfig>, String> {
 }
 
 /// A TLS session to `host` over `tcp`, its certificate checked against the roots.
-pub async fn connect(tcp: TcpStream, host: &str) -> Result<TlsStream<TcpStream>, ErrorCode> {
-    let config = client_config().map_err(|why| refused(format!("http: cannot use TLS: {why}")))?;
+pub async fn connect(tcp: TcpStream, host: &str) -> Result<TlsStream<TcpStream>, String> {
+    let config = client_config().map_err(|why| format!("http: cannot use TLS: {why}"))?;
     let name = ServerName::try_from(host.to_owned())
-        .map_err(|_| refused(format!("http: `{}` is not a TLS server name", crate::text::for_terminal(host))))?;
+        .map_err(|_| format!("http: `{}` is not a TLS server name", crate::text::for_terminal(host)))?;
     TlsConnector::from(config)
         .connect(name, tcp)
         .await
-        .map_err(|e| refused(format!("http: TLS with {} failed: {e}", crate::text::for_terminal(host))))
+        .map_err(|e| format!("http: TLS with {} failed: {e}", crate::text::for_terminal(host)))
 }
