@@ -160,11 +160,14 @@ fn outcome(redis: &RedisServer, service: &str, id: &str, host: &Running) -> Resu
     let mut con = redis.con();
     loop {
         for (stream, ok) in [("taskback", true), ("dead", false)] {
-            let found = entries(&mut con, &key(service, stream))
-                .into_iter()
-                .find(|(_, f)| field(f, "cannon.id") == Some(id));
+            let found =
+                entries(&mut con, &key(service, stream)).into_iter().find(|(_, f)| field(f, "cannon.id") == Some(id));
             if let Some((_, fields)) = found {
-                return if ok { Ok(fields) } else { Err(field(&fields, "cannon.error").unwrap_or_default().to_owned()) };
+                return if ok {
+                    Ok(fields)
+                } else {
+                    Err(field(&fields, "cannon.error").unwrap_or_default().to_owned())
+                };
             }
         }
         assert!(Instant::now() < deadline, "no outcome for {service} {id}:\n{}", host.log_text());
@@ -193,7 +196,11 @@ fn the_allow_list_holds_for_every_request_redirect_and_resolved_address() {
     let redis = RedisServer::start();
     let project = Project::new(&format!(
         "services:\n{}{}{}",
-        fetcher("api", &format!(", allow: [{{http: [\"http://127.0.0.1:{port}\"]}}]"), "timeout_ms: 5000, http_requests: 2"),
+        fetcher(
+            "api",
+            &format!(", allow: [{{http: [\"http://127.0.0.1:{port}\"]}}]"),
+            "timeout_ms: 5000, http_requests: 2"
+        ),
         fetcher("named", ", allow: [{http: [\"http://localhost:*\"]}]", "timeout_ms: 5000"),
         fetcher(
             "named_ok",
@@ -204,7 +211,11 @@ fn the_allow_list_holds_for_every_request_redirect_and_resolved_address() {
     let host = start(&project, &redis, &[]);
 
     let hello = send(&redis, "api", &[("url", &api.url("/hello"))]);
-    let echo = send(&redis, "api", &[("url", &api.url("/echo")), ("method", "PUT"), ("body", "payload"), ("header", "x-custom: kept")]);
+    let echo = send(
+        &redis,
+        "api",
+        &[("url", &api.url("/echo")), ("method", "PUT"), ("body", "payload"), ("header", "x-custom: kept")],
+    );
     let evil = send(&redis, "api", &[("url", "http://api.evil.com/steal")]);
     let other_port = send(&redis, "api", &[("url", &format!("http://127.0.0.1:{closed}/"))]);
     let to_evil = api.url("/redirect?to=http://evil.example/x");
@@ -271,7 +282,10 @@ fn response_size_first_byte_and_the_call_deadline_bound_a_request() {
     assert_eq!(ok_body(outcome(&redis, "small", &fits, &host)), "hello from the api");
     let err = refusal(outcome(&redis, "impatient", &slow, &host));
     let port = api.addr.port();
-    assert_eq!(err, format!("request 1: http: no response from 127.0.0.1:{port} within limits.http_first_byte_ms = 200"));
+    assert_eq!(
+        err,
+        format!("request 1: http: no response from 127.0.0.1:{port} within limits.http_first_byte_ms = 200")
+    );
     assert_eq!(refusal(outcome(&redis, "deadline", &late, &host)), "deadline exceeded after 700 ms");
     // The worker is free again at once: the next message of the same service is answered.
     assert_eq!(ok_body(outcome(&redis, "deadline", &after, &host)), "hello from the api");
@@ -374,4 +388,49 @@ fn weather_example_answers_from_a_local_api() {
     let wrong = start(&project, &redis, &[("WEATHER_API", &base), ("WEATHER_TOKEN", "not-the-right-token")]);
     let refused = send(&redis, "weather", &[("user", "ann"), ("text", "weather Oslo")]);
     assert_eq!(refusal(outcome(&redis, "weather", &refused, &wrong)), "the weather API refused the token");
+}
+
+/// An HTTPS server on loopback with a certificate from `ca` (for 127.0.0.1 and localhost),
+/// answering `hello over tls` to everything.
+fn tls_server(ca: &crate::support::TestCa, runtime: &tokio::runtime::Runtime) -> SocketAddr {
+    use hyper_util::rt::TokioIo;
+    let (cert, key) = ca.issue("api");
+    let config = cannon_host::access::server_config(&cannon_host::config::TlsFiles { cert, key }).expect("tls config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    runtime.spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"hello over tls"),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service).await;
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn https_is_verified_against_the_trusted_roots() {
+    component("fetcher");
+    let ca = crate::support::TestCa::new();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt");
+    let tls = tls_server(&ca, &runtime);
+    let plain = Api::start("unused-token-123");
+    let redis = RedisServer::start();
+    let grant = ", allow: [{http: [\"https://127.0.0.1:*\"]}]";
+    let project = Project::new(&format!("services:\n{}", fetcher("secure", grant, "timeout_ms: 5000")));
+    let host = start(&project, &redis, &[("SSL_CERT_FILE", &ca.cert_text())]);
+    let hello = send(&redis, "secure", &[("url", &format!("https://{tls}/"))]);
+    // TLS is really spoken: a plain HTTP server on the other end fails the handshake.
+    let not_tls = send(&redis, "secure", &[("url", &format!("https://{}/hello", plain.addr))]);
+    assert_eq!(ok_body(outcome(&redis, "secure", &hello, &host)), "hello over tls");
+    let err = refusal(outcome(&redis, "secure", &not_tls, &host));
+    assert!(err.starts_with("request 1: http: TLS with 127.0.0.1 failed: "), "{err}");
 }

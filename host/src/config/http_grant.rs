@@ -113,7 +113,8 @@ pub struct Destination<'a> {
 impl HttpPattern {
     /// Parses `scheme://host[:port]` (a trailing `/` is accepted), or says what is wrong.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let (scheme, rest) = text.split_once("://").ok_or("expected `scheme://host[:port]`, e.g. `https://api.example.com`")?;
+        let (scheme, rest) =
+            text.split_once("://").ok_or("expected `scheme://host[:port]`, e.g. `https://api.example.com`")?;
         let scheme = HttpScheme::parse(scheme).ok_or_else(|| format!("scheme `{scheme}` is not `http` or `https`"))?;
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains(['/', '?', '#']) {
@@ -167,7 +168,10 @@ fn split_port(rest: &str) -> Result<(&str, Option<&str>), String> {
         let (host, after) = v6.split_once(']').ok_or("`[` without `]` around an IPv6 address")?;
         return match after {
             "" => Ok((host, None)),
-            _ => after.strip_prefix(':').map(|p| (host, Some(p))).ok_or_else(|| format!("unexpected `{after}` after `]`")),
+            _ => after
+                .strip_prefix(':')
+                .map(|p| (host, Some(p)))
+                .ok_or_else(|| format!("unexpected `{after}` after `]`")),
         };
     }
     Ok(match rest.rsplit_once(':') {
@@ -274,24 +278,42 @@ pub(crate) fn secrets(ctx: &mut Ctx, node: &Node, path: &str, conf: &Kwargs) -> 
     for (key, value) in ctx.named(node, path) {
         let p = join(path, &key.text);
         if !is_identifier(&key.text, &['_', '-', '.']) {
-            ctx.error_at(key.line, key.column, path, format!("secret name `{}` must be letters, digits, `_`, `-`, `.`", key.text));
+            ctx.error_at(
+                key.line,
+                key.column,
+                path,
+                format!("secret name `{}` must be letters, digits, `_`, `-`, `.`", key.text),
+            );
             continue;
         }
         if conf.contains_key(&key.text) {
-            ctx.error_at(key.line, key.column, path, format!("`{}` is both a conf key and a secret; rename one", key.text));
+            ctx.error_at(
+                key.line,
+                key.column,
+                path,
+                format!("`{}` is both a conf key and a secret; rename one", key.text),
+            );
             continue;
         }
-        // Never echo the value: a mistake here must not print the secret.
-        match &value.value {
-            Value::Str(s) if s.len() < MIN_SECRET => {
-                ctx.error(value, &p, format!("is shorter than {MIN_SECRET} bytes (too short to mask in output)"));
+        // Never echo the value: a mistake here must not print the secret. A value of digits
+        // (`${PIN}` = 12345678) resolves to a number: its text as written is the secret.
+        let text = match &value.value {
+            Value::Str(s) => s.clone(),
+            Value::Int(_) | Value::Float(_) => value.raw.clone(),
+            Value::Invalid => continue,
+            Value::Null => {
+                ctx.error(value, &p, "is empty (e.g. `NAME: ${NAME}` with NAME set)");
+                continue;
             }
-            Value::Str(s) => {
-                out.insert(key.text.clone(), Secret::new(s.clone()));
+            _ => {
+                ctx.error(value, &p, "expected a string, e.g. `NAME: \"${NAME}\"`");
+                continue;
             }
-            Value::Null => ctx.error(value, &p, "is empty (e.g. `NAME: ${NAME}` with NAME set)"),
-            Value::Invalid => {}
-            _ => ctx.error(value, &p, "expected a string (quote it), e.g. `NAME: \"${NAME}\"`"),
+        };
+        if text.len() < MIN_SECRET {
+            ctx.error(value, &p, format!("is shorter than {MIN_SECRET} bytes (too short to mask in output)"));
+        } else {
+            out.insert(key.text.clone(), Secret::new(text));
         }
     }
     out

@@ -99,7 +99,10 @@ impl WasiHttpView for HostState {
 }
 
 /// What `send_request` returns: the response and the future that drives its connection.
-type Sent = Box<dyn Future<Output = Result<(hyper::Response<WasiBody>, Box<dyn Future<Output = Result<(), Error>> + Send>), Error>> + Send>;
+type Sent = Box<
+    dyn Future<Output = Result<(hyper::Response<WasiBody>, Box<dyn Future<Output = Result<(), Error>> + Send>), Error>>
+        + Send,
+>;
 
 impl WasiHttpHooks for Hooks {
     fn forbidden_header_filter(&mut self) -> ForbiddenHeaderFilter {
@@ -213,7 +216,8 @@ async fn send(
     let policy = &target.policy;
     let at = format!("{}:{}", shown(&target.host), target.port);
     let connect_limit = bound(policy.connect, options.connect_timeout);
-    let too_slow = || format!("http: could not connect to {at} within limits.http_connect_ms = {}", policy.connect.as_millis());
+    let too_slow =
+        || format!("http: could not connect to {at} within limits.http_connect_ms = {}", policy.connect.as_millis());
     let tcp = tokio::time::timeout(connect_limit, async {
         let addrs = resolve(target).await?;
         connect(&addrs, &at).await
@@ -262,11 +266,13 @@ where
             }
         }
     };
-    let no_response = || format!("http: no response from {at} within limits.http_first_byte_ms = {}", policy.first_byte.as_millis());
+    let no_response =
+        || format!("http: no response from {at} within limits.http_first_byte_ms = {}", policy.first_byte.as_millis());
     let response = response.map_err(|_| no_response())?.map_err(|e| format!("http: request to {at} failed: {e}"))?;
     let max = policy.max_body;
     let over = format!("http: response from {at} over limits.http_response_kb = {}", max / 1024);
-    let declared = response.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared =
+        response.headers().get(hyper::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
         return Err(over);
     }
@@ -279,9 +285,8 @@ where
             })
             .boxed_unsync()
     });
-    let io: Box<dyn Future<Output = Result<(), Error>> + Send> = Box::new(async move {
-        if conn_done { Ok(()) } else { conn.await.map_err(Error::from) }
-    });
+    let io: Box<dyn Future<Output = Result<(), Error>> + Send> =
+        Box::new(async move { if conn_done { Ok(()) } else { conn.await.map_err(Error::from) } });
     Ok((response, io))
 }
 
