@@ -122,6 +122,9 @@ fn the_example_compose_files_check() {
             .arg("check")
             .env("CANNON_CACHE_DIR", crate::support::cache_dir())
             .env_remove("CANNON_BROKER")
+            // examples/weather takes its API and token from the environment.
+            .env("WEATHER_API", "http://127.0.0.1:8099")
+            .env("WEATHER_TOKEN", "example-token-123")
             .output()
             .expect("run cannon-host check");
         assert!(
