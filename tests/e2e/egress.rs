@@ -434,3 +434,25 @@ fn https_is_verified_against_the_trusted_roots() {
     let err = refusal(outcome(&redis, "secure", &not_tls, &host));
     assert!(err.starts_with("request 1: http: TLS with 127.0.0.1 failed: "), "{err}");
 }
+
+/// A JavaScript guest (`guests/js/fetch`, `// cannon-allow: http`) calls the same API with
+/// `fetch()`; the allow-list holds for it as for Rust.
+#[test]
+fn javascript_fetch_goes_through_the_same_allow_list() {
+    component("fetch-js");
+    let api = Api::start("unused-token-123");
+    let redis = RedisServer::start();
+    let grant = format!("{{ file: fetch-js, allow: [{{http: [\"http://127.0.0.1:{}\"]}}] }}", api.addr.port());
+    let project = Project::new(&format!(
+        "services:\n  js:\n    tasks: [ {grant} ]\n    limits: {{ timeout_ms: 20000 }}\n    retry: {{ max_attempts: 1 }}\n"
+    ));
+    let host = start(&project, &redis, &[]);
+    let hello = send(&redis, "js", &[("url", &api.url("/hello"))]);
+    let evil = send(&redis, "js", &[("url", "http://api.evil.com/")]);
+    assert_eq!(ok_body(outcome(&redis, "js", &hello, &host)), "hello from the api");
+    let err = refusal(outcome(&redis, "js", &evil, &host));
+    // componentize-js's fetch() reports every network failure alike; the host's reason is
+    // in its log.
+    assert_eq!(err, "fetch: NetworkError when attempting to fetch resource");
+    assert!(host.log_text().contains("http: host api.evil.com not allowed by allow.http"), "{}", host.log_text());
+}
