@@ -56,7 +56,11 @@ impl Pipeline {
     pub async fn run(&self, msg: &Message) -> Result<Outcome, StepError> {
         let mut outcome = Outcome::default();
         for step in &self.steps {
-            let fail = |error| StepError { step: step.name().to_owned(), error };
+            let call = crate::observe::trace::CallSpan::start(step.name());
+            let fail = |error: CallError| {
+                call.fail(&error.to_string());
+                StepError { step: step.name().to_owned(), error }
+            };
             let (new, taskbacks, stats) = match step {
                 Step::Torch(torch) => {
                     let out = torch.run(msg, self.kv.clone()).await.map_err(fail)?;

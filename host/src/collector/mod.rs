@@ -244,6 +244,7 @@ impl Context {
     fn message(&self, fields: Fields) -> Result<Fields, AddError> {
         let mut message = self.with_kwargs(fields);
         message.retain(|(k, _)| !crate::fields::is_receipt_key(k));
+        crate::observe::trace::collect(&self.service.name, kind_name(&self.spec.kind), &mut message);
         self.checked(message)
     }
 

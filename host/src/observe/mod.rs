@@ -13,9 +13,11 @@
 //! - `hist.rs`: a lock-free fixed-bucket histogram readable for percentiles.
 //! - `serve.rs`: the listener (`/metrics`, `/api/status`, `/`), the broker sampler.
 //! - `dashboard.html`: the dashboard page, embedded in the binary.
+//! - `trace.rs`: W3C trace context on messages, spans exported over OTLP/HTTP.
 
 mod hist;
 pub mod serve;
+pub mod trace;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};

@@ -48,6 +48,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::broker::{Broker, BrokerError, Completion, DeadLetter, Delivery, Fields};
 use crate::engine::Message;
+use crate::observe::trace;
 use crate::service::ServiceRuntime;
 use crate::text::for_terminal;
 
@@ -302,8 +303,9 @@ async fn process(service: Arc<ServiceRuntime>, delivery: Delivery, done: mpsc::S
     let mut host_faults = 0;
     let limits = service.spec.limits;
     let bytes = crate::fields::size(&msg.fields);
-    // observe: in flight until counted as done or dead below.
+    // observe: in flight until counted as done or dead below; the trace's span.
     let observed = service.observe.start();
+    let span = trace::MessageSpan::start(service.name(), &msg.id, &msg.fields);
     let finished = if let Some(fault) = delivery.not_utf8 {
         // Another producer wrote bytes that are not text: never run on an altered copy. The
         // dead letter is copied from the stored entry, so its bytes survive.
@@ -340,7 +342,7 @@ async fn process(service: Arc<ServiceRuntime>, delivery: Delivery, done: mpsc::S
                 tracing::error!(attempts = attempt - 1, "{error}; moving to dead letters");
                 break Finished::Dead(dead_letter(msg, error, attempt - 1));
             }
-            match service.pipeline.run(&msg).await {
+            match trace::within(span.as_ref(), service.pipeline.run(&msg)).await {
                 Ok(outcome) => {
                     host_fault::recovered();
                     tracing::debug!(wall_us = outcome.stats.wall.as_micros() as u64, attempt, "processed");
@@ -357,6 +359,9 @@ async fn process(service: Arc<ServiceRuntime>, delivery: Delivery, done: mpsc::S
                     let error = for_terminal(&err.to_string()).into_owned();
                     tracing::warn!(attempt, max_attempts = retry.max_attempts, %error, "failed; retrying");
                     service.observe.retried(); // observe
+                    if let Some(span) = &span {
+                        span.retried(attempt, &error);
+                    }
                     tokio::time::sleep(pause).await;
                     attempt += 1;
                 }
@@ -378,6 +383,15 @@ async fn process(service: Arc<ServiceRuntime>, delivery: Delivery, done: mpsc::S
     match &finished {
         Finished::Done(completion, _) => observed.done(completion.taskbacks.len()),
         Finished::Dead(dead) => observed.dead(&dead.id, &dead.error, dead.attempts, dead.failed_at_ms),
+    }
+    if let Some(span) = span {
+        match &finished {
+            Finished::Done(completion, _) => {
+                span.taskbacks(completion.taskbacks.len());
+                span.end(Ok(()));
+            }
+            Finished::Dead(dead) => span.end(Err(&dead.error)),
+        }
     }
     let Ok(queued) = done.reserve().await else { return false };
     queued.send(finished);
