@@ -10,9 +10,11 @@
 //! - [`config`]: `cannon-compose.yml`, loaded into a typed model with errors at file:line.
 //! - [`engine`]: wasmtime engine, linker, limits, host imports; one `InstancePre` per
 //!   component and a fresh `Store` per call.
-//! - [`broker`]: the [`broker::Broker`] and [`broker::KvStore`] traits, implemented by the
-//!   embedded broker (SQLite, the default) and by Redis (streams and consumer groups).
-//! - [`fields`]: field maps: host-owned `cannon.*` keys, the linear merge, sizes.
+//! - [`vocab`]: the shared vocabulary below engine, broker and config: [`vocab::Fields`]
+//!   and the host-owned `cannon.*` keys ([`vocab::fields`]: the linear merge, sizes),
+//!   [`vocab::StreamKind`], limits and kv quotas, the component spec, the kv store trait.
+//! - [`broker`]: the [`broker::Broker`] trait, implemented by the embedded broker (SQLite,
+//!   the default) and by Redis (streams and consumer groups).
 //! - [`pipeline`], [`torch`]: what happens to one message.
 //! - [`service`]: compose entries turned into runnable pipelines.
 //! - [`worker`]: consume -> pipeline -> taskback + ack, retries and dead letters.
@@ -29,10 +31,13 @@ pub mod cli;
 pub mod collector;
 pub mod config;
 pub mod engine;
-pub mod fields;
 pub mod observe;
 pub mod pipeline;
 pub mod service;
 pub mod text;
 pub mod torch;
+pub mod vocab;
 pub mod worker;
+
+/// Field maps (kept at the crate root for existing paths): see [`vocab::fields`].
+pub use vocab::fields;

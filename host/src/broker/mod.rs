@@ -35,17 +35,14 @@ use async_trait::async_trait;
 pub use self::embedded::EmbeddedBroker;
 pub use self::redis::RedisBroker;
 pub use self::redis_acl::{WORKER_CHANNELS, WORKER_COMMANDS, acl_setuser};
-pub use crate::config::StreamKind;
-
-/// Ordered `key -> value` pairs: a message's fields, results or a taskback.
-pub type Fields = Vec<(String, String)>;
+pub use crate::vocab::fields::{ATTEMPTS_FIELD, DEAD_FIELDS, ERROR_FIELD, FAILED_AT_FIELD, Fields, ID_FIELD};
+pub use crate::vocab::kv::{KvFailure, KvStore, MAX_KV_TTL, kv_ttl_ms};
+pub use crate::vocab::stream::StreamKind;
 
 /// Consumer group of the workers on a data stream.
 pub const WORKER_GROUP: &str = "cannon";
 /// Consumer group of a service's collector on its taskback stream.
 pub const COLLECTOR_GROUP: &str = "collector";
-/// Field of a taskback naming the message it answers.
-pub const ID_FIELD: &str = "cannon.id";
 
 /// One stream entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +91,7 @@ impl DeadLetter {
     /// it, in the same order and with the same keys left out.)
     pub fn entry(&self) -> Fields {
         let mut entry = self.added();
-        entry.extend(crate::fields::guest_pairs(self.fields.iter().cloned()));
+        entry.extend(crate::vocab::fields::guest_pairs(self.fields.iter().cloned()));
         entry
     }
 
@@ -102,16 +99,12 @@ impl DeadLetter {
     pub fn added(&self) -> Fields {
         vec![
             (ID_FIELD.to_owned(), self.id.clone()),
-            ("cannon.error".to_owned(), self.error.clone()),
-            ("cannon.attempts".to_owned(), self.attempts.to_string()),
-            ("cannon.failed_at".to_owned(), self.failed_at_ms.to_string()),
+            (ERROR_FIELD.to_owned(), self.error.clone()),
+            (ATTEMPTS_FIELD.to_owned(), self.attempts.to_string()),
+            (FAILED_AT_FIELD.to_owned(), self.failed_at_ms.to_string()),
         ]
     }
 }
-
-/// Fields [`Broker::bury`] adds to a dead letter (before the message's own fields), and
-/// which [`Broker::replay`] strips again.
-pub const DEAD_FIELDS: [&str; 4] = [ID_FIELD, "cannon.error", "cannon.attempts", "cannon.failed_at"];
 
 /// One entry delivered to a consumer of a group and not yet acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -339,47 +332,6 @@ pub trait Broker: KvStore + Send + Sync + 'static {
     /// Moves dead letters (ids of the dead stream) back onto the data stream, without the
     /// [`DEAD_FIELDS`], atomically per letter; returns `(dead id, new data id)` of each moved.
     async fn replay(&self, service: &str, dead_ids: &[String]) -> Result<Vec<(String, String)>>;
-}
-
-/// The longest `kv` TTL: 100 years. A longer one (up to `u64::MAX` ms from a guest) is
-/// clamped to it by both brokers, so both answer the same: Redis refuses expiry times past
-/// about 2^63 ms and its Lua scripts count in doubles, exact to 2^53.
-pub const MAX_KV_TTL: Duration = Duration::from_millis(100 * 365 * 24 * 3600 * 1000);
-
-/// `ttl` clamped to [`MAX_KV_TTL`], in whole milliseconds, at least 1.
-pub fn kv_ttl_ms(ttl: Duration) -> u64 {
-    u64::try_from(ttl.min(MAX_KV_TTL).as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
-/// Why a kv operation was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KvFailure {
-    QuotaExceeded(String),
-    NotANumber(String),
-    Unavailable(String),
-}
-
-/// Storage behind the `kv` import. Keys are relative to the service; the store scopes them.
-#[async_trait]
-pub trait KvStore: Send + Sync + 'static {
-    async fn kv_get(&self, service: &str, key: &str) -> Result<Option<Vec<u8>>, KvFailure>;
-    async fn kv_set(
-        &self,
-        service: &str,
-        key: &str,
-        value: &[u8],
-        ttl: Option<Duration>,
-        quota: &crate::config::KvQuota,
-    ) -> Result<(), KvFailure>;
-    async fn kv_delete(&self, service: &str, key: &str) -> Result<bool, KvFailure>;
-    async fn kv_increment(
-        &self,
-        service: &str,
-        key: &str,
-        delta: i64,
-        quota: &crate::config::KvQuota,
-    ) -> Result<i64, KvFailure>;
-    async fn kv_list(&self, service: &str, prefix: &str, limit: u32) -> Result<Vec<String>, KvFailure>;
 }
 
 /// Opens the Redis broker at `url` (`redis://` or `rediss://`).

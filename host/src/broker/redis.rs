@@ -56,16 +56,6 @@ pub(crate) fn stream_key(namespace: &str, service: &str, stream: StreamKind) -> 
     format!("{namespace}:{service}:{}", stream.as_str())
 }
 
-impl StreamKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StreamKind::Data => "data",
-            StreamKind::Taskback => "taskback",
-            StreamKind::Dead => "dead",
-        }
-    }
-}
-
 impl RedisBroker {
     pub async fn connect(url: &str, namespace: &str) -> Result<Self> {
         // `rediss://` goes through rustls, whose provider the whole process shares (ring).

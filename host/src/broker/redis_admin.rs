@@ -449,7 +449,8 @@ impl RedisBroker {
             invocation.key(data).key(out).arg(WORKER_GROUP).arg(consumer).arg(maxlen);
             for letter in chunk {
                 let added = letter.added();
-                let guest: Vec<_> = letter.fields.iter().filter(|(k, _)| !crate::fields::is_host_key(k)).collect();
+                let guest: Vec<_> =
+                    letter.fields.iter().filter(|(k, _)| !crate::vocab::fields::is_host_key(k)).collect();
                 invocation.arg(&letter.id).arg(guest.len()).arg(added.len());
                 for (k, v) in guest.into_iter().chain(&added) {
                     invocation.arg(k).arg(v);

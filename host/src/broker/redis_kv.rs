@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use redis::{Script, Value};
 
 use crate::broker::{KvFailure, KvStore, RedisBroker, kv_ttl_ms, parse};
-use crate::config::KvQuota;
+use crate::vocab::KvQuota;
 
 /// Shared by every script: KEYS = [index, sizes, expiry, bytes], ARGV[1] = value key prefix.
 const PRELUDE: &str = r"

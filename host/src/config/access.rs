@@ -6,9 +6,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::collector::parse_duration;
 use super::ctx::{Ctx, field};
 use super::de::join;
+use super::duration::parse_duration;
 use super::error::one_of;
 use super::yaml::{Node, Value};
 

@@ -2,11 +2,11 @@
 //! validated here, cron included, so a bad schedule fails at load and not at midnight).
 
 use std::path::Path;
-use std::time::Duration;
 
 use super::component::conf;
 use super::ctx::{Ctx, field};
 use super::de::{from_node, join};
+use super::duration::every;
 use super::error::{did_you_mean, one_of};
 use super::model::{CollectorKind, CollectorSpec, HttpLimits, StreamKind, TickSchedule};
 use super::yaml::{Node, Value};
@@ -166,7 +166,6 @@ fn command(ctx: &mut Ctx, node: &Node, path: &str) -> Option<Vec<String>> {
     Some(argv)
 }
 
-/// `every: 5s` (units ms, s, m, h, d) or a whole number of seconds; must be positive.
 /// A whole number of at least 1.
 fn at_least_one(ctx: &mut Ctx, node: &Node, path: &str) -> Option<u64> {
     match &node.value {
@@ -176,44 +175,6 @@ fn at_least_one(ctx: &mut Ctx, node: &Node, path: &str) -> Option<u64> {
             None
         }
     }
-}
-
-pub(crate) fn every(ctx: &mut Ctx, node: &Node, path: &str) -> Option<Duration> {
-    let parsed = match &node.value {
-        Value::Int(n) => u64::try_from(*n).ok().map(Duration::from_secs),
-        Value::Str(s) => parse_duration(s),
-        _ => {
-            ctx.expected(node, path, "a duration such as `250ms`, `5s`, `2m`, `1h`, `1d` or a number of seconds");
-            return None;
-        }
-    };
-    match parsed {
-        Some(d) if !d.is_zero() => Some(d),
-        Some(_) => {
-            ctx.error(node, path, "must be longer than zero");
-            None
-        }
-        None => {
-            let msg = format!("`{}` is not a duration (use e.g. `250ms`, `5s`, `2m`, `1h`, `1d`)", node.raw);
-            ctx.error(node, path, msg);
-            None
-        }
-    }
-}
-
-pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (digits, unit) = s.split_at(split);
-    let n: u64 = digits.parse().ok()?;
-    let ms_per = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return None,
-    };
-    n.checked_mul(ms_per).map(Duration::from_millis)
 }
 
 /// Field names and ranges of a five-field cron expression.
@@ -274,17 +235,6 @@ fn cron_part(part: &str, min: u32, max: u32) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86_400)));
-        assert_eq!(parse_duration("5"), None);
-        assert_eq!(parse_duration("s"), None);
-        assert_eq!(parse_duration("1.5s"), None);
-        assert_eq!(parse_duration("99999999999999999999s"), None);
-    }
 
     #[test]
     fn cron() {

@@ -8,7 +8,7 @@ use indexmap::IndexMap;
 use super::ctx::{Ctx, field};
 use super::de::join;
 use super::error::{did_you_mean, one_of};
-use super::load::{ServiceLimits, check_limits};
+use super::limits::{ServiceLimits, check_limits};
 use super::model::{Capability, ComponentSpec, Kwargs, Limits, TaskSpec, TorchSpec};
 use super::yaml::{Key, Node, Value};
 

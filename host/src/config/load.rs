@@ -10,21 +10,13 @@ use super::collector::collector;
 use super::component::{Role, component, tasks};
 use super::ctx::{Ctx, is_identifier};
 use super::de::join;
+use super::limits::{AT_LEAST_ONE, ServiceLimits, check_limits};
 use super::model::{CollectorSpec, Compose, KvQuota, Limits, Retry, Service, StreamSettings, TaskSpec, Workers};
 use super::yaml::{Key, Node, Value};
 
 const TOP_KEYS: &[&str] = &["namespace", "broker", "app_dir", "data_dir", "groups", "params", "services", "metrics"];
-const AT_LEAST_ONE: &str = "must be at least 1";
 const SERVICE_KEYS: &[&str] =
     &["collector", "collectors", "shell", "tasks", "workers", "limits", "retry", "stream", "kv", "rate_limit"];
-
-/// The per-service limits a component's `limits:` overrides.
-pub(crate) struct ServiceLimits<'n> {
-    /// The service's limits (global defaults where it sets none).
-    pub limits: Limits,
-    /// The service's `limits:` mapping when it parsed cleanly.
-    pub node: Option<&'n Node>,
-}
 
 /// Builds the model, recording every problem in `ctx`. The result is only meaningful when
 /// no problem was recorded.
@@ -283,17 +275,4 @@ fn is_empty(node: &Node) -> bool {
         Value::Map(entries) => entries.is_empty(),
         _ => false,
     }
-}
-
-/// Limits that make no sense; only keys present in `node` are checked (defaults are sane).
-pub(crate) fn check_limits(ctx: &mut Ctx, limits: &Limits, node: Option<&Node>, path: &str) {
-    ctx.check(node, path, "timeout_ms", limits.timeout_ms == 0, AT_LEAST_ONE);
-    let mb = limits.memory_mb;
-    ctx.check(node, path, "memory_mb", mb == 0 || mb > 4096, "must be between 1 and 4096");
-    ctx.check(node, path, "message_kb", limits.message_kb == 0, AT_LEAST_ONE);
-    ctx.check(node, path, "max_fields", limits.max_fields == 0, AT_LEAST_ONE);
-    ctx.check(node, path, "fuel", limits.fuel == Some(0), "must be at least 1 (or null for no fuel limit)");
-    ctx.check(node, path, "compile_s", limits.compile_s == 0, AT_LEAST_ONE);
-    let mb = limits.compile_mb;
-    ctx.check(node, path, "compile_mb", !(64..=1 << 20).contains(&mb), "must be between 64 and 1048576");
 }

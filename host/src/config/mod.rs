@@ -19,7 +19,9 @@
 //!   params) and the typed accessors the hand-written checks use.
 //! - `load`: the top level and each service, with the checks spanning sections (a torch
 //!   task needs a shell, a shell needs a torch task, a service needs tasks or a collector).
-//! - `collector`: the `collector:` kinds, durations and cron expressions.
+//! - `collector`: the `collector:` kinds and their options.
+//! - `duration`: durations (`250ms`, `5s`, `2m`, ...) wherever a key takes one.
+//! - `limits`: the ranges `limits:` must keep, for a service and for a component.
 //! - `access`: a listener's `auth:` and `tls:`, and [`Secret`] (never printed).
 //! - `component`: shells and tasks (both task spellings), `conf` with params, permissions,
 //!   and per-component limits that inherit the service's.
@@ -30,8 +32,10 @@ mod collector;
 mod component;
 mod ctx;
 mod de;
+mod duration;
 mod env;
 mod error;
+mod limits;
 mod load;
 pub mod model;
 mod rate;

@@ -10,8 +10,9 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
-/// Ordered `key -> value` strings: message fields, kwargs, params.
-pub type Kwargs = IndexMap<String, String>;
+pub use crate::vocab::component::{Capability, ComponentSpec, Kwargs};
+pub use crate::vocab::limits::{KvQuota, Limits};
+pub use crate::vocab::stream::StreamKind;
 
 /// A whole compose file after loading: `${ENV}` substituted, params resolved, paths made
 /// absolute against the file's directory.
@@ -126,43 +127,6 @@ pub enum TickSchedule {
     Cron(String),
 }
 
-/// Which of a service's streams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StreamKind {
-    Data,
-    Taskback,
-    Dead,
-}
-
-/// A Wasm component as a shell or a task.
-#[derive(Debug, Clone)]
-pub struct ComponentSpec {
-    /// Short name used in logs and errors (`file:` value, or the file stem of `path:`).
-    pub name: String,
-    /// Absolute path of the `.wasm` file.
-    pub path: PathBuf,
-    /// What the component sees through the `config` import.
-    pub config: Kwargs,
-    /// cannon imports granted beyond `log` and `config`.
-    pub allow: Vec<Capability>,
-    /// A directory preopened read-only as `/` in the guest (absolute).
-    pub files: Option<PathBuf>,
-    /// Shell only: command name -> groups allowed to run it.
-    pub permissions: IndexMap<String, Vec<String>>,
-    /// Per-component overrides of the service's limits.
-    pub limits: Limits,
-    pub line: usize,
-}
-
-/// A cannon import the compose file may grant to a component.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Capability {
-    Kv,
-    Taskback,
-}
-
 /// One step of a pipeline.
 #[derive(Debug, Clone)]
 #[expect(clippy::large_enum_variant, reason = "a few per service, built once at load")]
@@ -214,52 +178,6 @@ impl Default for Workers {
     }
 }
 
-/// Per-call sandbox limits. Set on a service; a component may override any of them.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Limits {
-    /// Wall-clock deadline of one call, host functions included.
-    pub timeout_ms: u64,
-    /// Cap on the instance's linear memory.
-    pub memory_mb: u64,
-    /// Cap on the bytes of a call's results (keys plus values) or reply. The default is
-    /// twice `message_kb`, so any accepted message can be transformed and answered (case
-    /// mapping can make text longer).
-    pub output_kb: u64,
-    /// Cap on the bytes a call may log (log import plus stdout/stderr); the rest is dropped.
-    pub log_kb: u64,
-    /// Cap on extra taskbacks one call may send.
-    pub taskbacks: u32,
-    /// Optional fuel (roughly, Wasm instructions) per call.
-    pub fuel: Option<u64>,
-    /// Cap on one message accepted from a collector (all keys and values).
-    pub message_kb: u64,
-    /// Cap on the fields of one message, of one call's results and of one taskback.
-    pub max_fields: usize,
-    /// CPU seconds (all threads) of compiling the component, in a child process; its wall
-    /// clock may take twice as long. Paid once per component version (then cached).
-    pub compile_s: u64,
-    /// Address space of the process compiling the component.
-    pub compile_mb: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            timeout_ms: 1000,
-            memory_mb: 32,
-            output_kb: 512,
-            log_kb: 16,
-            taskbacks: 16,
-            fuel: None,
-            message_kb: 256,
-            max_fields: 1000,
-            compile_s: 120,
-            compile_mb: 2048,
-        }
-    }
-}
-
 /// What happens when a message's pipeline fails.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -289,24 +207,6 @@ pub struct StreamSettings {
 impl Default for StreamSettings {
     fn default() -> Self {
         Self { maxlen: 100_000 }
-    }
-}
-
-/// Per-service quotas of the `kv` store.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KvQuota {
-    pub max_keys: u64,
-    pub max_bytes: u64,
-    /// Largest single value.
-    pub max_value_kb: u64,
-    /// Most keys one `list-keys` call returns.
-    pub list_limit: u32,
-}
-
-impl Default for KvQuota {
-    fn default() -> Self {
-        Self { max_keys: 10_000, max_bytes: 16 * 1024 * 1024, max_value_kb: 512, list_limit: 1000 }
     }
 }
 

@@ -1,8 +1,8 @@
 //! A service's `rate_limit: {per: user, max: 5, every: 10s}`.
 
-use super::collector::every;
 use super::ctx::{Ctx, field, is_identifier};
 use super::de::join;
+use super::duration::every;
 use super::model::{RateLimit, RatePer};
 use super::yaml::{Node, Value};
 

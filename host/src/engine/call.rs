@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use crate::broker::Fields;
 use crate::engine::bindings::{Command, Message};
 use crate::engine::commands::check_table;
 use crate::engine::component::Pre;
@@ -24,7 +23,8 @@ use crate::engine::metrics::METRICS;
 use crate::engine::output::{CallLog, GuestOutput, Source};
 use crate::engine::state::{HostState, Limiter};
 use crate::engine::{CallError, CallOutput, CallStats, Component, KvScope};
-use crate::fields;
+use crate::vocab::Fields;
+use crate::vocab::fields;
 
 /// Least data one guest-to-host transfer may carry, whatever the output limits: room for
 /// a kv value, a log line or a result map with its per-entry overhead.

@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component as WasmComponent, types::ComponentItem};
 
-use crate::broker::Fields;
-use crate::config::{Capability, ComponentSpec, Kwargs, Limits};
 use crate::engine::bindings::shell::ShellPre;
 use crate::engine::bindings::task::TaskPre;
 use crate::engine::state::HostState;
 use crate::engine::{Engine, LoadError, Ticker};
+use crate::vocab::Fields;
+use crate::vocab::{Capability, ComponentSpec, Kwargs, Limits};
 
 /// Which world a component must fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

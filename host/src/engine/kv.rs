@@ -9,11 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::broker::{KvFailure, KvStore};
-use crate::config::KvQuota;
 use crate::engine::bindings::KvError;
 use crate::engine::bindings::task::cannon::platform::kv::Host;
 use crate::engine::state::HostState;
+use crate::vocab::{KvFailure, KvQuota, KvStore};
 
 /// Longest key a guest may use, in bytes.
 pub const MAX_KEY_BYTES: usize = 512;

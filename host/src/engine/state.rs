@@ -6,9 +6,9 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::broker::Fields;
 use crate::engine::kv::KvScope;
 use crate::engine::output::CallLog;
+use crate::vocab::Fields;
 
 /// Store data of one call.
 pub struct HostState {
@@ -19,7 +19,7 @@ pub struct HostState {
     /// Guest log lines and stdout/stderr, bounded by `limits.log_kb`.
     pub(crate) log: Arc<Mutex<CallLog>>,
     /// The component's `config` import: its resolved kwargs.
-    pub(crate) config: Arc<crate::config::Kwargs>,
+    pub(crate) config: Arc<crate::vocab::Kwargs>,
     /// Extra taskbacks queued through the `taskback` import.
     pub(crate) taskbacks: Vec<Fields>,
     /// Most taskbacks this call may queue.
