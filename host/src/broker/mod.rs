@@ -10,21 +10,16 @@
 //! data directory; the default, for one machine). `docs/brokers.md` compares them.
 //!
 //! ## Layout
-//! - `mod.rs`: the [`Broker`] and [`KvStore`] traits, their data types, [`connect`].
-//! - `redis.rs`: Redis streams and consumer groups; `redis_admin.rs`: inspection, claims
-//!   and replays (Lua scripts where a check and a write must be atomic); `redis_kv.rs`: kv
-//!   with quotas in Lua; `parse.rs`: decoding of Redis replies; `redis_acl.rs`: the
-//!   `ACL SETUSER` rule that confines a service's processes to its own keys.
+//! - `mod.rs`: the [`Broker`] trait (what running services use), the [`BrokerAdmin`]
+//!   trait (what the tools add), their data types, [`connect`].
+//! - `redis/`: Redis streams and consumer groups (its `mod.rs` names the files: claims
+//!   and replays as Lua scripts, kv with quotas in Lua, the decoding of replies, and the
+//!   `ACL SETUSER` rule that confines a service's processes to its own keys).
 //! - `embedded/`: the same semantics in SQLite (`streams.rs`: streams, groups, pending;
 //!   `kv.rs`: kv), usable by several processes on one data directory.
 
 mod embedded;
-pub mod parse;
 mod redis;
-mod redis_acl;
-mod redis_admin;
-mod redis_kv;
-mod redis_rate;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -33,8 +28,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use self::embedded::EmbeddedBroker;
-pub use self::redis::RedisBroker;
-pub use self::redis_acl::{WORKER_CHANNELS, WORKER_COMMANDS, acl_setuser};
+pub use self::redis::acl::{WORKER_CHANNELS, WORKER_COMMANDS, acl_setuser};
+pub use self::redis::{RedisBroker, parse};
 pub use crate::vocab::fields::{ATTEMPTS_FIELD, DEAD_FIELDS, ERROR_FIELD, FAILED_AT_FIELD, Fields, ID_FIELD};
 pub use crate::vocab::kv::{KvFailure, KvStore, MAX_KV_TTL, kv_ttl_ms};
 pub use crate::vocab::stream::StreamKind;
@@ -215,8 +210,10 @@ impl BrokerError {
 
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 
-/// Message transport of a set of services. Every broker is also the service's kv store
-/// (`Arc<dyn Broker>` coerces to `Arc<dyn KvStore>`).
+/// Message transport of a set of services, as running services use it: workers (read,
+/// complete, dead-letter, recover), collectors (add, read taskbacks) and the metrics
+/// sampler. Every broker is also the service's kv store (`Arc<dyn Broker>` coerces to
+/// `Arc<dyn KvStore>`); the tools' extra operations are in [`BrokerAdmin`].
 #[async_trait]
 pub trait Broker: KvStore + Send + Sync + 'static {
     /// Where this broker lives, for messages (password removed).
@@ -244,7 +241,7 @@ pub trait Broker: KvStore + Send + Sync + 'static {
 
     /// Like [`Broker::complete`], for dead letters: each goes to the dead stream and its
     /// entry is acknowledged, if `consumer` still holds it. Returns how many were left alone.
-    async fn bury(&self, service: &str, consumer: &str, dead: &[DeadLetter]) -> Result<usize>;
+    async fn dead_letter(&self, service: &str, consumer: &str, dead: &[DeadLetter]) -> Result<usize>;
 
     /// Creates consumer group `group` on one of the service's streams when missing, starting
     /// at `start` (`"0"`: the whole stream, `"$"`: new entries only).
@@ -279,25 +276,11 @@ pub trait Broker: KvStore + Send + Sync + 'static {
     /// dead letters, a taskback stream nobody collects) is trimmed by length alone.
     async fn trim(&self, service: &str) -> Result<()>;
 
-    /// Deletes the service's streams, groups and kv data (used by `cannon-host bench` for its
-    /// scratch namespace).
-    async fn drop_service(&self, service: &str) -> Result<()>;
-
     /// Acknowledges entries `group` has handled.
     async fn ack(&self, service: &str, stream: StreamKind, group: &str, ids: &[String]) -> Result<()>;
 
     /// Id of the newest entry of a stream (`0-0` when empty), to tail from.
     async fn last_id(&self, service: &str, stream: StreamKind) -> Result<String>;
-
-    /// Entries after `after`, waiting up to `block` for the first; no consumer group.
-    async fn tail(
-        &self,
-        service: &str,
-        stream: StreamKind,
-        after: &str,
-        count: usize,
-        block: Duration,
-    ) -> Result<Vec<Entry>>;
 
     /// Length, newest id, groups and consumers of one of the service's streams (empty when
     /// the stream does not exist).
@@ -319,7 +302,7 @@ pub trait Broker: KvStore + Send + Sync + 'static {
 
     /// Keeps `consumer`'s claim on `ids` (data stream, worker group) fresh, so they are not
     /// reclaimed as abandoned; returns those still pending with `consumer`.
-    async fn keep(&self, service: &str, consumer: &str, ids: &[String]) -> Result<Vec<String>>;
+    async fn refresh_claims(&self, service: &str, consumer: &str, ids: &[String]) -> Result<Vec<String>>;
 
     /// Removes a consumer (and whatever it still had pending) from a group.
     async fn remove_consumer(&self, service: &str, stream: StreamKind, group: &str, consumer: &str) -> Result<()>;
@@ -328,6 +311,26 @@ pub trait Broker: KvStore + Send + Sync + 'static {
     /// `window` that starts with the first message counted in it. Atomic, so every worker
     /// of the service shares the count (Redis: `{ns}:{service}:rate:{bucket}`).
     async fn rate_count(&self, service: &str, bucket: &str, window: Duration) -> Result<RateCount>;
+}
+
+/// What the command-line tools need beyond a running service: reading a stream from any
+/// point without a group (`send --wait`, `watch`, `dead`, `bench`), replaying dead letters,
+/// deleting a scratch service. Workers and collectors only see [`Broker`].
+#[async_trait]
+pub trait BrokerAdmin: Broker {
+    /// Entries after `after`, waiting up to `block` for the first; no consumer group.
+    async fn tail(
+        &self,
+        service: &str,
+        stream: StreamKind,
+        after: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Entry>>;
+
+    /// Deletes the service's streams, groups and kv data (used by `cannon-host bench` for its
+    /// scratch namespace).
+    async fn drop_service(&self, service: &str) -> Result<()>;
 
     /// Moves dead letters (ids of the dead stream) back onto the data stream, without the
     /// [`DEAD_FIELDS`], atomically per letter; returns `(dead id, new data id)` of each moved.
@@ -335,12 +338,12 @@ pub trait Broker: KvStore + Send + Sync + 'static {
 }
 
 /// Opens the Redis broker at `url` (`redis://` or `rediss://`).
-pub async fn connect(url: &str, namespace: &str) -> Result<Arc<dyn Broker>> {
+pub async fn connect(url: &str, namespace: &str) -> Result<Arc<dyn BrokerAdmin>> {
     Ok(Arc::new(RedisBroker::connect(url, namespace).await?))
 }
 
 /// Opens (creating when missing) the embedded broker in `data_dir`.
-pub async fn open_embedded(data_dir: &Path, namespace: &str) -> Result<Arc<dyn Broker>> {
+pub async fn open_embedded(data_dir: &Path, namespace: &str) -> Result<Arc<dyn BrokerAdmin>> {
     Ok(Arc::new(EmbeddedBroker::open(data_dir, namespace).await?))
 }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, Fields, KvStore, StreamKind};
+use crate::broker::{BrokerAdmin, Fields, KvStore, StreamKind};
 use crate::cli::{Cli, connect, one_service};
 use crate::engine::{Engine, metrics};
 use crate::fields::host_id;
@@ -163,7 +163,7 @@ struct Report {
 async fn measure(
     compose: &crate::config::Compose,
     spec: &crate::config::Service,
-    broker: Arc<dyn Broker>,
+    broker: Arc<dyn BrokerAdmin>,
     fields: &Fields,
     args: &Args,
 ) -> anyhow::Result<Report> {
@@ -258,7 +258,7 @@ async fn measure(
 /// Adds `n` messages: as fast as the broker takes them (up to 256 adds in flight), or at
 /// `rate` per second.
 async fn produce(
-    broker: Arc<dyn Broker>,
+    broker: Arc<dyn BrokerAdmin>,
     service: String,
     fields: Fields,
     n: usize,

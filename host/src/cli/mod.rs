@@ -20,7 +20,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::Broker;
+use crate::broker::BrokerAdmin;
 use crate::config::Compose;
 use crate::engine::{Compiler, EngineOptions};
 
@@ -111,7 +111,7 @@ pub(crate) fn load_compose(path: &Path) -> anyhow::Result<Compose> {
 /// Connects to the broker chosen by `--broker`, `$CANNON_BROKER` or the compose file's
 /// `broker:`; without any of them (or with `embedded`), opens the embedded broker in
 /// `--data-dir` (default: the compose file's `data_dir`).
-pub(crate) async fn connect(cli: &Cli, compose: &Compose) -> anyhow::Result<Arc<dyn Broker>> {
+pub(crate) async fn connect(cli: &Cli, compose: &Compose) -> anyhow::Result<Arc<dyn BrokerAdmin>> {
     match cli.broker.clone().or_else(|| compose.broker.clone()) {
         Some(url) if url != "embedded" => crate::broker::connect(&url, &compose.namespace)
             .await

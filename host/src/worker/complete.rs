@@ -142,7 +142,7 @@ impl Writer {
             skipped += self.broker.complete(&self.service, &self.consumer, completions).await?;
         }
         if !dead.is_empty() {
-            skipped += self.broker.bury(&self.service, &self.consumer, dead).await?;
+            skipped += self.broker.dead_letter(&self.service, &self.consumer, dead).await?;
         }
         if skipped > 0 && retry == 0 {
             tracing::warn!(

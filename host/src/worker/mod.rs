@@ -165,7 +165,7 @@ pub async fn run(
     let completer = tokio::spawn(writer.run(done_rx));
     let visibility = Duration::from_millis(retry.visibility_timeout_ms);
     let keeper_stop = CancellationToken::new();
-    let keeper = tokio::spawn(recovery::keep_loop(
+    let keeper = tokio::spawn(recovery::refresh_loop(
         broker.clone(),
         name.clone(),
         consumer.clone(),

@@ -442,7 +442,7 @@ pub fn claim(
 }
 
 /// Refreshes the delivery time of those of `ids` still pending with `consumer`.
-pub fn keep(
+pub fn refresh_claims(
     tx: &Transaction<'_>,
     stream: &str,
     group: &str,
@@ -511,7 +511,7 @@ pub fn remove_consumer(tx: &Transaction<'_>, stream: &str, group: &str, consumer
     Ok(())
 }
 
-/// Moves dead letters back to the data stream without the fields `bury` added.
+/// Moves dead letters back to the data stream without the fields `dead_letter` added.
 pub fn replay(tx: &Transaction<'_>, data: &str, dead: &str, raw: &[String]) -> Result<Vec<(String, String)>, Fail> {
     let mut moved = Vec::with_capacity(raw.len());
     for id in ids(raw) {
