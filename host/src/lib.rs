@@ -17,6 +17,8 @@
 //!   the default) and by Redis (streams and consumer groups).
 //! - [`pipeline`], [`torch`]: what happens to one message.
 //! - [`service`]: compose entries turned into runnable pipelines.
+//! - [`runner`]: the one wiring ([`run`], [`start`]): streams, engine, workers, collectors
+//!   and the metrics listener, used by `run`, `bench` and the benchmarks.
 //! - [`worker`]: consume -> pipeline -> taskback + ack, retries and dead letters.
 //! - [`collector`]: native message sources (`stdin`, ...).
 //! - [`observe`]: Prometheus metrics and the dashboard (`run --metrics ADDR`).
@@ -33,6 +35,7 @@ pub mod config;
 pub mod engine;
 pub mod observe;
 pub mod pipeline;
+pub mod runner;
 pub mod service;
 pub mod text;
 pub mod torch;
@@ -41,3 +44,5 @@ pub mod worker;
 
 /// Field maps (kept at the crate root for existing paths): see [`vocab::fields`].
 pub use vocab::fields;
+
+pub use runner::{run, start};

@@ -15,12 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{BrokerAdmin, Fields, KvStore, StreamKind};
+use crate::broker::{BrokerAdmin, Fields, StreamKind};
 use crate::cli::{Cli, connect, one_service};
-use crate::engine::{Engine, metrics};
+use crate::engine::metrics;
 use crate::fields::host_id;
-use crate::service::{self, engine_options};
-use crate::worker;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -168,12 +166,15 @@ async fn measure(
     args: &Args,
 ) -> anyhow::Result<Report> {
     let name = spec.name.clone();
-    broker.prepare(&name, spec.stream.maxlen.max(args.messages as u64 * 2)).await?;
-    let engine = Arc::new(Engine::new(&crate::cli::sandboxed(engine_options(&[spec]))?)?);
-    let kv: Arc<dyn KvStore> = broker.clone();
-    let runtime = Arc::new(service::build(compose, spec, &engine, Some(kv)).await?);
+    let options = crate::runner::Options {
+        role: crate::runner::Role::Worker,
+        compiler: crate::cli::sandboxed_compiler()?,
+        consumer_suffix: "bench".to_owned(),
+        min_maxlen: args.messages as u64 * 2,
+        metrics: None,
+    };
     let shutdown = CancellationToken::new();
-    let workers = tokio::spawn(worker::run(runtime, broker.clone(), worker::consumer_name("bench"), shutdown.clone()));
+    let workers = crate::runner::start(compose, &[spec], broker.clone(), &options, shutdown.clone()).await?;
 
     let clock = Arc::new(Mutex::new(Clock::default()));
     let before = metrics::snapshot();
@@ -231,7 +232,7 @@ async fn measure(
     producer.await.context("producer panicked")??;
     let (rss_peak_mb, rss_mb) = rss_mb();
     shutdown.cancel();
-    workers.await.context("workers panicked")??;
+    anyhow::ensure!(workers.wait().await, "the benchmark's workers failed (see the log above)");
     let after = metrics::snapshot();
     let calls = after.calls.saturating_sub(before.calls);
     let per_call = |total: Duration| if calls == 0 { 0.0 } else { total.as_secs_f64() * 1e6 / calls as f64 };

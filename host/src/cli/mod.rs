@@ -93,11 +93,15 @@ pub async fn dispatch(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<E
     }
 }
 
-/// `options` with untrusted components compiled in a child process of this binary, under
+/// Untrusted components compiled in a child process of this binary, under
 /// `limits.compile_s` and `limits.compile_mb`.
+pub(crate) fn sandboxed_compiler() -> anyhow::Result<Compiler> {
+    Compiler::this_program().context("cannot find this program to compile components with")
+}
+
+/// `options` with untrusted components compiled by [`sandboxed_compiler`].
 pub(crate) fn sandboxed(options: EngineOptions) -> anyhow::Result<EngineOptions> {
-    let compiler = Compiler::this_program().context("cannot find this program to compile components with")?;
-    Ok(EngineOptions { compiler, ..options })
+    Ok(EngineOptions { compiler: sandboxed_compiler()?, ..options })
 }
 
 /// Loads the compose file, or prints every problem in it and fails.
