@@ -23,6 +23,7 @@
 //! - [`collector`]: native message sources (`stdin`, ...).
 //! - [`observe`]: Prometheus metrics and the dashboard (`run --metrics ADDR`).
 //! - [`text`]: untrusted text made safe for terminals, log lines and JSON output.
+//! - [`time`]: the clock, UTC dates as RFC 3339, retry backoff, cron expressions.
 //! - [`access`]: who may talk to a listener: `auth:` checks and TLS with reloads.
 //! - [`cli`]: the `cannon-host` commands; `main.rs` only parses arguments and sets up
 //!   logging and signals.
@@ -38,6 +39,7 @@ pub mod pipeline;
 pub mod runner;
 pub mod service;
 pub mod text;
+pub mod time;
 pub mod torch;
 pub mod vocab;
 pub mod worker;

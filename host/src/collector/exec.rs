@@ -25,9 +25,8 @@ use tokio::process::{ChildStdin, Command};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::collector::{
-    AddError, Context, Exit, HEALTHY_RUN, RESTART_BASE, RESTART_CAP, backoff, json_fields, to_json,
-};
+use crate::collector::{AddError, Context, Exit, HEALTHY_RUN, RESTART_BASE, RESTART_CAP, json_fields, to_json};
+use crate::time::backoff;
 
 /// How long the program may take to exit after its stdin is closed at shutdown.
 const GRACE: Duration = Duration::from_secs(2);

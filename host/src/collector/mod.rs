@@ -32,8 +32,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, BrokerError, COLLECTOR_GROUP, Entry, Fields, StreamKind};
 use crate::config::{CollectorKind, CollectorSpec, Service, TickSchedule};
+use crate::time::backoff;
 
-pub use schedule::{Schedule, ScheduleError, rfc3339};
+pub use schedule::{Schedule, ScheduleError};
 
 /// First pause before restarting a failed collector (or an `exec` program); doubles per
 /// consecutive failure.
@@ -103,11 +104,6 @@ pub enum AddError {
     Empty,
     #[error(transparent)]
     Broker(#[from] BrokerError),
-}
-
-/// Doubles `base` per failure (the first failure waits `base`), capped at `cap`.
-pub(crate) fn backoff(base: Duration, failures: u32, cap: Duration) -> Duration {
-    base.saturating_mul(1u32 << failures.saturating_sub(1).min(16)).min(cap)
 }
 
 /// Fields as one JSON object of strings.

@@ -7,7 +7,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::http::{StatusCode, header};
@@ -21,6 +20,7 @@ use super::{OBSERVE, SAMPLE_EVERY, Sample, lock, rss_bytes};
 use crate::access::{ReloadingAcceptor, TlsListener};
 use crate::broker::{Broker, StreamKind, WORKER_GROUP};
 use crate::text::for_json;
+use crate::time::now_ms;
 
 /// Samples kept per service: ten minutes at [`SAMPLE_EVERY`].
 const HISTORY: usize = 300;
@@ -163,10 +163,6 @@ pub fn status_json() -> Value {
         "sample_every_ms": SAMPLE_EVERY.as_millis() as u64,
         "services": services,
     })
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Every [`SAMPLE_EVERY`] until `shutdown`: reads the broker-side gauges of `services`

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::{Finished, InFlight, MAX_BROKER_BACKOFF, backoff, lock, now_ms};
+use super::{Finished, InFlight, MAX_BROKER_BACKOFF, lock};
 use crate::broker::{Broker, BrokerError, Completion, DeadLetter, Fields, StreamKind};
+use crate::time::{backoff, now_ms};
 
 /// Most finished messages written to the broker in one transaction.
 const COMPLETE_BATCH: usize = 512;

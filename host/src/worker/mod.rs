@@ -40,7 +40,7 @@ mod recovery;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -50,6 +50,7 @@ use crate::broker::{Broker, BrokerError, Completion, DeadLetter, Delivery, Field
 use crate::engine::Message;
 use crate::service::ServiceRuntime;
 use crate::text::for_terminal;
+use crate::time::{backoff, now_ms};
 
 /// Longest pause between attempts to reach a broker that is down.
 const MAX_BROKER_BACKOFF: Duration = Duration::from_secs(5);
@@ -93,15 +94,6 @@ pub fn consumer_name(suffix: &str) -> String {
     } else {
         format!("{host}-{}-{suffix}", std::process::id())
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Doubles `base` per attempt, capped.
-fn backoff(base: Duration, attempt: u32, cap: Duration) -> Duration {
-    base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16)).min(cap)
 }
 
 /// Where the reader gets its next batch from, and when.
@@ -386,19 +378,4 @@ async fn process(service: Arc<ServiceRuntime>, delivery: Delivery, done: mpsc::S
 
 fn dead_letter(msg: Message, error: String, attempts: u32) -> DeadLetter {
     DeadLetter { id: msg.id, fields: msg.fields, error, attempts, failed_at_ms: now_ms() }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let base = Duration::from_millis(100);
-        let cap = Duration::from_secs(1);
-        assert_eq!(backoff(base, 1, cap), Duration::from_millis(100));
-        assert_eq!(backoff(base, 2, cap), Duration::from_millis(200));
-        assert_eq!(backoff(base, 3, cap), Duration::from_millis(400));
-        assert_eq!(backoff(base, 30, cap), cap);
-    }
 }

@@ -6,8 +6,6 @@
 //! holds what its consumers have not acknowledged, with the consumer, the time of the last
 //! delivery (or keep-alive) and the delivery count.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::Fail;
@@ -88,8 +86,9 @@ pub fn migrate(conn: &Connection) -> Result<(), Fail> {
     Ok(())
 }
 
+/// [`crate::time::unix_ms`], never before the epoch: the time stored in rows and ids.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    crate::time::unix_ms().max(0)
 }
 
 /// `ms-seq`, `ms` (sequence 0) or `0`.
