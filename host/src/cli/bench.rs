@@ -182,49 +182,7 @@ async fn measure(
     let producer =
         tokio::spawn(produce(broker.clone(), name.clone(), fields.clone(), args.messages, args.rate, clock.clone()));
 
-    // Read taskbacks until every message has one.
-    let mut after = "0-0".to_owned();
-    let mut done = 0usize;
-    let mut last_progress = Instant::now();
-    let mut last_answer = Instant::now();
-    while done < args.messages {
-        let entries = broker.tail(&name, StreamKind::Taskback, &after, 1000, Duration::from_millis(200)).await?;
-        let now = Instant::now();
-        let quiet = now.duration_since(last_answer);
-        let dead = if entries.is_empty() && quiet > Duration::from_millis(500) {
-            broker.stream_info(&name, StreamKind::Dead).await.map(|i| i.length).unwrap_or(0)
-        } else {
-            0
-        };
-        if dead > 0 && done + dead as usize >= args.messages || quiet > Duration::from_secs(10) {
-            anyhow::bail!(
-                "{done} of {} messages answered, {dead} dead letters: does every message of \
-                 service {name:?} produce results? (--field sets the message's fields)",
-                args.messages
-            );
-        }
-        {
-            let mut clock = lock(&clock);
-            for entry in &entries {
-                // Only the host-written id counts, and only a message's first taskback.
-                if let Some(id) = host_id(&entry.fields)
-                    && clock.answered(id.to_owned(), now)
-                {
-                    done += 1;
-                }
-            }
-        }
-        if let Some(last) = entries.last() {
-            after = last.id.clone();
-            last_answer = now;
-        }
-        if !args.json && now.duration_since(last_progress) >= Duration::from_millis(250) {
-            last_progress = now;
-            let rate = done as f64 / started.elapsed().as_secs_f64();
-            eprint!("\r  {done}/{} taskbacks, {rate:.0} msg/s   ", args.messages);
-            let _ = std::io::stderr().flush();
-        }
-    }
+    let done = read_answers(&*broker, &name, &clock, args, started).await?;
     let elapsed = started.elapsed();
     if !args.json {
         eprintln!("\r  {done}/{} taskbacks{}", args.messages, " ".repeat(24));
@@ -254,6 +212,60 @@ async fn measure(
         instantiate_us: per_call(instantiate),
         call_us: per_call(wall.saturating_sub(instantiate)),
     })
+}
+
+/// Reads taskbacks until every message has one, timing each message's first; fails when
+/// the rest went to dead letters or nothing came for 10 s. Returns how many were answered.
+async fn read_answers(
+    broker: &dyn BrokerAdmin,
+    name: &str,
+    clock: &Mutex<Clock>,
+    args: &Args,
+    started: Instant,
+) -> anyhow::Result<usize> {
+    let mut after = "0-0".to_owned();
+    let mut done = 0usize;
+    let mut last_progress = Instant::now();
+    let mut last_answer = Instant::now();
+    while done < args.messages {
+        let entries = broker.tail(name, StreamKind::Taskback, &after, 1000, Duration::from_millis(200)).await?;
+        let now = Instant::now();
+        let quiet = now.duration_since(last_answer);
+        let dead = if entries.is_empty() && quiet > Duration::from_millis(500) {
+            broker.stream_info(name, StreamKind::Dead).await.map(|i| i.length).unwrap_or(0)
+        } else {
+            0
+        };
+        if dead > 0 && done + dead as usize >= args.messages || quiet > Duration::from_secs(10) {
+            anyhow::bail!(
+                "{done} of {} messages answered, {dead} dead letters: does every message of \
+                 service {name:?} produce results? (--field sets the message's fields)",
+                args.messages
+            );
+        }
+        {
+            let mut clock = lock(clock);
+            for entry in &entries {
+                // Only the host-written id counts, and only a message's first taskback.
+                if let Some(id) = host_id(&entry.fields)
+                    && clock.answered(id.to_owned(), now)
+                {
+                    done += 1;
+                }
+            }
+        }
+        if let Some(last) = entries.last() {
+            after = last.id.clone();
+            last_answer = now;
+        }
+        if !args.json && now.duration_since(last_progress) >= Duration::from_millis(250) {
+            last_progress = now;
+            let rate = done as f64 / started.elapsed().as_secs_f64();
+            eprint!("\r  {done}/{} taskbacks, {rate:.0} msg/s   ", args.messages);
+            let _ = std::io::stderr().flush();
+        }
+    }
+    Ok(done)
 }
 
 /// Adds `n` messages: as fast as the broker takes them (up to 256 adds in flight), or at

@@ -41,6 +41,28 @@ pub(crate) fn component(
     let fields = ctx.map(node, path, &keys)?;
     let get = |k: &str| field(fields, k);
 
+    let source = source(ctx, node, path, implied, fields);
+    let config = get("conf").map(|n| conf(ctx, n, &join(path, "conf"))).unwrap_or_default();
+    let allow = get("allow").map(|n| allow(ctx, n, &join(path, "allow"))).unwrap_or_default();
+    let files = get("files").and_then(|n| files(ctx, n, &join(path, "files")));
+    let permissions = get("permissions").map(|n| permissions(ctx, n, &join(path, "permissions"))).unwrap_or_default();
+    let limits = component_limits(ctx, get("limits"), &join(path, "limits"), service);
+    source.map(|src| ComponentSpec {
+        name: src.name,
+        path: src.abs,
+        config,
+        allow,
+        files,
+        permissions,
+        limits,
+        line: implied.map_or(node.line, |key| key.line),
+    })
+}
+
+/// Where a component's file is: `file:` (in app_dir), `path:`, or the key of a map-form
+/// task; a problem when it is missing or not a file.
+fn source(ctx: &mut Ctx, node: &Node, path: &str, implied: Option<&Key>, fields: &[(Key, Node)]) -> Option<Source> {
+    let get = |k: &str| field(fields, k);
     let source = match (implied, get("file"), get("path")) {
         (None, Some(_), Some(_)) => {
             ctx.error(node, path, "give either `file:` or `path:`, not both");
@@ -77,45 +99,35 @@ pub(crate) fn component(
             ctx.error_at(at.0, at.1, path, msg);
         }
     }
+    source
+}
 
-    let config = get("conf").map(|n| conf(ctx, n, &join(path, "conf"))).unwrap_or_default();
-    let allow = match get("allow") {
-        Some(n) if !matches!(n.value, Value::Null) => {
-            let mut caps: Vec<Capability> = ctx.settings(Some(n), &join(path, "allow"));
-            let mut seen = Vec::new();
-            caps.retain(|c| {
-                !seen.contains(c) && {
-                    seen.push(*c);
-                    true
-                }
-            });
-            caps
+/// `allow: [kv, taskback]`, each grant once.
+fn allow(ctx: &mut Ctx, node: &Node, path: &str) -> Vec<Capability> {
+    if matches!(node.value, Value::Null) {
+        return Vec::new();
+    }
+    let mut caps: Vec<Capability> = ctx.settings(Some(node), path);
+    let mut seen = Vec::new();
+    caps.retain(|c| {
+        !seen.contains(c) && {
+            seen.push(*c);
+            true
         }
-        _ => Vec::new(),
-    };
-    let files = get("files").and_then(|n| {
-        let p = join(path, "files");
-        let text = ctx.name(n, &p)?;
-        let abs = ctx.base.join(&text);
-        if !abs.exists() {
-            ctx.error(n, &p, format!("directory {text} not found"));
-        } else if !abs.is_dir() {
-            ctx.error(n, &p, format!("{text} is not a directory"));
-        }
-        Some(abs)
     });
-    let permissions = get("permissions").map(|n| permissions(ctx, n, &join(path, "permissions"))).unwrap_or_default();
-    let limits = component_limits(ctx, get("limits"), &join(path, "limits"), service);
-    source.map(|src| ComponentSpec {
-        name: src.name,
-        path: src.abs,
-        config,
-        allow,
-        files,
-        permissions,
-        limits,
-        line: implied.map_or(node.line, |key| key.line),
-    })
+    caps
+}
+
+/// `files: DIR`, preopened read-only: it must be a directory.
+fn files(ctx: &mut Ctx, node: &Node, path: &str) -> Option<PathBuf> {
+    let text = ctx.name(node, path)?;
+    let abs = ctx.base.join(&text);
+    if !abs.exists() {
+        ctx.error(node, path, format!("directory {text} not found"));
+    } else if !abs.is_dir() {
+        ctx.error(node, path, format!("{text} is not a directory"));
+    }
+    Some(abs)
 }
 
 /// Where a component's `.wasm` comes from.

@@ -7,7 +7,7 @@ use indexmap::IndexMap;
 
 use super::access::{HttpAuth, TlsFiles};
 use super::collector::collector;
-use super::component::{Role, component, tasks};
+use super::component::{Located, Role, component, tasks};
 use super::ctx::{Ctx, is_identifier};
 use super::de::join;
 use super::limits::{AT_LEAST_ONE, ServiceLimits, check_limits};
@@ -207,23 +207,7 @@ fn service(ctx: &mut Ctx, key: &Key, node: &Node) -> Service {
     let shell = get("shell").and_then(|n| component(ctx, n, &join(&path, "shell"), Role::Shell, None, &service_limits));
     let task_list = get("tasks").map(|n| tasks(ctx, n, &join(&path, "tasks"), &service_limits)).unwrap_or_default();
 
-    let has_torch = task_list.iter().any(|(t, _)| matches!(t, TaskSpec::Torch(_)));
-    if let Some(shell) = get("shell").filter(|_| !has_torch) {
-        let msg = format!("service `{name}` has a shell but no torch task reaches it");
-        ctx.error_at(shell.line, shell.column, "", msg);
-    }
-    if get("shell").is_none() {
-        for (task, (line, column)) in &task_list {
-            if matches!(task, TaskSpec::Torch(_)) {
-                let msg = format!("service `{name}` has a torch task but no `shell:` for it to call");
-                ctx.error_at(*line, *column, "", msg);
-            }
-        }
-    }
-    if get("collector").is_none() && get("collectors").is_none_or(is_empty) && get("tasks").is_none_or(is_empty) {
-        let msg = format!("service `{name}` has neither a collector nor tasks");
-        ctx.error_at(key.line, key.column, "", msg);
-    }
+    check_pipeline(ctx, key, fields, &task_list);
 
     Service {
         name,
@@ -237,6 +221,30 @@ fn service(ctx: &mut Ctx, key: &Key, node: &Node) -> Service {
         stream,
         kv,
         rate_limit,
+    }
+}
+
+/// The checks that span sections: a shell needs a torch task, a torch task needs a shell,
+/// a service needs a collector or tasks.
+fn check_pipeline(ctx: &mut Ctx, key: &Key, fields: &[(Key, Node)], task_list: &[Located<TaskSpec>]) {
+    let name = &key.text;
+    let get = |k: &str| fields.iter().find(|(key, _)| key.text == k).map(|(_, v)| v);
+    let has_torch = task_list.iter().any(|(t, _)| matches!(t, TaskSpec::Torch(_)));
+    if let Some(shell) = get("shell").filter(|_| !has_torch) {
+        let msg = format!("service `{name}` has a shell but no torch task reaches it");
+        ctx.error_at(shell.line, shell.column, "", msg);
+    }
+    if get("shell").is_none() {
+        for (task, (line, column)) in task_list {
+            if matches!(task, TaskSpec::Torch(_)) {
+                let msg = format!("service `{name}` has a torch task but no `shell:` for it to call");
+                ctx.error_at(*line, *column, "", msg);
+            }
+        }
+    }
+    if get("collector").is_none() && get("collectors").is_none_or(is_empty) && get("tasks").is_none_or(is_empty) {
+        let msg = format!("service `{name}` has neither a collector nor tasks");
+        ctx.error_at(key.line, key.column, "", msg);
     }
 }
 

@@ -30,7 +30,8 @@ impl World {
     }
 }
 
-pub(super) enum Pre {
+/// A component pre-instantiated for its world (`InstancePre` with typed exports).
+pub(super) enum Prepared {
     Task(TaskPre<HostState>),
     Shell(ShellPre<HostState>),
 }
@@ -48,7 +49,7 @@ pub struct Component {
     pub version: String,
     /// Where its calls are counted for `/metrics` (set by the service that loads it).
     pub observe: Option<Arc<crate::observe::CallMetrics>>,
-    pub(super) pre: Pre,
+    pub(super) pre: Prepared,
     pub(super) engine: wasmtime::Engine,
     /// Keeps the epoch ticker (and so this component's deadlines) alive.
     _ticker: Arc<Ticker>,
@@ -113,8 +114,10 @@ impl Engine {
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Imports { name: spec.name.clone(), reason: format!("{e:#}") })?;
         let pre = match world {
-            World::Task => Pre::Task(TaskPre::new(instance_pre).map_err(|e| wrong_world(export_hint(&e, world)))?),
-            World::Shell => Pre::Shell(ShellPre::new(instance_pre).map_err(|e| wrong_world(export_hint(&e, world)))?),
+            World::Task => Prepared::Task(TaskPre::new(instance_pre).map_err(|e| wrong_world(export_hint(&e, world)))?),
+            World::Shell => {
+                Prepared::Shell(ShellPre::new(instance_pre).map_err(|e| wrong_world(export_hint(&e, world)))?)
+            }
         };
         Ok(Component {
             name: spec.name.clone(),

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{EmbeddedBroker, inspect, streams};
+use super::{EmbeddedBroker, claims, inspect, streams};
 use crate::broker::{BrokerAdmin, BrokerError, Entry, Result, StreamKind};
 
 #[async_trait]
@@ -43,7 +43,7 @@ impl BrokerAdmin for EmbeddedBroker {
     async fn replay(&self, service: &str, dead_ids: &[String]) -> Result<Vec<(String, String)>> {
         let (data, dead) = (self.key(service, StreamKind::Data), self.key(service, StreamKind::Dead));
         let ids = dead_ids.to_vec();
-        let moved = self.write(move |tx| streams::replay(tx, &data, &dead, &ids)).await?;
+        let moved = self.write(move |tx| claims::replay(tx, &data, &dead, &ids)).await?;
         self.inner.added.notify_waiters();
         Ok(moved)
     }

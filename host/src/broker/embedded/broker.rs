@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{EmbeddedBroker, POLL, inspect, streams};
+use super::{EmbeddedBroker, POLL, claims, inspect, streams};
 use crate::broker::{
     Broker, Completion, DeadLetter, Delivery, Entry, PendingEntry, Result, StreamInfo, StreamKind, WORKER_GROUP,
 };
 
 impl EmbeddedBroker {
-    /// [`streams::finish`] for [`Broker::complete`] and [`Broker::dead_letter`].
+    /// [`claims::finish`] for [`Broker::complete`] and [`Broker::dead_letter`].
     async fn finish(
         &self,
         service: &str,
@@ -24,7 +24,7 @@ impl EmbeddedBroker {
             return Ok(0);
         }
         let (data, out, consumer) = (self.key(service, StreamKind::Data), self.key(service, out), consumer.to_owned());
-        let skipped = self.write(move |tx| streams::finish(tx, &data, &out, &consumer, &done)).await?;
+        let skipped = self.write(move |tx| claims::finish(tx, &data, &out, &consumer, &done)).await?;
         self.inner.added.notify_waiters();
         Ok(skipped)
     }
@@ -107,7 +107,7 @@ impl Broker for EmbeddedBroker {
     async fn reclaim(&self, service: &str, consumer: &str, min_idle: Duration, count: usize) -> Result<Vec<Delivery>> {
         let (key, consumer) = (self.key(service, StreamKind::Data), consumer.to_owned());
         let min_idle = i64::try_from(min_idle.as_millis()).unwrap_or(i64::MAX);
-        self.write(move |tx| streams::reclaim(tx, &key, WORKER_GROUP, &consumer, min_idle, count.max(1))).await
+        self.write(move |tx| claims::reclaim(tx, &key, WORKER_GROUP, &consumer, min_idle, count.max(1))).await
     }
 
     async fn complete(&self, service: &str, consumer: &str, done: &[Completion]) -> Result<usize> {
@@ -165,7 +165,7 @@ impl Broker for EmbeddedBroker {
             return Ok(());
         }
         let (key, group, ids) = (self.key(service, stream), group.to_owned(), ids.to_vec());
-        self.write(move |tx| streams::ack(tx, &key, &group, &ids)).await
+        self.write(move |tx| claims::ack(tx, &key, &group, &ids)).await
     }
 
     async fn last_id(&self, service: &str, stream: StreamKind) -> Result<String> {
@@ -193,7 +193,7 @@ impl Broker for EmbeddedBroker {
     async fn claim(&self, service: &str, consumer: &str, from: &str, ids: &[String]) -> Result<Vec<Delivery>> {
         let key = self.key(service, StreamKind::Data);
         let (consumer, from, ids) = (consumer.to_owned(), from.to_owned(), ids.to_vec());
-        self.write(move |tx| streams::claim(tx, &key, WORKER_GROUP, &consumer, &from, &ids)).await
+        self.write(move |tx| claims::claim(tx, &key, WORKER_GROUP, &consumer, &from, &ids)).await
     }
 
     async fn refresh_claims(&self, service: &str, consumer: &str, ids: &[String]) -> Result<Vec<String>> {
@@ -201,11 +201,11 @@ impl Broker for EmbeddedBroker {
             return Ok(Vec::new());
         }
         let (key, consumer, ids) = (self.key(service, StreamKind::Data), consumer.to_owned(), ids.to_vec());
-        self.write(move |tx| streams::refresh_claims(tx, &key, WORKER_GROUP, &consumer, &ids)).await
+        self.write(move |tx| claims::refresh_claims(tx, &key, WORKER_GROUP, &consumer, &ids)).await
     }
 
     async fn remove_consumer(&self, service: &str, stream: StreamKind, group: &str, consumer: &str) -> Result<()> {
         let (key, group, consumer) = (self.key(service, stream), group.to_owned(), consumer.to_owned());
-        self.write(move |tx| streams::remove_consumer(tx, &key, &group, &consumer)).await
+        self.write(move |tx| claims::remove_consumer(tx, &key, &group, &consumer)).await
     }
 }

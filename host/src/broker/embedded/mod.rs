@@ -15,12 +15,14 @@
 //!   transaction, a savepoint each.
 //! - `broker.rs`: the [`crate::broker::Broker`] implementation (blocking reads poll here).
 //! - `admin.rs`: the [`crate::broker::BrokerAdmin`] side (tail, replay, drop).
-//! - `streams.rs`: the schema and the stream, group and pending operations, in SQL.
+//! - `streams.rs`: the schema, ids, and the stream and group operations, in SQL.
+//! - `claims.rs`: pending entries in SQL: reclaims, claims, finishing, acks, replays.
 //! - `inspect.rs`: read-only views (ranges, newest id, groups, consumers, pending).
 //! - `kv.rs`: the [`crate::broker::KvStore`] side.
 
 mod admin;
 mod broker;
+mod claims;
 mod commit;
 mod inspect;
 mod kv;
