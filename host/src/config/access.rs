@@ -6,10 +6,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::ctx::{Ctx, field};
 use super::de::join;
 use super::duration::parse_duration;
 use super::error::one_of;
+use super::loader::{Loader, field};
 use super::yaml::{Node, Value};
 
 /// A secret from the compose file (normally `${ENV}`): never shown by `Debug` or in errors.
@@ -67,7 +67,7 @@ pub struct TlsFiles {
 const AUTH_KINDS: &[&str] = &["none", "bearer", "hmac_sha256", "slack"];
 
 /// `auth:` of a listener.
-pub(crate) fn auth(ctx: &mut Ctx, node: &Node, path: &str) -> Option<HttpAuth> {
+pub(crate) fn auth(ctx: &mut Loader, node: &Node, path: &str) -> Option<HttpAuth> {
     if let Value::Str(s) = &node.value {
         if s == "none" {
             return Some(HttpAuth::Open);
@@ -108,7 +108,7 @@ pub(crate) fn auth(ctx: &mut Ctx, node: &Node, path: &str) -> Option<HttpAuth> {
     }
 }
 
-fn required_secret(ctx: &mut Ctx, node: &Node, fields: &[(super::yaml::Key, Node)], path: &str) -> Option<Secret> {
+fn required_secret(ctx: &mut Loader, node: &Node, fields: &[(super::yaml::Key, Node)], path: &str) -> Option<Secret> {
     match field(fields, "secret") {
         Some(n) => secret(ctx, n, &join(path, "secret")),
         None => {
@@ -120,7 +120,7 @@ fn required_secret(ctx: &mut Ctx, node: &Node, fields: &[(super::yaml::Key, Node
 
 /// A secret: any scalar as text (a numeric token stays text), at least 16 bytes. Its value
 /// never appears in a message.
-fn secret(ctx: &mut Ctx, node: &Node, path: &str) -> Option<Secret> {
+fn secret(ctx: &mut Loader, node: &Node, path: &str) -> Option<Secret> {
     let text = match &node.value {
         Value::Str(_) | Value::Int(_) | Value::Float(_) | Value::Bool(_) => node.raw.clone(),
         Value::Invalid => return None,
@@ -136,7 +136,7 @@ fn secret(ctx: &mut Ctx, node: &Node, path: &str) -> Option<Secret> {
     Some(Secret(text))
 }
 
-fn header_name(ctx: &mut Ctx, node: &Node, path: &str) -> Option<String> {
+fn header_name(ctx: &mut Loader, node: &Node, path: &str) -> Option<String> {
     let name = ctx.name(node, path)?;
     if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         ctx.error(node, path, format!("`{name}` is not an HTTP header name"));
@@ -145,7 +145,7 @@ fn header_name(ctx: &mut Ctx, node: &Node, path: &str) -> Option<String> {
     Some(name)
 }
 
-fn window(ctx: &mut Ctx, node: &Node, path: &str) -> Option<Duration> {
+fn window(ctx: &mut Loader, node: &Node, path: &str) -> Option<Duration> {
     let parsed = match &node.value {
         Value::Int(n) => u64::try_from(*n).ok().map(Duration::from_secs),
         Value::Str(s) => parse_duration(s),
@@ -162,9 +162,9 @@ fn window(ctx: &mut Ctx, node: &Node, path: &str) -> Option<Duration> {
 
 /// `tls: {cert: FILE, key: FILE}`; both files must exist (their content is checked when
 /// the listener starts, and again on every reload).
-pub(crate) fn tls(ctx: &mut Ctx, node: &Node, path: &str) -> Option<TlsFiles> {
+pub(crate) fn tls(ctx: &mut Loader, node: &Node, path: &str) -> Option<TlsFiles> {
     let fields = ctx.map(node, path, &["cert", "key"])?;
-    let file = |ctx: &mut Ctx, key: &str| {
+    let file = |ctx: &mut Loader, key: &str| {
         let Some(n) = field(fields, key) else {
             ctx.error(node, path, format!("missing `{key}:` (a PEM file)"));
             return None;

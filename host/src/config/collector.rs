@@ -4,16 +4,16 @@
 use std::path::Path;
 
 use super::component::conf;
-use super::ctx::{Ctx, field};
 use super::de::{from_node, join};
 use super::duration::every;
 use super::error::{did_you_mean, one_of};
+use super::loader::{Loader, field};
 use super::model::{CollectorKind, CollectorSpec, HttpLimits, StreamKind, TickSchedule};
 use super::yaml::{Key, Node, Value};
 
 const KINDS: &[&str] = &["stdin", "http", "tick", "stream", "exec"];
 
-pub(crate) fn collector(ctx: &mut Ctx, node: &Node, path: &str, service: &str) -> Option<CollectorSpec> {
+pub(crate) fn collector(ctx: &mut Loader, node: &Node, path: &str, service: &str) -> Option<CollectorSpec> {
     let kind_node = match &node.value {
         Value::Map(_) | Value::Null => node.get("kind"),
         _ => {
@@ -70,7 +70,7 @@ impl<'n> Section<'n> {
     }
 
     /// The value of a key the kind needs, or a problem naming it with an example.
-    fn required(&self, ctx: &mut Ctx, key: &str, example: &str) -> Option<&'n Node> {
+    fn required(&self, ctx: &mut Loader, key: &str, example: &str) -> Option<&'n Node> {
         let found = self.get(key);
         if found.is_none() {
             let kind = self.kind;
@@ -81,7 +81,7 @@ impl<'n> Section<'n> {
 }
 
 /// `kind: http`: `listen:`, the accept loop's limits, `auth:` (required off loopback), `tls:`.
-fn http(ctx: &mut Ctx, section: &Section<'_>) -> Option<CollectorKind> {
+fn http(ctx: &mut Loader, section: &Section<'_>) -> Option<CollectorKind> {
     let path = section.path;
     let n = section.required(ctx, "listen", "\"127.0.0.1:8080\"")?;
     let p = join(path, "listen");
@@ -119,7 +119,7 @@ fn http(ctx: &mut Ctx, section: &Section<'_>) -> Option<CollectorKind> {
 }
 
 /// `kind: tick`: `every:` or `cron:` (checked by the one cron parser), `at_start:`.
-fn tick(ctx: &mut Ctx, section: &Section<'_>) -> Option<CollectorKind> {
+fn tick(ctx: &mut Loader, section: &Section<'_>) -> Option<CollectorKind> {
     let (node, path) = (section.node, section.path);
     let at_start = section.get("at_start").and_then(|n| ctx.boolean(n, &join(path, "at_start"))).unwrap_or(false);
     let schedule = match (section.get("every"), section.get("cron")) {
@@ -145,7 +145,7 @@ fn tick(ctx: &mut Ctx, section: &Section<'_>) -> Option<CollectorKind> {
 }
 
 /// `kind: stream`: `from:` another service of the file, `stream:` (default `taskback`).
-fn stream(ctx: &mut Ctx, section: &Section<'_>, service: &str) -> Option<CollectorKind> {
+fn stream(ctx: &mut Loader, section: &Section<'_>, service: &str) -> Option<CollectorKind> {
     let n = section.required(ctx, "from", "OTHER_SERVICE")?;
     let p = join(section.path, "from");
     let from = ctx.name(n, &p)?;
@@ -163,7 +163,7 @@ fn stream(ctx: &mut Ctx, section: &Section<'_>, service: &str) -> Option<Collect
 }
 
 /// `kind: exec`: `command:`, a program path with `/` resolved against the file's directory.
-fn exec(ctx: &mut Ctx, section: &Section<'_>) -> Option<CollectorKind> {
+fn exec(ctx: &mut Loader, section: &Section<'_>) -> Option<CollectorKind> {
     let n = section.required(ctx, "command", "[\"python3\", \"bot.py\"]")?;
     let mut argv = command(ctx, n, &join(section.path, "command"))?;
     if argv[0].contains('/') && Path::new(&argv[0]).is_relative() {
@@ -173,7 +173,7 @@ fn exec(ctx: &mut Ctx, section: &Section<'_>) -> Option<CollectorKind> {
 }
 
 /// `command: [prog, arg, ...]`, or one string split on whitespace.
-fn command(ctx: &mut Ctx, node: &Node, path: &str) -> Option<Vec<String>> {
+fn command(ctx: &mut Loader, node: &Node, path: &str) -> Option<Vec<String>> {
     let argv: Vec<String> = match &node.value {
         Value::Str(s) => s.split_whitespace().map(str::to_owned).collect(),
         Value::Seq(items) => {
@@ -196,7 +196,7 @@ fn command(ctx: &mut Ctx, node: &Node, path: &str) -> Option<Vec<String>> {
 }
 
 /// A whole number of at least 1.
-fn at_least_one(ctx: &mut Ctx, node: &Node, path: &str) -> Option<u64> {
+fn at_least_one(ctx: &mut Loader, node: &Node, path: &str) -> Option<u64> {
     match &node.value {
         Value::Int(n) if *n >= 1 => Some(u64::try_from(*n).unwrap_or(u64::MAX)),
         _ => {

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use super::ctx::Ctx;
+use super::loader::Loader;
 use super::yaml::{Node, Value};
 
 /// `every: 5s` (units ms, s, m, h, d) or a whole number of seconds; must be positive.
-pub(crate) fn every(ctx: &mut Ctx, node: &Node, path: &str) -> Option<Duration> {
+pub(crate) fn every(ctx: &mut Loader, node: &Node, path: &str) -> Option<Duration> {
     let parsed = match &node.value {
         Value::Int(n) => u64::try_from(*n).ok().map(Duration::from_secs),
         Value::Str(s) => parse_duration(s),

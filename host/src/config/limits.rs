@@ -1,7 +1,7 @@
 //! `limits:` of a service and of a component: the ranges that make sense, and the
 //! service's limits a component's own `limits:` starts from.
 
-use super::ctx::Ctx;
+use super::loader::Loader;
 use super::model::Limits;
 use super::yaml::Node;
 
@@ -17,7 +17,7 @@ pub(crate) struct ServiceLimits<'n> {
 }
 
 /// Limits that make no sense; only keys present in `node` are checked (defaults are sane).
-pub(crate) fn check_limits(ctx: &mut Ctx, limits: &Limits, node: Option<&Node>, path: &str) {
+pub(crate) fn check_limits(ctx: &mut Loader, limits: &Limits, node: Option<&Node>, path: &str) {
     ctx.check(node, path, "timeout_ms", limits.timeout_ms == 0, AT_LEAST_ONE);
     let mb = limits.memory_mb;
     ctx.check(node, path, "memory_mb", mb == 0 || mb > 4096, "must be between 1 and 4096");

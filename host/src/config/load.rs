@@ -8,9 +8,9 @@ use indexmap::IndexMap;
 use super::access::{HttpAuth, TlsFiles};
 use super::collector::collector;
 use super::component::{Located, Role, component, tasks};
-use super::ctx::{Ctx, is_identifier};
 use super::de::join;
 use super::limits::{AT_LEAST_ONE, ServiceLimits, check_limits};
+use super::loader::{Loader, is_identifier};
 use super::model::{CollectorSpec, Compose, KvQuota, Limits, Retry, Service, StreamSettings, TaskSpec, Workers};
 use super::yaml::{Key, Node, Value};
 
@@ -23,9 +23,9 @@ const SERVICE_KEYS: &[&str] =
 /// `metrics: {listen: ADDR, auth: ..., tls: {cert, key}}` (ADDR: `HOST:PORT` or a port on
 /// loopback). Off loopback, `auth:` is required (`auth: none` opens it on purpose); only
 /// `bearer` fits: a scrape is a `GET` with no body to sign.
-fn metrics(ctx: &mut Ctx, node: &Node) -> (Option<String>, Option<HttpAuth>, Option<TlsFiles>) {
+fn metrics(ctx: &mut Loader, node: &Node) -> (Option<String>, Option<HttpAuth>, Option<TlsFiles>) {
     let Some(fields) = ctx.map(node, "metrics", &["listen", "auth", "tls"]) else { return (None, None, None) };
-    let listen = super::ctx::field(fields, "listen").and_then(|listen| {
+    let listen = super::loader::field(fields, "listen").and_then(|listen| {
         let addr = ctx.name(listen, "metrics.listen")?;
         if let Err(msg) = crate::observe::serve::parse_addr(&addr) {
             ctx.error(listen, "metrics.listen", msg);
@@ -33,7 +33,7 @@ fn metrics(ctx: &mut Ctx, node: &Node) -> (Option<String>, Option<HttpAuth>, Opt
         }
         Some(addr)
     });
-    let auth = super::ctx::field(fields, "auth").and_then(|a| {
+    let auth = super::loader::field(fields, "auth").and_then(|a| {
         let auth = super::access::auth(ctx, a, "metrics.auth")?;
         if matches!(auth, HttpAuth::HmacSha256 { .. } | HttpAuth::Slack { .. }) {
             ctx.error(a, "metrics.auth", "expected `bearer` or `none`: a scrape is a GET with no body to sign");
@@ -43,12 +43,12 @@ fn metrics(ctx: &mut Ctx, node: &Node) -> (Option<String>, Option<HttpAuth>, Opt
     });
     // Checked only when `auth:` is absent (a broken `auth:` has its own error).
     if let (Some(addr), Some(at), None) =
-        (&listen, super::ctx::field(fields, "listen"), super::ctx::field(fields, "auth"))
+        (&listen, super::loader::field(fields, "listen"), super::loader::field(fields, "auth"))
         && let Err(msg) = metrics_reachable(addr, None)
     {
         ctx.error(at, "metrics.listen", msg);
     }
-    let tls = super::ctx::field(fields, "tls").and_then(|t| {
+    let tls = super::loader::field(fields, "tls").and_then(|t| {
         let files = super::access::tls(ctx, t, "metrics.tls")?;
         // The pair must load as `run` loads it, so `check` reports a broken one first.
         if let Err(err) = crate::access::server_config(&files) {
@@ -75,7 +75,7 @@ pub fn metrics_reachable(addr: &str, auth: Option<&HttpAuth>) -> Result<(), Stri
     Ok(())
 }
 
-pub(crate) fn compose(root: &Node, path: &Path, ctx: &mut Ctx) -> Option<Compose> {
+pub(crate) fn compose(root: &Node, path: &Path, ctx: &mut Loader) -> Option<Compose> {
     if !matches!(root.value, Value::Map(_)) {
         let found = root.describe();
         ctx.error(root, "", format!("expected a mapping with a `services:` key at the top level, found {found}"));
@@ -98,7 +98,7 @@ pub(crate) fn compose(root: &Node, path: &Path, ctx: &mut Ctx) -> Option<Compose
         Some(node) if matches!(node.value, Value::Null) => None,
         Some(node) => ctx.name(node, "broker"),
     };
-    let dir = |ctx: &mut Ctx, key: &str, default: &str| match root.get(key) {
+    let dir = |ctx: &mut Loader, key: &str, default: &str| match root.get(key) {
         None => default.to_owned(),
         Some(node) => ctx.name(node, key).unwrap_or_else(|| default.to_owned()),
     };
@@ -155,7 +155,7 @@ pub(crate) fn compose(root: &Node, path: &Path, ctx: &mut Ctx) -> Option<Compose
     })
 }
 
-fn service(ctx: &mut Ctx, key: &Key, node: &Node) -> Service {
+fn service(ctx: &mut Loader, key: &Key, node: &Node) -> Service {
     let name = key.text.clone();
     let path = join("services", &name);
     if !is_identifier(&name, &['_', '-']) {
@@ -226,7 +226,7 @@ fn service(ctx: &mut Ctx, key: &Key, node: &Node) -> Service {
 
 /// The checks that span sections: a shell needs a torch task, a torch task needs a shell,
 /// a service needs a collector or tasks.
-fn check_pipeline(ctx: &mut Ctx, key: &Key, fields: &[(Key, Node)], task_list: &[Located<TaskSpec>]) {
+fn check_pipeline(ctx: &mut Loader, key: &Key, fields: &[(Key, Node)], task_list: &[Located<TaskSpec>]) {
     let name = &key.text;
     let get = |k: &str| fields.iter().find(|(key, _)| key.text == k).map(|(_, v)| v);
     let has_torch = task_list.iter().any(|(t, _)| matches!(t, TaskSpec::Torch(_)));
@@ -249,7 +249,7 @@ fn check_pipeline(ctx: &mut Ctx, key: &Key, fields: &[(Key, Node)], task_list: &
 }
 
 /// `collector: {...}` or `collectors: [{...}, ...]` (not both).
-fn collectors(ctx: &mut Ctx, one: Option<&Node>, many: Option<&Node>, path: &str, name: &str) -> Vec<CollectorSpec> {
+fn collectors(ctx: &mut Loader, one: Option<&Node>, many: Option<&Node>, path: &str, name: &str) -> Vec<CollectorSpec> {
     match (one, many) {
         (Some(one), Some(_)) => {
             let msg = "use either `collector:` or `collectors:` (a list), not both";

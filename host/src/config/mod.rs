@@ -15,8 +15,8 @@
 //! - `de`: a strict `serde::Deserializer` over that tree, used for the plain settings
 //!   structs (`workers`, `limits`, `retry`, `stream`, `kv`, `allow`); its errors carry the
 //!   node's position and dotted path, and suggest a key for a typo.
-//! - `ctx`: state shared by one load (problems found so far, base directory, groups,
-//!   params) and the typed accessors the hand-written checks use.
+//! - `loader`: `Loader`, the state shared by one load (problems found so far, base
+//!   directory, groups, params) and the typed accessors the hand-written checks use.
 //! - `load`: the top level and each service, with the checks spanning sections (a torch
 //!   task needs a shell, a shell needs a torch task, a service needs tasks or a collector).
 //! - `collector`: the `collector:` kinds and their options.
@@ -30,13 +30,13 @@
 mod access;
 mod collector;
 mod component;
-mod ctx;
 mod de;
 mod duration;
 mod env;
 mod error;
 mod limits;
 mod load;
+mod loader;
 pub mod model;
 mod rate;
 mod yaml;
@@ -53,8 +53,8 @@ pub use error::{ConfigError, Diagnostic};
 pub use load::metrics_reachable;
 pub use model::*;
 
-use ctx::Ctx;
 use error::Problems;
+use loader::Loader;
 
 /// Reads and validates a compose file. Env vars come from the process environment.
 pub fn load(path: &Path) -> Result<Compose, ConfigError> {
@@ -87,7 +87,7 @@ pub(crate) fn parse_in(
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Compose, ConfigError> {
-    let mut ctx = Ctx {
+    let mut ctx = Loader {
         problems: Problems::default(),
         base: base.to_path_buf(),
         app_dir: PathBuf::new(),

@@ -17,7 +17,7 @@ pub mod events;
 use std::path::Path;
 
 use cannon_guest::CmdError;
-use example_kit::{time, Store};
+use example_shared::{time, Store};
 
 use daemon::State;
 use events::{Calendar, DayMonth};
