@@ -28,6 +28,8 @@
 //! - [`cli`]: the `cannon-host` commands; `main.rs` only parses arguments and sets up
 //!   logging and signals.
 
+#![warn(missing_docs)]
+
 pub mod access;
 pub mod broker;
 pub mod cli;

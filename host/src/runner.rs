@@ -24,7 +24,7 @@ pub enum Role {
     /// Collectors and workers.
     #[default]
     All,
-    /// Workers only (scale out by starting more of them against the same broker).
+    /// Workers only.
     Worker,
     /// Collectors only.
     Collector,

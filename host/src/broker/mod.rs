@@ -42,7 +42,9 @@ pub const COLLECTOR_GROUP: &str = "collector";
 /// One stream entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// Stream id (`ms-seq`).
     pub id: String,
+    /// Its fields, in stored order.
     pub fields: Fields,
     /// Set when a key or value of the stored entry is not UTF-8 (Redis: any producer can
     /// `XADD` bytes): which field and at what byte. `fields` then has each invalid byte
@@ -53,7 +55,9 @@ pub struct Entry {
 /// A data-stream entry handed to this consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
+    /// Stream id (`ms-seq`).
     pub id: String,
+    /// The message's fields, in stored order.
     pub fields: Fields,
     /// How many times the broker has handed this entry out, this time included.
     pub deliveries: u32,
@@ -64,16 +68,22 @@ pub struct Delivery {
 /// A processed message: the taskbacks to add and the entry to acknowledge, atomically.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
+    /// Data-stream id of the message.
     pub id: String,
+    /// Entries to add to the taskback stream, in order.
     pub taskbacks: Vec<Fields>,
 }
 
 /// A message that failed `retry.max_attempts` times.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
+    /// Data-stream id of the message.
     pub id: String,
+    /// The message's fields.
     pub fields: Fields,
+    /// Why it failed (the last error).
     pub error: String,
+    /// Deliveries spent on it (0: never run).
     pub attempts: u32,
     /// Milliseconds since the Unix epoch of the last failure.
     pub failed_at_ms: u64,
@@ -104,7 +114,9 @@ impl DeadLetter {
 /// One entry delivered to a consumer of a group and not yet acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingEntry {
+    /// Stream id of the entry.
     pub id: String,
+    /// The consumer holding it.
     pub consumer: String,
     /// Milliseconds since it was last delivered (or kept alive by its consumer).
     pub idle_ms: u64,
@@ -124,6 +136,7 @@ pub struct RateCount {
 /// A consumer of a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerInfo {
+    /// Consumer name (`{host}-{pid}`, `{host}-collector`).
     pub name: String,
     /// Entries it holds unacknowledged.
     pub pending: u64,
@@ -134,42 +147,74 @@ pub struct ConsumerInfo {
 /// A consumer group of a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupInfo {
+    /// Group name.
     pub name: String,
+    /// Entries delivered to its consumers and not acknowledged.
     pub pending: u64,
     /// Id of the last entry handed to any of its consumers.
     pub last_delivered: String,
+    /// Its consumers.
     pub consumers: Vec<ConsumerInfo>,
 }
 
 /// One stream of a service.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StreamInfo {
+    /// Entries in the stream.
     pub length: u64,
     /// Id of the newest entry (`0-0` when the stream is empty or missing).
     pub last_id: String,
+    /// Its consumer groups.
     pub groups: Vec<GroupInfo>,
 }
 
 #[derive(Debug, thiserror::Error)]
+/// A broker operation that failed, naming the broker (URL without password, or file).
 pub enum BrokerError {
     #[error("broker {url}: {source}")]
+    /// Redis answered with an error, or the connection failed.
     Redis {
+        /// The broker's URL, password removed.
         url: String,
         #[source]
+        /// What the client reported.
         source: ::redis::RedisError,
     },
     #[error("broker {url}: unexpected reply to {command}: {detail}")]
-    Protocol { url: String, command: &'static str, detail: String },
+    /// Redis answered with a reply of an unexpected shape.
+    Protocol {
+        /// The broker's URL, password removed.
+        url: String,
+        /// The command or script that got the reply.
+        command: &'static str,
+        /// What was wrong with it.
+        detail: String,
+    },
     #[error("invalid broker URL {url:?}: {reason}")]
-    Url { url: String, reason: String },
+    /// The broker URL is not usable.
+    Url {
+        /// The URL as given.
+        url: String,
+        /// Why not.
+        reason: String,
+    },
     #[error("embedded broker {path}: {source}")]
+    /// SQLite failed.
     Sqlite {
+        /// The database file.
         path: String,
         #[source]
+        /// What SQLite reported.
         source: rusqlite::Error,
     },
     #[error("embedded broker {path}: {detail}")]
-    Embedded { path: String, detail: String },
+    /// The embedded broker refused or failed for another reason.
+    Embedded {
+        /// The database file.
+        path: String,
+        /// What went wrong.
+        detail: String,
+    },
 }
 
 impl BrokerError {
@@ -208,6 +253,7 @@ impl BrokerError {
     }
 }
 
+/// A broker operation's result.
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 
 /// Message transport of a set of services, as running services use it: workers (read,

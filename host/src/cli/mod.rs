@@ -41,10 +41,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "CANNON_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     #[command(subcommand)]
+    /// The command to run.
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
+/// The `cannon-host` commands.
 pub enum Command {
     /// Run services: collectors and workers, until SIGINT/SIGTERM (then drain).
     Run(run::Args),

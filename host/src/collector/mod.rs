@@ -12,7 +12,8 @@
 //! - `http.rs`: `POST /` a JSON object; `?wait=MS` answers with the taskback; `auth:` and
 //!   `tls:` through [`crate::access`]; `http_serve.rs`: its accept loop (connection cap,
 //!   header, body and idle timeouts, TLS handshake per connection).
-//! - `tick.rs`: a message on a schedule; `schedule.rs` computes fire times (interval, cron).
+//! - `tick.rs`: a message on a schedule; `schedule.rs` computes fire times (interval, or
+//!   cron through [`crate::time::cron`]).
 //! - `stream.rs`: follows another service's data or taskback stream.
 //! - `exec.rs`: a program speaking JSON lines on stdin/stdout, restarted when it exits.
 
@@ -56,9 +57,11 @@ pub enum Exit {
 /// Everything a collector needs.
 #[derive(Clone)]
 pub struct Context {
+    /// The service the collector feeds.
     pub service: Service,
     /// This collector (a service may have several).
     pub spec: CollectorSpec,
+    /// Where messages go and taskbacks come from.
     pub broker: Arc<dyn Broker>,
     /// Consumer group on the service's taskback stream through which this collector receives
     /// taskbacks; `None` when another collector of the service delivers them.
@@ -66,6 +69,7 @@ pub struct Context {
     /// Consumer name in its groups: stable across restarts, so a restarted collector first
     /// takes up the entries it had read but not acknowledged.
     pub consumer: String,
+    /// Cancelled when the process stops.
     pub shutdown: CancellationToken,
 }
 
@@ -97,12 +101,30 @@ pub fn taskback_groups(collectors: &[CollectorSpec]) -> Vec<Option<String>> {
 #[derive(Debug, thiserror::Error)]
 pub enum AddError {
     #[error("message of {bytes} bytes exceeds limits.message_kb = {limit_kb} of service {service:?}")]
-    TooLarge { bytes: usize, limit_kb: u64, service: String },
+    /// Larger than `limits.message_kb`.
+    TooLarge {
+        /// The message's size (keys, values and per-field overhead).
+        bytes: usize,
+        /// The limit.
+        limit_kb: u64,
+        /// The service.
+        service: String,
+    },
     #[error("message of {fields} fields exceeds limits.max_fields = {limit} of service {service:?}")]
-    TooManyFields { fields: usize, limit: usize, service: String },
+    /// More fields than `limits.max_fields`.
+    TooManyFields {
+        /// The message's field count.
+        fields: usize,
+        /// The limit.
+        limit: usize,
+        /// The service.
+        service: String,
+    },
     #[error("a message needs at least one field")]
+    /// No fields at all.
     Empty,
     #[error(transparent)]
+    /// The broker refused or failed.
     Broker(#[from] BrokerError),
 }
 

@@ -40,14 +40,27 @@ pub enum HttpAuth {
     /// `auth: none`: open to anyone who can reach it, on purpose.
     Open,
     /// `auth: {bearer: TOKEN}`: `Authorization: Bearer TOKEN`.
-    Bearer { token: Secret },
+    Bearer {
+        /// The token.
+        token: Secret,
+    },
     /// `auth: {hmac_sha256: {secret: S, header: H}}`: GitHub-style `sha256=HEX`, the
     /// HMAC-SHA256 of the raw body, in header `H` (default `X-Hub-Signature-256`).
-    HmacSha256 { secret: Secret, header: String },
+    HmacSha256 {
+        /// The shared secret.
+        secret: Secret,
+        /// The header holding the signature.
+        header: String,
+    },
     /// `auth: {slack: {secret: S, window: 5m}}`: Slack-style `v0=HEX` in `X-Slack-Signature`,
     /// the HMAC-SHA256 of `v0:TIMESTAMP:BODY`, with `X-Slack-Request-Timestamp` no further
     /// than `window` from now; a signature already accepted within the window is a replay.
-    Slack { secret: Secret, window: Duration },
+    Slack {
+        /// The signing secret.
+        secret: Secret,
+        /// How far the request's timestamp may be from now.
+        window: Duration,
+    },
 }
 
 /// Default header of `hmac_sha256` signatures (GitHub's).

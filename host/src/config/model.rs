@@ -57,10 +57,15 @@ pub struct Service {
     pub shell: Option<ComponentSpec>,
     /// The pipeline, in order.
     pub tasks: Vec<TaskSpec>,
+    /// Concurrency, batching and drain of its workers.
     pub workers: Workers,
+    /// Per-call sandbox limits (a component may override them).
     pub limits: Limits,
+    /// Attempts, visibility timeout and backoff.
     pub retry: Retry,
+    /// Stream retention.
     pub stream: StreamSettings,
+    /// Quotas of its kv store.
     pub kv: KvQuota,
     /// Flood protection: at most so many messages per window, counted in the broker.
     pub rate_limit: Option<RateLimit>,
@@ -71,8 +76,11 @@ pub struct Service {
 /// are acknowledged without running until the window ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimit {
+    /// What is counted separately.
     pub per: RatePer,
+    /// Messages allowed per window and bucket.
     pub max: u64,
+    /// The window.
     pub every: Duration,
 }
 
@@ -89,19 +97,23 @@ pub enum RatePer {
 /// A native collector: the long-lived source of a service's messages.
 #[derive(Debug, Clone)]
 pub struct CollectorSpec {
+    /// Which source, with its options.
     pub kind: CollectorKind,
     /// Fields added to every message the collector yields (botcannon's `conf.kwargs`);
     /// for `stdin`, `user` names the sender (default `$USER`).
     pub kwargs: Kwargs,
+    /// Line of the collector in the compose file.
     pub line: usize,
 }
 
 #[derive(Debug, Clone)]
+/// The kinds of collector, with their options.
 pub enum CollectorKind {
     /// One message `{user, text}` per line of standard input; taskbacks are printed.
     Stdin,
     /// `POST /` with a JSON object body; `GET /healthz`.
     Http {
+        /// Address to listen on (`HOST:PORT`).
         listen: String,
         /// Connection cap and header, body and idle timeouts of its accept loop.
         limits: HttpLimits,
@@ -111,17 +123,34 @@ pub enum CollectorKind {
         tls: Option<super::access::TlsFiles>,
     },
     /// `{tick: RFC 3339 time}` every `every`, or on a UTC cron schedule.
-    Tick { schedule: TickSchedule, at_start: bool },
+    Tick {
+        /// When it fires.
+        schedule: TickSchedule,
+        /// Whether it also fires once at start.
+        at_start: bool,
+    },
     /// Follows another service's stream with its own consumer group.
-    Stream { service: String, stream: StreamKind },
+    Stream {
+        /// The service followed.
+        service: String,
+        /// Which of its streams.
+        stream: StreamKind,
+    },
     /// A program that writes JSON-object lines (messages) and reads taskbacks as JSON lines.
     /// A program path containing `/` is resolved against the compose file's directory, which
     /// is also the program's working directory (`dir`).
-    Exec { command: Vec<String>, dir: PathBuf },
+    Exec {
+        /// Program and arguments.
+        command: Vec<String>,
+        /// Its working directory.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone)]
+/// When a `tick` collector fires.
 pub enum TickSchedule {
+    /// Every so long, aligned to the Unix epoch.
     Every(Duration),
     /// A standard five-field cron expression, evaluated in UTC.
     Cron(String),
@@ -133,10 +162,12 @@ pub enum TickSchedule {
 pub enum TaskSpec {
     /// The built-in task that dispatches `message[in_key]` into the service's shell.
     Torch(TorchSpec),
+    /// A Wasm component run as a task.
     Wasm(ComponentSpec),
 }
 
 #[derive(Debug, Clone)]
+/// The built-in torch task's settings.
 pub struct TorchSpec {
     /// Message field holding the command line (default `text`).
     pub in_key: String,
@@ -151,6 +182,7 @@ pub struct TorchSpec {
     /// When true, a line whose first word is not a command (nor `help`) gets no reply
     /// instead of the command list: ordinary chat in a room where commands have no prefix.
     pub ignore_unknown: bool,
+    /// Line of the task in the compose file.
     pub line: usize,
 }
 

@@ -17,11 +17,14 @@ use crate::vocab::{Capability, ComponentSpec, Kwargs, Limits};
 /// Which world a component must fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum World {
+    /// `run(msg, results)`: a pipeline step.
     Task,
+    /// `commands()` and `call(argv, msg)`: a command tree for torch.
     Shell,
 }
 
 impl World {
+    /// The world's name in WIT and messages.
     pub fn as_str(self) -> &'static str {
         match self {
             World::Task => "task",
@@ -40,6 +43,7 @@ pub(super) enum Prepared {
 pub struct Component {
     /// Name used in logs and errors.
     pub name: String,
+    /// Which world it was loaded for.
     pub world: World,
     /// Whether the compiled code came from the on-disk cache.
     pub from_cache: bool,
@@ -82,8 +86,11 @@ pub struct CallStats {
 /// A successful call's value, the taskbacks it queued and its cost.
 #[derive(Debug)]
 pub struct CallOutput<T> {
+    /// What the call returned.
     pub value: T,
+    /// Taskbacks the call queued (`allow: [taskback]`).
     pub taskbacks: Vec<Fields>,
+    /// What the call cost.
     pub stats: CallStats,
 }
 

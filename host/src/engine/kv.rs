@@ -20,9 +20,13 @@ pub const MAX_KEY_BYTES: usize = 512;
 /// A service's view of the kv store.
 #[derive(Clone)]
 pub struct KvScope {
+    /// The broker's kv store.
     pub store: Arc<dyn KvStore>,
+    /// The deployment's key prefix.
     pub namespace: Arc<str>,
+    /// The service whose keys these are.
     pub service: Arc<str>,
+    /// The service's quotas.
     pub quota: KvQuota,
 }
 

@@ -142,6 +142,7 @@ pub(crate) fn base_config(fuel: bool) -> Config {
 }
 
 impl Engine {
+    /// Builds the engine, its linker and the epoch ticker from `options`.
     pub fn new(options: &EngineOptions) -> anyhow::Result<Self> {
         let mut config = base_config(options.fuel);
         if options.instances > 0 {

@@ -27,6 +27,7 @@ pub struct ComponentSpec {
     pub permissions: IndexMap<String, Vec<String>>,
     /// Per-component overrides of the service's limits.
     pub limits: Limits,
+    /// Line of the component in the compose file.
     pub line: usize,
 }
 
@@ -34,6 +35,8 @@ pub struct ComponentSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Capability {
+    /// The `kv` import: the service's key-value store.
     Kv,
+    /// The `taskback` import: extra taskbacks from one call.
     Taskback,
 }

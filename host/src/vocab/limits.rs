@@ -53,7 +53,9 @@ impl Default for Limits {
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KvQuota {
+    /// Most keys the service may hold.
     pub max_keys: u64,
+    /// Most bytes (keys plus values) the service may hold.
     pub max_bytes: u64,
     /// Largest single value.
     pub max_value_kb: u64,

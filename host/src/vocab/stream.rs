@@ -6,8 +6,11 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StreamKind {
+    /// `data`: the messages workers consume.
     Data,
+    /// `taskback`: what the pipeline sends back to the collector.
     Taskback,
+    /// `dead`: messages that failed for good.
     Dead,
 }
 

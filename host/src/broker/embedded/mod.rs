@@ -60,6 +60,7 @@ impl From<rusqlite::Error> for Fail {
     }
 }
 
+/// The embedded broker: streams, groups and kv in one SQLite database per data directory.
 pub struct EmbeddedBroker {
     inner: Arc<Inner>,
 }

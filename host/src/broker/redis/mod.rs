@@ -46,6 +46,7 @@ const DEFAULT_MAXLEN: u64 = 100_000;
 /// How long a short command may take before the connection is considered broken.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The Redis broker: streams with consumer groups, kv and rate counters in Lua.
 pub struct RedisBroker {
     client: Client,
     /// The URL without its password, for messages.
@@ -78,6 +79,7 @@ pub(crate) fn stream_key(namespace: &str, service: &str, stream: StreamKind) -> 
 }
 
 impl RedisBroker {
+    /// Connects to `url` (`redis://` or `rediss://`); every key starts with `namespace`.
     pub async fn connect(url: &str, namespace: &str) -> Result<Self> {
         // `rediss://` goes through rustls, whose provider the whole process shares (ring).
         let _ = rustls::crypto::ring::default_provider().install_default();
