@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 
 use super::de::{from_node, join};
 use super::error::{Problems, did_you_mean, one_of};
-use super::model::Kwargs;
 use super::yaml::{Key, Node, Value};
+use crate::vocab::Kwargs;
 
 pub(crate) struct Loader {
     pub problems: Problems,

@@ -6,29 +6,15 @@
 //! checked before anything else, so the answer is the same whether or not a store is
 //! attached (a kv-granted component without a store gets `unavailable` for in-scope keys).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::engine::bindings::KvError;
 use crate::engine::bindings::task::cannon::platform::kv::Host;
-use crate::engine::state::HostState;
-use crate::vocab::{KvFailure, KvQuota, KvStore};
+use crate::engine::state::{HostState, KvScope};
+use crate::vocab::KvFailure;
 
 /// Longest key a guest may use, in bytes.
 pub const MAX_KEY_BYTES: usize = 512;
-
-/// A service's view of the kv store.
-#[derive(Clone)]
-pub struct KvScope {
-    /// The broker's kv store.
-    pub store: Arc<dyn KvStore>,
-    /// The deployment's key prefix.
-    pub namespace: Arc<str>,
-    /// The service whose keys these are.
-    pub service: Arc<str>,
-    /// The service's quotas.
-    pub quota: KvQuota,
-}
 
 /// Checks one key (or `list-keys` prefix) of the calling service.
 ///

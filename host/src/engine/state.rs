@@ -6,9 +6,21 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::engine::kv::KvScope;
 use crate::engine::output::CallLog;
-use crate::vocab::Fields;
+use crate::vocab::{Fields, KvQuota, KvStore};
+
+/// A service's view of the kv store.
+#[derive(Clone)]
+pub struct KvScope {
+    /// The broker's kv store.
+    pub store: Arc<dyn KvStore>,
+    /// The deployment's key prefix.
+    pub namespace: Arc<str>,
+    /// The service whose keys these are.
+    pub service: Arc<str>,
+    /// The service's quotas.
+    pub quota: KvQuota,
+}
 
 /// Store data of one call.
 pub struct HostState {
