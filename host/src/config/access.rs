@@ -3,6 +3,7 @@
 //! say how it authenticates callers.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -204,6 +205,15 @@ pub fn is_loopback(listen: &str) -> bool {
         return true;
     }
     host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Where `--metrics ADDR` listens: `HOST:PORT`, or a bare port on loopback.
+pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse::<SocketAddr>()
+        .map_err(|_| format!("metrics address `{text}` is not HOST:PORT or PORT (e.g. `127.0.0.1:9464`)"))
 }
 
 #[cfg(test)]

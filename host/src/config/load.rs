@@ -27,7 +27,7 @@ fn metrics(ctx: &mut Loader, node: &Node) -> (Option<String>, Option<HttpAuth>, 
     let Some(fields) = ctx.map(node, "metrics", &["listen", "auth", "tls"]) else { return (None, None, None) };
     let listen = super::loader::field(fields, "listen").and_then(|listen| {
         let addr = ctx.name(listen, "metrics.listen")?;
-        if let Err(msg) = crate::observe::serve::parse_addr(&addr) {
+        if let Err(msg) = super::access::parse_addr(&addr) {
             ctx.error(listen, "metrics.listen", msg);
             return None;
         }
@@ -62,7 +62,7 @@ fn metrics(ctx: &mut Loader, node: &Node) -> (Option<String>, Option<HttpAuth>, 
 
 /// Refuses a metrics listener other machines can reach when no `auth:` says who may read.
 pub fn metrics_reachable(addr: &str, auth: Option<&HttpAuth>) -> Result<(), String> {
-    let host = match crate::observe::serve::parse_addr(addr) {
+    let host = match super::access::parse_addr(addr) {
         Ok(socket) => socket.to_string(),
         Err(_) => addr.to_owned(),
     };

@@ -48,7 +48,7 @@ mod tests_fixtures;
 
 use std::path::{Path, PathBuf};
 
-pub use access::{HUB_SIGNATURE_HEADER, HttpAuth, SLACK_WINDOW, Secret, TlsFiles, is_loopback};
+pub use access::{HUB_SIGNATURE_HEADER, HttpAuth, SLACK_WINDOW, Secret, TlsFiles, is_loopback, parse_addr};
 pub use error::{ConfigError, Diagnostic};
 pub use load::metrics_reachable;
 pub use model::*;

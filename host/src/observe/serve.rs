@@ -5,7 +5,6 @@
 //! [`bind`] and [`serve`] are separate so that the accept loop can later be swapped (for
 //! one with TLS or auth) without touching the routes.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -27,14 +26,7 @@ const HISTORY: usize = 300;
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 
-/// Where `--metrics ADDR` listens: `HOST:PORT`, or a bare port on loopback.
-pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
-    if let Ok(port) = text.parse::<u16>() {
-        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-    }
-    text.parse::<SocketAddr>()
-        .map_err(|_| format!("metrics address `{text}` is not HOST:PORT or PORT (e.g. `127.0.0.1:9464`)"))
-}
+pub use crate::config::parse_addr;
 
 /// Binds the metrics listener.
 pub async fn bind(text: &str) -> anyhow::Result<TcpListener> {
@@ -216,6 +208,8 @@ pub async fn sample_loop(broker: Arc<dyn Broker>, services: Vec<String>, shutdow
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
 
     #[test]
