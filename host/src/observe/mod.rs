@@ -151,14 +151,19 @@ impl Observe {
 /// must escape it.
 #[derive(Debug, Clone)]
 pub struct RecentError {
+    /// The message's id.
     pub id: String,
+    /// Why it failed (guest text: escape it).
     pub error: String,
+    /// Deliveries spent on it.
     pub attempts: u32,
+    /// When it failed, in milliseconds since the Unix epoch.
     pub at_ms: u64,
 }
 
 /// The handles of one service.
 pub struct ServiceMetrics {
+    /// The service's name.
     pub name: String,
     ok: Counter,
     retried: Counter,
@@ -254,8 +259,11 @@ impl ServiceMetrics {
 
 /// The handles of one component of one service.
 pub struct CallMetrics {
+    /// The service's name.
     pub service: String,
+    /// The component's name.
     pub component: String,
+    /// Short hash of the component's bytes.
     pub version: String,
     /// `ok`, then indexed like [`FailureKind::ALL`].
     outcomes: Vec<Counter>,

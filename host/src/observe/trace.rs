@@ -26,7 +26,7 @@ use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 
-use crate::broker::Fields;
+use crate::vocab::Fields;
 
 /// The message field that carries the trace context (W3C `traceparent`).
 pub const TRACEPARENT: &str = "traceparent";

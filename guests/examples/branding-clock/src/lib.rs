@@ -13,7 +13,7 @@ use std::path::Path;
 use branding_core::{daemon, load_calendar, receipts};
 use cannon_guest::receipt::Receipt;
 use cannon_guest::{config, log, taskback, Fields, Message, Task};
-use example_kit::{time, GuestKv};
+use example_shared::{time, GuestKv};
 
 struct Clock;
 

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use cannon_guest::CmdError;
-use example_kit::{fnv1a64_hex, time, Store};
+use example_shared::{fnv1a64_hex, time, Store};
 
 use crate::events::{Calendar, DayMonth, Event};
 

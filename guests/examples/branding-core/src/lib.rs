@@ -19,7 +19,7 @@ pub mod receipts;
 use std::path::Path;
 
 use cannon_guest::CmdError;
-use example_kit::{time, Store};
+use example_shared::{time, Store};
 
 use daemon::State;
 use events::{Calendar, DayMonth};

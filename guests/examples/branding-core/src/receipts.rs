@@ -5,7 +5,7 @@
 
 use cannon_guest::receipt::Receipt;
 use cannon_guest::CmdError;
-use example_kit::Store;
+use example_shared::Store;
 
 use crate::daemon::{Action, Origin, Slot, State};
 

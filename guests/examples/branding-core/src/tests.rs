@@ -1,8 +1,8 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use example_kit::time::{days_from_civil, DAY, HOUR};
-use example_kit::MemStore;
+use example_shared::time::{days_from_civil, DAY, HOUR};
+use example_shared::MemStore;
 
 use super::daemon::{self, Slot};
 use super::*;
@@ -111,7 +111,7 @@ fn applies_once_then_nothing_until_something_changes() {
     let first = tick(&store, &events.calendar(), &events.0, on(20, 10), every).unwrap();
     assert_eq!(first.event.as_ref().map(|e| e.id.as_str()), Some("halloween"));
     assert_eq!(applied(&first), [("set-banner", "halloween/banner.txt"), ("set-icon", "halloween/icons/pumpkin.txt")]);
-    assert_eq!(first.actions[0].hash, example_kit::fnv1a64_hex(b"orange banner"));
+    assert_eq!(first.actions[0].hash, example_shared::fnv1a64_hex(b"orange banner"));
     let fields = first.actions[1].fields();
     assert!(fields.contains(&("action".to_owned(), "set-icon".to_owned())));
     assert!(fields.contains(&("event".to_owned(), "halloween".to_owned())));

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use branding_core::{daemon, load_calendar};
 use cannon_guest::{config, taskback, Args, Cmd, CmdError, Message, Shell};
-use example_kit::{time, GuestKv};
+use example_shared::{time, GuestKv};
 
 struct Branding;
 
