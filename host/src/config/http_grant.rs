@@ -8,17 +8,17 @@
 //! component reach. The engine checks every request and every resolved address against it
 //! (`engine/http.rs`).
 
-use std::fmt;
 use std::net::IpAddr;
 
 use indexmap::IndexMap;
 
-use super::access::Secret;
-use super::ctx::{Ctx, field, is_identifier};
 use super::de::join;
 use super::error::{did_you_mean, one_of};
+use super::loader::{Loader, field, is_identifier};
 use super::model::{Capability, Kwargs};
 use super::yaml::{Node, Value};
+use crate::vocab::Secret;
+use crate::vocab::http::{HostPattern, HttpGrant, HttpPattern, HttpScheme, PortPattern, canonical};
 
 /// The plain capabilities, as written in `allow:`.
 const CAPABILITIES: &[(&str, Capability)] = &[("kv", Capability::Kv), ("taskback", Capability::Taskback)];
@@ -32,134 +32,28 @@ const MIN_SECRET: usize = 8;
 /// Longest host name (RFC 1035).
 const MAX_HOST: usize = 253;
 
-/// `http` or `https`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HttpScheme {
-    Http,
-    Https,
-}
-
-impl HttpScheme {
-    /// The scheme named `text` (ASCII case ignored).
-    pub fn parse(text: &str) -> Option<Self> {
-        match text.to_ascii_lowercase().as_str() {
-            "http" => Some(Self::Http),
-            "https" => Some(Self::Https),
-            _ => None,
-        }
+/// Parses `scheme://host[:port]` (a trailing `/` is accepted), or says what is wrong.
+pub fn parse_pattern(text: &str) -> Result<HttpPattern, String> {
+    let (scheme, rest) =
+        text.split_once("://").ok_or("expected `scheme://host[:port]`, e.g. `https://api.example.com`")?;
+    let scheme = HttpScheme::parse(scheme).ok_or_else(|| format!("scheme `{scheme}` is not `http` or `https`"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#']) {
+        return Err("a pattern names a host, not a path or query: remove everything after the host and port".into());
     }
-
-    /// Port used when a URL names none.
-    pub fn default_port(self) -> u16 {
-        match self {
-            Self::Http => 80,
-            Self::Https => 443,
-        }
+    if rest.contains('@') {
+        return Err("a pattern must not hold a user or password".into());
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Http => "http",
-            Self::Https => "https",
-        }
-    }
-}
-
-/// The host part of a pattern.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostPattern {
-    /// This name exactly (lowercase, no trailing dot).
-    Name(String),
-    /// `*.example.com`: any name ending in `.example.com` (not `example.com` itself).
-    Under(String),
-    /// This address exactly; also what lets a name resolve to it when it is not public.
-    Ip(IpAddr),
-}
-
-/// The port part of a pattern.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PortPattern {
-    /// Absent: the scheme's default port.
-    Default,
-    /// `:*`.
-    Any,
-    Exact(u16),
-}
-
-/// One entry of `allow: [{http: [...]}]`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct HttpPattern {
-    pub scheme: HttpScheme,
-    pub host: HostPattern,
-    pub port: PortPattern,
-    /// As written, for messages.
-    pub text: String,
-}
-
-impl fmt::Debug for HttpPattern {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.text)
-    }
-}
-
-/// A request's destination as the engine sees it: host lowercased, brackets removed.
-#[derive(Debug, Clone, Copy)]
-pub struct Destination<'a> {
-    pub scheme: HttpScheme,
-    pub host: &'a str,
-    pub port: u16,
-}
-
-impl HttpPattern {
-    /// Parses `scheme://host[:port]` (a trailing `/` is accepted), or says what is wrong.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let (scheme, rest) =
-            text.split_once("://").ok_or("expected `scheme://host[:port]`, e.g. `https://api.example.com`")?;
-        let scheme = HttpScheme::parse(scheme).ok_or_else(|| format!("scheme `{scheme}` is not `http` or `https`"))?;
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.contains(['/', '?', '#']) {
-            return Err("a pattern names a host, not a path or query: remove everything after the host and port".into());
-        }
-        if rest.contains('@') {
-            return Err("a pattern must not hold a user or password".into());
-        }
-        let (host, port) = split_port(rest)?;
-        let port = match port {
-            None => PortPattern::Default,
-            Some("*") => PortPattern::Any,
-            Some(p) => match p.parse::<u16>() {
-                Ok(n) if n > 0 => PortPattern::Exact(n),
-                _ => return Err(format!("port `{p}` is not a number from 1 to 65535 or `*`")),
-            },
-        };
-        Ok(Self { scheme, host: host_pattern(host)?, port, text: text.to_owned() })
-    }
-
-    /// Whether a request to `to` (a name or an address) is allowed by this pattern.
-    pub fn allows(&self, to: &Destination<'_>) -> bool {
-        let port_ok = match self.port {
-            PortPattern::Default => to.port == self.scheme.default_port(),
-            PortPattern::Any => true,
-            PortPattern::Exact(p) => to.port == p,
-        };
-        let host_ok = match (&self.host, to.host.parse::<IpAddr>()) {
-            (HostPattern::Ip(ip), Ok(addr)) => canonical(*ip) == canonical(addr),
-            (HostPattern::Name(name), Err(_)) => *name == to.host,
-            (HostPattern::Under(domain), Err(_)) => {
-                to.host.strip_suffix(domain.as_str()).is_some_and(|head| head.len() > 1 && head.ends_with('.'))
-            }
-            _ => false,
-        };
-        self.scheme == to.scheme && port_ok && host_ok
-    }
-}
-
-/// An IPv4-mapped IPv6 address as the IPv4 address it is.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        IpAddr::V4(_) => ip,
-    }
+    let (host, port) = split_port(rest)?;
+    let port = match port {
+        None => PortPattern::Default,
+        Some("*") => PortPattern::Any,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => PortPattern::Exact(n),
+            _ => return Err(format!("port `{p}` is not a number from 1 to 65535 or `*`")),
+        },
+    };
+    Ok(HttpPattern { scheme, host: host_pattern(host)?, port, text: text.to_owned() })
 }
 
 /// `host[:port]` and `[v6][:port]`.
@@ -200,21 +94,8 @@ fn host_pattern(host: &str) -> Result<HostPattern, String> {
     Ok(if under { HostPattern::Under(name.to_owned()) } else { HostPattern::Name(name.to_owned()) })
 }
 
-/// `allow: [{http: [...]}]` of a component.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HttpGrant {
-    pub patterns: Vec<HttpPattern>,
-}
-
-impl HttpGrant {
-    /// The first pattern that allows a request to `to`.
-    pub fn allowing(&self, to: &Destination<'_>) -> Option<&HttpPattern> {
-        self.patterns.iter().find(|p| p.allows(to))
-    }
-}
-
 /// `allow:`: the plain capabilities (duplicates dropped) and the HTTP grant, if any.
-pub(crate) fn allow(ctx: &mut Ctx, node: &Node, path: &str) -> (Vec<Capability>, Option<HttpGrant>) {
+pub(crate) fn allow(ctx: &mut Loader, node: &Node, path: &str) -> (Vec<Capability>, Option<HttpGrant>) {
     let mut caps = Vec::new();
     let mut http: Option<HttpGrant> = None;
     let items = match &node.value {
@@ -253,13 +134,13 @@ pub(crate) fn allow(ctx: &mut Ctx, node: &Node, path: &str) -> (Vec<Capability>,
     (caps, http)
 }
 
-fn patterns(ctx: &mut Ctx, node: &Node, path: &str, grant: &mut HttpGrant) {
+fn patterns(ctx: &mut Loader, node: &Node, path: &str, grant: &mut HttpGrant) {
     if !matches!(node.value, Value::Seq(_)) {
         ctx.expected(node, path, "a list of patterns such as [\"https://api.example.com\"]");
         return;
     }
     for (text, item) in ctx.texts(node, path) {
-        match HttpPattern::parse(&text) {
+        match parse_pattern(&text) {
             Ok(_) if grant.patterns.len() >= MAX_PATTERNS => {
                 ctx.error(item, path, format!("more than {MAX_PATTERNS} patterns"));
                 return;
@@ -273,7 +154,7 @@ fn patterns(ctx: &mut Ctx, node: &Node, path: &str, grant: &mut HttpGrant) {
 
 /// `secrets: {NAME: ${ENV}}`: values the component reads through `config.get(NAME)`, never
 /// printed. A name must not also be a `conf` key (the component could not tell them apart).
-pub(crate) fn secrets(ctx: &mut Ctx, node: &Node, path: &str, conf: &Kwargs) -> IndexMap<String, Secret> {
+pub(crate) fn secrets(ctx: &mut Loader, node: &Node, path: &str, conf: &Kwargs) -> IndexMap<String, Secret> {
     let mut out = IndexMap::new();
     for (key, value) in ctx.named(node, path) {
         let p = join(path, &key.text);
@@ -322,6 +203,7 @@ pub(crate) fn secrets(ctx: &mut Ctx, node: &Node, path: &str, conf: &Kwargs) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vocab::http::Destination;
 
     fn to(scheme: HttpScheme, host: &str, port: u16) -> Destination<'_> {
         Destination { scheme, host, port }
@@ -330,21 +212,21 @@ mod tests {
     #[test]
     fn patterns_parse_and_match() {
         use HttpScheme::{Http, Https};
-        let api = HttpPattern::parse("https://API.example.com/").unwrap();
+        let api = parse_pattern("https://API.example.com/").unwrap();
         assert!(api.allows(&to(Https, "api.example.com", 443)));
         assert!(!api.allows(&to(Https, "api.example.com", 8443)));
         assert!(!api.allows(&to(Http, "api.example.com", 443)));
         assert!(!api.allows(&to(Https, "evil.api.example.com", 443)));
-        let any_port = HttpPattern::parse("http://127.0.0.1:*").unwrap();
+        let any_port = parse_pattern("http://127.0.0.1:*").unwrap();
         assert!(any_port.allows(&to(Http, "127.0.0.1", 9)));
         assert!(any_port.allows(&to(Http, "::ffff:127.0.0.1", 9)));
         assert!(!any_port.allows(&to(Http, "127.0.0.2", 9)));
         assert!(!any_port.allows(&to(Http, "localhost", 9)));
-        let under = HttpPattern::parse("https://*.github.com").unwrap();
+        let under = parse_pattern("https://*.github.com").unwrap();
         assert!(under.allows(&to(Https, "api.github.com", 443)));
         assert!(!under.allows(&to(Https, "github.com", 443)));
         assert!(!under.allows(&to(Https, "evilgithub.com", 443)));
-        let v6 = HttpPattern::parse("http://[::1]:8080").unwrap();
+        let v6 = parse_pattern("http://[::1]:8080").unwrap();
         assert!(v6.allows(&to(Http, "::1", 8080)));
     }
 
@@ -361,7 +243,7 @@ mod tests {
             ("https://a.*.org", "is not a host name"),
             ("http://[::1", "without `]`"),
         ] {
-            let err = HttpPattern::parse(text).unwrap_err();
+            let err = parse_pattern(text).unwrap_err();
             assert!(err.contains(why), "{text}: {err}");
         }
     }

@@ -30,8 +30,9 @@ use wasmtime_wasi_http::{
     WasiHttpHooks, WasiHttpView,
 };
 
-use crate::config::{Destination, HttpGrant, HttpScheme, Limits};
 use crate::engine::state::HostState;
+use crate::vocab::Limits;
+use crate::vocab::http::{Destination, HttpGrant, HttpScheme, PortPattern};
 
 /// The grant and limits of one component, shared by its calls.
 #[derive(Debug)]
@@ -172,7 +173,7 @@ impl Hooks {
 fn host_named(grant: &HttpGrant, host: &str) -> bool {
     grant.patterns.iter().any(|p| {
         let mut p = p.clone();
-        p.port = crate::config::PortPattern::Any;
+        p.port = PortPattern::Any;
         [HttpScheme::Http, HttpScheme::Https].into_iter().any(|scheme| {
             p.scheme = scheme;
             p.allows(&Destination { scheme, host, port: 1 })

@@ -7,9 +7,8 @@ use std::borrow::Cow;
 
 use indexmap::IndexMap;
 
-use crate::broker::Fields;
-use crate::config::Secret;
 use crate::engine::CallError;
+use crate::vocab::{Fields, Secret};
 
 /// What a masked secret is replaced by.
 pub const MASK: &str = "***";
