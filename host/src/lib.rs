@@ -16,6 +16,9 @@
 //! - [`pipeline`], [`torch`]: what happens to one message.
 //! - [`service`]: compose entries turned into runnable pipelines.
 //! - [`worker`]: consume -> pipeline -> taskback + ack, retries and dead letters.
+//! - [`deploy`]: new component versions validated, stored in the broker and swapped into
+//!   running workers between messages.
+//! - [`scaffold`]: `cannon-host new`, ready projects for component authors.
 //! - [`collector`]: native message sources (`stdin`, ...).
 //! - [`observe`]: Prometheus metrics and the dashboard (`run --metrics ADDR`).
 //! - [`text`]: untrusted text made safe for terminals, log lines and JSON output.
@@ -28,10 +31,12 @@ pub mod broker;
 pub mod cli;
 pub mod collector;
 pub mod config;
+pub mod deploy;
 pub mod engine;
 pub mod fields;
 pub mod observe;
 pub mod pipeline;
+pub mod scaffold;
 pub mod service;
 pub mod text;
 pub mod torch;

@@ -8,6 +8,7 @@ mod backbone;
 mod check;
 mod collectors;
 mod compile;
+mod deploy;
 mod conformance;
 mod edges;
 mod examples;

@@ -15,6 +15,8 @@
 //!   and replays (Lua scripts where a check and a write must be atomic); `redis_kv.rs`: kv
 //!   with quotas in Lua; `parse.rs`: decoding of Redis replies; `redis_acl.rs`: the
 //!   `ACL SETUSER` rule that confines a service's processes to its own keys.
+//! - `versions.rs`: the [`ComponentStore`] trait of deployed component versions, apart from
+//!   [`Broker`]; `redis_versions.rs` and `embedded/versions.rs` implement it.
 //! - `embedded/`: the same semantics in SQLite (`streams.rs`: streams, groups, pending;
 //!   `kv.rs`: kv), usable by several processes on one data directory.
 
@@ -25,6 +27,8 @@ mod redis_acl;
 mod redis_admin;
 mod redis_kv;
 mod redis_rate;
+mod redis_versions;
+pub mod versions;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -32,9 +36,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use self::embedded::EmbeddedBroker;
+pub use self::embedded::{DB_FILE as EMBEDDED_DB_FILE, EmbeddedBroker};
 pub use self::redis::RedisBroker;
 pub use self::redis_acl::{WORKER_CHANNELS, WORKER_COMMANDS, acl_setuser};
+pub use self::versions::ComponentStore;
 pub use crate::config::StreamKind;
 
 /// Ordered `key -> value` pairs: a message's fields, results or a taskback.

@@ -6,6 +6,7 @@
 use crate::broker::StreamKind;
 use crate::broker::redis::stream_key;
 use crate::broker::redis_kv::{kv_meta_prefix, kv_prefix};
+use crate::broker::redis_versions::component_prefix;
 
 /// Commands `run` sends: streams and consumer groups, the Lua scripts (whose own calls
 /// Redis checks against the same rule), and the kv store's commands inside them.
@@ -45,6 +46,8 @@ pub const WORKER_COMMANDS: &[&str] = &[
     "zrangebyscore",
     "zrangebylex",
     "time",
+    // deployed component versions (the deploy watcher: generation, active map, bytes, reports)
+    "hgetall",
 ];
 
 /// Pub/sub channels `run` uses (none yet: the rule says `resetchannels`).
@@ -68,6 +71,7 @@ pub fn acl_setuser(
     for stream in [StreamKind::Data, StreamKind::Taskback, StreamKind::Dead] {
         args.push(format!("~{}", stream_key(namespace, service, stream)));
     }
+    args.push(format!("~{}*", component_prefix(namespace, service)));
     args.push(format!("~{}*", kv_prefix(namespace, service)));
     args.push(format!("~{}*", kv_meta_prefix(namespace, service)));
     for (other, stream) in follows {

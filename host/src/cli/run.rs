@@ -9,8 +9,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{KvStore, StreamKind};
-use crate::cli::{Cli, connect, load_compose, sandboxed};
+use crate::cli::{Cli, connect, connect_versions, load_compose, sandboxed};
 use crate::collector::{self, Exit};
+use crate::deploy;
 use crate::engine::Engine;
 use crate::observe;
 use crate::service::{self, engine_options};
@@ -28,6 +29,10 @@ pub struct Args {
     /// or a port on 127.0.0.1 (overrides `metrics: {listen: ...}` in the compose file).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
+    /// Reload a component when its file in `app_dir` changes (local development), through
+    /// the same swap as `deploy`; a deployed version, when active, takes precedence.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -70,10 +75,14 @@ pub async fn run(cli: &Cli, args: &Args, shutdown: CancellationToken) -> anyhow:
     }
     if args.role != Role::Collector {
         let engine = Arc::new(Engine::new(&sandboxed(engine_options(&selected))?)?);
+        let versions = connect_versions(cli, &compose).await?;
         for spec in &selected {
             let kv: Arc<dyn KvStore> = broker.clone();
             let runtime = Arc::new(service::build(&compose, spec, &engine, Some(kv)).await?);
             let consumer = worker::consumer_name("");
+            // deploy: deployed versions replace the app files before the first message.
+            let watcher = deploy::Watcher::new(runtime.clone(), versions.clone(), engine.clone(), consumer.clone(), args.watch);
+            tasks.spawn(deploy::start(watcher).await.run(shutdown.clone()));
             tasks.spawn(worker::run(runtime, broker.clone(), consumer, shutdown.clone()));
         }
     }

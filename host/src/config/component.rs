@@ -12,8 +12,8 @@ use super::load::{ServiceLimits, check_limits};
 use super::model::{Capability, ComponentSpec, Kwargs, Limits, TaskSpec, TorchSpec};
 use super::yaml::{Key, Node, Value};
 
-const SHELL_KEYS: &[&str] = &["file", "path", "conf", "allow", "files", "permissions", "limits"];
-const TASK_KEYS: &[&str] = &["file", "path", "conf", "allow", "files", "limits"];
+const SHELL_KEYS: &[&str] = &["file", "path", "sha256", "conf", "allow", "files", "permissions", "limits"];
+const TASK_KEYS: &[&str] = &["file", "path", "sha256", "conf", "allow", "files", "limits"];
 const TORCH_KEYS: &[&str] = &["in_key", "out_key", "user_key", "prefix", "ignore_unknown"];
 const CONF_KEYS: &[&str] = &["key", "kwargs"];
 
@@ -106,9 +106,11 @@ pub(crate) fn component(
     });
     let permissions = get("permissions").map(|n| permissions(ctx, n, &join(path, "permissions"))).unwrap_or_default();
     let limits = component_limits(ctx, get("limits"), &join(path, "limits"), service);
+    let sha256 = get("sha256").and_then(|n| pin(ctx, n, &join(path, "sha256")));
     source.map(|src| ComponentSpec {
         name: src.name,
         path: src.abs,
+        sha256,
         config,
         allow,
         files,
@@ -116,6 +118,19 @@ pub(crate) fn component(
         limits,
         line: implied.map_or(node.line, |key| key.line),
     })
+}
+
+/// `sha256: HEX`: the SHA-256 the component's bytes must have, 64 hex digits (stored in
+/// lower case; a `sha256:` prefix, as `versions` prints it, is accepted).
+fn pin(ctx: &mut Ctx, node: &Node, path: &str) -> Option<String> {
+    let text = ctx.text(node, path)?;
+    let hex = text.strip_prefix("sha256:").unwrap_or(&text).to_ascii_lowercase();
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Some(hex)
+    } else {
+        ctx.error(node, path, "expected the SHA-256 of the component: 64 hex digits (as `cannon-host versions` prints it)");
+        None
+    }
 }
 
 /// Where a component's `.wasm` comes from.

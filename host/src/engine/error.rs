@@ -31,6 +31,9 @@ pub enum LoadError {
     /// tables per module than the pooling allocator's slots).
     #[error("component {name:?} cannot be run by this host: {reason}")]
     Unsupported { name: String, reason: String },
+    /// Its bytes do not have the SHA-256 its `sha256:` pin names.
+    #[error("component {name:?} is pinned to sha256:{pinned} but {origin} has sha256:{actual}")]
+    Pinned { name: String, origin: String, pinned: String, actual: String },
 }
 
 /// Why one call of a component failed. It fails that message only.

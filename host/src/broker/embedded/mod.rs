@@ -14,11 +14,15 @@
 //! - `streams.rs`: the schema and the stream, group and pending operations, in SQL.
 //! - `inspect.rs`: read-only views (ranges, newest id, groups, consumers, pending).
 //! - `kv.rs`: the [`crate::broker::KvStore`] side.
+//! - `versions.rs`: deployed component versions ([`crate::broker::ComponentStore`]).
 
 mod inspect;
 mod kv;
 mod rate;
 mod streams;
+mod versions;
+
+pub use versions::EmbeddedVersions;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
