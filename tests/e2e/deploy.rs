@@ -8,9 +8,11 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::support::{Project, RedisServer, Running, add_messages, component, entries, field, host, key, wait_len, xlen};
+use crate::support::{
+    Project, RedisServer, Running, add_messages, component, entries, field, host, key, wait_len, xlen,
+};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -50,7 +52,7 @@ services:
     retry: {{ max_attempts: 1 }}
 "
     ));
-    std::fs::copy(component("version-a"), project.path("ver.wasm")).expect("copy version-a");
+    std::fs::copy(component("version_a"), project.path("ver.wasm")).expect("copy version-a");
     project
 }
 
@@ -80,7 +82,7 @@ fn ten_thousand_messages_through_twenty_deploys() {
     const DEPLOYS: usize = 20;
     let redis = RedisServer::start();
     let project = version_project("");
-    let files = [component("version-b"), component("version-a")];
+    let files = [component("version_b"), component("version_a")];
     let mut workers: Vec<Running> =
         (0..2).map(|_| Running::start(&project, &redis, &["ver", "--role", "worker"])).collect();
     for worker in &mut workers {
@@ -194,7 +196,7 @@ fn refused_deploys_keep_the_old_version_and_rollback_swaps_back() {
     assert!(ok(&project, &redis, &["versions", "ver"]).contains("no deployed version"), "nothing was stored");
     assert_eq!(version_of(&redis), "a", "the old version keeps serving");
 
-    let (a, b) = (component("version-a"), component("version-b"));
+    let (a, b) = (component("version_a"), component("version_b"));
     let (sha_a, sha_b) = (sha256(&a), sha256(&b));
     let out = ok(&project, &redis, &["deploy", "ver", "ver", &b.display().to_string(), "--note", "first b"]);
     assert!(out.contains(&format!("deployed ver/ver version {} (sha256:{sha_b}", &sha_b[..12])), "{out}");
@@ -209,7 +211,10 @@ fn refused_deploys_keep_the_old_version_and_rollback_swaps_back() {
     assert!(line(&sha_a).contains("\"back to a\""), "{listed}");
     assert!(line(&sha_b).contains("0 workers") && line(&sha_b).contains("\"first b\""), "{listed}");
     let info = ok(&project, &redis, &["info", "ver"]);
-    assert!(info.contains(&format!("component ver: deployed version {}; running ver@{} on 1", &sha_a[..12], &sha_a[..12])), "{info}");
+    assert!(
+        info.contains(&format!("component ver: deployed version {}; running ver@{} on 1", &sha_a[..12], &sha_a[..12])),
+        "{info}"
+    );
 
     let out = ok(&project, &redis, &["rollback", "ver", "ver"]);
     assert!(out.contains(&format!("rolled back ver/ver to version {}", &sha_b[..12])), "{out}");
@@ -236,8 +241,8 @@ fn refused_deploys_keep_the_old_version_and_rollback_swaps_back() {
 #[test]
 fn a_pin_refuses_other_bytes_in_check_run_deploy_and_workers() {
     let redis = RedisServer::start();
-    let sha_a = sha256(&component("version-a"));
-    let b = component("version-b");
+    let sha_a = sha256(&component("version_a"));
+    let b = component("version_b");
     let sha_b = sha256(&b);
     let pinned = version_project(&format!("        sha256: {sha_b}\n"));
     let out = cli(&pinned, &redis, &["check"]);
@@ -286,7 +291,7 @@ fn watch_reloads_a_changed_file() {
         std::fs::copy(from, &tmp).expect("copy");
         std::fs::rename(&tmp, project.path("ver.wasm")).expect("rename");
     };
-    replace(&component("version-b"));
+    replace(&component("version_b"));
     worker.wait_for_log("swapped in a new version", Duration::from_secs(30));
     assert_eq!(version_of(&redis), "b");
     std::fs::write(project.path("ver.wasm"), b"not a component").expect("write");
@@ -328,11 +333,11 @@ fn deploy_and_rollback_on_the_embedded_broker() {
     let mut worker = Running::start_cmd(embedded(&[]), &project, &["ver"]);
     worker.wait_for_log("ready", Duration::from_secs(120));
     assert_eq!(ask(), "a");
-    let b = component("version-b").display().to_string();
+    let b = component("version_b").display().to_string();
     let out = run(&["deploy", "ver", "ver", &b]);
     assert!(out.contains("1 of 1 running workers acknowledged it"), "{out}");
     assert_eq!(ask(), "b");
-    let a = component("version-a").display().to_string();
+    let a = component("version_a").display().to_string();
     run(&["deploy", "ver", "ver", &a]);
     assert_eq!(ask(), "a");
     let out = run(&["rollback", "ver", "ver"]);
@@ -344,7 +349,7 @@ fn deploy_and_rollback_on_the_embedded_broker() {
     assert_eq!(versions.len(), 2, "{listed}");
     let active: Vec<&serde_json::Value> = versions.iter().filter(|v| v["active"] == true).collect();
     assert_eq!(active.len(), 1, "{listed}");
-    assert_eq!(active[0]["sha256"], sha256(&component("version-b")), "{listed}");
+    assert_eq!(active[0]["sha256"], sha256(&component("version_b")), "{listed}");
     assert_eq!(active[0]["workers"], 1, "{listed}");
     assert!(worker.terminate().success(), "{}", worker.log_text());
 }
@@ -363,7 +368,7 @@ services:
       - path: greeter.wasm
 ",
     );
-    std::fs::copy(component("version-a"), project.path("greeter.wasm")).expect("copy a task");
+    std::fs::copy(component("version_a"), project.path("greeter.wasm")).expect("copy a task");
     let mut worker = Running::start(&project, &redis, &["hello"]);
     worker.wait_for_log("ready", Duration::from_secs(120));
     for lang in ["rust", "python"] {

@@ -18,7 +18,9 @@ use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 
-use crate::broker::versions::{Active, ComponentStore, MAX_HISTORY, Version, WorkerReport, parse_report, parse_version};
+use crate::broker::versions::{
+    Active, ComponentStore, MAX_HISTORY, Version, WorkerReport, parse_report, parse_version,
+};
 use crate::broker::{BrokerError, Result, parse};
 
 /// `{ns:service}:component:`: the prefix of every version key of a service.

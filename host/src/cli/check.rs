@@ -64,7 +64,8 @@ pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 TaskSpec::Wasm(c) => source(&service.name, &c.name),
             })
             .collect();
-        let shell = service.shell.as_ref().map(|s| format!(", shell {}", source(&service.name, &s.name))).unwrap_or_default();
+        let shell =
+            service.shell.as_ref().map(|s| format!(", shell {}", source(&service.name, &s.name))).unwrap_or_default();
         println!("  {}: {collector}{shell}, tasks [{}]", service.name, tasks.join(", "));
     }
     Ok(ExitCode::SUCCESS)

@@ -25,7 +25,8 @@ pub struct Args {
     /// The component: the `file:` name of one of its tasks, or of its shell.
     pub component: String,
     /// The new version's `.wasm` file.
-    pub file: PathBuf,
+    #[arg(value_name = "FILE.wasm")]
+    pub wasm: PathBuf,
     /// A note kept with the version (shown by `versions`).
     #[arg(long)]
     pub note: Option<String>,
@@ -38,8 +39,8 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     let (compose, service) = one_service(cli, &args.service)?;
     targets(&service, &args.component)?;
     let note = checked_note(args.note.as_deref())?;
-    let shown = args.file.display().to_string();
-    let bytes = read_bounded(&args.file)?;
+    let shown = args.wasm.display().to_string();
+    let bytes = read_bounded(&args.wasm)?;
     let sha256 = sha256_hex(&bytes);
     let bytes = Arc::new(bytes);
     let engine = Arc::new(Engine::new(&sandboxed(engine_options(&[&service]))?)?);
@@ -80,7 +81,11 @@ fn read_bounded(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
         .read_to_end(&mut bytes)
         .with_context(|| format!("cannot read {}", path.display()))?;
     if bytes.len() > MAX_COMPONENT_BYTES {
-        anyhow::bail!("{} is larger than the {} MiB a deployed component may be", path.display(), MAX_COMPONENT_BYTES >> 20);
+        anyhow::bail!(
+            "{} is larger than the {} MiB a deployed component may be",
+            path.display(),
+            MAX_COMPONENT_BYTES >> 20
+        );
     }
     Ok(bytes)
 }

@@ -81,7 +81,8 @@ pub async fn run(cli: &Cli, args: &Args, shutdown: CancellationToken) -> anyhow:
             let runtime = Arc::new(service::build(&compose, spec, &engine, Some(kv)).await?);
             let consumer = worker::consumer_name("");
             // deploy: deployed versions replace the app files before the first message.
-            let watcher = deploy::Watcher::new(runtime.clone(), versions.clone(), engine.clone(), consumer.clone(), args.watch);
+            let watcher =
+                deploy::Watcher::new(runtime.clone(), versions.clone(), engine.clone(), consumer.clone(), args.watch);
             tasks.spawn(deploy::start(watcher).await.run(shutdown.clone()));
             tasks.spawn(worker::run(runtime, broker.clone(), consumer, shutdown.clone()));
         }

@@ -102,7 +102,8 @@ fn print_component(name: &str, history: &[Version], active: &Active, workers: &[
     }
     for version in versions {
         let is_active = active.of(name) == Some(version.sha256.as_str());
-        let note = if version.note.is_empty() { String::new() } else { format!("  \"{}\"", for_terminal(&version.note)) };
+        let note =
+            if version.note.is_empty() { String::new() } else { format!("  \"{}\"", for_terminal(&version.note)) };
         println!(
             "  {} {}  {:>8}  {}  {}  {} workers{}{note}",
             if is_active { "*" } else { " " },
@@ -148,9 +149,10 @@ fn component_json(name: &str, history: &[Version], active: &Active, workers: &[W
     let failures: Vec<Value> = workers
         .iter()
         .flat_map(|r| {
-            r.components.iter().filter(|c| c.component == name && c.failed.is_some()).map(|c| {
-                json!({ "worker": r.worker, "failed": c.failed, "error": c.error, "running": c.sha256 })
-            })
+            r.components
+                .iter()
+                .filter(|c| c.component == name && c.failed.is_some())
+                .map(|c| json!({ "worker": r.worker, "failed": c.failed, "error": c.error, "running": c.sha256 }))
         })
         .collect();
     json!({ "component": name, "active": active.of(name), "versions": versions, "failures": failures })

@@ -128,7 +128,11 @@ fn pin(ctx: &mut Ctx, node: &Node, path: &str) -> Option<String> {
     if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         Some(hex)
     } else {
-        ctx.error(node, path, "expected the SHA-256 of the component: 64 hex digits (as `cannon-host versions` prints it)");
+        ctx.error(
+            node,
+            path,
+            "expected the SHA-256 of the component: 64 hex digits (as `cannon-host versions` prints it)",
+        );
         None
     }
 }

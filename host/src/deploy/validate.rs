@@ -12,8 +12,11 @@ use crate::engine::{Engine, World};
 /// Every entry of `service` that names `component` (a task may appear twice with other
 /// `conf:`), each with its world; an error listing the service's components when none does.
 pub fn targets(service: &Service, component: &str) -> anyhow::Result<Vec<(ComponentSpec, World)>> {
-    let all: Vec<(&ComponentSpec, World)> =
-        service.shell.iter().map(|s| (s, World::Shell)).chain(service.tasks.iter().filter_map(|t| match t {
+    let all: Vec<(&ComponentSpec, World)> = service
+        .shell
+        .iter()
+        .map(|s| (s, World::Shell))
+        .chain(service.tasks.iter().filter_map(|t| match t {
             TaskSpec::Wasm(c) => Some((c, World::Task)),
             TaskSpec::Torch(_) => None,
         }))

@@ -159,7 +159,7 @@ impl Watcher {
         tracing::error!(
             service = %self.name(),
             component = %live.spec.name,
-            version = %short(&sha),
+            version = %short(sha),
             running = %live.current().version,
             %error,
             "cannot load this version; the running one stays"
@@ -189,7 +189,7 @@ impl Watcher {
                 tracing::info!(
                     service = %self.name(),
                     component = %live.spec.name,
-                    deployed = %short(&sha),
+                    deployed = %short(sha),
                     "file changed, but a deployed version is active and takes precedence"
                 );
                 continue;

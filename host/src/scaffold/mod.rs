@@ -96,7 +96,9 @@ fn files(kind: Kind, lang: Lang, name: &str) -> Vec<(&'static str, String, bool)
             "answers with a taskback holding `greeting: hello, Ada!`.",
         ),
         Kind::Shell => (
-            format!("    shell: {{ path: {name}/{name}.wasm }}\n    tasks:\n      - torch: {{ in_key: text, out_key: text }}"),
+            format!(
+                "    shell: {{ path: {name}/{name}.wasm }}\n    tasks:\n      - torch: {{ in_key: text, out_key: text }}"
+            ),
             "\"text=hello Ada\"",
             "answers with a taskback holding `text: hello, Ada!`.",
         ),
