@@ -157,6 +157,8 @@ fn ten_thousand_messages_through_twenty_deploys() {
             checked += 1;
         }
     }
+    let spans: Vec<u64> = timeline.iter().map(|(s, a, _)| a - s).collect();
+    eprintln!("checked {checked} of {MESSAGES} answers; versions seen {seen:?}; deploy-to-ack ms {spans:?}");
     assert_eq!(answered.len(), MESSAGES, "every message answered");
     assert!(answered.values().all(|n| *n == 1), "every message answered exactly once");
     assert!(checked >= MESSAGES / 4, "only {checked} answers fell in a window with one active version");
