@@ -1,9 +1,10 @@
 //! {{name}}: a cannon shell, a table of commands that the built-in `torch` task calls with
 //! a chat line split into words (`hello Ada` calls `hello` with `["hello", "Ada"]`).
 
+// Generates `Guest` (the exports to implement), `Message`, `Command` and the host imports
+// under `cannon::platform` from the vendored WIT.
 wit_bindgen::generate!({ world: "shell-base", path: "wit" });
 
-use cannon::platform::types::{Command, Message};
 
 struct Component;
 

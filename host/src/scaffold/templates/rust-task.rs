@@ -2,10 +2,11 @@
 //! it, and returns its own results; here, a greeting for the message's `text` field (or
 //! the field named by `conf: {kwargs: {field: ...}}` in the compose file).
 
+// Generates `Guest` (the exports to implement), `Message`, `Fields` and the host imports
+// under `cannon::platform` from the vendored WIT.
 wit_bindgen::generate!({ world: "task-base", path: "wit" });
 
 use cannon::platform::config;
-use cannon::platform::types::{Fields, Message};
 
 struct Component;
 
