@@ -277,6 +277,17 @@ fn a_pin_refuses_other_bytes_in_check_run_deploy_and_workers() {
     assert!(listed.contains(&format!("failed to load {} (runs {})", &sha_b[..12], &sha_a[..12])), "{listed}");
     let ls = ok(&project, &redis, &["ls"]);
     assert!(ls.contains(&format!("ver@{} (deployed)", &sha_b[..12])), "{ls}");
+    // `check` loads the deployed version as `run` would, and refuses it under the pin.
+    let out = cli(&project, &redis, &["check"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let short_b = &sha_b[..12];
+    assert!(stderr.contains(&format!("deployed version {short_b} of \"ver\"")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("pinned to sha256:{sha_a} but deployed version {short_b} has sha256:{sha_b}")),
+        "{stderr}"
+    );
+    assert!(ok(&unpinned, &redis, &["check"]).contains(&format!("tasks [ver@{short_b} (deployed)]")), "check names it");
 }
 
 /// `run --watch` reloads a component whose file changed, through the same swap; a file

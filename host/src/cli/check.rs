@@ -31,7 +31,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let mut problems = components(&compose).await?;
+    let mut problems = components(cli, &compose).await?;
     for service in compose.services.values() {
         problems.extend(service.collectors.iter().filter_map(|spec| collector(service, spec)));
     }
@@ -74,7 +74,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
 /// Loads every component exactly as `run` (of every service) does: the same engine,
 /// instance allocator and limits, the same compile child, the same `InstancePre`. So
 /// whatever `run` would refuse, `check` reports first.
-async fn components(compose: &Compose) -> anyhow::Result<Vec<(usize, String)>> {
+async fn components(cli: &Cli, compose: &Compose) -> anyhow::Result<Vec<(usize, String)>> {
     let services: Vec<&Service> = compose.services.values().collect();
     let engine = Arc::new(Engine::new(&sandboxed(engine_options(&services))?)?);
     let mut problems = Vec::new();
@@ -107,6 +107,8 @@ async fn components(compose: &Compose) -> anyhow::Result<Vec<(usize, String)>> {
             }
         }
     }
+    // deploy: the deployed versions that `run` would load instead of the files.
+    problems.extend(crate::cli::versions::check_deployed(cli, compose, &engine).await);
     Ok(problems)
 }
 

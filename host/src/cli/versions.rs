@@ -4,6 +4,7 @@
 //! is printed through [`crate::text`].
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
@@ -232,4 +233,46 @@ pub(crate) fn source(deployed: Option<&[(String, Active)]>, service: &str, compo
         Some(sha) => format!("{component}@{} (deployed)", for_terminal(short(sha))),
         None => component.to_owned(),
     }
+}
+
+/// The bytes of the deployed version of `component` in `service` that `run` would load
+/// instead of its file, with a name for errors; `None` when none is active (or the broker
+/// cannot be reached within a moment, as for [`deployed`]).
+pub(crate) async fn deployed_bytes(
+    cli: &Cli,
+    compose: &crate::config::Compose,
+    service: &str,
+    component: &str,
+) -> Option<(Arc<Vec<u8>>, String)> {
+    let all = deployed(cli, compose).await?;
+    let sha = all.iter().find(|(s, _)| s == service).and_then(|(_, active)| active.of(component))?.to_owned();
+    let store = connect_versions(cli, compose).await.ok()?;
+    let bytes = store.bytes(service, &sha).await.ok().flatten();
+    let origin = format!("deployed version {}", for_terminal(short(&sha)));
+    // Bytes that do not match their key fail the load like a wrong pin would: say so.
+    let bytes = bytes.filter(|b| crate::engine::sha256_hex(b) == sha).unwrap_or_default();
+    Some((Arc::new(bytes), origin))
+}
+
+/// `check`: every active deployed version loaded as `run` would load it (grants, world,
+/// pin, compile limits, a shell's command table), one problem per version refused.
+pub(crate) async fn check_deployed(
+    cli: &Cli,
+    compose: &crate::config::Compose,
+    engine: &Arc<crate::engine::Engine>,
+) -> Vec<(usize, String)> {
+    let mut problems = Vec::new();
+    for service in compose.services.values() {
+        let entries = service.shell.iter().chain(service.tasks.iter().filter_map(|t| match t {
+            crate::config::TaskSpec::Wasm(c) => Some(c),
+            crate::config::TaskSpec::Torch(_) => None,
+        }));
+        for spec in entries {
+            let Some((bytes, origin)) = deployed_bytes(cli, compose, &service.name, &spec.name).await else { continue };
+            if let Err(err) = crate::deploy::validate(engine, service, &spec.name, bytes, &origin).await {
+                problems.push((spec.line, format!("{origin} of {:?}: {err:#}", spec.name)));
+            }
+        }
+    }
+    problems
 }
