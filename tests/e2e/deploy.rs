@@ -136,10 +136,22 @@ fn ten_thousand_messages_through_twenty_deploys() {
     assert_eq!(xlen(&mut con, &key("ver", "taskback")), MESSAGES, "no message answered twice");
     assert_eq!(xlen(&mut con, &key("ver", "dead")), 0, "no message failed");
 
+    check_answers(&entries(&mut con, &key("ver", "taskback")), &timeline, MESSAGES);
+    for mut worker in workers {
+        assert!(worker.terminate().success(), "{}", worker.log_text());
+        let log = worker.log_text();
+        assert!(!log.contains("cannot load this version"), "{log}");
+    }
+}
+
+/// Every message answered exactly once, and by the version active for the whole of
+/// [sent, began] when one was: deploy k's version after it was acknowledged and before
+/// deploy k + 1 started (`timeline`: started, acknowledged, version), `a` before any deploy.
+fn check_answers(taskbacks: &[(String, Vec<(String, String)>)], timeline: &[(u64, u64, &str)], messages: usize) {
     let mut answered: HashMap<String, usize> = HashMap::new();
     let (mut checked, mut seen) = (0, HashMap::<String, usize>::new());
-    for (_, fields) in entries(&mut con, &key("ver", "taskback")) {
-        let get = |k: &str| field(&fields, k).unwrap_or_else(|| panic!("no {k} in {fields:?}")).to_owned();
+    for (_, fields) in taskbacks {
+        let get = |k: &str| field(fields, k).unwrap_or_else(|| panic!("no {k} in {fields:?}")).to_owned();
         *answered.entry(get("n")).or_default() += 1;
         let (sent, began, version) = (get("sent_ms").parse::<u64>().expect("ms"), get("started_ms"), get("version"));
         let began: u64 = began.parse().expect("started_ms");
@@ -158,16 +170,11 @@ fn ten_thousand_messages_through_twenty_deploys() {
         }
     }
     let spans: Vec<u64> = timeline.iter().map(|(s, a, _)| a - s).collect();
-    eprintln!("checked {checked} of {MESSAGES} answers; versions seen {seen:?}; deploy-to-ack ms {spans:?}");
-    assert_eq!(answered.len(), MESSAGES, "every message answered");
+    eprintln!("checked {checked} of {messages} answers; versions seen {seen:?}; deploy-to-ack ms {spans:?}");
+    assert_eq!(answered.len(), messages, "every message answered");
     assert!(answered.values().all(|n| *n == 1), "every message answered exactly once");
-    assert!(checked >= MESSAGES / 4, "only {checked} answers fell in a window with one active version");
+    assert!(checked >= messages / 4, "only {checked} answers fell in a window with one active version");
     assert!(seen.get("a").copied().unwrap_or(0) > 1000 && seen.get("b").copied().unwrap_or(0) > 1000, "{seen:?}");
-    for mut worker in workers {
-        assert!(worker.terminate().success(), "{}", worker.log_text());
-        let log = worker.log_text();
-        assert!(!log.contains("cannot load this version"), "{log}");
-    }
 }
 
 /// Refused deploys (an import the compose file does not grant, a compile over the limits)

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::versions::{Active, ComponentStore, Running, WorkerReport, is_sha256};
-use crate::deploy::LiveComponent;
 use crate::engine::{Engine, VERSION_DIGITS, sha256_hex};
 use crate::service::ServiceRuntime;
 use crate::text::for_terminal;
@@ -268,17 +267,10 @@ pub fn short(sha: &str) -> &str {
     sha.get(..VERSION_DIGITS).unwrap_or(sha)
 }
 
-/// Makes sure the component store is used the way `run` uses it: apply the active versions
-/// before the first message, so a deployed version takes precedence from the start.
+/// Applies the active deployed versions and reports, before the service's workers read their
+/// first message: a deployed version takes precedence over the file from the start.
 pub async fn start(mut watcher: Watcher) -> Watcher {
     watcher.sync().await;
     watcher.send_report().await;
     watcher
-}
-
-impl LiveComponent {
-    /// The running version's hash prefix, for `info`-like output.
-    pub fn version(&self) -> String {
-        self.current().version.clone()
-    }
 }
