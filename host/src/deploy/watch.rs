@@ -18,6 +18,8 @@ use crate::text::for_terminal;
 
 /// How often the generation is looked at: a deploy reaches every worker within about this.
 pub const POLL: Duration = Duration::from_millis(200);
+/// How a failure to read a version's bytes starts (then retried at the next poll).
+const UNREAD: &str = "cannot read its bytes";
 /// How often a worker re-sends its report when nothing changed.
 const HEARTBEAT: Duration = Duration::from_secs(3);
 
@@ -93,6 +95,9 @@ impl Watcher {
             Err(err) => return self.store_failed(&err),
         };
         self.store_down = false;
+        // A version whose bytes could not be read (the broker went away meanwhile) is tried
+        // again at the next poll; one that was read and refused waits for the next deploy.
+        let mut unread = false;
         for index in 0..self.service.live.len() {
             let live = &self.service.live[index];
             let Some(sha) = active.of(&live.spec.name).map(str::to_owned) else { continue };
@@ -103,8 +108,14 @@ impl Watcher {
             let fetched = if is_sha256(&sha) { self.fetch(&sha).await } else { Err("not a SHA-256".to_owned()) };
             match fetched {
                 Ok(bytes) => self.install(index, bytes, &sha, &origin).await,
-                Err(error) => self.refuse(index, &sha, &error),
+                Err(error) => {
+                    unread |= error.starts_with(UNREAD);
+                    self.refuse(index, &sha, &error);
+                }
             }
+        }
+        if unread {
+            return false;
         }
         self.generation = Some(active.generation.max(generation));
         self.active = active;
@@ -126,7 +137,7 @@ impl Watcher {
             Ok(Some(bytes)) if sha256_hex(&bytes) == sha => Ok(Arc::new(bytes)),
             Ok(Some(bytes)) => Err(format!("the stored bytes have sha256:{}, not their key", sha256_hex(&bytes))),
             Ok(None) => Err("no bytes are stored under it".to_owned()),
-            Err(err) => Err(format!("cannot read it: {err}")),
+            Err(err) => Err(format!("{UNREAD}: {err}")),
         }
     }
 
