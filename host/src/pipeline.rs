@@ -15,7 +15,9 @@ use crate::torch::Torch;
 
 /// One step of a pipeline, swappable between messages.
 pub enum Step {
+    /// The built-in torch task, bound to the service's shell.
     Torch(Arc<ArcSwap<Torch>>),
+    /// A Wasm task.
     Task(Arc<ArcSwap<Component>>),
 }
 
@@ -43,6 +45,14 @@ impl Current {
             Current::Task(component) => format!("{}@{}", component.name, component.version),
         }
     }
+
+    /// Name of the step's trace span: the component's name, or `torch`.
+    fn span_name(&self) -> &str {
+        match self {
+            Current::Torch(_) => "torch",
+            Current::Task(component) => &component.name,
+        }
+    }
 }
 
 /// What a successful pipeline produced.
@@ -60,12 +70,15 @@ pub struct Outcome {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{step}: {error}")]
 pub struct StepError {
+    /// The step's name (component name, or `torch`).
     pub step: String,
+    /// Why it failed.
     pub error: CallError,
 }
 
 /// The ordered steps of one service.
 pub struct Pipeline {
+    /// The steps, in order.
     pub steps: Vec<Step>,
     /// The service's kv scope, handed to components that were granted `kv`.
     pub kv: Option<KvScope>,
@@ -80,7 +93,11 @@ impl Pipeline {
         // Every step's version is fixed now, for the whole message.
         let steps: Vec<Current> = self.steps.iter().map(Step::current).collect();
         for step in &steps {
-            let fail = |error| StepError { step: step.name(), error };
+            let call = crate::observe::trace::CallSpan::start(step.span_name());
+            let fail = |error: CallError| {
+                call.fail(&error.to_string());
+                StepError { step: step.name(), error }
+            };
             let (new, taskbacks, stats) = match step {
                 Current::Torch(torch) => {
                     let out = torch.run(msg, self.kv.clone()).await.map_err(fail)?;

@@ -5,7 +5,7 @@
 //! [`ComponentStore`] is its own small trait, apart from [`crate::broker::Broker`]: only
 //! `deploy`, `versions`, `rollback`, `info` and the deploy watcher of `run` use it, never
 //! the message hot path. Redis keeps a service's keys under the hash tag `{ns:service}`
-//! (`redis_versions.rs`); the embedded broker keeps them in tables of its database
+//! (`redis/versions.rs`); the embedded broker keeps them in tables of its database
 //! (`embedded/versions.rs`).
 //!
 //! A change of the active versions bumps the service's *generation*, a counter that the
@@ -50,6 +50,7 @@ pub struct Version {
 /// every deploy and rollback).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Active {
+    /// The counter bumped by each deploy and rollback.
     pub generation: u64,
     /// `(component, sha256)` for every component with an active deployed version.
     pub components: Vec<(String, String)>,
@@ -65,12 +66,14 @@ impl Active {
 /// What one component runs on one worker.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Running {
+    /// The component's name.
     pub component: String,
     /// SHA-256 of the version it runs.
     pub sha256: String,
     /// The last version it failed to load, and why (it keeps running `sha256`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed: Option<String>,
+    /// Why that version failed to load.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -84,6 +87,7 @@ pub struct WorkerReport {
     pub seen_ms: u64,
     /// The generation it has applied.
     pub generation: u64,
+    /// What each component runs there.
     pub components: Vec<Running>,
 }
 
@@ -129,7 +133,7 @@ pub trait ComponentStore: Send + Sync + 'static {
 
 /// Opens the version store of the Redis broker at `url`.
 pub async fn connect(url: &str, namespace: &str) -> Result<Arc<dyn ComponentStore>> {
-    Ok(Arc::new(crate::broker::redis_versions::RedisVersions::connect(url, namespace).await?))
+    Ok(Arc::new(crate::broker::redis::versions::RedisVersions::connect(url, namespace).await?))
 }
 
 /// Opens (creating when missing) the version store of the embedded broker in `data_dir`.

@@ -24,7 +24,7 @@ pub struct Args {
 
 /// `ms` since the Unix epoch, to the second, in RFC 3339 (UTC).
 pub(crate) fn utc(ms: u64) -> String {
-    crate::collector::rfc3339(i64::try_from(ms / 1000 * 1000).unwrap_or(0))
+    crate::time::rfc3339(i64::try_from(ms / 1000 * 1000).unwrap_or(0))
 }
 
 /// `n` bytes as `512 B`, `61.2 KB`, `18.4 MB`.

@@ -14,6 +14,7 @@ use crate::torch::Torch;
 pub struct LiveComponent {
     /// Its compose entry: grants, limits, pin; a new version is loaded under the same.
     pub spec: ComponentSpec,
+    /// The world it implements (task or shell).
     pub world: World,
     place: Place,
 }

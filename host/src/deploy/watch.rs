@@ -55,6 +55,7 @@ pub struct Watcher {
 }
 
 impl Watcher {
+    /// A watcher for `service`'s worker `worker`; `watch_files`: `run --watch`.
     pub fn new(
         service: Arc<ServiceRuntime>,
         store: Arc<dyn ComponentStore>,

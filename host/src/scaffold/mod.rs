@@ -13,15 +13,20 @@ use anyhow::Context as _;
 /// The world a project implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Kind {
+    /// A task (the `task` world).
     Task,
+    /// A shell (the `shell` world).
     Shell,
 }
 
 /// The language of a project.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Lang {
+    /// Rust.
     Rust,
+    /// Python.
     Python,
+    /// JavaScript.
     Js,
 }
 
