@@ -18,6 +18,7 @@ fn component(engine: &Engine, name: &str, world: World) -> Arc<Component> {
     let spec = ComponentSpec {
         name: name.to_owned(),
         path,
+        sha256: None,
         config: Default::default(),
         allow: Vec::new(),
         http: None,

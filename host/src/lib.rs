@@ -20,6 +20,9 @@
 //! - [`runner`]: the one wiring ([`run`], [`start`]): streams, engine, workers, collectors
 //!   and the metrics listener, used by `run`, `bench` and the benchmarks.
 //! - [`worker`]: consume -> pipeline -> taskback + ack, retries and dead letters.
+//! - [`deploy`]: new component versions validated, stored in the broker and swapped into
+//!   running workers between messages.
+//! - [`scaffold`]: `cannon-host new`, ready projects for component authors.
 //! - [`collector`]: native message sources (`stdin`, ...).
 //! - [`observe`]: Prometheus metrics and the dashboard (`run --metrics ADDR`).
 //! - [`text`]: untrusted text made safe for terminals, log lines and JSON output.
@@ -35,10 +38,12 @@ pub mod broker;
 pub mod cli;
 pub mod collector;
 pub mod config;
+pub mod deploy;
 pub mod engine;
 pub mod observe;
 pub mod pipeline;
 pub mod runner;
+pub mod scaffold;
 pub mod service;
 pub mod text;
 pub mod time;

@@ -1,26 +1,56 @@
 //! A service's pipeline: its steps in order, each seeing the message and the results so far.
+//!
+//! Each step sits behind an [`ArcSwap`], so a deployed version (`crate::deploy`) replaces it
+//! between messages without a lock on the hot path: a message takes the current version of
+//! every step once, when it starts, and keeps it to the end; the next message gets the new one.
 
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use crate::broker::{Fields, ID_FIELD};
 use crate::engine::{CallError, CallStats, Component, KvScope, Message};
 use crate::fields::{RECEIPT_FIELD, RECEIPT_REQUEST, asks_receipt, guest_pairs, with_host_keys};
 use crate::torch::Torch;
 
-/// One step of a pipeline.
+/// One step of a pipeline, swappable between messages.
 pub enum Step {
     /// The built-in torch task, bound to the service's shell.
-    Torch(Arc<Torch>),
+    Torch(Arc<ArcSwap<Torch>>),
     /// A Wasm task.
+    Task(Arc<ArcSwap<Component>>),
+}
+
+/// The version of one step a message runs on, taken when the message started.
+enum Current {
+    Torch(Arc<Torch>),
     Task(Arc<Component>),
 }
 
 impl Step {
-    /// Name used in errors and logs: the component's name, or `torch`.
-    pub fn name(&self) -> &str {
+    fn current(&self) -> Current {
         match self {
-            Step::Torch(_) => "torch",
-            Step::Task(component) => &component.name,
+            Step::Torch(torch) => Current::Torch(torch.load_full()),
+            Step::Task(task) => Current::Task(task.load_full()),
+        }
+    }
+}
+
+impl Current {
+    /// Name used in errors and dead letters: `component@version`, or `torch` with its
+    /// shell's `name@version`.
+    fn name(&self) -> String {
+        match self {
+            Current::Torch(torch) => format!("torch ({}@{})", torch.shell().name, torch.shell().version),
+            Current::Task(component) => format!("{}@{}", component.name, component.version),
+        }
+    }
+
+    /// Name of the step's trace span: the component's name, or `torch`.
+    fn span_name(&self) -> &str {
+        match self {
+            Current::Torch(_) => "torch",
+            Current::Task(component) => &component.name,
         }
     }
 }
@@ -60,19 +90,21 @@ impl Pipeline {
     /// Runs every step; the first failure stops the pipeline.
     pub async fn run(&self, msg: &Message) -> Result<Outcome, StepError> {
         let mut outcome = Outcome::default();
-        for step in &self.steps {
-            let call = crate::observe::trace::CallSpan::start(step.name());
+        // Every step's version is fixed now, for the whole message.
+        let steps: Vec<Current> = self.steps.iter().map(Step::current).collect();
+        for step in &steps {
+            let call = crate::observe::trace::CallSpan::start(step.span_name());
             let fail = |error: CallError| {
                 call.fail(&error.to_string());
-                StepError { step: step.name().to_owned(), error }
+                StepError { step: step.name(), error }
             };
             let (new, taskbacks, stats) = match step {
-                Step::Torch(torch) => {
+                Current::Torch(torch) => {
                     let out = torch.run(msg, self.kv.clone()).await.map_err(fail)?;
                     let results = out.value.map(|reply| (torch.spec.out_key.clone(), reply)).into_iter().collect();
                     (results, out.taskbacks, out.stats)
                 }
-                Step::Task(component) => {
+                Current::Task(component) => {
                     let out = component.run(msg, &outcome.results, self.kv.clone()).await.map_err(fail)?;
                     (out.value, out.taskbacks, out.stats)
                 }

@@ -11,12 +11,12 @@ use anyhow::Context as _;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, KvStore, StreamKind};
+use crate::broker::{Broker, ComponentStore, KvStore, StreamKind};
 use crate::collector::{self, Exit};
 use crate::config::{Compose, HttpAuth, Service};
 use crate::engine::{Compiler, Engine};
 use crate::service::{self, engine_options};
-use crate::{observe, worker};
+use crate::{deploy, observe, worker};
 
 /// What this process runs of the selected services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -31,7 +31,7 @@ pub enum Role {
 }
 
 /// How [`start`] runs the services.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     /// Collectors, workers, or both.
     pub role: Role,
@@ -43,6 +43,12 @@ pub struct Options {
     pub min_maxlen: u64,
     /// Serve `/metrics` and the dashboard on this address (`HOST:PORT` or a port).
     pub metrics: Option<String>,
+    /// Deployed component versions: each worker applies the active ones before its first
+    /// message and swaps in new ones as they are deployed (`crate::deploy`); `None`: the
+    /// app files only.
+    pub versions: Option<Arc<dyn ComponentStore>>,
+    /// `run --watch`: reload a component when its file changes (needs `versions`).
+    pub watch: bool,
 }
 
 impl Default for Options {
@@ -53,6 +59,8 @@ impl Default for Options {
             consumer_suffix: String::new(),
             min_maxlen: 0,
             metrics: None,
+            versions: None,
+            watch: false,
         }
     }
 }
@@ -118,6 +126,17 @@ pub async fn start(
             let kv: Arc<dyn KvStore> = broker.clone();
             let runtime = Arc::new(service::build(compose, spec, &engine, Some(kv)).await?);
             let consumer = worker::consumer_name(&options.consumer_suffix);
+            if let Some(versions) = &options.versions {
+                // deploy: deployed versions replace the app files before the first message.
+                let watcher = deploy::Watcher::new(
+                    runtime.clone(),
+                    versions.clone(),
+                    engine.clone(),
+                    consumer.clone(),
+                    options.watch,
+                );
+                tasks.spawn(deploy::start(watcher).await.run(shutdown.clone()));
+            }
             tasks.spawn(worker::run(runtime, broker.clone(), consumer, shutdown.clone()));
         }
     }

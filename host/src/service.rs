@@ -4,9 +4,11 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 
 use crate::broker::KvStore;
 use crate::config::{ComponentSpec, Compose, Service, TaskSpec};
+use crate::deploy::LiveComponent;
 use crate::engine::{Component, Engine, EngineOptions, KvScope, World};
 use crate::pipeline::{Pipeline, Step};
 use crate::torch::Torch;
@@ -21,6 +23,8 @@ pub struct ServiceRuntime {
     pub torch: Option<Arc<Torch>>,
     /// Its metric handles (`/metrics`, the dashboard).
     pub observe: Arc<crate::observe::ServiceMetrics>,
+    /// Its components as a deploy replaces them (`crate::deploy`): shell first, then tasks.
+    pub live: Vec<LiveComponent>,
 }
 
 impl ServiceRuntime {
@@ -68,24 +72,30 @@ pub fn engine_options(services: &[&Service]) -> EngineOptions {
     }
 }
 
-/// Loads one component on a blocking thread (compilation is CPU-bound).
-async fn load(
+/// Loads one component on a blocking thread (compilation is CPU-bound): from its file, or
+/// from `bytes` (a deployed version) when given.
+pub(crate) async fn load(
     engine: &Arc<Engine>,
     spec: &ComponentSpec,
     world: World,
     service: &str,
+    bytes: Option<(Arc<Vec<u8>>, String)>,
 ) -> anyhow::Result<Arc<Component>> {
     let engine = engine.clone();
     let spec_owned = spec.clone();
-    let mut component = tokio::task::spawn_blocking(move || engine.load(&spec_owned, world))
-        .await
-        .context("component loader panicked")?
-        .with_context(|| format!("service {service:?}"))?;
+    let mut component = tokio::task::spawn_blocking(move || match bytes {
+        Some((bytes, origin)) => engine.load_bytes(&spec_owned, world, &bytes, &origin),
+        None => engine.load(&spec_owned, world),
+    })
+    .await
+    .context("component loader panicked")?
+    .with_context(|| format!("service {service:?}"))?;
     // observe: the component's metric handles, labelled with this service.
     component.observe = Some(crate::observe::component(service, &component.name, &component.version));
     tracing::debug!(
         service,
         component = %component.name,
+        version = %component.version,
         cached = component.from_cache,
         ms = component.load_time.as_millis() as u64,
         "component loaded"
@@ -103,7 +113,7 @@ pub async fn build(
     let name = service.name.as_str();
     let torch_shell = match &service.shell {
         Some(spec) => {
-            let shell = load(engine, spec, World::Shell, name).await?;
+            let shell = load(engine, spec, World::Shell, name, None).await?;
             let commands = shell
                 .commands()
                 .await
@@ -113,10 +123,16 @@ pub async fn build(
         None => None,
     };
     let mut steps = Vec::with_capacity(service.tasks.len());
+    let mut live = Vec::with_capacity(service.tasks.len() + 1);
+    let mut torches = Vec::new();
     let mut torch_for_cli = None;
     for task in &service.tasks {
         match task {
-            TaskSpec::Wasm(spec) => steps.push(Step::Task(load(engine, spec, World::Task, name).await?)),
+            TaskSpec::Wasm(spec) => {
+                let slot = Arc::new(ArcSwap::new(load(engine, spec, World::Task, name, None).await?));
+                live.push(LiveComponent::task(spec.clone(), slot.clone()));
+                steps.push(Step::Task(slot));
+            }
             TaskSpec::Torch(torch) => {
                 let (shell, commands, spec) =
                     torch_shell.as_ref().with_context(|| format!("service {name:?}: a torch task needs a `shell:`"))?;
@@ -128,9 +144,14 @@ pub async fn build(
                     &compose.groups,
                 ));
                 torch_for_cli.get_or_insert_with(|| built.clone());
-                steps.push(Step::Torch(built));
+                let slot = Arc::new(ArcSwap::new(built));
+                torches.push(slot.clone());
+                steps.push(Step::Torch(slot));
             }
         }
+    }
+    if let Some((shell, _, spec)) = &torch_shell {
+        live.insert(0, LiveComponent::shell((*spec).clone(), shell.clone(), torches));
     }
     let kv = kv.map(|store| KvScope {
         store,
@@ -143,5 +164,6 @@ pub async fn build(
         pipeline: Pipeline { steps, kv },
         torch: torch_for_cli,
         observe: crate::observe::service(name),
+        live,
     })
 }

@@ -123,6 +123,17 @@ impl Torch {
         Self { spec, shell, commands, allowed }
     }
 
+    /// This torch bound to another version of its shell (a deploy), `commands` being that
+    /// version's answer to `commands()`.
+    pub fn with_shell(&self, shell: Arc<Component>, commands: Arc<Vec<Command>>) -> Self {
+        Self { spec: self.spec.clone(), shell, commands, allowed: self.allowed.clone() }
+    }
+
+    /// The shell this torch dispatches into.
+    pub fn shell(&self) -> &Arc<Component> {
+        &self.shell
+    }
+
     /// The command list, as shown for `help` and unknown commands.
     pub fn help(&self) -> String {
         help(&self.commands, self.budget())

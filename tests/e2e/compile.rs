@@ -153,6 +153,7 @@ async fn the_multi_memory_components_work_without_the_pool() {
         let spec = ComponentSpec {
             name: name.into(),
             path,
+            sha256: None,
             config: Default::default(),
             allow: Vec::new(),
             http: None,

@@ -9,6 +9,7 @@ mod check;
 mod collectors;
 mod compile;
 mod conformance;
+mod deploy;
 mod edges;
 mod egress;
 mod examples;

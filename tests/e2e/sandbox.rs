@@ -24,6 +24,7 @@ fn spec(name: &str, conf: &[(&str, &str)], limits: Limits, allow: &[Capability])
     ComponentSpec {
         name: name.to_owned(),
         path: component(name),
+        sha256: None,
         config: conf.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<Kwargs>(),
         allow: allow.to_vec(),
         http: None,

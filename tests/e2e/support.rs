@@ -455,3 +455,24 @@ impl TestCa {
         (self.dir.path().join(cert), self.dir.path().join(key))
     }
 }
+
+/// `text` without the version tags a dead letter gives each step (`spin@0123456789ab:` ->
+/// `spin:`), for tests about other parts of the error.
+pub fn unversioned(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('@') {
+        let tag = rest.as_bytes().get(at + 1..at + 13);
+        let is_version = tag.is_some_and(|t| t.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)))
+            && !rest.as_bytes().get(at + 13).is_some_and(u8::is_ascii_hexdigit);
+        out.push_str(&rest[..at]);
+        if is_version {
+            rest = &rest[at + 13..];
+        } else {
+            out.push('@');
+            rest = &rest[at + 1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}

@@ -15,11 +15,14 @@
 //! - `redis/`: Redis streams and consumer groups (its `mod.rs` names the files: claims
 //!   and replays as Lua scripts, kv with quotas in Lua, the decoding of replies, and the
 //!   `ACL SETUSER` rule that confines a service's processes to its own keys).
+//! - `versions.rs`: the [`ComponentStore`] trait of deployed component versions, apart from
+//!   [`Broker`]; `redis/versions.rs` and `embedded/versions.rs` implement it.
 //! - `embedded/`: the same semantics in SQLite (`streams.rs`: streams, groups, pending;
 //!   `kv.rs`: kv), usable by several processes on one data directory.
 
 mod embedded;
 mod redis;
+pub mod versions;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -27,9 +30,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use self::embedded::EmbeddedBroker;
+pub use self::embedded::{DB_FILE as EMBEDDED_DB_FILE, EmbeddedBroker};
 pub use self::redis::acl::{WORKER_CHANNELS, WORKER_COMMANDS, acl_setuser};
 pub use self::redis::{RedisBroker, parse};
+pub use self::versions::ComponentStore;
 pub use crate::vocab::fields::{ATTEMPTS_FIELD, DEAD_FIELDS, ERROR_FIELD, FAILED_AT_FIELD, Fields, ID_FIELD};
 pub use crate::vocab::kv::{KvFailure, KvStore, MAX_KV_TTL, kv_ttl_ms};
 pub use crate::vocab::stream::StreamKind;

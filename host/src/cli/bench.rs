@@ -172,6 +172,7 @@ async fn measure(
         consumer_suffix: "bench".to_owned(),
         min_maxlen: args.messages as u64 * 2,
         metrics: None,
+        ..crate::runner::Options::default()
     };
     let shutdown = CancellationToken::new();
     let workers = crate::runner::start(compose, &[spec], broker.clone(), &options, shutdown.clone()).await?;

@@ -31,7 +31,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let mut problems = components(&compose).await?;
+    let mut problems = components(cli, &compose).await?;
     for service in compose.services.values() {
         problems.extend(service.collectors.iter().filter_map(|spec| collector(service, spec)));
     }
@@ -47,21 +47,25 @@ pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     }
     let n = compose.services.len();
     println!("{}: {n} service{} OK", compose.path.display(), plural(n));
+    // deploy: a deployed version, when active, runs instead of the file.
+    let deployed = crate::cli::versions::deployed(cli, &compose).await;
+    let source = |service: &str, name: &str| crate::cli::versions::source(deployed.as_deref(), service, name);
     for service in compose.services.values() {
         let collector = match service.collectors.as_slice() {
             [] => "no collector".to_owned(),
             [one] => format!("collector {}", describe(&one.kind)),
             many => format!("collectors {}", many.iter().map(|c| describe(&c.kind)).collect::<Vec<_>>().join(" + ")),
         };
-        let tasks: Vec<&str> = service
+        let tasks: Vec<String> = service
             .tasks
             .iter()
             .map(|t| match t {
-                TaskSpec::Torch(_) => "torch",
-                TaskSpec::Wasm(c) => c.name.as_str(),
+                TaskSpec::Torch(_) => "torch".to_owned(),
+                TaskSpec::Wasm(c) => source(&service.name, &c.name),
             })
             .collect();
-        let shell = service.shell.as_ref().map(|s| format!(", shell {}", s.name)).unwrap_or_default();
+        let shell =
+            service.shell.as_ref().map(|s| format!(", shell {}", source(&service.name, &s.name))).unwrap_or_default();
         println!("  {}: {collector}{shell}, tasks [{}]", service.name, tasks.join(", "));
     }
     Ok(ExitCode::SUCCESS)
@@ -70,7 +74,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
 /// Loads every component exactly as `run` (of every service) does: the same engine,
 /// instance allocator and limits, the same compile child, the same `InstancePre`. So
 /// whatever `run` would refuse, `check` reports first.
-async fn components(compose: &Compose) -> anyhow::Result<Vec<(usize, String)>> {
+async fn components(cli: &Cli, compose: &Compose) -> anyhow::Result<Vec<(usize, String)>> {
     let services: Vec<&Service> = compose.services.values().collect();
     let engine = Arc::new(Engine::new(&sandboxed(engine_options(&services))?)?);
     let mut problems = Vec::new();
@@ -103,6 +107,8 @@ async fn components(compose: &Compose) -> anyhow::Result<Vec<(usize, String)>> {
             }
         }
     }
+    // deploy: the deployed versions that `run` would load instead of the files.
+    problems.extend(crate::cli::versions::check_deployed(cli, compose, &engine).await);
     Ok(problems)
 }
 

@@ -61,6 +61,8 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     }
     let pending: u64 = infos[0].2.groups.iter().filter(|g| g.name == WORKER_GROUP).map(|g| g.pending).sum();
     let dead = infos[2].2.length;
+    // deploy: which version of each component is active and running.
+    let (components, components_json) = crate::cli::versions::summary(cli, &compose, &service).await?;
     if args.json {
         let streams: serde_json::Map<String, Value> =
             infos.iter().map(|(kind, key, info)| (kind.as_str().to_owned(), stream_json(key, info))).collect();
@@ -70,6 +72,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
             "pending": pending,
             "dead": dead,
             "streams": streams,
+            "components": components_json,
         });
         println!("{}", for_json(out.to_string()));
         return Ok(ExitCode::SUCCESS);
@@ -96,5 +99,8 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
         }
     }
     println!("  pending {pending}, dead {dead}");
+    for line in components {
+        println!("{line}");
+    }
     Ok(ExitCode::SUCCESS)
 }

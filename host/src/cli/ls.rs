@@ -6,8 +6,11 @@ use crate::cli::{Cli, load_compose};
 use crate::collector::describe;
 use crate::config::TaskSpec;
 
-pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+pub async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let compose = load_compose(&cli.file)?;
+    // deploy: a deployed version, when active, runs instead of the file.
+    let deployed = crate::cli::versions::deployed(cli, &compose).await;
+    let source = |service: &str, name: &str| crate::cli::versions::source(deployed.as_deref(), service, name);
     let rows: Vec<[String; 4]> = compose
         .services
         .values()
@@ -17,13 +20,13 @@ pub fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             } else {
                 service.collectors.iter().map(|c| describe(&c.kind)).collect::<Vec<_>>().join(" + ")
             };
-            let shell = service.shell.as_ref().map_or_else(|| "-".to_owned(), |s| s.name.clone());
+            let shell = service.shell.as_ref().map_or_else(|| "-".to_owned(), |s| source(&service.name, &s.name));
             let tasks: Vec<String> = service
                 .tasks
                 .iter()
                 .map(|t| match t {
                     TaskSpec::Torch(t) => format!("torch({}->{})", t.in_key, t.out_key),
-                    TaskSpec::Wasm(c) => c.name.clone(),
+                    TaskSpec::Wasm(c) => source(&service.name, &c.name),
                 })
                 .collect();
             [service.name.clone(), collector, shell, tasks.join(", ")]

@@ -4,12 +4,16 @@ mod acl;
 mod bench;
 mod check;
 mod dead;
+mod deploy;
 mod info;
 mod ls;
+mod new;
 mod pending;
+mod rollback;
 mod run;
 mod send;
 mod torch;
+mod versions;
 mod watch;
 
 use std::path::{Path, PathBuf};
@@ -75,6 +79,15 @@ pub enum Command {
     CompileComponent(crate::engine::compile::ChildArgs),
     /// Print the Redis `ACL SETUSER` rule confining a service's processes to its own keys.
     Acl(acl::Args),
+    /// Validate a component and make it the active version of a service's task or shell on
+    /// every worker sharing the broker (swapped between messages).
+    Deploy(deploy::Args),
+    /// List the deployed versions of a service's components.
+    Versions(versions::Args),
+    /// Make an earlier deployed version of a component the active one again.
+    Rollback(rollback::Args),
+    /// Write a ready project for a new task or shell (Rust, Python or JavaScript).
+    New(new::Args),
 }
 
 /// Runs one command; the exit code is the command's verdict.
@@ -83,7 +96,7 @@ pub async fn dispatch(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<E
         Command::Run(args) => run::run(&cli, args, shutdown).await,
         Command::Send(args) => send::run(&cli, args).await,
         Command::Check => check::run(&cli).await,
-        Command::Ls => ls::run(&cli),
+        Command::Ls => ls::run(&cli).await,
         Command::Info(args) => info::run(&cli, args).await,
         Command::Pending(args) => pending::run(&cli, args).await,
         Command::Watch(args) => watch::run(&cli, args, shutdown).await,
@@ -92,6 +105,10 @@ pub async fn dispatch(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<E
         Command::Bench(args) => bench::run(&cli, args).await,
         Command::CompileComponent(args) => Ok(crate::engine::compile::child_main(args)),
         Command::Acl(args) => acl::run(&cli, args),
+        Command::Deploy(args) => deploy::run(&cli, args).await,
+        Command::Versions(args) => versions::run(&cli, args).await,
+        Command::Rollback(args) => rollback::run(&cli, args).await,
+        Command::New(args) => new::run(args),
     }
 }
 
@@ -125,6 +142,25 @@ pub(crate) async fn connect(cli: &Cli, compose: &Compose) -> anyhow::Result<Arc<
         _ => {
             let dir = cli.data_dir.clone().unwrap_or_else(|| compose.data_dir.clone());
             crate::broker::open_embedded(&dir, &compose.namespace)
+                .await
+                .with_context(|| format!("cannot open the embedded broker in {}", dir.display()))
+        }
+    }
+}
+
+/// Opens the deployed component versions ([`crate::broker::ComponentStore`]) of the broker
+/// [`connect`] would pick.
+pub(crate) async fn connect_versions(
+    cli: &Cli,
+    compose: &Compose,
+) -> anyhow::Result<Arc<dyn crate::broker::ComponentStore>> {
+    match cli.broker.clone().or_else(|| compose.broker.clone()) {
+        Some(url) if url != "embedded" => crate::broker::versions::connect(&url, &compose.namespace)
+            .await
+            .with_context(|| format!("cannot connect to the broker of {}", compose.path.display())),
+        _ => {
+            let dir = cli.data_dir.clone().unwrap_or_else(|| compose.data_dir.clone());
+            crate::broker::versions::open_embedded(&dir, &compose.namespace)
                 .await
                 .with_context(|| format!("cannot open the embedded broker in {}", dir.display()))
         }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, connect, load_compose, sandboxed_compiler};
+use crate::cli::{Cli, connect, connect_versions, load_compose, sandboxed_compiler};
 use crate::{runner, service};
 
 #[derive(Debug, clap::Args)]
@@ -20,6 +20,10 @@ pub struct Args {
     /// or a port on 127.0.0.1 (overrides `metrics: {listen: ...}` in the compose file).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
+    /// Reload a component when its file in `app_dir` changes (local development), through
+    /// the same swap as `deploy`; a deployed version, when active, takes precedence.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 pub use crate::runner::Role;
@@ -32,10 +36,17 @@ pub async fn run(cli: &Cli, args: &Args, shutdown: CancellationToken) -> anyhow:
     let compose = load_compose(&cli.file)?;
     let selected = service::select(&compose, &args.services)?;
     let broker = connect(cli, &compose).await?;
+    // deploy: workers apply the deployed versions (and, with --watch, changed files).
+    let versions = match args.role {
+        Role::Collector => None,
+        _ => Some(connect_versions(cli, &compose).await?),
+    };
     let options = runner::Options {
         role: args.role,
         compiler: sandboxed_compiler()?,
         metrics: args.metrics.clone().or_else(|| compose.metrics_listen.clone()),
+        versions,
+        watch: args.watch,
         ..runner::Options::default()
     };
     let running = runner::start(&compose, &selected, broker.clone(), &options, shutdown).await?;

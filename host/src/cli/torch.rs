@@ -101,10 +101,15 @@ async fn session(cli: &Cli, args: &Args) -> anyhow::Result<Session> {
     let engine = Arc::new(Engine::new(&crate::cli::sandboxed(options)?)?);
     let owned = shell_spec.clone();
     let loader = engine.clone();
-    let shell = tokio::task::spawn_blocking(move || loader.load(&owned, World::Shell))
-        .await
-        .context("component loader panicked")?
-        .with_context(|| format!("service {name:?}"))?;
+    // deploy: the deployed shell, when one is active, as `run` would run it.
+    let deployed = crate::cli::versions::deployed_bytes(cli, &compose, name, &shell_spec.name).await;
+    let shell = tokio::task::spawn_blocking(move || match deployed {
+        Some((bytes, origin)) => loader.load_bytes(&owned, World::Shell, &bytes, &origin),
+        None => loader.load(&owned, World::Shell),
+    })
+    .await
+    .context("component loader panicked")?
+    .with_context(|| format!("service {name:?}"))?;
     let shell = Arc::new(shell);
     let commands = shell
         .commands()

@@ -13,8 +13,9 @@ use super::loader::{Loader, field};
 use super::model::{ComponentSpec, Kwargs, Limits, TaskSpec, TorchSpec};
 use super::yaml::{Key, Node, Value};
 
-const SHELL_KEYS: &[&str] = &["file", "path", "conf", "allow", "secrets", "files", "permissions", "limits"];
-const TASK_KEYS: &[&str] = &["file", "path", "conf", "allow", "secrets", "files", "limits"];
+const SHELL_KEYS: &[&str] =
+    &["file", "path", "sha256", "conf", "allow", "secrets", "files", "permissions", "limits"];
+const TASK_KEYS: &[&str] = &["file", "path", "sha256", "conf", "allow", "secrets", "files", "limits"];
 const TORCH_KEYS: &[&str] = &["in_key", "out_key", "user_key", "prefix", "ignore_unknown"];
 const CONF_KEYS: &[&str] = &["key", "kwargs"];
 
@@ -50,9 +51,11 @@ pub(crate) fn component(
     let files = get("files").and_then(|n| files(ctx, n, &join(path, "files")));
     let permissions = get("permissions").map(|n| permissions(ctx, n, &join(path, "permissions"))).unwrap_or_default();
     let limits = component_limits(ctx, get("limits"), &join(path, "limits"), service);
+    let sha256 = get("sha256").and_then(|n| pin(ctx, n, &join(path, "sha256")));
     source.map(|src| ComponentSpec {
         name: src.name,
         path: src.abs,
+        sha256,
         config,
         allow,
         http,
@@ -117,6 +120,23 @@ fn files(ctx: &mut Loader, node: &Node, path: &str) -> Option<PathBuf> {
         ctx.error(node, path, format!("{text} is not a directory"));
     }
     Some(abs)
+}
+
+/// `sha256: HEX`: the SHA-256 the component's bytes must have, 64 hex digits (stored in
+/// lower case; a `sha256:` prefix, as `versions` prints it, is accepted).
+fn pin(ctx: &mut Loader, node: &Node, path: &str) -> Option<String> {
+    let text = ctx.text(node, path)?;
+    let hex = text.strip_prefix("sha256:").unwrap_or(&text).to_ascii_lowercase();
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Some(hex)
+    } else {
+        ctx.error(
+            node,
+            path,
+            "expected the SHA-256 of the component: 64 hex digits (as `cannon-host versions` prints it)",
+        );
+        None
+    }
 }
 
 /// Where a component's `.wasm` comes from.

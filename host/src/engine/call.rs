@@ -303,6 +303,7 @@ impl Component {
         }
         tracing::debug!(
             component = %self.name,
+            version = %self.version,
             service = %site.service,
             msg_id = %site.msg_id.unwrap_or("-"),
             outcome = %err.map_or("ok", |e| e.kind().as_str()),

@@ -311,6 +311,7 @@ mod tests {
         let spec = ComponentSpec {
             name: "x".into(),
             path: "x.wasm".into(),
+            sha256: None,
             config: Default::default(),
             allow: Vec::new(),
             http: None,

@@ -51,8 +51,11 @@ pub struct Component {
     pub from_cache: bool,
     /// Time spent compiling or loading the compiled code.
     pub load_time: Duration,
-    /// First 12 hex digits of the SHA-256 of the component's bytes (metrics label).
+    /// First [`VERSION_DIGITS`] hex digits of the SHA-256 of the component's bytes: the
+    /// version shown in call logs, dead letters (`name@version`), `info` and metrics.
     pub version: String,
+    /// The whole SHA-256 (hex) of its bytes.
+    pub sha256: String,
     /// Where its calls are counted for `/metrics` (set by the service that loads it).
     pub observe: Option<Arc<crate::observe::CallMetrics>>,
     pub(super) pre: Prepared,
@@ -112,16 +115,40 @@ const WASI_PROVIDED: [&str; 6] =
     ["wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/", "wasi:sockets/", "wasi:cli/"];
 
 impl Engine {
-    /// Compiles (or loads from the cache) and pre-instantiates one component, refusing it
-    /// when it imports something not granted or does not fit `world`.
+    /// Compiles (or loads from the cache) and pre-instantiates one component from its file,
+    /// refusing it when it imports something not granted, does not fit `world`, or does
+    /// not have the SHA-256 its `sha256:` pin names.
     pub fn load(&self, spec: &ComponentSpec, world: World) -> Result<Component, LoadError> {
-        let started = Instant::now();
         let bytes = std::fs::read(&spec.path).map_err(|source| LoadError::Read {
             name: spec.name.clone(),
             path: spec.path.clone(),
             source,
         })?;
-        let (component, from_cache) = self.compile(spec, &bytes)?;
+        self.load_bytes(spec, world, &bytes, &spec.path.display().to_string())
+    }
+
+    /// [`Engine::load`] for bytes from elsewhere (a deployed version); `origin` names where
+    /// they came from in errors.
+    pub fn load_bytes(
+        &self,
+        spec: &ComponentSpec,
+        world: World,
+        bytes: &[u8],
+        origin: &str,
+    ) -> Result<Component, LoadError> {
+        let started = Instant::now();
+        let sha256 = sha256_hex(bytes);
+        if let Some(pinned) = &spec.sha256
+            && *pinned != sha256
+        {
+            return Err(LoadError::Pinned {
+                name: spec.name.clone(),
+                origin: origin.to_owned(),
+                pinned: pinned.clone(),
+                actual: sha256,
+            });
+        }
+        let (component, from_cache) = self.compile(spec, bytes)?;
         check_imports(&self.engine, &component, spec)?;
         let wrong_world =
             |reason: String| LoadError::WrongWorld { name: spec.name.clone(), world: world.as_str(), reason };
@@ -140,7 +167,8 @@ impl Engine {
             world,
             from_cache,
             load_time: started.elapsed(),
-            version: short_hash(&bytes),
+            version: sha256[..VERSION_DIGITS].to_owned(),
+            sha256,
             observe: None,
             pre,
             engine: self.engine.clone(),
@@ -157,10 +185,13 @@ impl Engine {
     }
 }
 
-/// First 12 hex digits of the SHA-256 of `bytes`.
-fn short_hash(bytes: &[u8]) -> String {
+/// Hex digits of the SHA-256 that name a version in logs, dead letters and metrics.
+pub const VERSION_DIGITS: usize = 12;
+
+/// The SHA-256 of `bytes`, 64 lower-case hex digits: a component version's identity.
+pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    crate::text::hex(&Sha256::digest(bytes)[..6])
+    crate::text::hex(&Sha256::digest(bytes))
 }
 
 fn export_hint(err: &wasmtime::Error, world: World) -> String {

@@ -91,6 +91,18 @@ pub enum LoadError {
         /// What the allocator refused.
         reason: String,
     },
+    /// Its bytes do not have the SHA-256 its `sha256:` pin names.
+    #[error("component {name:?} is pinned to sha256:{pinned} but {origin} has sha256:{actual}")]
+    Pinned {
+        /// The component's name.
+        name: String,
+        /// Where the bytes came from (a file or a deployed version).
+        origin: String,
+        /// The SHA-256 the pin names.
+        pinned: String,
+        /// The SHA-256 of the bytes.
+        actual: String,
+    },
 }
 
 /// Why one call of a component failed. It fails that message only.

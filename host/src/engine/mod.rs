@@ -44,7 +44,7 @@ use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 pub use bindings::{Command, KvError, Message};
 pub use cache::ComponentCache;
 pub use compile::Compiler;
-pub use component::{CallOutput, CallStats, Component, World};
+pub use component::{CallOutput, CallStats, Component, VERSION_DIGITS, World, sha256_hex};
 pub use error::{CallError, FailureKind, GUEST_ERROR_MAX, LoadError};
 pub use metrics::MetricsSnapshot;
 pub use state::{HostState, KvScope};

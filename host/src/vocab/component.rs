@@ -19,6 +19,8 @@ pub struct ComponentSpec {
     pub name: String,
     /// Absolute path of the `.wasm` file.
     pub path: PathBuf,
+    /// `sha256:` pin: the lower-case hex SHA-256 its bytes must have (file or deployed).
+    pub sha256: Option<String>,
     /// What the component sees through the `config` import.
     pub config: Kwargs,
     /// cannon imports granted beyond `log` and `config`.

@@ -19,6 +19,7 @@
 //! - `claims.rs`: pending entries in SQL: reclaims, claims, finishing, acks, replays.
 //! - `inspect.rs`: read-only views (ranges, newest id, groups, consumers, pending).
 //! - `kv.rs`: the [`crate::broker::KvStore`] side.
+//! - `versions.rs`: deployed component versions ([`crate::broker::ComponentStore`]).
 
 mod admin;
 mod broker;
@@ -28,6 +29,9 @@ mod inspect;
 mod kv;
 mod rate;
 mod streams;
+mod versions;
+
+pub use versions::EmbeddedVersions;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};

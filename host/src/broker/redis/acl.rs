@@ -5,6 +5,7 @@
 
 use super::kv::{kv_meta_prefix, kv_prefix};
 use super::stream_key;
+use super::versions::component_prefix;
 use crate::broker::StreamKind;
 
 /// Commands `run` sends: streams and consumer groups, the Lua scripts (whose own calls
@@ -45,6 +46,8 @@ pub const WORKER_COMMANDS: &[&str] = &[
     "zrangebyscore",
     "zrangebylex",
     "time",
+    // deployed component versions (the deploy watcher: generation, active map, bytes, reports)
+    "hgetall",
 ];
 
 /// Pub/sub channels `run` uses (none yet: the rule says `resetchannels`).
@@ -68,6 +71,7 @@ pub fn acl_setuser(
     for stream in [StreamKind::Data, StreamKind::Taskback, StreamKind::Dead] {
         args.push(format!("~{}", stream_key(namespace, service, stream)));
     }
+    args.push(format!("~{}*", component_prefix(namespace, service)));
     args.push(format!("~{}*", kv_prefix(namespace, service)));
     args.push(format!("~{}*", kv_meta_prefix(namespace, service)));
     for (other, stream) in follows {

@@ -17,6 +17,7 @@
 //! - `rate.rs`: `rate_limit:` counters.
 //! - `parse.rs`: decoding of Redis replies (fuzzed: `fuzz/fuzz_targets/replies.rs`).
 //! - `acl.rs`: the `ACL SETUSER` rule that confines a service's processes to its own keys.
+//! - `versions.rs`: deployed component versions ([`crate::broker::ComponentStore`]).
 
 pub(super) mod acl;
 mod admin;
@@ -25,6 +26,7 @@ mod finish;
 mod kv;
 pub mod parse;
 mod rate;
+pub(crate) mod versions;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError, RwLock};
