@@ -23,6 +23,7 @@ mod schedule;
 mod stdin;
 mod stream;
 mod tick;
+mod wire;
 
 use std::future::Future;
 use std::sync::Arc;
