@@ -5,6 +5,8 @@ mod support;
 
 mod access;
 mod backbone;
+mod chat_irc;
+mod chat_matrix;
 mod check;
 mod collectors;
 mod compile;

@@ -20,12 +20,15 @@
 //! - `load`: the top level and each service, with the checks spanning sections (a torch
 //!   task needs a shell, a shell needs a torch task, a service needs tasks or a collector).
 //! - `collector`: the `collector:` kinds, durations and cron expressions.
+//! - `chat`: the chat kinds (`irc`, `matrix`): shared `prefix`, `mention_only`, `replies`
+//!   pacing, and each platform's settings and secrets.
 //! - `access`: a listener's `auth:` and `tls:`, and [`Secret`] (never printed).
 //! - `component`: shells and tasks (both task spellings), `conf` with params, permissions,
 //!   and per-component limits that inherit the service's.
 //! - `error`: [`ConfigError`] and [`Diagnostic`], and did-you-mean suggestions.
 
 mod access;
+mod chat;
 mod collector;
 mod component;
 mod ctx;
@@ -45,6 +48,8 @@ mod tests_fixtures;
 use std::path::{Path, PathBuf};
 
 pub use access::{HUB_SIGNATURE_HEADER, HttpAuth, SLACK_WINDOW, Secret, TlsFiles, is_loopback};
+pub(crate) use chat::nick_problem as irc_nick_problem;
+pub use chat::{ChatFilter, ChatPlatform, ChatSpec, IrcSettings, MatrixAuth, MatrixSettings, Pace};
 pub use error::{ConfigError, Diagnostic};
 pub use load::metrics_reachable;
 pub use model::*;

@@ -117,6 +117,8 @@ pub enum CollectorKind {
     /// A program path containing `/` is resolved against the compose file's directory, which
     /// is also the program's working directory (`dir`).
     Exec { command: Vec<String>, dir: PathBuf },
+    /// A chat platform (`irc`, `matrix`): channel messages in, replies out (config/chat.rs).
+    Chat(Box<super::chat::ChatSpec>),
 }
 
 #[derive(Debug, Clone)]
