@@ -25,7 +25,6 @@ mod schedule;
 mod stdin;
 mod stream;
 mod tick;
-mod wire;
 
 use std::future::Future;
 use std::sync::Arc;

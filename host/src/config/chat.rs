@@ -1,4 +1,5 @@
-//! The chat collectors' settings (`kind: irc`, `kind: matrix`): what every chat kind shares
+//! The chat collectors' settings (`kind: irc`, `kind: matrix`; `slack` and `discord` in
+//! config/chat_hosted.rs): what every chat kind shares
 //! (`prefix`, `mention_only`, `replies` pacing) and each platform's own keys.
 //!
 //! [`keys`] says which keys a chat kind accepts (the caller reports the others) and
@@ -53,6 +54,8 @@ pub struct Pace {
 pub enum ChatPlatform {
     Irc(IrcSettings),
     Matrix(MatrixSettings),
+    Slack(super::chat_hosted::SlackSettings),
+    Discord(super::chat_hosted::DiscordSettings),
 }
 
 /// `kind: irc`.
@@ -108,14 +111,18 @@ impl ChatPlatform {
         match self {
             ChatPlatform::Irc(_) => "irc",
             ChatPlatform::Matrix(_) => "matrix",
+            ChatPlatform::Slack(_) => "slack",
+            ChatPlatform::Discord(_) => "discord",
         }
     }
 
-    /// The `server` field of its messages: the IRC network's host, the homeserver's URL.
+    /// The `server` field of its messages: the IRC network's host, the homeserver's URL;
+    /// empty where each message names its own (Slack's workspace, Discord's guild).
     pub fn server(&self) -> &str {
         match self {
             ChatPlatform::Irc(irc) => &irc.host,
             ChatPlatform::Matrix(m) => &m.server,
+            ChatPlatform::Slack(_) | ChatPlatform::Discord(_) => "",
         }
     }
 
@@ -124,6 +131,8 @@ impl ChatPlatform {
         match self {
             ChatPlatform::Irc(irc) => format!("irc {} on {} {}", irc.nick, irc.server, irc.channels.join(" ")),
             ChatPlatform::Matrix(m) => format!("matrix {} on {}", m.user, m.homeserver),
+            ChatPlatform::Slack(s) => format!("slack on {}", s.api_url),
+            ChatPlatform::Discord(d) => format!("discord on {}", d.api_url),
         }
     }
 }
@@ -133,6 +142,8 @@ pub(crate) fn keys(kind: &str) -> Option<Vec<&'static str>> {
     let own: &[&str] = match kind {
         "irc" => &["server", "nick", "user", "realname", "password", "sasl", "channels", "ca_file"],
         "matrix" => &["homeserver", "user", "password", "access_token", "rooms", "join_on_invite", "ca_file"],
+        "slack" => super::chat_hosted::SLACK_KEYS,
+        "discord" => super::chat_hosted::DISCORD_KEYS,
         _ => return None,
     };
     Some(COMMON_KEYS.iter().chain(own).copied().collect())
@@ -143,6 +154,8 @@ pub(crate) fn chat(ctx: &mut Ctx, node: &Node, path: &str, kind: &str, fields: &
     let filter = filter(ctx, path, fields);
     let platform = match kind {
         "irc" => ChatPlatform::Irc(irc(ctx, node, path, fields)?),
+        "slack" => ChatPlatform::Slack(super::chat_hosted::slack(ctx, node, path, fields)?),
+        "discord" => ChatPlatform::Discord(super::chat_hosted::discord(ctx, node, path, fields)?),
         _ => ChatPlatform::Matrix(matrix(ctx, node, path, fields)?),
     };
     let default = match platform {
@@ -150,6 +163,8 @@ pub(crate) fn chat(ctx: &mut Ctx, node: &Node, path: &str, kind: &str, fields: &
         ChatPlatform::Irc(_) => Pace { burst: 4, every: Duration::from_millis(2000) },
         // Synapse's default per-user message limit is a burst of 10, then 0.2 a second.
         ChatPlatform::Matrix(_) => Pace { burst: 10, every: Duration::from_millis(5000) },
+        ChatPlatform::Slack(_) => super::chat_hosted::SLACK_PACE,
+        ChatPlatform::Discord(_) => super::chat_hosted::DISCORD_PACE,
     };
     let pace = match field(fields, "replies") {
         Some(n) => replies(ctx, n, &join(path, "replies"), default)?,

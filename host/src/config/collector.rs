@@ -11,7 +11,7 @@ use super::error::{did_you_mean, one_of};
 use super::model::{CollectorKind, CollectorSpec, HttpLimits, StreamKind, TickSchedule};
 use super::yaml::{Node, Value};
 
-const KINDS: &[&str] = &["stdin", "http", "tick", "stream", "exec", "irc", "matrix"];
+const KINDS: &[&str] = &["stdin", "http", "tick", "stream", "exec", "irc", "matrix", "slack", "discord"];
 
 pub(crate) fn collector(ctx: &mut Ctx, node: &Node, path: &str, service: &str) -> Option<CollectorSpec> {
     let kind_node = match &node.value {

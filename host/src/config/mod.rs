@@ -20,7 +20,7 @@
 //! - `load`: the top level and each service, with the checks spanning sections (a torch
 //!   task needs a shell, a shell needs a torch task, a service needs tasks or a collector).
 //! - `collector`: the `collector:` kinds, durations and cron expressions.
-//! - `chat`: the chat kinds (`irc`, `matrix`): shared `prefix`, `mention_only`, `replies`
+//! - `chat`: the chat kinds (`irc`, `matrix`; `chat_hosted`: `slack`, `discord`): shared `prefix`, `mention_only`, `replies`
 //!   pacing, and each platform's settings and secrets.
 //! - `access`: a listener's `auth:` and `tls:`, and [`Secret`] (never printed).
 //! - `component`: shells and tasks (both task spellings), `conf` with params, permissions,
@@ -29,6 +29,7 @@
 
 mod access;
 mod chat;
+mod chat_hosted;
 mod collector;
 mod component;
 mod ctx;
@@ -49,6 +50,7 @@ use std::path::{Path, PathBuf};
 
 pub use access::{HUB_SIGNATURE_HEADER, HttpAuth, SLACK_WINDOW, Secret, TlsFiles, is_loopback};
 pub(crate) use chat::nick_problem as irc_nick_problem;
+pub use chat_hosted::{DISCORD_API_URL, DiscordSettings, SLACK_API_URL, SlackSettings};
 pub use chat::{ChatFilter, ChatPlatform, ChatSpec, IrcSettings, MatrixAuth, MatrixSettings, Pace};
 pub use error::{ConfigError, Diagnostic};
 pub use load::metrics_reachable;

@@ -312,6 +312,7 @@ impl Conn {
                     thread: None,
                     message_id: None,
                     direct,
+                    server: None,
                 };
                 link.deliver(&line).await?;
             }

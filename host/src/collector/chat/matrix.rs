@@ -189,6 +189,7 @@ impl Matrix {
                     thread: event.thread().map(str::to_owned),
                     message_id: Some(event.event_id.clone()),
                     direct: false,
+                    server: None,
                 };
                 if let Some(id) = link.deliver(&line).await? {
                     self.last_added = Some(id);

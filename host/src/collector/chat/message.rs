@@ -21,6 +21,9 @@ pub(crate) struct Incoming {
     pub message_id: Option<String>,
     /// Said to the bot alone (a private message): counts as addressed to it.
     pub direct: bool,
+    /// The `server` of this line when the platform's lines name their own (Slack's
+    /// workspace, Discord's guild); `None`: the collector's.
+    pub server: Option<String>,
 }
 
 /// Field names of chat messages (the same on every platform).
@@ -83,7 +86,7 @@ pub(crate) fn fields(line: &Incoming, text: String, platform: &str, server: &str
         (USER.to_owned(), line.user.clone()),
         (USER_ID.to_owned(), line.user_id.clone()),
         (TEXT.to_owned(), text),
-        (SERVER.to_owned(), server.to_owned()),
+        (SERVER.to_owned(), line.server.clone().unwrap_or_else(|| server.to_owned())),
         (CHANNEL.to_owned(), line.channel.clone()),
     ];
     if let Some(thread) = &line.thread {
@@ -110,6 +113,9 @@ pub(crate) enum Target {
 pub(crate) struct Reply {
     pub target: Target,
     pub text: String,
+    /// The `message_id` of the message answered, when the taskback has one (Discord shows
+    /// the reply as an answer to it).
+    pub message_id: Option<String>,
 }
 
 /// What a chat collector does with a taskback.
@@ -133,7 +139,8 @@ pub(crate) fn route(fields: &Fields, platform: &str, server: &str) -> Route {
     if last(PLATFORM).is_some_and(|p| p != platform) {
         return Route::NotOurs("another platform's taskback");
     }
-    if last(SERVER).is_some_and(|s| s != server) {
+    // An empty `server`: the platform's messages name their own (Slack, Discord).
+    if !server.is_empty() && last(SERVER).is_some_and(|s| s != server) {
         return Route::NotOurs("another server's taskback");
     }
     let Some(text) = last(TEXT).filter(|t| !t.trim().is_empty()) else {
@@ -147,7 +154,8 @@ pub(crate) fn route(fields: &Fields, platform: &str, server: &str) -> Route {
         (_, Some(user)) if !user.is_empty() => Target::User(user.to_owned()),
         _ => return Route::Refused("the taskback names no `channel` (nor a user in `to`) to post to".to_owned()),
     };
-    Route::Post(Reply { target, text: text.to_owned() })
+    let message_id = last(MESSAGE_ID).filter(|id| !id.is_empty()).map(str::to_owned);
+    Route::Post(Reply { target, text: text.to_owned(), message_id })
 }
 
 #[cfg(test)]
@@ -197,6 +205,7 @@ mod tests {
             thread: Some("t1".into()),
             message_id: Some("$e".into()),
             direct: false,
+            server: None,
         };
         let got = fields(&line, "roll".into(), "irc", "net");
         let want = f(&[
@@ -210,6 +219,9 @@ mod tests {
             ("message_id", "$e"),
         ]);
         assert_eq!(got, want);
+        // A line naming its own server (a Slack workspace, a Discord guild) keeps it.
+        let hosted = Incoming { server: Some("T1".into()), ..line };
+        assert!(fields(&hosted, "roll".into(), "slack", "").contains(&("server".to_owned(), "T1".to_owned())));
     }
 
     #[test]
@@ -218,6 +230,7 @@ mod tests {
             Route::Post(Reply {
                 target: Target::Channel { channel: channel.into(), thread: thread.map(Into::into) },
                 text: text.into(),
+                message_id: None,
             })
         };
         let reply =
@@ -231,8 +244,12 @@ mod tests {
         // An extra taskback to a user (iwant's notices).
         assert_eq!(
             route(&f(&[("to", "bob"), ("text", "match")]), "irc", "net"),
-            Route::Post(Reply { target: Target::User("bob".into()), text: "match".into() })
+            Route::Post(Reply { target: Target::User("bob".into()), text: "match".into(), message_id: None })
         );
+        // Slack and Discord messages name their own server; the answered message is kept.
+        let hosted = f(&[("server", "T1"), ("channel", "C1"), ("message_id", "9"), ("text", "hi")]);
+        let Route::Post(reply) = route(&hosted, "slack", "") else { panic!("not posted") };
+        assert_eq!(reply.message_id.as_deref(), Some("9"));
         assert!(matches!(route(&f(&[("text", "lost")]), "irc", "net"), Route::Refused(_)));
         assert!(matches!(route(&f(&[("channel", "#a")]), "irc", "net"), Route::NotOurs(_)));
         assert!(matches!(route(&f(&[("channel", "#a"), ("text", " ")]), "irc", "net"), Route::NotOurs(_)));

@@ -25,8 +25,11 @@
 //!   `irc_wire.rs`: its bounded line reader, line splitting and nick fallbacks.
 //! - `matrix.rs`: `kind: matrix` (login, `/sync` with a stored cursor, invites, threads);
 //!   `matrix_api.rs`: the client-server API calls it makes.
+//! - `slack/`: `kind: slack` (Socket Mode); `discord/`: `kind: discord` (Gateway + REST);
+//!   `wire.rs`: their shared HTTP/WebSocket plumbing (bounded reads, seen ids, splitting).
 
 mod deliver;
+mod discord;
 mod irc;
 mod irc_wire;
 mod link;
@@ -34,7 +37,9 @@ mod matrix;
 mod matrix_api;
 mod message;
 mod pace;
+mod slack;
 mod tls;
+mod wire;
 
 use std::time::Duration;
 
@@ -69,6 +74,8 @@ pub(crate) async fn run(ctx: Context, spec: ChatSpec) -> anyhow::Result<Exit> {
     let mut platform: Box<dyn Platform> = match &spec.platform {
         ChatPlatform::Irc(settings) => Box::new(irc::Irc::new(settings.clone())?),
         ChatPlatform::Matrix(settings) => Box::new(matrix::Matrix::new(settings.clone(), &ctx.service.name)?),
+        ChatPlatform::Slack(settings) => Box::new(slack::Slack::new(settings.clone())?),
+        ChatPlatform::Discord(settings) => Box::new(discord::Discord::new(settings.clone())?),
     };
     let name = spec.platform.name();
     // One reply in flight at a time: the reader waits for it to be posted before the next.

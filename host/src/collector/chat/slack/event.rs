@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::api::Identity;
-use crate::collector::wire::bounded;
+use crate::collector::chat::wire::bounded;
 
 /// Longest text taken from one Slack message (Slack itself cuts at 40,000 characters).
 pub const MAX_TEXT: usize = 40_000 * 4;

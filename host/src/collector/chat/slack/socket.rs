@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::api::WebApi;
-use crate::collector::wire::{self, Socket};
+use crate::collector::chat::wire::{self, Socket};
 
 /// Silence after which the client pings the server; after three silent periods in a row
 /// the connection is taken for dead and replaced.

@@ -1,6 +1,5 @@
-//! The Discord REST calls the collector makes: `GET /gateway/bot` (where to connect),
-//! `POST /channels/{id}/messages` (replies) and `PATCH /guilds/{id}` (the branding example's
-//! icon and banner), with the bot token as `Authorization: Bot ...`.
+//! The Discord REST calls the collector makes: `GET /gateway/bot` (where to connect) and
+//! `POST /channels/{id}/messages` (replies), with the bot token as `Authorization: Bot ...`.
 //!
 //! Rate limits are honoured, never worked around: after each answer the route's
 //! `X-RateLimit-Remaining` and `X-RateLimit-Reset-After` say when the next call on that
@@ -16,8 +15,8 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::collector::slack::api::without_url;
-use crate::collector::wire::{http_client, read_body};
+use crate::collector::chat::slack::api::without_url;
+use crate::collector::chat::wire::{http_client, read_body};
 use crate::config::Secret;
 
 /// Longest pause honoured as given (a larger one is capped).
@@ -87,12 +86,6 @@ impl Rest {
         let path = format!("/channels/{}/messages", path_segment(channel));
         let v = self.attempt(reqwest::Method::POST, &path, Some(&body)).await?;
         Ok(v.get("id").and_then(Value::as_str).unwrap_or_default().to_owned())
-    }
-
-    /// `PATCH /guilds/{guild}` with `changes` (e.g. `{"icon": "data:image/png;base64,..."}`).
-    pub async fn modify_guild(&self, guild: &str, changes: Value) -> Result<(), RestError> {
-        let path = format!("/guilds/{}", path_segment(guild));
-        self.call(reqwest::Method::PATCH, &path, Some(changes)).await.map(drop)
     }
 
     /// One call, waiting out every rate limit.
@@ -179,7 +172,7 @@ impl Rest {
 /// else the `Retry-After` header, else 1 s; `global` from the body or `X-RateLimit-Global`.
 fn rate_limited(json: Option<&Value>, headers: &reqwest::header::HeaderMap) -> (Duration, bool) {
     let from_body = json.and_then(|v| v.get("retry_after")).and_then(Value::as_f64).and_then(seconds);
-    let pause = from_body.unwrap_or_else(|| crate::collector::slack::api::retry_after(headers));
+    let pause = from_body.unwrap_or_else(|| crate::collector::chat::slack::api::retry_after(headers));
     let global = json.and_then(|v| v.get("global")).and_then(Value::as_bool).unwrap_or(false)
         || headers.get("x-ratelimit-global").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
     (pause, global)

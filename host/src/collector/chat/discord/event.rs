@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use crate::collector::wire::bounded;
+use crate::collector::chat::wire::bounded;
 
 /// Longest text taken from one message (Discord's own limit is 4,000 characters).
 pub const MAX_TEXT: usize = 4_000 * 4;

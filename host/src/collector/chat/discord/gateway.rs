@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::collector::wire::{self, Socket};
+use crate::collector::chat::wire::{self, Socket};
 use crate::config::Secret;
 
 /// GUILDS | GUILD_MESSAGES | DIRECT_MESSAGES | MESSAGE_CONTENT.
@@ -101,11 +101,6 @@ impl Connection<'_> {
     /// The bot's own user id (known after READY).
     pub fn me(&self) -> Option<&str> {
         self.gateway.me.as_deref()
-    }
-
-    /// Whether a session is open (READY or RESUMED seen on some connection).
-    pub fn resumable(&self) -> bool {
-        self.gateway.session.is_some()
     }
 
     /// The next dispatch, heartbeating meanwhile. Cancel-safe: a heartbeat being written

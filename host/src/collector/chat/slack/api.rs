@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::collector::wire::{http_client, read_body};
+use crate::collector::chat::wire::{http_client, read_body};
 use crate::config::Secret;
 
 /// Pause used when a 429 carries no usable `Retry-After`.
@@ -29,13 +29,6 @@ pub enum ApiError {
     /// trying again later.
     #[error("Slack {method}: {detail}")]
     Transient { method: &'static str, detail: String },
-}
-
-impl ApiError {
-    /// Whether calling again later may succeed.
-    pub fn is_transient(&self) -> bool {
-        !matches!(self, ApiError::Refused { .. })
-    }
 }
 
 /// Who the bot is (`auth.test` with the bot token).

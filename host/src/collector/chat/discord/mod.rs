@@ -24,8 +24,8 @@ use tokio::time::Instant;
 use self::event::Threads;
 use self::gateway::{Gateway, Next};
 use self::rest::{Rest, RestError};
-use crate::collector::chat::{Incoming, Link, Outgoing, Platform, Target};
-use crate::collector::wire::{Seen, split_reply};
+use super::{Incoming, Link, Outgoing, Platform, Target};
+use crate::collector::chat::wire::{Seen, split_reply};
 use crate::config::DiscordSettings;
 
 /// Characters per message (Discord refuses longer content); a longer reply is several.
@@ -155,13 +155,14 @@ impl Discord {
     async fn connection(&mut self, gateway: &mut Gateway, link: &mut Link) -> anyhow::Result<()> {
         let mut conn = gateway.connect().await?;
         let mut current: Option<Outgoing> = None;
+        let shutdown = link.ctx().shutdown.clone();
         loop {
             let step = tokio::select! {
                 next = conn.next() => Step::Dispatch(next),
                 step = async {
                     if current.is_none() { Step::Reply(link.reply().await) } else { link.pace().await; Step::Paced }
                 } => step,
-                () = link.ctx().shutdown.cancelled() => {
+                () = shutdown.cancelled() => {
                     conn.close().await;
                     return Ok(());
                 }

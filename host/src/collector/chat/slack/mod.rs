@@ -25,8 +25,8 @@ use tokio::time::Instant;
 
 use self::api::{ApiError, Identity, WebApi};
 use self::socket::{Connection, Envelope, Next};
-use crate::collector::chat::{Incoming, Link, Outgoing, Platform, Target};
-use crate::collector::wire::{Seen, split_reply};
+use super::{Incoming, Link, Outgoing, Platform, Target};
+use crate::collector::chat::wire::{Seen, split_reply};
 use crate::config::SlackSettings;
 use crate::text::for_terminal;
 
@@ -180,13 +180,14 @@ impl Platform for Slack {
         let mut conn = Connection::open(&self.api).await?;
         link.established();
         let mut current: Option<Outgoing> = None;
+        let shutdown = link.ctx().shutdown.clone();
         loop {
             let step = tokio::select! {
                 next = conn.next() => Step::Frame(next),
                 step = async {
                     if current.is_none() { Step::Reply(link.reply().await) } else { link.pace().await; Step::Paced }
                 } => step,
-                () = link.ctx().shutdown.cancelled() => {
+                () = shutdown.cancelled() => {
                     conn.close().await;
                     return Ok(());
                 }
