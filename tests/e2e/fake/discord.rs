@@ -22,14 +22,14 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Background, Control, Live, Shared, wait_until};
+use super::{Background, Control, Live, Shared, json_response, wait_until};
 
 pub const TOKEN: &str = "discord-bot-token";
 pub const BOT: &str = "900000000000000001";
@@ -164,16 +164,15 @@ fn authorized(headers: &HeaderMap) -> bool {
 }
 
 fn unauthorized() -> Response {
-    (StatusCode::UNAUTHORIZED, axum::Json(json!({"message": "401: Unauthorized", "code": 0}))).into_response()
+    json_response(StatusCode::UNAUTHORIZED, json!({"message": "401: Unauthorized", "code": 0}))
 }
 
 async fn gateway_bot(State((_, ws_port)): State<(Shared<DiscordState>, u16)>, headers: HeaderMap) -> Response {
     if !authorized(&headers) {
         return unauthorized();
     }
-    axum::Json(json!({"url": format!("ws://127.0.0.1:{ws_port}"), "shards": 1, "session_start_limit":
+    json_response(StatusCode::OK, json!({"url": format!("ws://127.0.0.1:{ws_port}"), "shards": 1, "session_start_limit":
         {"total": 1000, "remaining": 999, "reset_after": 14_400_000, "max_concurrency": 1}}))
-    .into_response()
 }
 
 async fn create_message(
@@ -186,7 +185,7 @@ async fn create_message(
         return unauthorized();
     }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return (StatusCode::BAD_REQUEST, axum::Json(json!({"message": "400: Bad Request", "code": 0}))).into_response();
+        return json_response(StatusCode::BAD_REQUEST, json!({"message": "400: Bad Request", "code": 0}));
     };
     let mut st = state.lock();
     let now = Instant::now();
@@ -206,7 +205,7 @@ async fn create_message(
     let content = body["content"].as_str().unwrap_or("").to_owned();
     if content.is_empty() || content.chars().count() > 2000 {
         let error = json!({"message": "Invalid Form Body", "code": 50035});
-        return (StatusCode::BAD_REQUEST, axum::Json(error)).into_response();
+        return json_response(StatusCode::BAD_REQUEST, error);
     }
     st.buckets.insert(channel.clone(), (used + 1, reset));
     let reply_to = body["message_reference"]["message_id"].as_str().map(str::to_owned);
@@ -217,7 +216,7 @@ async fn create_message(
     let message = json!({"id": id, "channel_id": channel, "guild_id": GUILD, "content": content, "type": 0,
         "author": {"id": BOT, "username": "cannon", "bot": true, "discriminator": "0"}});
     dispatch(&mut st, "MESSAGE_CREATE", message.clone());
-    let mut response = axum::Json(message).into_response();
+    let mut response = json_response(StatusCode::OK, message);
     let left = BUCKET - used - 1;
     let after = reset.saturating_duration_since(now).as_secs_f64();
     let epoch = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()) + after;
@@ -237,7 +236,7 @@ async fn create_message(
 fn too_many(retry_after: f64) -> Response {
     let retry_after = (retry_after * 1000.0).ceil() / 1000.0;
     let body = json!({"message": "You are being rate limited.", "retry_after": retry_after, "global": false});
-    let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+    let mut response = json_response(StatusCode::TOO_MANY_REQUESTS, body);
     let h = response.headers_mut();
     h.insert("retry-after", (retry_after.ceil() as u64).into());
     h.insert("x-ratelimit-scope", "user".parse().expect("header value"));

@@ -103,3 +103,11 @@ pub fn form(body: &[u8]) -> Vec<(String, String)> {
 pub fn form_get<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
     form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
+
+/// A JSON answer with `status`.
+pub fn json_response(status: axum::http::StatusCode, body: serde_json::Value) -> axum::response::Response {
+    let mut response = axum::response::Response::new(axum::body::Body::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert("content-type", axum::http::HeaderValue::from_static("application/json"));
+    response
+}

@@ -19,14 +19,14 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::post;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{Background, Control, Live, Shared, form, form_get, wait_until};
+use super::{Background, Control, Live, Shared, form, form_get, json_response, wait_until};
 
 pub const APP_TOKEN: &str = "xapp-1-test";
 pub const BOT_TOKEN: &str = "xoxb-test";
@@ -181,7 +181,7 @@ async fn api(
     let token = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
     let want = if method == "apps.connections.open" { APP_TOKEN } else { BOT_TOKEN };
     if token != format!("Bearer {want}") {
-        return axum::Json(json!({"ok": false, "error": "invalid_auth"})).into_response();
+        return json_response(StatusCode::OK, json!({"ok": false, "error": "invalid_auth"}));
     }
     let form = form(&body);
     let mut st = state.lock();
@@ -202,7 +202,7 @@ async fn api(
         "chat.postMessage" => return post_message(&mut st, &form),
         _ => json!({"ok": false, "error": "unknown_method"}),
     };
-    axum::Json(answer).into_response()
+    json_response(StatusCode::OK, answer)
 }
 
 fn post_message(st: &mut SlackState, form: &[(String, String)]) -> Response {
@@ -218,7 +218,7 @@ fn post_message(st: &mut SlackState, form: &[(String, String)]) -> Response {
         return too_many(st.retry_after_secs);
     }
     let (Some(channel), Some(text)) = (form_get(form, "channel"), form_get(form, "text")) else {
-        return axum::Json(json!({"ok": false, "error": "no_text"})).into_response();
+        return json_response(StatusCode::OK, json!({"ok": false, "error": "no_text"}));
     };
     let thread_ts = form_get(form, "thread_ts").map(str::to_owned);
     st.posts.push(Post { channel: channel.to_owned(), text: text.to_owned(), thread_ts: thread_ts.clone() });
@@ -231,11 +231,11 @@ fn post_message(st: &mut SlackState, form: &[(String, String)]) -> Response {
         event["thread_ts"] = json!(thread);
     }
     push_event(st, event);
-    axum::Json(json!({"ok": true, "channel": channel, "ts": ts, "message": {"text": text, "ts": ts}})).into_response()
+    json_response(StatusCode::OK, json!({"ok": true, "channel": channel, "ts": ts, "message": {"text": text, "ts": ts}}))
 }
 
 fn too_many(retry_after: u64) -> Response {
-    let mut response = axum::Json(json!({"ok": false, "error": "ratelimited"})).into_response();
+    let mut response = json_response(StatusCode::OK, json!({"ok": false, "error": "ratelimited"}));
     *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
     response.headers_mut().insert("retry-after", retry_after.into());
     response
@@ -251,13 +251,22 @@ async fn connection(tcp: tokio::net::TcpStream, state: Shared<SlackState>) {
     };
     let Ok(mut socket) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else { return };
     let (tx, mut rx) = mpsc::unbounded_channel();
+    if !admit(&state, &ticket, &tx) {
+        let _ = socket.close(None).await;
+        return;
+    }
+    relay(&mut socket, &mut rx, &state).await;
+    let mut st = state.lock();
+    if st.live.as_ref().is_some_and(|live| live.same_channel(&tx)) {
+        st.live = None;
+    }
+}
+
+/// Takes a connection with a valid ticket: `hello`, then every unacknowledged envelope again.
+fn admit(state: &Shared<SlackState>, ticket: &str, tx: &mpsc::UnboundedSender<Control>) -> bool {
+    let mut st = state.lock();
+    let Some(at) = st.tickets.iter().position(|t| t == ticket) else { return false };
     {
-        let mut st = state.lock();
-        let Some(at) = st.tickets.iter().position(|t| *t == ticket) else {
-            drop(st);
-            let _ = socket.close(None).await;
-            return;
-        };
         st.tickets.remove(at);
         st.connections += 1;
         let hello = json!({"type": "hello", "num_connections": 1, "debug_info": {"host": "fake",
@@ -271,11 +280,7 @@ async fn connection(tcp: tokio::net::TcpStream, state: Shared<SlackState>) {
         }
         st.live = Some(tx.clone());
     }
-    relay(&mut socket, &mut rx, &state).await;
-    let mut st = state.lock();
-    if st.live.as_ref().is_some_and(|live| live.same_channel(&tx)) {
-        st.live = None;
-    }
+    true
 }
 
 async fn relay(
