@@ -171,8 +171,11 @@ async fn gateway_bot(State((_, ws_port)): State<(Shared<DiscordState>, u16)>, he
     if !authorized(&headers) {
         return unauthorized();
     }
-    json_response(StatusCode::OK, json!({"url": format!("ws://127.0.0.1:{ws_port}"), "shards": 1, "session_start_limit":
-        {"total": 1000, "remaining": 999, "reset_after": 14_400_000, "max_concurrency": 1}}))
+    json_response(
+        StatusCode::OK,
+        json!({"url": format!("ws://127.0.0.1:{ws_port}"), "shards": 1, "session_start_limit":
+        {"total": 1000, "remaining": 999, "reset_after": 14_400_000, "max_concurrency": 1}}),
+    )
 }
 
 async fn create_message(

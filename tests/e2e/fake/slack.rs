@@ -25,6 +25,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server as handshake;
 
 use super::{Background, Control, Live, Shared, form, form_get, json_response, wait_until};
 
@@ -231,7 +232,10 @@ fn post_message(st: &mut SlackState, form: &[(String, String)]) -> Response {
         event["thread_ts"] = json!(thread);
     }
     push_event(st, event);
-    json_response(StatusCode::OK, json!({"ok": true, "channel": channel, "ts": ts, "message": {"text": text, "ts": ts}}))
+    json_response(
+        StatusCode::OK,
+        json!({"ok": true, "channel": channel, "ts": ts, "message": {"text": text, "ts": ts}}),
+    )
 }
 
 fn too_many(retry_after: u64) -> Response {
@@ -245,11 +249,7 @@ fn too_many(retry_after: u64) -> Response {
 /// unacknowledged envelope again, then relays what the test asks and records acks.
 async fn connection(tcp: tokio::net::TcpStream, state: Shared<SlackState>) {
     let mut ticket = String::new();
-    let callback = |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
-        ticket = req.uri().query().unwrap_or("").trim_start_matches("ticket=").to_owned();
-        Ok(resp)
-    };
-    let Ok(mut socket) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else { return };
+    let Ok(mut socket) = tokio_tungstenite::accept_hdr_async(tcp, Ticket(&mut ticket)).await else { return };
     let (tx, mut rx) = mpsc::unbounded_channel();
     if !admit(&state, &ticket, &tx) {
         let _ = socket.close(None).await;
@@ -259,6 +259,20 @@ async fn connection(tcp: tokio::net::TcpStream, state: Shared<SlackState>) {
     let mut st = state.lock();
     if st.live.as_ref().is_some_and(|live| live.same_channel(&tx)) {
         st.live = None;
+    }
+}
+
+/// Reads the `ticket` query parameter of the WebSocket handshake.
+struct Ticket<'a>(&'a mut String);
+
+impl handshake::Callback for Ticket<'_> {
+    fn on_request(
+        self,
+        request: &handshake::Request,
+        response: handshake::Response,
+    ) -> Result<handshake::Response, handshake::ErrorResponse> {
+        *self.0 = request.uri().query().unwrap_or("").trim_start_matches("ticket=").to_owned();
+        Ok(response)
     }
 }
 

@@ -171,7 +171,8 @@ impl Connection<'_> {
         match event {
             "READY" => {
                 let text = |v: &Value| v.as_str().map(str::to_owned);
-                let (Some(id), Some(resume_url)) = (text(&data["session_id"]), text(&data["resume_gateway_url"])) else {
+                let (Some(id), Some(resume_url)) = (text(&data["session_id"]), text(&data["resume_gateway_url"]))
+                else {
                     anyhow::bail!("Discord's READY has no session_id or resume_gateway_url");
                 };
                 self.gateway.me = text(&data["user"]["id"]);
@@ -241,7 +242,8 @@ async fn hello(socket: &mut Socket) -> anyhow::Result<Duration> {
             Some(Err(err)) => anyhow::bail!("the Gateway connection failed before HELLO: {err}"),
             Some(Ok(_)) => continue,
         };
-        let payload: Value = serde_json::from_str(text.as_str()).map_err(|e| anyhow::anyhow!("Discord's HELLO: {e}"))?;
+        let payload: Value =
+            serde_json::from_str(text.as_str()).map_err(|e| anyhow::anyhow!("Discord's HELLO: {e}"))?;
         if payload.get("op").and_then(Value::as_u64) != Some(10) {
             anyhow::bail!("Discord sent op {} before HELLO", payload["op"]);
         }

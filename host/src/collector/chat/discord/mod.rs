@@ -53,7 +53,14 @@ enum Step {
 impl Discord {
     pub(crate) fn new(settings: DiscordSettings) -> anyhow::Result<Self> {
         let rest = Rest::new(&settings.api_url, settings.token.clone())?;
-        Ok(Discord { settings, rest, gateway: None, threads: Threads::default(), seen: Seen::new(SEEN), post_failures: 0 })
+        Ok(Discord {
+            settings,
+            rest,
+            gateway: None,
+            threads: Threads::default(),
+            seen: Seen::new(SEEN),
+            post_failures: 0,
+        })
     }
 
     /// Handles a dispatch: threads are learnt, user messages added.
@@ -107,7 +114,7 @@ impl Discord {
             return None;
         };
         // The first part answers the message it replies to (shown with a link to it).
-        let reply_to = (out.parts_sent() == 0).then(|| out.reply.message_id.as_deref()).flatten();
+        let reply_to = (out.parts_sent() == 0).then_some(out.reply.message_id.as_deref()).flatten();
         match self.rest.create_message(&channel, part, reply_to).await {
             Ok(_) => {
                 self.post_failures = 0;

@@ -78,7 +78,12 @@ impl Rest {
     /// given (shown with a link to that message; posted anyway if it is gone). Mentions in
     /// the text ping nobody (`allowed_mentions` empty): a reply may quote a user's `@everyone`.
     /// Returns the new message's id.
-    pub async fn create_message(&self, channel: &str, content: &str, reply_to: Option<&str>) -> Result<String, RestError> {
+    pub async fn create_message(
+        &self,
+        channel: &str,
+        content: &str,
+        reply_to: Option<&str>,
+    ) -> Result<String, RestError> {
         let mut body = serde_json::json!({ "content": content, "allowed_mentions": { "parse": [] } });
         if let Some(id) = reply_to.filter(|id| !id.is_empty()) {
             body["message_reference"] = serde_json::json!({ "message_id": id, "fail_if_not_exists": false });
@@ -148,7 +153,8 @@ impl Rest {
     /// Remembers when the route may be called again, from `X-RateLimit-Remaining: 0` and
     /// `X-RateLimit-Reset-After`.
     async fn note_headers(&self, route: &str, headers: &reqwest::header::HeaderMap) {
-        let number = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|s| s.trim().parse::<f64>().ok());
+        let number =
+            |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|s| s.trim().parse::<f64>().ok());
         if number("x-ratelimit-remaining") == Some(0.0)
             && let Some(after) = number("x-ratelimit-reset-after").and_then(seconds)
         {

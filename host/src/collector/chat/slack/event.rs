@@ -55,7 +55,7 @@ pub fn message(payload: &Value, me: &Identity, channels: &[String]) -> Result<Sl
         return Err(Skip::Own);
     }
     let channel = text(&event["channel"]).ok_or(Skip::Malformed("channel"))?;
-    if !channels.is_empty() && !channels.iter().any(|c| *c == channel) {
+    if !channels.is_empty() && !channels.contains(&channel) {
         return Err(Skip::OtherChannel);
     }
     let ts = text(&event["ts"]).ok_or(Skip::Malformed("ts"))?;
@@ -77,7 +77,8 @@ pub fn message(payload: &Value, me: &Identity, channels: &[String]) -> Result<Sl
 pub fn strip_mention<'a>(text: &'a str, bot_user: &str) -> Option<&'a str> {
     let rest = text.trim_start().strip_prefix("<@")?.strip_prefix(bot_user)?;
     // `<@U123|name>` is the older form.
-    let rest = rest.strip_prefix('>').or_else(|| rest.strip_prefix('|').and_then(|r| r.split_once('>').map(|(_, t)| t)))?;
+    let rest =
+        rest.strip_prefix('>').or_else(|| rest.strip_prefix('|').and_then(|r| r.split_once('>').map(|(_, t)| t)))?;
     Some(rest.trim_start_matches([':', ',']).trim_start())
 }
 

@@ -67,7 +67,9 @@ impl Slack {
             return Ok(me.clone());
         }
         let me = self.api.auth_test().await.map_err(|e| match e {
-            ApiError::Refused { error, .. } => anyhow::anyhow!("Slack refused the bot token (auth.test: {error}): check `bot_token:`"),
+            ApiError::Refused { error, .. } => {
+                anyhow::anyhow!("Slack refused the bot token (auth.test: {error}): check `bot_token:`")
+            }
             other => other.into(),
         })?;
         tracing::info!(bot_user = %for_terminal(&me.user_id), team = %for_terminal(&me.team_id), "Slack bot identified");
@@ -163,7 +165,8 @@ impl Slack {
             }
             Err(err) => {
                 self.post_failures += 1;
-                let pause = crate::collector::backoff(Duration::from_secs(1), self.post_failures, Duration::from_secs(30));
+                let pause =
+                    crate::collector::backoff(Duration::from_secs(1), self.post_failures, Duration::from_secs(30));
                 tracing::warn!(service = %link.service(), error = %err, retry_in_ms = pause.as_millis() as u64, "cannot post a Slack reply; retrying");
                 link.hold_until(Instant::now() + pause);
             }

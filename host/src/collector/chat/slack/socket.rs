@@ -78,7 +78,10 @@ impl Connection {
             let text = match frame {
                 Message::Text(text) => text,
                 Message::Close(close) => {
-                    let why = close.map_or_else(|| "closed by Slack".to_owned(), |c| format!("closed by Slack ({} {})", c.code, c.reason));
+                    let why = close.map_or_else(
+                        || "closed by Slack".to_owned(),
+                        |c| format!("closed by Slack ({} {})", c.code, c.reason),
+                    );
                     return Ok(Next::Ended(crate::text::for_terminal(&why).into_owned()));
                 }
                 // Pings are answered by tungstenite; pongs and binary frames mean nothing here.
