@@ -194,6 +194,8 @@ impl User {
 }
 
 const WAIT: Duration = Duration::from_secs(30);
+/// A channel whose long name leaves less room in each line for the text.
+const LONG: &str = "#a-long-channel-name-so-that-lines-must-be-cut-now";
 
 fn dice_bot(server: &str, extra: &str, torch: &str) -> Project {
     Project::new(&format!(
@@ -204,7 +206,7 @@ services:
       kind: irc
       server: "{server}"
       nick: cannon
-      channels: ["#bots"]
+      channels: ["#bots", "{LONG}"]
       replies: {{ burst: 2, every: 300ms }}
 {extra}
     shell: {{ file: dice }}
@@ -248,12 +250,15 @@ fn irc_dice_bot_answers_in_its_channel_and_in_private() {
     let paced = Duration::from_millis(300 * (lines.len() as u64 - 2) * 8 / 10);
     assert!(span >= paced, "{} lines in {span:?}: not paced", lines.len());
 
-    // A long reply is cut to fit IRC's 512-byte lines; nothing is lost.
-    alice.say("#bots", "roll 100d1000");
-    let mut parts = vec![alice.reply("cannon_", "#bots", WAIT).0];
+    // A long reply is cut to fit IRC's 512-byte lines (with the sender's prefix the server
+    // adds); nothing is lost.
+    alice.join(LONG);
+    alice.say(LONG, "roll 100d1000");
+    let mut parts = vec![alice.reply("cannon_", LONG, WAIT).0];
     while !parts.last().is_some_and(|p| p.contains("total")) {
-        parts.push(alice.reply("cannon_", "#bots", WAIT).0);
+        parts.push(alice.reply("cannon_", LONG, WAIT).0);
     }
+    assert!(parts.iter().all(|p| p.len() + LONG.len() + 90 <= 512), "{parts:?}");
     assert!(parts.len() >= 2, "a 100-dice roll does not fit one line: {parts:?}");
     let all = parts.join(" ");
     let numbers: Vec<u32> = all.replace(['(', ')'], " ").split_whitespace().filter_map(|w| w.parse().ok()).collect();

@@ -237,14 +237,16 @@ services:
     assert!(body(&replies[0]).contains("total"), "{:?}", replies[0]);
     assert!(replies[0]["content"].get("m.relates_to").is_none(), "not in a thread: {:?}", replies[0]);
 
-    // In a thread, the reply stays in the thread.
-    let root = alice.say(&room, "dice thread", None);
+    // In a thread, the reply stays in the thread (the root's own reply does not).
+    let root = alice.say(&room, "flip", None);
     let threaded = alice.say(&room, "roll 3d6", Some(&root));
-    let replies = alice.wait_messages(&room, &bot_id, 2);
-    let relation = &replies[1]["content"]["m.relates_to"];
-    assert_eq!(relation["rel_type"], "m.thread", "{:?}", replies[1]);
+    let replies = alice.wait_messages(&room, &bot_id, 3);
+    let in_thread: Vec<&Value> = replies.iter().filter(|r| r["content"].get("m.relates_to").is_some()).collect();
+    assert_eq!(in_thread.len(), 1, "{replies:?}");
+    let relation = &in_thread[0]["content"]["m.relates_to"];
+    assert_eq!(relation["rel_type"], "m.thread", "{:?}", in_thread[0]);
     assert_eq!(relation["event_id"], root.as_str());
-    assert!(body(&replies[1]).contains("total"));
+    assert!(body(in_thread[0]).contains("total"));
 
     let mut con = redis.con();
     let stored = entries(&mut con, &key("dice", "data"));

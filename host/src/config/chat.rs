@@ -390,8 +390,9 @@ fn matrix(ctx: &mut Ctx, node: &Node, path: &str, fields: &[(Key, Node)]) -> Opt
         }
     };
     let room_problem = |room: &str| {
-        let ok =
-            room.starts_with(['!', '#']) && room.contains(':') && !room.chars().any(|c| c.is_control() || c == ' ');
+        // Room ids are `!opaque` (`!opaque:server` before room version 12); aliases `#name:server`.
+        let shaped = (room.starts_with('!') && room.len() > 1) || (room.starts_with('#') && room.contains(':'));
+        let ok = shaped && !room.chars().any(|c| c.is_control() || c == ' ');
         (!ok).then(|| {
             format!("`{}` is not a Matrix room id or alias (e.g. `#bots:example.org`)", crate::text::for_terminal(room))
         })

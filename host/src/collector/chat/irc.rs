@@ -243,11 +243,12 @@ impl Conn {
     /// while lines are left.
     async fn post_part(&mut self, out: Outgoing) -> anyhow::Result<Option<Outgoing>> {
         let (target, refused) = match &out.reply.target {
-            Target::Channel { channel, .. } => {
+            // A private message's `channel` is the sender's nick: the reply goes back to them.
+            Target::Channel { channel, .. } if is_channel(channel) => {
                 let absent = !self.joined.contains(&irc_lower(channel));
                 (channel.clone(), absent.then(|| format!("not in channel {}", for_terminal(channel))))
             }
-            Target::User(nick) => {
+            Target::User(nick) | Target::Channel { channel: nick, .. } => {
                 let bad = crate::config::irc_nick_problem(nick).is_some();
                 (nick.clone(), bad.then(|| format!("`{}` is not a nick", for_terminal(nick))))
             }
@@ -263,6 +264,7 @@ impl Conn {
         };
         // Dropping `out` on a write error re-queues it from this part.
         self.send(Command::PRIVMSG(target.clone(), part.clone())).await?;
+        tracing::debug!(service = %self.service, target = %for_terminal(&target), bytes = part.len(), "irc: sent a line");
         out.part_sent();
         if out.parts_sent() >= parts.len() {
             out.finish(Ok(format!("posted {} line(s) to {}", parts.len(), for_terminal(&target))));
@@ -299,11 +301,16 @@ impl Conn {
             Command::Response(code, args) if is_join_failure(*code) => {
                 tracing::warn!(service = %self.service, code = ?code, detail = %for_terminal(&args.join(" ")), "irc: cannot join");
             }
+            Command::Response(code, args)
+                if *code == Response::ERR_CANNOTSENDTOCHAN || *code == Response::ERR_NOSUCHNICK =>
+            {
+                tracing::warn!(service = %self.service, code = ?code, detail = %for_terminal(&args.join(" ")), "irc: a reply was not delivered");
+            }
             Command::PRIVMSG(target, text) if !me && !nick.is_empty() => {
                 if text.starts_with('\x01') {
                     return Ok(()); // CTCP (VERSION, ACTION, ...): not a command
                 }
-                let direct = !target.starts_with(['#', '&', '+', '!']);
+                let direct = !is_channel(target);
                 let line = Incoming {
                     user: nick.to_owned(),
                     user_id: format!("{nick}!{user}@{host}"),
@@ -329,6 +336,11 @@ async fn outbound(link: &mut Link, current: &mut Option<Outgoing>) {
         *current = Some(link.reply().await);
     }
     link.pace().await;
+}
+
+/// Whether `target` names a channel (else a nick).
+fn is_channel(target: &str) -> bool {
+    target.starts_with(['#', '&', '+', '!'])
 }
 
 fn is_join_failure(code: Response) -> bool {
