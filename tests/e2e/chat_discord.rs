@@ -121,3 +121,33 @@ fn discord_rate_limits_delay_replies_and_drop_none() {
     });
     assert_eq!(st, (1, 0, n), "(429s sent, calls made too early, posts)");
 }
+
+#[test]
+fn discord_sends_a_taskback_to_a_user_as_a_direct_message() {
+    component("iwant");
+    let (redis, fake) = (RedisServer::start(), FakeDiscord::start());
+    let project = Project::new(&format!(
+        "services:
+  iwant:
+    collector: {{ kind: discord, token: \"${{DISCORD_TOKEN}}\", api_url: \"{}\" }}
+    shell: {{ file: iwant, allow: [kv, taskback] }}
+    tasks:
+      - torch: {{ in_key: text, out_key: text, ignore_unknown: true }}
+    workers: {{ concurrency: 1 }}
+",
+        fake.api_url
+    ));
+    let mut cmd = host(&project, &redis);
+    cmd.env("DISCORD_TOKEN", discord::TOKEN);
+    let _running = Running::start_cmd(cmd, &project, &["iwant"]);
+    fake.wait_live(1, 0, WAIT);
+    fake.say("100", "Alice", CHANNEL, "iwant coffee at +1h for 30m until +50m");
+    fake.wait_posts(1, WAIT);
+    fake.say("200", "Bob", CHANNEL, "iwant coffee at +70m for 30m until +55m");
+    // Bob's answer in the channel, and iwant's notice to Alice (`to: Alice`) in her DMs.
+    let posts = fake.wait_posts(3, WAIT);
+    let dm: Vec<_> = posts.iter().filter(|p| p.channel == "dm-100").collect();
+    assert_eq!(dm.len(), 1, "{posts:?}");
+    assert!(dm[0].content.starts_with("@Alice: match #1: coffee with Bob at "), "{posts:?}");
+    assert!(posts.iter().any(|p| p.channel == CHANNEL && p.content.contains("(MATCHED)")), "{posts:?}");
+}

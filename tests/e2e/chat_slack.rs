@@ -140,3 +140,34 @@ fn slack_rate_limits_delay_replies_and_drop_none() {
     assert_eq!(st.violations, 0, "no post was made before Retry-After had passed");
     assert_eq!(st.posts.len(), 4, "every reply posted once");
 }
+
+#[test]
+fn slack_sends_a_taskback_to_a_user_as_a_direct_message() {
+    component("iwant");
+    let (redis, fake) = (RedisServer::start(), FakeSlack::start());
+    let project = Project::new(&format!(
+        "services:
+  iwant:
+    collector: {{ kind: slack, app_token: \"${{SLACK_APP_TOKEN}}\", bot_token: \"${{SLACK_BOT_TOKEN}}\", api_url: \"{}\" }}
+    shell: {{ file: iwant, allow: [kv, taskback] }}
+    tasks:
+      - torch: {{ in_key: text, out_key: text, ignore_unknown: true }}
+    workers: {{ concurrency: 1 }}
+",
+        fake.api_url
+    ));
+    let mut cmd = host(&project, &redis);
+    cmd.env("SLACK_APP_TOKEN", slack::APP_TOKEN).env("SLACK_BOT_TOKEN", slack::BOT_TOKEN);
+    let _running = Running::start_cmd(cmd, &project, &["iwant"]);
+    fake.wait_connected(1, WAIT);
+    fake.say("U1", "C1", "iwant coffee at +1h for 30m until +50m", None);
+    fake.wait_posts(1, WAIT);
+    fake.say("U2", "C1", "iwant coffee at +70m for 30m until +55m", None);
+    // Bob's answer in the channel, and iwant's notice to Alice (`to: Alice`) in her DMs
+    // (a user id as the channel).
+    let posts = fake.wait_posts(3, WAIT);
+    let dm: Vec<_> = posts.iter().filter(|p| p.channel == "U1").collect();
+    assert_eq!(dm.len(), 1, "{posts:?}");
+    assert!(dm[0].text.starts_with("@Alice: match #1: coffee with Bob at "), "{posts:?}");
+    assert!(posts.iter().any(|p| p.channel == "C1" && p.text.contains("(MATCHED)")), "{posts:?}");
+}

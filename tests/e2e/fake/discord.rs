@@ -1,6 +1,7 @@
 //! A local Discord: the REST routes a bot uses and the Gateway (v10, JSON encoding).
 //!
-//! - `GET /api/v10/gateway/bot` and `POST /api/v10/channels/{id}/messages` with
+//! - `GET /api/v10/gateway/bot`, `POST /api/v10/channels/{id}/messages` and
+//!   `POST /api/v10/users/@me/channels` (a DM channel `dm-{user}`) with
 //!   `Authorization: Bot TOKEN` (else 401). Each channel's create-message route is a bucket of
 //!   [`BUCKET`] calls per second, announced with `X-RateLimit-Limit`, `-Remaining`, `-Reset`,
 //!   `-Reset-After` and `-Bucket`; a call on an exhausted bucket, or during a 429's
@@ -87,6 +88,7 @@ impl FakeDiscord {
         let router = Router::new()
             .route("/api/v10/gateway/bot", get(gateway_bot))
             .route("/api/v10/channels/{channel}/messages", post(create_message))
+            .route("/api/v10/users/@me/channels", post(open_dm))
             .with_state((state.clone(), ws_port));
         bg.serve_http(http, router);
         let accept_state = state.clone();
@@ -176,6 +178,18 @@ async fn gateway_bot(State((_, ws_port)): State<(Shared<DiscordState>, u16)>, he
         json!({"url": format!("ws://127.0.0.1:{ws_port}"), "shards": 1, "session_start_limit":
         {"total": 1000, "remaining": 999, "reset_after": 14_400_000, "max_concurrency": 1}}),
     )
+}
+
+/// `POST /users/@me/channels {"recipient_id"}`: the DM channel `dm-{recipient}`.
+async fn open_dm(headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&headers) {
+        return unauthorized();
+    }
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let Some(user) = body["recipient_id"].as_str() else {
+        return json_response(StatusCode::BAD_REQUEST, json!({"message": "Invalid Form Body", "code": 50035}));
+    };
+    json_response(StatusCode::OK, json!({"id": format!("dm-{user}"), "type": 1, "recipients": [{"id": user}]}))
 }
 
 async fn create_message(

@@ -99,6 +99,28 @@ impl Seen {
     }
 }
 
+/// The users seen speaking, by display name: a taskback's `to` may name a user as the
+/// messages did (`user`), and the platform needs the id. Bounded; starts over when full.
+#[derive(Default)]
+pub(crate) struct Directory(std::collections::HashMap<String, String>);
+
+impl Directory {
+    const CAPACITY: usize = 10_000;
+
+    pub(crate) fn learn(&mut self, name: &str, id: &str) {
+        if self.0.len() >= Self::CAPACITY && !self.0.contains_key(name) {
+            self.0.clear();
+        }
+        self.0.insert(name.to_owned(), id.to_owned());
+    }
+
+    /// The id of the user `to` names: a name seen before, else `to` itself when it is an
+    /// id already (`is_id`).
+    pub(crate) fn resolve(&self, to: &str, is_id: impl Fn(&str) -> bool) -> Option<String> {
+        self.0.get(to).cloned().or_else(|| is_id(to).then(|| to.to_owned()))
+    }
+}
+
 /// Text from a platform bounded to `max` bytes (cut at a character boundary).
 pub(crate) fn bounded(text: &str, max: usize) -> String {
     if text.len() <= max {
@@ -132,6 +154,16 @@ pub(crate) fn split_reply(text: &str, max: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directory_resolves_names_and_ids() {
+        let mut users = Directory::default();
+        users.learn("Alice", "U1");
+        let is_id = |s: &str| s.starts_with('U');
+        assert_eq!(users.resolve("Alice", is_id).as_deref(), Some("U1"));
+        assert_eq!(users.resolve("U9", is_id).as_deref(), Some("U9"));
+        assert_eq!(users.resolve("Bob", is_id), None);
+    }
 
     #[test]
     fn seen_forgets_the_oldest() {

@@ -25,7 +25,7 @@ use self::event::Threads;
 use self::gateway::{Gateway, Next};
 use self::rest::{Rest, RestError};
 use super::{Incoming, Link, Outgoing, Platform, Target};
-use crate::collector::chat::wire::{Seen, split_reply};
+use crate::collector::chat::wire::{Directory, Seen, split_reply};
 use crate::config::DiscordSettings;
 
 /// Characters per message (Discord refuses longer content); a longer reply is several.
@@ -40,6 +40,10 @@ pub(crate) struct Discord {
     gateway: Option<Gateway>,
     threads: Threads,
     seen: Seen,
+    /// Display name to user id, for a taskback's `to`.
+    users: Directory,
+    /// User id to the id of the direct-message channel with them.
+    dms: std::collections::HashMap<String, String>,
     /// Consecutive transient failures posting a reply (for the backoff between attempts).
     post_failures: u32,
 }
@@ -59,6 +63,8 @@ impl Discord {
             gateway: None,
             threads: Threads::default(),
             seen: Seen::new(SEEN),
+            users: Directory::default(),
+            dms: std::collections::HashMap::new(),
             post_failures: 0,
         })
     }
@@ -95,19 +101,49 @@ impl Discord {
             direct: addressed || message.guild.is_empty(),
             server: Some(message.guild),
         };
+        self.users.learn(&line.user, &line.user_id);
         link.deliver(&line).await?;
         self.seen.insert(&message.id);
         Ok(())
     }
 
+    /// The direct-message channel with the user `to` names (a name seen before or an id),
+    /// opened once and remembered.
+    async fn dm_channel(&mut self, to: &str) -> Result<String, RestError> {
+        let is_id = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+        let Some(user) = self.users.resolve(to, is_id) else {
+            let message = format!("no Discord user {:?} has spoken to the bot", crate::text::for_terminal(to));
+            return Err(RestError::Refused { route: "direct message".to_owned(), status: 404, message });
+        };
+        if let Some(channel) = self.dms.get(&user) {
+            return Ok(channel.clone());
+        }
+        let channel = self.rest.open_dm(&user).await?;
+        if self.dms.len() >= 10_000 {
+            self.dms.clear();
+        }
+        self.dms.insert(user, channel.clone());
+        Ok(channel)
+    }
+
     /// Posts the next part of `out`; the reply when parts remain (or a retry is due).
     async fn post(&mut self, link: &mut Link, out: Outgoing) -> Option<Outgoing> {
-        let Target::Channel { channel, thread } = &out.reply.target else {
-            out.finish(Err("Discord replies go to a channel; a taskback's `to` is not supported".to_owned()));
-            return None;
+        let target = out.reply.target.clone();
+        let channel = match target {
+            // A thread is a channel of its own on Discord.
+            Target::Channel { channel, thread } => thread.unwrap_or(channel),
+            Target::User(to) => match self.dm_channel(&to).await {
+                Ok(channel) => channel,
+                Err(RestError::RateLimited { until, .. }) => {
+                    link.hold_until(until);
+                    return Some(out);
+                }
+                Err(err) => {
+                    out.finish(Err(err.to_string()));
+                    return None;
+                }
+            },
         };
-        // A thread is a channel of its own on Discord.
-        let channel = thread.clone().unwrap_or_else(|| channel.clone());
         let parts = split_reply(&out.reply.text, MAX_POST);
         let Some(part) = parts.get(out.parts_sent()) else {
             out.finish(Ok(format!("posted to {channel}")));

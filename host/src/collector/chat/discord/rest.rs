@@ -1,5 +1,6 @@
-//! The Discord REST calls the collector makes: `GET /gateway/bot` (where to connect) and
-//! `POST /channels/{id}/messages` (replies), with the bot token as `Authorization: Bot ...`.
+//! The Discord REST calls the collector makes: `GET /gateway/bot` (where to connect),
+//! `POST /channels/{id}/messages` (replies) and `POST /users/@me/channels` (a direct-message
+//! channel, for a taskback's `to`), with the bot token as `Authorization: Bot ...`.
 //!
 //! Rate limits are honoured, never worked around: after each answer the route's
 //! `X-RateLimit-Remaining` and `X-RateLimit-Reset-After` say when the next call on that
@@ -91,6 +92,19 @@ impl Rest {
         let path = format!("/channels/{}/messages", path_segment(channel));
         let v = self.attempt(reqwest::Method::POST, &path, Some(&body)).await?;
         Ok(v.get("id").and_then(Value::as_str).unwrap_or_default().to_owned())
+    }
+
+    /// `POST /users/@me/channels`: the direct-message channel with `user`.
+    pub async fn open_dm(&self, user: &str) -> Result<String, RestError> {
+        let body = serde_json::json!({ "recipient_id": user });
+        let v = self.attempt(reqwest::Method::POST, "/users/@me/channels", Some(&body)).await?;
+        match v.get("id").and_then(Value::as_str) {
+            Some(id) => Ok(id.to_owned()),
+            None => Err(RestError::Transient {
+                route: "POST /users/@me/channels".to_owned(),
+                detail: "the answer has no channel `id`".to_owned(),
+            }),
+        }
     }
 
     /// One call, waiting out every rate limit.

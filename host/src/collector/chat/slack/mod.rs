@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use self::api::{ApiError, Identity, WebApi};
 use self::socket::{Connection, Envelope, Next};
 use super::{Incoming, Link, Outgoing, Platform, Target};
-use crate::collector::chat::wire::{Seen, split_reply};
+use crate::collector::chat::wire::{Directory, Seen, split_reply};
 use crate::config::SlackSettings;
 use crate::text::for_terminal;
 
@@ -45,6 +45,8 @@ pub(crate) struct Slack {
     me: Option<Identity>,
     seen: Seen,
     names: HashMap<String, String>,
+    /// Display name to user id, for a taskback's `to`.
+    users: Directory,
     /// Consecutive transient failures posting a reply (for the backoff between attempts).
     post_failures: u32,
 }
@@ -59,7 +61,15 @@ enum Step {
 impl Slack {
     pub(crate) fn new(settings: SlackSettings) -> anyhow::Result<Self> {
         let api = WebApi::new(&settings.api_url, settings.app_token.clone(), settings.bot_token.clone())?;
-        Ok(Slack { settings, api, me: None, seen: Seen::new(SEEN), names: HashMap::new(), post_failures: 0 })
+        Ok(Slack {
+            settings,
+            api,
+            me: None,
+            seen: Seen::new(SEEN),
+            names: HashMap::new(),
+            users: Directory::default(),
+            post_failures: 0,
+        })
     }
 
     async fn identity(&mut self) -> anyhow::Result<Identity> {
@@ -109,6 +119,7 @@ impl Slack {
             direct: addressed || message.channel.starts_with('D'),
             server: Some(message.team.clone()),
         };
+        self.users.learn(&line.user, &line.user_id);
         link.deliver(&line).await?;
         self.seen.insert(&message.event_id);
         Ok(())
@@ -138,8 +149,15 @@ impl Slack {
     async fn post(&mut self, link: &mut Link, out: Outgoing) -> Option<Outgoing> {
         let (channel, thread) = match &out.reply.target {
             Target::Channel { channel, thread } => (channel.clone(), thread.clone()),
-            // A channel id of a user posts to the bot's direct messages with them.
-            Target::User(user) => (user.clone(), None),
+            // A user id as the channel posts to the bot's direct messages with them.
+            Target::User(to) => match self.users.resolve(to, is_user_id) {
+                Some(id) => (id, None),
+                None => {
+                    let why = format!("no Slack user {:?} has spoken to the bot", for_terminal(to));
+                    out.finish(Err(why));
+                    return None;
+                }
+            },
         };
         let parts = split_reply(&event::escape(&out.reply.text), MAX_POST);
         let Some(part) = parts.get(out.parts_sent()) else {
@@ -173,6 +191,13 @@ impl Slack {
         }
         Some(out)
     }
+}
+
+/// Whether `text` is a Slack user id (`U0123ABCD`, `W...` on Enterprise Grid).
+fn is_user_id(text: &str) -> bool {
+    text.len() >= 9
+        && text.starts_with(['U', 'W'])
+        && text.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
 #[async_trait]
