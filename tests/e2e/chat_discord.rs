@@ -151,3 +151,43 @@ fn discord_sends_a_taskback_to_a_user_as_a_direct_message() {
     assert!(dm[0].content.starts_with("@Alice: match #1: coffee with Bob at "), "{posts:?}");
     assert!(posts.iter().any(|p| p.channel == CHANNEL && p.content.contains("(MATCHED)")), "{posts:?}");
 }
+
+#[test]
+fn discord_applies_the_branding_examples_taskbacks_to_the_guild() {
+    component("branding");
+    component("branding_clock");
+    let (redis, fake) = (RedisServer::start(), FakeDiscord::start());
+    let discord = format!(
+        "      - {{ kind: discord, token: \"${{DISCORD_TOKEN}}\", api_url: \"{}\", branding: {{ guild: \"{}\", assets: events }} }}\n",
+        fake.api_url,
+        discord::GUILD
+    );
+    let project = crate::collectors::example("branding", &[(crate::examples::STDIN, &discord)]);
+    // One fallback event whose banner and icon are images (tiny PNG headers).
+    let png = |tag: &str| [b"\x89PNG\r\n\x1a\n".as_slice(), tag.as_bytes()].concat();
+    let events = project.path("events").join("everyday");
+    std::fs::create_dir_all(events.join("icons")).expect("mkdir");
+    std::fs::write(
+        events.join("event.conf"),
+        "name: Everyday\nfallback: yes\nbanner: banner.png\nicons: icons/a.png\n",
+    )
+    .expect("event.conf");
+    std::fs::write(events.join("banner.png"), png("banner")).expect("banner");
+    std::fs::write(events.join("icons/a.png"), png("icon")).expect("icon");
+
+    let mut cmd = host(&project, &redis);
+    cmd.env("DISCORD_TOKEN", discord::TOKEN);
+    let _running = Running::start_cmd(cmd, &project, &["branding"]);
+    // The tick at start applies the banner and the icon: two guild changes, no posts.
+    let changes = wait_until(WAIT, "the banner and the icon applied", || {
+        let changes = fake.state.lock().guild_changes.clone();
+        (changes.len() >= 2, changes)
+    });
+    let field_of = |name: &str| changes.iter().find(|(_, f, _)| f == name).map(|(g, _, v)| (g.clone(), v.clone()));
+    let (guild, banner) = field_of("banner").expect("banner changed");
+    assert_eq!(guild, discord::GUILD);
+    assert!(banner.starts_with("data:image/png;base64,iVBORw0KGgpiYW5uZXI"), "{banner}");
+    assert!(field_of("icon").expect("icon changed").1.starts_with("data:image/png;base64,"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(fake.posts().is_empty(), "branding taskbacks are not chat posts: {:?}", fake.posts());
+}

@@ -4,6 +4,7 @@
 //! Tokens are [`Secret`]s, normally `${ENV}`, never printed. `api_url` exists for tests
 //! and proxies; an `http://` one is refused off loopback (it would carry the token in clear).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::access::Secret;
@@ -42,11 +43,23 @@ pub struct DiscordSettings {
     pub channels: Vec<String>,
     /// Guild ids listened to; empty: all.
     pub guilds: Vec<String>,
+    /// `branding: {guild, assets}`: taskbacks `{action: set-icon|set-banner, asset}` change
+    /// this guild's icon or banner, from image files under `assets`.
+    pub branding: Option<Branding>,
+}
+
+/// Where the branding example's taskbacks apply on Discord.
+#[derive(Debug, Clone)]
+pub struct Branding {
+    /// The guild whose icon and banner change.
+    pub guild: String,
+    /// The directory an `asset` is relative to (the events the guests see at `/`).
+    pub assets: PathBuf,
 }
 
 /// The keys of each kind besides the shared ones.
 pub(crate) const SLACK_KEYS: &[&str] = &["app_token", "bot_token", "api_url", "channels"];
-pub(crate) const DISCORD_KEYS: &[&str] = &["token", "api_url", "channels", "guilds"];
+pub(crate) const DISCORD_KEYS: &[&str] = &["token", "api_url", "channels", "guilds", "branding"];
 
 /// Slack allows about one message a second per channel, with short bursts.
 pub(crate) const SLACK_PACE: Pace = Pace { burst: 3, every: Duration::from_millis(1000) };
@@ -66,7 +79,35 @@ pub(crate) fn discord(ctx: &mut Ctx, node: &Node, path: &str, fields: &[(Key, No
     let api_url = api_url(ctx, fields, path, DISCORD_API_URL);
     let channels = ids(ctx, fields, path, "channels");
     let guilds = ids(ctx, fields, path, "guilds");
-    Some(DiscordSettings { token: token?, api_url: api_url?, channels, guilds })
+    let branding = match field(fields, "branding") {
+        Some(n) => Some(branding(ctx, n, &join(path, "branding"))?),
+        None => None,
+    };
+    Some(DiscordSettings { token: token?, api_url: api_url?, channels, guilds, branding })
+}
+
+/// `branding: {guild: ID, assets: DIR}` (DIR relative to the compose file).
+fn branding(ctx: &mut Ctx, node: &Node, path: &str) -> Option<Branding> {
+    let fields = ctx.map(node, path, &["guild", "assets"])?;
+    let guild = match field(fields, "guild") {
+        Some(n) => ctx.name(n, &join(path, "guild")),
+        None => {
+            ctx.error(node, path, "missing `guild:` (the id of the guild to brand)");
+            None
+        }
+    };
+    let Some(n) = field(fields, "assets") else {
+        ctx.error(node, path, "missing `assets:` (the directory the assets are in, e.g. `assets: events`)");
+        return None;
+    };
+    let p = join(path, "assets");
+    let text = ctx.name(n, &p)?;
+    let assets = ctx.base.join(&text);
+    if !assets.is_dir() {
+        ctx.error(n, &p, format!("`{text}`: no such directory (relative to the compose file's directory)"));
+        return None;
+    }
+    Some(Branding { guild: guild?, assets })
 }
 
 fn token(

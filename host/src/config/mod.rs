@@ -51,7 +51,7 @@ use std::path::{Path, PathBuf};
 pub use access::{HUB_SIGNATURE_HEADER, HttpAuth, SLACK_WINDOW, Secret, TlsFiles, is_loopback};
 pub(crate) use chat::nick_problem as irc_nick_problem;
 pub use chat::{ChatFilter, ChatPlatform, ChatSpec, IrcSettings, MatrixAuth, MatrixSettings, Pace};
-pub use chat_hosted::{DISCORD_API_URL, DiscordSettings, SLACK_API_URL, SlackSettings};
+pub use chat_hosted::{Branding, DISCORD_API_URL, DiscordSettings, SLACK_API_URL, SlackSettings};
 pub use error::{ConfigError, Diagnostic};
 pub use load::metrics_reachable;
 pub use model::*;

@@ -1,7 +1,8 @@
 //! A local Discord: the REST routes a bot uses and the Gateway (v10, JSON encoding).
 //!
 //! - `GET /api/v10/gateway/bot`, `POST /api/v10/channels/{id}/messages` and
-//!   `POST /api/v10/users/@me/channels` (a DM channel `dm-{user}`) with
+//!   `POST /api/v10/users/@me/channels` (a DM channel `dm-{user}`), `PATCH /api/v10/guilds/{id}`
+//!   (icon and banner as image data URIs) with
 //!   `Authorization: Bot TOKEN` (else 401). Each channel's create-message route is a bucket of
 //!   [`BUCKET`] calls per second, announced with `X-RateLimit-Limit`, `-Remaining`, `-Reset`,
 //!   `-Reset-After` and `-Bucket`; a call on an exhausted bucket, or during a 429's
@@ -52,6 +53,8 @@ pub struct Post {
 #[derive(Default, Debug)]
 pub struct DiscordState {
     pub posts: Vec<Post>,
+    /// `PATCH /guilds/{id}`: (guild, field, value) per field changed.
+    pub guild_changes: Vec<(String, String, String)>,
     pub identifies: usize,
     pub resumes: usize,
     pub heartbeats: usize,
@@ -89,6 +92,7 @@ impl FakeDiscord {
             .route("/api/v10/gateway/bot", get(gateway_bot))
             .route("/api/v10/channels/{channel}/messages", post(create_message))
             .route("/api/v10/users/@me/channels", post(open_dm))
+            .route("/api/v10/guilds/{guild}", axum::routing::patch(modify_guild))
             .with_state((state.clone(), ws_port));
         bg.serve_http(http, router);
         let accept_state = state.clone();
@@ -178,6 +182,30 @@ async fn gateway_bot(State((_, ws_port)): State<(Shared<DiscordState>, u16)>, he
         json!({"url": format!("ws://127.0.0.1:{ws_port}"), "shards": 1, "session_start_limit":
         {"total": 1000, "remaining": 999, "reset_after": 14_400_000, "max_concurrency": 1}}),
     )
+}
+
+/// `PATCH /guilds/{id}`: `icon` and `banner` must be image data URIs (as Discord checks).
+async fn modify_guild(
+    State((state, _)): State<(Shared<DiscordState>, u16)>,
+    Path(guild): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&headers) {
+        return unauthorized();
+    }
+    let Ok(Value::Object(changes)) = serde_json::from_slice::<Value>(&body) else {
+        return json_response(StatusCode::BAD_REQUEST, json!({"message": "400: Bad Request", "code": 0}));
+    };
+    let mut st = state.lock();
+    for (field, value) in changes {
+        let value = value.as_str().unwrap_or_default().to_owned();
+        if !value.starts_with("data:image/") || !value.contains(";base64,") {
+            return json_response(StatusCode::BAD_REQUEST, json!({"message": "Invalid Form Body", "code": 50035}));
+        }
+        st.guild_changes.push((guild.clone(), field, value));
+    }
+    json_response(StatusCode::OK, json!({"id": guild, "name": "Fake Guild"}))
 }
 
 /// `POST /users/@me/channels {"recipient_id"}`: the DM channel `dm-{recipient}`.

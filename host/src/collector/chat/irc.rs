@@ -252,6 +252,7 @@ impl Conn {
                 let bad = crate::config::irc_nick_problem(nick).is_some();
                 (nick.clone(), bad.then(|| format!("`{}` is not a nick", for_terminal(nick))))
             }
+            Target::Guild { action, .. } => (String::new(), Some(format!("no `{action}` on irc"))),
         };
         if let Some(why) = refused {
             out.finish(Err(why));

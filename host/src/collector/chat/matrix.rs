@@ -215,6 +215,11 @@ impl Matrix {
                 out.finish(Err(why));
                 return Ok(None);
             }
+            Target::Guild { action, .. } => {
+                let why = format!("no `{action}` on matrix");
+                out.finish(Err(why));
+                return Ok(None);
+            }
         };
         if !self.joined.contains(&room) {
             out.finish(Err(format!("not in room {}", for_terminal(&room))));

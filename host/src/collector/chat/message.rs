@@ -106,6 +106,9 @@ pub(crate) enum Target {
     Channel { channel: String, thread: Option<String> },
     /// A user, directly (IRC: a private message).
     User(String),
+    /// A change to the guild itself (Discord): `set-icon` or `set-banner` from `asset`, the
+    /// branding example's taskbacks.
+    Guild { action: String, asset: String },
 }
 
 /// A taskback's text and where to post it.
@@ -146,6 +149,15 @@ pub(crate) fn route(fields: &Fields, platform: &str, server: &str) -> Route {
     let Some(text) = last(TEXT).filter(|t| !t.trim().is_empty()) else {
         return Route::NotOurs("no `text` to post");
     };
+    let action = last("action").filter(|a| matches!(*a, "set-icon" | "set-banner"));
+    let addressed = last(CHANNEL).is_some_and(|c| !c.is_empty()) || last(TO).is_some_and(|t| !t.is_empty());
+    if platform == "discord"
+        && !addressed
+        && let (Some(action), Some(asset)) = (action, last("asset"))
+    {
+        let target = Target::Guild { action: action.to_owned(), asset: asset.to_owned() };
+        return Route::Post(Reply { target, text: text.to_owned(), message_id: None });
+    }
     let target = match (last(CHANNEL), last(TO)) {
         (Some(channel), _) if !channel.is_empty() => Target::Channel {
             channel: channel.to_owned(),
@@ -250,6 +262,11 @@ mod tests {
         let hosted = f(&[("server", "T1"), ("channel", "C1"), ("message_id", "9"), ("text", "hi")]);
         let Route::Post(reply) = route(&hosted, "slack", "") else { panic!("not posted") };
         assert_eq!(reply.message_id.as_deref(), Some("9"));
+        // Branding actions change a Discord guild; elsewhere they name no channel.
+        let brand = f(&[("action", "set-icon"), ("asset", "x/icon.png"), ("text", "branding: icon set")]);
+        let Route::Post(reply) = route(&brand, "discord", "") else { panic!("not posted") };
+        assert_eq!(reply.target, Target::Guild { action: "set-icon".into(), asset: "x/icon.png".into() });
+        assert!(matches!(route(&brand, "irc", "net"), Route::Refused(_)));
         assert!(matches!(route(&f(&[("text", "lost")]), "irc", "net"), Route::Refused(_)));
         assert!(matches!(route(&f(&[("channel", "#a")]), "irc", "net"), Route::NotOurs(_)));
         assert!(matches!(route(&f(&[("channel", "#a"), ("text", " ")]), "irc", "net"), Route::NotOurs(_)));

@@ -11,8 +11,10 @@
 //! ## Layout
 //! - `mod.rs`: the [`Discord`] platform (a session: dispatches in, replies out).
 //! - `gateway.rs`: one Gateway connection; `rest.rs`: REST calls with rate limits;
-//!   `event.rs`: which dispatches are user messages, and the threads.
+//!   `event.rs`: which dispatches are user messages, and the threads; `branding.rs`:
+//!   the branding example's icon and banner as guild changes.
 
+mod branding;
 mod event;
 mod gateway;
 pub(crate) mod rest;
@@ -107,6 +109,41 @@ impl Discord {
         Ok(())
     }
 
+    /// Applies a branding action (`branding:` set): the guild's icon or banner.
+    async fn brand(&mut self, link: &mut Link, out: Outgoing, action: &str, asset: &str) -> Option<Outgoing> {
+        let Some(settings) = &self.settings.branding else {
+            out.finish(Err(format!("`{action}` needs `branding: {{guild, assets}}` in the discord collector")));
+            return None;
+        };
+        let changes = match branding::change(settings, action, asset) {
+            Ok(changes) => changes,
+            Err(why) => {
+                out.finish(Err(why));
+                return None;
+            }
+        };
+        match self.rest.modify_guild(&settings.guild, &changes).await {
+            Ok(()) => {
+                let field = if action == "set-icon" { "icon" } else { "banner" };
+                out.finish(Ok(format!("guild {field} set from {}", crate::text::for_terminal(asset))));
+                None
+            }
+            Err(RestError::RateLimited { until, .. }) => {
+                link.hold_until(until);
+                Some(out)
+            }
+            Err(err @ RestError::Refused { .. }) => {
+                out.finish(Err(err.to_string()));
+                None
+            }
+            Err(err) => {
+                tracing::warn!(service = %link.service(), error = %err, "cannot change the Discord guild; retrying");
+                link.hold_until(Instant::now() + std::time::Duration::from_secs(5));
+                Some(out)
+            }
+        }
+    }
+
     /// The direct-message channel with the user `to` names (a name seen before or an id),
     /// opened once and remembered.
     async fn dm_channel(&mut self, to: &str) -> Result<String, RestError> {
@@ -132,6 +169,7 @@ impl Discord {
         let channel = match target {
             // A thread is a channel of its own on Discord.
             Target::Channel { channel, thread } => thread.unwrap_or(channel),
+            Target::Guild { action, asset } => return self.brand(link, out, &action, &asset).await,
             Target::User(to) => match self.dm_channel(&to).await {
                 Ok(channel) => channel,
                 Err(RestError::RateLimited { until, .. }) => {

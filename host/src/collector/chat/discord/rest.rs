@@ -1,6 +1,6 @@
 //! The Discord REST calls the collector makes: `GET /gateway/bot` (where to connect),
-//! `POST /channels/{id}/messages` (replies) and `POST /users/@me/channels` (a direct-message
-//! channel, for a taskback's `to`), with the bot token as `Authorization: Bot ...`.
+//! `POST /channels/{id}/messages` (replies), `POST /users/@me/channels` (a direct-message
+//! channel, for a taskback's `to`) and `PATCH /guilds/{id}` (the branding example), with the bot token as `Authorization: Bot ...`.
 //!
 //! Rate limits are honoured, never worked around: after each answer the route's
 //! `X-RateLimit-Remaining` and `X-RateLimit-Reset-After` say when the next call on that
@@ -105,6 +105,12 @@ impl Rest {
                 detail: "the answer has no channel `id`".to_owned(),
             }),
         }
+    }
+
+    /// `PATCH /guilds/{guild}` with `changes` (e.g. `{"icon": "data:image/png;base64,..."}`).
+    pub async fn modify_guild(&self, guild: &str, changes: &Value) -> Result<(), RestError> {
+        let path = format!("/guilds/{}", path_segment(guild));
+        self.attempt(reqwest::Method::PATCH, &path, Some(changes)).await.map(drop)
     }
 
     /// One call, waiting out every rate limit.

@@ -150,6 +150,11 @@ impl Slack {
         let (channel, thread) = match &out.reply.target {
             Target::Channel { channel, thread } => (channel.clone(), thread.clone()),
             // A user id as the channel posts to the bot's direct messages with them.
+            Target::Guild { action, .. } => {
+                let why = format!("no `{action}` on slack");
+                out.finish(Err(why));
+                return None;
+            }
             Target::User(to) => match self.users.resolve(to, is_user_id) {
                 Some(id) => (id, None),
                 None => {
