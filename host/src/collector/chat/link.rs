@@ -113,7 +113,7 @@ impl Link {
     /// broker failure is retried until it succeeds or the collector stops. Returns the
     /// message's id when one was added.
     pub(crate) async fn deliver(&self, line: &Incoming) -> Result<Option<String>, AddError> {
-        if self.own_ids.iter().any(|id| *id == line.user_id) {
+        if self.own_ids.contains(&line.user_id) {
             return Ok(None);
         }
         let Some(text) = admit(&self.filter, line, &self.names) else {
