@@ -342,3 +342,35 @@ fn irc_remember_survives_a_restart_of_cannon_and_of_the_server() {
     assert!(text.contains("meeting is at 10"), "{text:?}");
     crate::collectors::wait_plain(&mut host, "chat connection lost; reconnecting", WAIT);
 }
+
+/// `examples/chat/irc-compose.yml` on this test's server and broker, with `mention_only`.
+#[test]
+fn irc_chat_example_answers_only_lines_addressed_to_it_when_mention_only() {
+    let ircd = Ngircd::start(None);
+    let redis = RedisServer::start();
+    let path = repo().join("examples/chat/irc-compose.yml");
+    let text = std::fs::read_to_string(&path).expect("examples/chat/irc-compose.yml");
+    let body: String = text
+        .lines()
+        .filter(|l| !l.starts_with("app_dir:") && !l.starts_with("broker:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let server = format!("irc://127.0.0.1:{}", ircd.port);
+    for from in ["irc://127.0.0.1:6667", "mention_only: false"] {
+        assert!(body.contains(from), "{from} is not in {}", path.display());
+    }
+    let body = body.replace("irc://127.0.0.1:6667", &server).replace("mention_only: false", "mention_only: true");
+    let project = Project::new(&body);
+    let mut dave = User::connect(ircd.port, "dave");
+    dave.join("#bots");
+    let _host = Running::start(&project, &redis, &["chat"]);
+    dave.sees_join("cannon", "#bots", WAIT);
+    dave.say("#bots", "roll 1d6");
+    dave.say("#bots", "Cannon: roll 2d6");
+    let (text, _) = dave.reply("cannon", "#bots", WAIT);
+    assert!(text.contains("total"), "{text:?}");
+    let mut con = redis.con();
+    let stored = crate::support::entries(&mut con, &crate::support::key("chat", "data"));
+    let texts: Vec<&str> = stored.iter().filter_map(|(_, f)| crate::support::field(f, "text")).collect();
+    assert_eq!(texts, ["roll 2d6"], "only the addressed line, without the address");
+}

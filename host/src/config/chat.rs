@@ -174,15 +174,14 @@ pub(crate) fn chat(ctx: &mut Ctx, node: &Node, path: &str, kind: &str, fields: &
 }
 
 fn filter(ctx: &mut Ctx, path: &str, fields: &[(Key, Node)]) -> Option<ChatFilter> {
-    let prefix = match field(fields, "prefix") {
-        Some(n) => Some(ctx.name(n, &join(path, "prefix"))?),
+    // Both are checked before either can end the check.
+    let prefix = field(fields, "prefix").map(|n| ctx.name(n, &join(path, "prefix")));
+    let mention_only = field(fields, "mention_only").map(|n| ctx.boolean(n, &join(path, "mention_only")));
+    let prefix = match prefix {
+        Some(given) => Some(given?),
         None => None,
     };
-    let mention_only = match field(fields, "mention_only") {
-        Some(n) => ctx.boolean(n, &join(path, "mention_only"))?,
-        None => false,
-    };
-    Some(ChatFilter { prefix, mention_only })
+    Some(ChatFilter { prefix, mention_only: mention_only.unwrap_or(Some(false))? })
 }
 
 /// `replies: {burst: N, every: DURATION}`.
@@ -218,18 +217,19 @@ fn ca_file(ctx: &mut Ctx, fields: &[(Key, Node)], path: &str) -> Option<PathBuf>
     Some(file)
 }
 
+/// `fields[key]`, reporting it missing as "WHAT needs `key:` (e.g. `key: EXAMPLE`)".
 fn required<'n>(
     ctx: &mut Ctx,
     node: &Node,
     path: &str,
     fields: &'n [(Key, Node)],
-    kind: &str,
+    what: &str,
     key: &str,
     example: &str,
 ) -> Option<&'n Node> {
     let found = field(fields, key);
     if found.is_none() {
-        ctx.error(node, path, format!("a `{kind}` collector needs `{key}:` (e.g. `{key}: {example}`)"));
+        ctx.error(node, path, format!("{what} needs `{key}:` (e.g. `{key}: {example}`)"));
     }
     found
 }
@@ -247,9 +247,9 @@ fn names(ctx: &mut Ctx, node: &Node, path: &str, check: impl Fn(&str) -> Option<
 }
 
 fn irc(ctx: &mut Ctx, node: &Node, path: &str, fields: &[(Key, Node)]) -> Option<IrcSettings> {
-    let server_node = required(ctx, node, path, fields, "irc", "server", "\"ircs://irc.libera.chat\"");
-    let nick_node = required(ctx, node, path, fields, "irc", "nick", "cannon");
-    let channels_node = required(ctx, node, path, fields, "irc", "channels", "[\"#bots\"]");
+    let server_node = required(ctx, node, path, fields, "an `irc` collector", "server", "\"ircs://irc.libera.chat\"");
+    let nick_node = required(ctx, node, path, fields, "an `irc` collector", "nick", "cannon");
+    let channels_node = required(ctx, node, path, fields, "an `irc` collector", "channels", "[\"#bots\"]");
     let (server_node, nick_node, channels_node) = (server_node?, nick_node?, channels_node?);
     let server_path = join(path, "server");
     let server = ctx.name(server_node, &server_path)?;
@@ -277,7 +277,12 @@ fn irc(ctx: &mut Ctx, node: &Node, path: &str, fields: &[(Key, Node)]) -> Option
     let password = secret(ctx, fields, path, "password");
     let sasl = field(fields, "sasl").and_then(|n| sasl(ctx, n, &join(path, "sasl")));
     let channels = names(ctx, channels_node, &join(path, "channels"), channel_problem);
-    if channels.is_empty() && !matches!(channels_node.value, Value::Invalid) {
+    let none_given = match &channels_node.value {
+        Value::Seq(items) => items.is_empty(),
+        Value::Null => true,
+        _ => false,
+    };
+    if channels.is_empty() && none_given {
         ctx.error(channels_node, &join(path, "channels"), "name at least one channel (e.g. `[\"#bots\"]`)");
     }
     if !tls && (password.is_some() || sasl.is_some()) && !super::access::is_loopback(&format!("{host}:{port}")) {
@@ -291,8 +296,8 @@ fn irc(ctx: &mut Ctx, node: &Node, path: &str, fields: &[(Key, Node)]) -> Option
 fn sasl(ctx: &mut Ctx, node: &Node, path: &str) -> Option<(String, Secret)> {
     let fields = ctx.map(node, path, &["user", "password"])?;
     let user =
-        required(ctx, node, path, fields, "sasl", "user", "cannon").and_then(|n| ctx.name(n, &join(path, "user")));
-    let password = required(ctx, node, path, fields, "sasl", "password", "${IRC_PASSWORD}");
+        required(ctx, node, path, fields, "`sasl:`", "user", "cannon").and_then(|n| ctx.name(n, &join(path, "user")));
+    let password = required(ctx, node, path, fields, "`sasl:`", "password", "${IRC_PASSWORD}");
     let password = password.and_then(|n| ctx.name(n, &join(path, "password")));
     Some((user?, Secret::new(password?)))
 }
@@ -347,8 +352,9 @@ pub(crate) fn channel_problem(channel: &str) -> Option<String> {
 }
 
 fn matrix(ctx: &mut Ctx, node: &Node, path: &str, fields: &[(Key, Node)]) -> Option<MatrixSettings> {
-    let hs_node = required(ctx, node, path, fields, "matrix", "homeserver", "\"https://matrix.example.org\"");
-    let user_node = required(ctx, node, path, fields, "matrix", "user", "cannon");
+    let hs_node =
+        required(ctx, node, path, fields, "a `matrix` collector", "homeserver", "\"https://matrix.example.org\"");
+    let user_node = required(ctx, node, path, fields, "a `matrix` collector", "user", "cannon");
     let (hs_node, user_node) = (hs_node?, user_node?);
     let hs_path = join(path, "homeserver");
     let homeserver = ctx.name(hs_node, &hs_path)?;

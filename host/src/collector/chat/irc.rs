@@ -110,7 +110,8 @@ impl Platform for Irc {
             conn.send(Command::JOIN(name.to_owned(), key, None)).await?;
         }
         link.established();
-        link.identity(Vec::new(), vec![conn.nick.clone()]);
+        // Addressed by the nick it has or the one it wanted (`cannon:` reaches `cannon_`).
+        link.identity(Vec::new(), vec![conn.nick.clone(), self.settings.nick.clone()]);
         tracing::info!(service = %link.service(), server = %self.settings.server, nick = %conn.nick, "irc: registered");
         conn.serve(link, &self.settings).await
     }
