@@ -191,3 +191,29 @@ fn discord_applies_the_branding_examples_taskbacks_to_the_guild() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(fake.posts().is_empty(), "branding taskbacks are not chat posts: {:?}", fake.posts());
 }
+
+#[test]
+fn discord_survives_broken_and_hostile_frames() {
+    component("dice");
+    let (redis, fake) = (RedisServer::start(), FakeDiscord::start());
+    let (_project, mut running) = start(&fake, &redis);
+    fake.wait_live(1, 0, WAIT);
+    for frame in [
+        "not json at all",
+        r#"{"op": 99, "d": {}}"#,
+        r#"{"op": 0, "t": "MESSAGE_CREATE", "s": null, "d": "a string"}"#,
+        r#"{"op": 0, "t": "MESSAGE_CREATE", "d": {"id": 5, "author": {"id": []}, "content": {}}}"#,
+        r#"{"op": 0, "t": "GUILD_CREATE", "d": {"threads": [{"id": 1}, "x", {"id": "T", "parent_id": null}]}}"#,
+    ] {
+        fake.send_raw(frame);
+    }
+    fake.say("300", "Eve\u{1b}[2J", CHANNEL, "roll 2d6\u{202e}");
+    fake.say("100", "Alice", CHANNEL, "roll 2d6");
+    let posts = fake.wait_posts(2, WAIT);
+    assert!(posts.iter().any(|p| p.content.contains("(total ")), "{posts:?}");
+    let st = fake.state.lock();
+    assert_eq!((st.identifies, st.resumes), (1, 0), "broken frames are skipped, not fatal");
+    drop(st);
+    assert!(running.child.try_wait().expect("status").is_none(), "the host is still running");
+    assert!(!running.log_text().contains('\u{1b}'), "no raw escape reached the log");
+}

@@ -171,3 +171,35 @@ fn slack_sends_a_taskback_to_a_user_as_a_direct_message() {
     assert!(dm[0].text.starts_with("@Alice: match #1: coffee with Bob at "), "{posts:?}");
     assert!(posts.iter().any(|p| p.channel == "C1" && p.text.contains("(MATCHED)")), "{posts:?}");
 }
+
+#[test]
+fn slack_survives_broken_and_hostile_frames() {
+    component("dice");
+    let (redis, fake) = (RedisServer::start(), FakeSlack::start());
+    let project = project(&fake, "");
+    let mut running = start(&project, &redis);
+    fake.wait_connected(1, WAIT);
+    for frame in [
+        "not json at all",
+        "[1, 2, 3]",
+        r#"{"type": "events_api"}"#,
+        r#"{"type": "events_api", "envelope_id": "x1", "payload": "a string"}"#,
+        r#"{"type": "events_api", "envelope_id": "x2", "payload": {"event": {"type": "message", "text": 5}}}"#,
+        r#"{"type": "slash_commands", "envelope_id": "x3", "payload": {"command": "/roll"}}"#,
+    ] {
+        fake.send_raw(frame);
+    }
+    // A name with terminal escapes and a long text are stored as they are, bounded.
+    fake.state.lock().users_insert("U3", "Eve\u{1b}[2J");
+    fake.say("U3", "C1", &format!("roll 2d6 {}", "x".repeat(300_000)), None);
+    fake.say("U1", "C1", "roll 2d6", None);
+    let posts = fake.wait_posts(2, WAIT);
+    assert!(posts.iter().any(|p| p.text.contains("(total ")), "{posts:?}");
+    let mut con = redis.con();
+    let data = entries(&mut con, &key("dice", "data"));
+    let eve = data.iter().find(|(_, f)| field(f, "user_id") == Some("U3"));
+    assert!(eve.is_none_or(|(_, f)| field(f, "text").is_some_and(|t| t.len() <= 160_000)), "bounded text");
+    assert_eq!(fake.state.lock().connections, 1, "broken frames are skipped, not fatal");
+    assert!(running.child.try_wait().expect("status").is_none(), "the host is still running");
+    assert!(!running.log_text().contains('\u{1b}'), "no raw escape reached the log");
+}

@@ -120,6 +120,13 @@ impl FakeDiscord {
         id
     }
 
+    /// Sends `text` as it is on the live connection (hostile or broken frames).
+    pub fn send_raw(&self, text: &str) {
+        if let Some(live) = &self.state.lock().live {
+            let _ = live.send(Control::Send(text.to_owned()));
+        }
+    }
+
     pub fn drop_connection(&self) {
         if let Some(live) = self.state.lock().live.take() {
             let _ = live.send(Control::Drop);

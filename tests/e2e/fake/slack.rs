@@ -119,6 +119,13 @@ impl FakeSlack {
         }
     }
 
+    /// Sends `text` as it is on the live connection (hostile or broken frames).
+    pub fn send_raw(&self, text: &str) {
+        if let Some(live) = &self.state.lock().live {
+            let _ = live.send(Control::Send(text.to_owned()));
+        }
+    }
+
     /// Drops the live connection without a close frame.
     pub fn drop_connection(&self) {
         if let Some(live) = self.state.lock().live.take() {
@@ -144,6 +151,13 @@ impl FakeSlack {
             let st = self.state.lock();
             (st.connections >= connections && st.live.is_some(), st.connections)
         });
+    }
+}
+
+impl SlackState {
+    /// Adds a user `users.info` knows.
+    pub fn users_insert(&mut self, id: &str, name: &str) {
+        self.users.insert(id.to_owned(), name.to_owned());
     }
 }
 

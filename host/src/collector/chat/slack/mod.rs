@@ -130,7 +130,11 @@ impl Slack {
         if let Some(name) = self.names.get(user) {
             return name.clone();
         }
-        match self.api.display_name(user).await {
+        // Bounded: the envelope waiting for this is to be acknowledged within 3 s.
+        let asked = tokio::time::timeout(Duration::from_secs(2), self.api.display_name(user)).await;
+        match asked
+            .unwrap_or_else(|_| Err(ApiError::Transient { method: "users.info", detail: "timed out".to_owned() }))
+        {
             Ok(name) => {
                 if self.names.len() >= NAMES {
                     self.names.clear();
