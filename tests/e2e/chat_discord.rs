@@ -217,3 +217,23 @@ fn discord_survives_broken_and_hostile_frames() {
     assert!(running.child.try_wait().expect("status").is_none(), "the host is still running");
     assert!(!running.log_text().contains('\u{1b}'), "no raw escape reached the log");
 }
+
+#[test]
+fn discord_replaces_a_connection_whose_heartbeats_go_unacknowledged() {
+    component("dice");
+    let (redis, fake) = (RedisServer::start(), FakeDiscord::start());
+    fake.state.lock().heartbeat_ms = 300;
+    let (_project, _running) = start(&fake, &redis);
+    fake.wait_live(1, 0, WAIT);
+    // The Gateway stops acknowledging: the client takes the connection for dead and resumes.
+    fake.state.lock().skip_acks = true;
+    wait_until(WAIT, "a RESUME after unacknowledged heartbeats", || {
+        let st = fake.state.lock();
+        (st.resumes >= 1, (st.heartbeats, st.resumes))
+    });
+    fake.state.lock().skip_acks = false;
+    fake.say("100", "Alice", CHANNEL, "roll 2d6");
+    let posts = fake.wait_posts(1, WAIT);
+    assert!(posts[0].content.contains("(total "), "{posts:?}");
+    assert_eq!(fake.state.lock().identifies, 1, "the session was resumed, not replaced");
+}

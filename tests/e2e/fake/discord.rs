@@ -60,6 +60,8 @@ pub struct DiscordState {
     pub heartbeats: usize,
     /// `heartbeat_interval` sent in HELLO (ms).
     pub heartbeat_ms: u64,
+    /// Leave heartbeats unacknowledged (a zombie connection, as the client sees it).
+    pub skip_acks: bool,
     /// Dispatch log of each session: (seq, payload).
     sessions: HashMap<String, Vec<(u64, Value)>>,
     /// The session messages go to (the last one started).
@@ -338,7 +340,9 @@ fn opcode(state: &Shared<DiscordState>, tx: &mpsc::UnboundedSender<Control>, pay
     match payload["op"].as_u64() {
         Some(1) => {
             st.heartbeats += 1;
-            let _ = tx.send(Control::Send(json!({"op": 11}).to_string()));
+            if !st.skip_acks {
+                let _ = tx.send(Control::Send(json!({"op": 11}).to_string()));
+            }
         }
         Some(2) => {
             if d["token"].as_str() != Some(TOKEN) {
