@@ -69,10 +69,14 @@ impl Ngircd {
         std::fs::read_to_string(self.dir.path().join("ngircd.log")).unwrap_or_default()
     }
 
-    /// Stops the server and starts it again on the same ports (every client is cut off).
-    pub fn restart(&mut self) {
+    /// Stops the server (every client is cut off).
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same ports after [`Ngircd::stop`].
+    pub fn start_again(&mut self) {
         self.child = spawn(&self.dir.path().join("ngircd.conf"), self.dir.path());
         self.wait_ready();
     }
@@ -332,15 +336,29 @@ fn irc_remember_survives_a_restart_of_cannon_and_of_the_server() {
     let (text, _) = alice.reply("memo", "#bots", WAIT);
     assert!(text.contains("meeting is at 10") && text.contains("alice"), "{text:?}");
 
-    // The server goes away and comes back: the bot reconnects (with backoff) and rejoins.
-    ircd.restart();
+    // The server goes away. A reply due meanwhile waits in the taskback stream (a message
+    // added directly, as if said just before the server went down).
+    ircd.stop();
+    crate::collectors::wait_plain(&mut host, "chat connection lost; reconnecting", WAIT);
+    let mut con = redis.con();
+    let fields: Vec<(&str, String)> =
+        [("user", "alice"), ("user_id", "alice!~alice@127.0.0.1"), ("text", ".recall meeting")]
+            .into_iter()
+            .chain([("server", "127.0.0.1"), ("channel", "#bots"), ("platform", "irc")])
+            .map(|(k, v)| (k, v.to_owned()))
+            .collect();
+    crate::support::add_messages(&mut con, "remember", &[fields]);
+    crate::support::wait_len(&mut con, &crate::support::key("remember", "taskback"), 3, WAIT);
+    // It comes back: the bot reconnects (with backoff), rejoins, and posts the reply.
+    ircd.start_again();
     let mut carol = User::connect(ircd.port, "carol");
     carol.join("#bots");
     carol.sees_join("memo", "#bots", Duration::from_secs(60));
+    let (text, _) = carol.reply("memo", "#bots", WAIT);
+    assert!(text.contains("meeting is at 10"), "the reply queued while the server was down: {text:?}");
     carol.say("#bots", ".recall meeting");
     let (text, _) = carol.reply("memo", "#bots", WAIT);
     assert!(text.contains("meeting is at 10"), "{text:?}");
-    crate::collectors::wait_plain(&mut host, "chat connection lost; reconnecting", WAIT);
 }
 
 /// `examples/chat/irc-compose.yml` on this test's server and broker, with `mention_only`.
