@@ -24,6 +24,12 @@ pub struct Ngircd {
 impl Ngircd {
     /// A plain-text server; with `ca`, also a TLS port with a certificate it issued.
     pub fn start(ca: Option<&TestCa>) -> Self {
+        Self::start_with(ca, 120)
+    }
+
+    /// [`Ngircd::start`] with the server's idle time before it PINGs a client (and the time
+    /// it then waits for the PONG before cutting the client off), in seconds (at least 5).
+    pub fn start_with(ca: Option<&TestCa>, ping_timeout: u32) -> Self {
         let out = Command::new(repo().join("scripts/ensure-ircd")).output().expect("run scripts/ensure-ircd");
         assert!(out.status.success(), "scripts/ensure-ircd: {}", String::from_utf8_lossy(&out.stderr));
         let dir = tempfile::tempdir().expect("tempdir");
@@ -42,7 +48,7 @@ impl Ngircd {
         let conf = dir.path().join("ngircd.conf");
         let text = format!(
             "[Global]\nName = irc.cannon.test\nInfo = cannon test server\nListen = 127.0.0.1\nPorts = {port}\n\
-             MotdPhrase = cannon test\n[Limits]\nPingTimeout = 120\nPongTimeout = 20\n\
+             MotdPhrase = cannon test\n[Limits]\nPingTimeout = {ping_timeout}\nPongTimeout = {ping_timeout}\n\
              [Options]\nPAM = no\nIdent = no\nDNS = no\n{ssl}"
         );
         std::fs::write(&conf, text).expect("write ngircd.conf");
@@ -391,4 +397,23 @@ fn irc_chat_example_answers_only_lines_addressed_to_it_when_mention_only() {
     let stored = crate::support::entries(&mut con, &crate::support::key("chat", "data"));
     let texts: Vec<&str> = stored.iter().filter_map(|(_, f)| crate::support::field(f, "text")).collect();
     assert_eq!(texts, ["roll 2d6"], "only the addressed line, without the address");
+}
+
+#[test]
+fn irc_bot_answers_the_servers_pings_and_stays_connected() {
+    // The server PINGs a client idle for 5 s and cuts it off without a PONG within 5 s.
+    let ircd = Ngircd::start_with(None, 5);
+    let redis = RedisServer::start();
+    let project = dice_bot(&format!("irc://127.0.0.1:{}", ircd.port), "", "");
+    let mut host = Running::start(&project, &redis, &["dice"]);
+    crate::collectors::wait_plain(&mut host, "irc: joined", WAIT);
+    std::thread::sleep(Duration::from_secs(16));
+    let mut erin = User::connect(ircd.port, "erin");
+    erin.join("#bots");
+    erin.say("#bots", "roll 2d6");
+    let (text, _) = erin.reply("cannon", "#bots", WAIT);
+    assert!(text.contains("total"), "{text:?}");
+    let log = crate::collectors::plain(&host.log_text());
+    assert!(!log.contains("chat connection lost"), "the bot was cut off:\n{log}");
+    assert_eq!(log.matches("irc: registered").count(), 1, "{log}");
 }
