@@ -24,6 +24,12 @@ pub struct Ngircd {
 impl Ngircd {
     /// A plain-text server; with `ca`, also a TLS port with a certificate it issued.
     pub fn start(ca: Option<&TestCa>) -> Self {
+        Self::start_with(ca, 120)
+    }
+
+    /// [`Ngircd::start`] with the server's idle time before it PINGs a client (and the time
+    /// it then waits for the PONG before cutting the client off), in seconds (at least 5).
+    pub fn start_with(ca: Option<&TestCa>, ping_timeout: u32) -> Self {
         let out = Command::new(repo().join("scripts/ensure-ircd")).output().expect("run scripts/ensure-ircd");
         assert!(out.status.success(), "scripts/ensure-ircd: {}", String::from_utf8_lossy(&out.stderr));
         let dir = tempfile::tempdir().expect("tempdir");
@@ -42,7 +48,7 @@ impl Ngircd {
         let conf = dir.path().join("ngircd.conf");
         let text = format!(
             "[Global]\nName = irc.cannon.test\nInfo = cannon test server\nListen = 127.0.0.1\nPorts = {port}\n\
-             MotdPhrase = cannon test\n[Limits]\nPingTimeout = 120\nPongTimeout = 20\n\
+             MotdPhrase = cannon test\n[Limits]\nPingTimeout = {ping_timeout}\nPongTimeout = {ping_timeout}\n\
              [Options]\nPAM = no\nIdent = no\nDNS = no\n{ssl}"
         );
         std::fs::write(&conf, text).expect("write ngircd.conf");
@@ -69,10 +75,14 @@ impl Ngircd {
         std::fs::read_to_string(self.dir.path().join("ngircd.log")).unwrap_or_default()
     }
 
-    /// Stops the server and starts it again on the same ports (every client is cut off).
-    pub fn restart(&mut self) {
+    /// Stops the server (every client is cut off).
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same ports after [`Ngircd::stop`].
+    pub fn start_again(&mut self) {
         self.child = spawn(&self.dir.path().join("ngircd.conf"), self.dir.path());
         self.wait_ready();
     }
@@ -332,15 +342,29 @@ fn irc_remember_survives_a_restart_of_cannon_and_of_the_server() {
     let (text, _) = alice.reply("memo", "#bots", WAIT);
     assert!(text.contains("meeting is at 10") && text.contains("alice"), "{text:?}");
 
-    // The server goes away and comes back: the bot reconnects (with backoff) and rejoins.
-    ircd.restart();
+    // The server goes away. A reply due meanwhile waits in the taskback stream (a message
+    // added directly, as if said just before the server went down).
+    ircd.stop();
+    crate::collectors::wait_plain(&mut host, "chat connection lost; reconnecting", WAIT);
+    let mut con = redis.con();
+    let fields: Vec<(&str, String)> =
+        [("user", "alice"), ("user_id", "alice!~alice@127.0.0.1"), ("text", ".recall meeting")]
+            .into_iter()
+            .chain([("server", "127.0.0.1"), ("channel", "#bots"), ("platform", "irc")])
+            .map(|(k, v)| (k, v.to_owned()))
+            .collect();
+    crate::support::add_messages(&mut con, "remember", &[fields]);
+    crate::support::wait_len(&mut con, &crate::support::key("remember", "taskback"), 3, WAIT);
+    // It comes back: the bot reconnects (with backoff), rejoins, and posts the reply.
+    ircd.start_again();
     let mut carol = User::connect(ircd.port, "carol");
     carol.join("#bots");
     carol.sees_join("memo", "#bots", Duration::from_secs(60));
+    let (text, _) = carol.reply("memo", "#bots", WAIT);
+    assert!(text.contains("meeting is at 10"), "the reply queued while the server was down: {text:?}");
     carol.say("#bots", ".recall meeting");
     let (text, _) = carol.reply("memo", "#bots", WAIT);
     assert!(text.contains("meeting is at 10"), "{text:?}");
-    crate::collectors::wait_plain(&mut host, "chat connection lost; reconnecting", WAIT);
 }
 
 /// `examples/chat/irc-compose.yml` on this test's server and broker, with `mention_only`.
@@ -373,4 +397,23 @@ fn irc_chat_example_answers_only_lines_addressed_to_it_when_mention_only() {
     let stored = crate::support::entries(&mut con, &crate::support::key("chat", "data"));
     let texts: Vec<&str> = stored.iter().filter_map(|(_, f)| crate::support::field(f, "text")).collect();
     assert_eq!(texts, ["roll 2d6"], "only the addressed line, without the address");
+}
+
+#[test]
+fn irc_bot_answers_the_servers_pings_and_stays_connected() {
+    // The server PINGs a client idle for 5 s and cuts it off without a PONG within 5 s.
+    let ircd = Ngircd::start_with(None, 5);
+    let redis = RedisServer::start();
+    let project = dice_bot(&format!("irc://127.0.0.1:{}", ircd.port), "", "");
+    let mut host = Running::start(&project, &redis, &["dice"]);
+    crate::collectors::wait_plain(&mut host, "irc: joined", WAIT);
+    std::thread::sleep(Duration::from_secs(16));
+    let mut erin = User::connect(ircd.port, "erin");
+    erin.join("#bots");
+    erin.say("#bots", "roll 2d6");
+    let (text, _) = erin.reply("cannon", "#bots", WAIT);
+    assert!(text.contains("total"), "{text:?}");
+    let log = crate::collectors::plain(&host.log_text());
+    assert!(!log.contains("chat connection lost"), "the bot was cut off:\n{log}");
+    assert_eq!(log.matches("irc: registered").count(), 1, "{log}");
 }

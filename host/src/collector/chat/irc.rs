@@ -30,6 +30,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Silence from the server after which we send a `PING` (and end the session after as long again).
 const QUIET: Duration = Duration::from_secs(120);
+/// Longest wait for the server to answer the JOINs before replies are posted.
+const JOIN_WAIT: Duration = Duration::from_secs(30);
 /// Nick length assumed when cutting fallbacks (RFC 2812's 9; servers announce more).
 const NICK_LEN: usize = 9;
 
@@ -51,6 +53,8 @@ struct Conn {
     nick: String,
     /// Channels we are in, IRC-lowercased.
     joined: HashSet<String>,
+    /// Channels asked to JOIN that answered neither with a JOIN nor with a refusal yet.
+    unanswered_joins: HashSet<String>,
     /// Our USER name, for the length of the prefix the server adds to our lines.
     user: String,
     service: String,
@@ -89,6 +93,7 @@ impl Irc {
             lines: LineReader::default(),
             nick: s.nick.clone(),
             joined: HashSet::new(),
+            unanswered_joins: HashSet::new(),
             user: s.user.clone(),
             service: service.to_owned(),
         })
@@ -107,6 +112,7 @@ impl Platform for Irc {
                 Some((name, key)) => (name, Some(key.to_owned())),
                 None => (channel.as_str(), None),
             };
+            conn.unanswered_joins.insert(irc_lower(name));
             conn.send(Command::JOIN(name.to_owned(), key, None)).await?;
         }
         link.established();
@@ -214,8 +220,12 @@ impl Conn {
         let mut current: Option<Outgoing> = None;
         let mut heard = Instant::now();
         let mut pinged = false;
+        // Replies wait until every channel answered its JOIN (or JOIN_WAIT passed), so a
+        // reply queued while disconnected is not refused as "not in channel".
+        let joins_due = Instant::now() + JOIN_WAIT;
         loop {
             let quiet_until = heard + QUIET;
+            let ready = self.unanswered_joins.is_empty() || Instant::now() >= joins_due;
             tokio::select! {
                 message = self.next() => {
                     let Some(message) = message? else { return Ok(()) };
@@ -223,11 +233,12 @@ impl Conn {
                     pinged = false;
                     self.handle(message, link, s).await?;
                 }
-                () = outbound(link, &mut current) => {
+                () = outbound(link, &mut current), if ready => {
                     if let Some(out) = current.take() {
                         current = self.post_part(out).await?;
                     }
                 }
+                () = tokio::time::sleep_until(joins_due), if !ready => {}
                 () = tokio::time::sleep_until(quiet_until) => {
                     if pinged {
                         bail!("{} did not answer for {} s", s.server, 2 * QUIET.as_secs());
@@ -285,6 +296,7 @@ impl Conn {
             Command::PING(a, b) => self.send(Command::PONG(a.clone(), b.clone())).await?,
             Command::ERROR(text) => bail!("{} closed the link: {}", s.server, for_terminal(text)),
             Command::JOIN(channel, _, _) if me => {
+                self.unanswered_joins.remove(&irc_lower(channel));
                 self.joined.insert(irc_lower(channel));
                 tracing::info!(service = %self.service, channel = %for_terminal(channel), "irc: joined");
             }
@@ -301,6 +313,9 @@ impl Conn {
             }
             Command::NICK(new) if me => self.nick.clone_from(new),
             Command::Response(code, args) if is_join_failure(*code) => {
+                if let Some(channel) = args.get(1) {
+                    self.unanswered_joins.remove(&irc_lower(channel));
+                }
                 tracing::warn!(service = %self.service, code = ?code, detail = %for_terminal(&args.join(" ")), "irc: cannot join");
             }
             Command::Response(code, args)

@@ -263,6 +263,8 @@ impl Platform for Matrix {
     async fn session(&mut self, link: &mut Link) -> anyhow::Result<()> {
         // Logged in anew each session: a token refused meanwhile never stalls reconnecting.
         let user_id = self.authenticate().await?;
+        // Rooms joined earlier (a sync from a stored position lists only rooms with news).
+        self.joined.extend(self.api.joined_rooms().await?);
         if !self.resumed {
             self.resume(link, &user_id).await?;
             self.resumed = true;

@@ -139,6 +139,13 @@ impl Api {
         })
     }
 
+    /// The rooms the account is in.
+    pub(crate) async fn joined_rooms(&self) -> Result<Vec<String>, ApiError> {
+        let answer = self.call("joined_rooms", self.http.get(self.url(&["joined_rooms"]))).await?;
+        let rooms = answer.get("joined_rooms").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+        Ok(rooms.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+    }
+
     /// Joins a room by id or alias; returns its id.
     pub(crate) async fn join(&self, room: &str) -> Result<String, ApiError> {
         let answer = self.call("join", self.http.post(self.url(&["join", room])).json(&json!({}))).await?;
