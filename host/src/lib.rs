@@ -17,7 +17,7 @@
 //! - [`service`]: compose entries turned into runnable pipelines.
 //! - [`worker`]: consume -> pipeline -> taskback + ack, retries and dead letters.
 //! - [`collector`]: native message sources (`stdin`, `http`, `tick`, `stream`, `exec`, and the
-//!   chat platforms `irc` and `matrix` in `collector/chat/`).
+//!   chat platforms `irc`, `matrix`, `slack` and `discord` in `collector/chat/`).
 //! - [`observe`]: Prometheus metrics and the dashboard (`run --metrics ADDR`).
 //! - [`text`]: untrusted text made safe for terminals, log lines and JSON output.
 //! - [`access`]: who may talk to a listener: `auth:` checks and TLS with reloads.

@@ -15,7 +15,7 @@
 //! - `tick.rs`: a message on a schedule; `schedule.rs` computes fire times (interval, cron).
 //! - `stream.rs`: follows another service's data or taskback stream.
 //! - `exec.rs`: a program speaking JSON lines on stdin/stdout, restarted when it exits.
-//! - `chat/`: chat platforms (`irc`, `matrix`): the common shape and one module per platform.
+//! - `chat/`: chat platforms (`irc`, `matrix`, `slack`, `discord`): the common shape and one module per platform.
 
 mod chat;
 mod exec;

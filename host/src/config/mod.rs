@@ -20,8 +20,8 @@
 //! - `load`: the top level and each service, with the checks spanning sections (a torch
 //!   task needs a shell, a shell needs a torch task, a service needs tasks or a collector).
 //! - `collector`: the `collector:` kinds, durations and cron expressions.
-//! - `chat`: the chat kinds (`irc`, `matrix`; `chat_hosted`: `slack`, `discord`): shared `prefix`, `mention_only`, `replies`
-//!   pacing, and each platform's settings and secrets.
+//! - `chat`: the chat kinds (`irc`, `matrix`): shared `prefix`, `mention_only`, `replies`
+//!   pacing, and each platform's settings and secrets; `chat_hosted`: `slack`, `discord`.
 //! - `access`: a listener's `auth:` and `tls:`, and [`Secret`] (never printed).
 //! - `component`: shells and tasks (both task spellings), `conf` with params, permissions,
 //!   and per-component limits that inherit the service's.

@@ -1,4 +1,4 @@
-//! Chat collectors (`irc`, `matrix`; issue 16): channel messages in, taskbacks posted back.
+//! Chat collectors (`irc`, `matrix`, `slack`, `discord`; issue 16): channel messages in, taskbacks posted back.
 //!
 //! Every platform has the same shape. A [`Platform`] runs one *session* (connect,
 //! authenticate, join, then read lines and post replies until the connection fails); [`run`]
