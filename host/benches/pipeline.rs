@@ -6,12 +6,10 @@
 //! the batch's last taskback has been read.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cannon_host::broker::{KvStore, StreamKind};
-use cannon_host::engine::Engine;
-use cannon_host::{config, service, worker};
+use cannon_host::broker::StreamKind;
+use cannon_host::{config, runner};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tokio_util::sync::CancellationToken;
 
@@ -28,12 +26,16 @@ fn bench(c: &mut Criterion) {
 
     let (broker, shutdown) = runtime.block_on(async {
         let broker = cannon_host::broker::open_embedded(&compose.data_dir, &compose.namespace).await.expect("broker");
-        broker.prepare("shout", 1_000_000).await.expect("prepare");
-        let engine = Arc::new(Engine::new(&service::engine_options(&[&spec])).expect("engine"));
-        let kv: Arc<dyn KvStore> = broker.clone();
-        let runtime = Arc::new(service::build(&compose, &spec, &engine, Some(kv)).await.expect("service"));
+        let options = runner::Options {
+            role: runner::Role::Worker,
+            consumer_suffix: "bench".to_owned(),
+            min_maxlen: 1_000_000,
+            ..runner::Options::default()
+        };
         let shutdown = CancellationToken::new();
-        tokio::spawn(worker::run(runtime, broker.clone(), worker::consumer_name("bench"), shutdown.clone()));
+        let running =
+            cannon_host::start(&compose, &[&spec], broker.clone(), &options, shutdown.clone()).await.expect("service");
+        tokio::spawn(running.wait());
         (broker, shutdown)
     });
 

@@ -26,6 +26,14 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
+        // Spans exported over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set; flushed on exit.
+        let _traces = match cannon_host::observe::trace::init_from_env() {
+            Ok(traces) => traces,
+            Err(err) => {
+                eprintln!("error: {}", cannon_host::text::for_terminal_lines(&err));
+                return ExitCode::FAILURE;
+            }
+        };
         let shutdown = CancellationToken::new();
         tokio::spawn(watch_signals(shutdown.clone()));
         match cannon_host::cli::dispatch(cli, shutdown).await {

@@ -9,7 +9,9 @@ use crate::torch::Torch;
 
 /// One step of a pipeline.
 pub enum Step {
+    /// The built-in torch task, bound to the service's shell.
     Torch(Arc<Torch>),
+    /// A Wasm task.
     Task(Arc<Component>),
 }
 
@@ -38,12 +40,15 @@ pub struct Outcome {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{step}: {error}")]
 pub struct StepError {
+    /// The step's name (component name, or `torch`).
     pub step: String,
+    /// Why it failed.
     pub error: CallError,
 }
 
 /// The ordered steps of one service.
 pub struct Pipeline {
+    /// The steps, in order.
     pub steps: Vec<Step>,
     /// The service's kv scope, handed to components that were granted `kv`.
     pub kv: Option<KvScope>,
@@ -56,7 +61,11 @@ impl Pipeline {
     pub async fn run(&self, msg: &Message) -> Result<Outcome, StepError> {
         let mut outcome = Outcome::default();
         for step in &self.steps {
-            let fail = |error| StepError { step: step.name().to_owned(), error };
+            let call = crate::observe::trace::CallSpan::start(step.name());
+            let fail = |error: CallError| {
+                call.fail(&error.to_string());
+                StepError { step: step.name().to_owned(), error }
+            };
             let (new, taskbacks, stats) = match step {
                 Step::Torch(torch) => {
                     let out = torch.run(msg, self.kv.clone()).await.map_err(fail)?;

@@ -13,7 +13,9 @@ use crate::torch::Torch;
 
 /// A service ready to process messages.
 pub struct ServiceRuntime {
+    /// The service as the compose file describes it.
     pub spec: Service,
+    /// Its loaded pipeline.
     pub pipeline: Pipeline,
     /// The shell, when the service has one (for `cannon-host torch`).
     pub torch: Option<Arc<Torch>>,
@@ -22,6 +24,7 @@ pub struct ServiceRuntime {
 }
 
 impl ServiceRuntime {
+    /// The service's name.
     pub fn name(&self) -> &str {
         &self.spec.name
     }

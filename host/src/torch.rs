@@ -22,6 +22,7 @@ use crate::engine::{CallError, CallOutput, CallStats, Command, Component, KvScop
 
 /// A torch task bound to its service's shell.
 pub struct Torch {
+    /// The torch task's settings.
     pub spec: TorchSpec,
     shell: Arc<Component>,
     /// The shell's commands, asked once at load (they cannot change between calls).
@@ -33,7 +34,9 @@ pub struct Torch {
 /// Why splitting a command line failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SplitError {
+    /// A quote (the character) is not closed.
     UnbalancedQuote(char),
+    /// The line ends in a backslash.
     TrailingBackslash,
 }
 

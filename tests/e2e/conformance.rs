@@ -1,5 +1,5 @@
 //! The broker conformance suite: one set of scenarios, written once against
-//! `Arc<dyn Broker>` (and its `KvStore` side) through the library API, run for Redis (a
+//! `Arc<dyn BrokerAdmin>` (and its `KvStore` side) through the library API, run for Redis (a
 //! real redis-server per test) and for the embedded broker (a temp data directory).
 //!
 //! Also home of [`Backend`], which lets the other end-to-end tests run `cannon-host`
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cannon_host::broker::{
-    self, Broker, Completion, DEAD_FIELDS, DeadLetter, Delivery, KvFailure, KvStore, StreamKind, WORKER_GROUP,
+    self, BrokerAdmin, Completion, DEAD_FIELDS, DeadLetter, Delivery, KvFailure, KvStore, StreamKind, WORKER_GROUP,
 };
 use cannon_host::config::KvQuota;
 
@@ -59,7 +59,7 @@ impl Backend {
     }
 
     /// The same broker through the library, as another process sees it.
-    pub async fn open(&self) -> Arc<dyn Broker> {
+    pub async fn open(&self) -> Arc<dyn BrokerAdmin> {
         match self {
             Backend::Redis(redis) => broker::connect(&redis.url(), "cannon").await.expect("connect"),
             Backend::Embedded(dir) => broker::open_embedded(dir, "cannon").await.expect("open embedded"),
@@ -69,7 +69,7 @@ impl Backend {
 
 /// A fresh broker of each kind for one scenario.
 struct Fixture {
-    broker: Arc<dyn Broker>,
+    broker: Arc<dyn BrokerAdmin>,
     _redis: Option<RedisServer>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -113,7 +113,7 @@ conformance!(
     add_read_complete_ack,
     blocked_read_wakes_on_add,
     reclaim_takes_idle_entries_and_counts_deliveries,
-    keep_refreshes_and_reports_ownership,
+    refresh_claims_reports_ownership,
     claim_only_from_the_named_consumer,
     dead_letters_and_replay,
     only_the_holder_writes_and_only_once,
@@ -141,7 +141,7 @@ fn ids(deliveries: &[Delivery]) -> Vec<String> {
     deliveries.iter().map(|d| d.id.clone()).collect()
 }
 
-async fn add_n(b: &dyn Broker, n: usize) -> Vec<String> {
+async fn add_n(b: &dyn BrokerAdmin, n: usize) -> Vec<String> {
     let mut out = Vec::new();
     for i in 0..n {
         out.push(b.add(SVC, StreamKind::Data, &f(&[("n", &i.to_string())])).await.expect("add"));
@@ -149,12 +149,12 @@ async fn add_n(b: &dyn Broker, n: usize) -> Vec<String> {
     out
 }
 
-async fn pending_ids(b: &dyn Broker, consumer: Option<&str>) -> Vec<String> {
+async fn pending_ids(b: &dyn BrokerAdmin, consumer: Option<&str>) -> Vec<String> {
     let rows = b.pending(SVC, StreamKind::Data, WORKER_GROUP, consumer, 100).await.expect("pending");
     rows.into_iter().map(|p| p.id).collect()
 }
 
-async fn add_read_complete_ack(b: Arc<dyn Broker>) {
+async fn add_read_complete_ack(b: Arc<dyn BrokerAdmin>) {
     b.prepare(SVC, 1000).await.expect("prepare");
     let sent = add_n(&*b, 3).await;
     let got = b.read(SVC, "c1", 10, NO_WAIT).await.expect("read");
@@ -178,7 +178,7 @@ async fn add_read_complete_ack(b: Arc<dyn Broker>) {
     assert!(pending_ids(&*b, None).await.is_empty());
 }
 
-async fn blocked_read_wakes_on_add(b: Arc<dyn Broker>) {
+async fn blocked_read_wakes_on_add(b: Arc<dyn BrokerAdmin>) {
     b.prepare(SVC, 1000).await.expect("prepare");
     let reader = {
         let b = b.clone();
@@ -190,7 +190,7 @@ async fn blocked_read_wakes_on_add(b: Arc<dyn Broker>) {
     assert_eq!(ids(&got), vec![id]);
 }
 
-async fn reclaim_takes_idle_entries_and_counts_deliveries(b: Arc<dyn Broker>) {
+async fn reclaim_takes_idle_entries_and_counts_deliveries(b: Arc<dyn BrokerAdmin>) {
     b.prepare(SVC, 1000).await.expect("prepare");
     let sent = add_n(&*b, 2).await;
     b.read(SVC, "c1", 10, NO_WAIT).await.expect("read");
@@ -205,25 +205,25 @@ async fn reclaim_takes_idle_entries_and_counts_deliveries(b: Arc<dyn Broker>) {
     assert!(pending_ids(&*b, Some("c1")).await.is_empty());
 }
 
-async fn keep_refreshes_and_reports_ownership(b: Arc<dyn Broker>) {
+async fn refresh_claims_reports_ownership(b: Arc<dyn BrokerAdmin>) {
     b.prepare(SVC, 1000).await.expect("prepare");
     let sent = add_n(&*b, 2).await;
     b.read(SVC, "c1", 10, NO_WAIT).await.expect("read");
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let kept = b.keep(SVC, "c1", std::slice::from_ref(&sent[0])).await.expect("keep");
+    let kept = b.refresh_claims(SVC, "c1", std::slice::from_ref(&sent[0])).await.expect("keep");
     assert_eq!(kept, vec![sent[0].clone()]);
     // Only the entry that was not kept fresh is idle long enough to be reclaimed.
     let got = b.reclaim(SVC, "c2", Duration::from_millis(200), 10).await.expect("reclaim");
     assert_eq!(ids(&got), vec![sent[1].clone()]);
-    assert_eq!(b.keep(SVC, "c1", &sent).await.expect("keep"), vec![sent[0].clone()]);
+    assert_eq!(b.refresh_claims(SVC, "c1", &sent).await.expect("keep"), vec![sent[0].clone()]);
     b.complete(SVC, "c1", &[Completion { id: sent[0].clone(), taskbacks: vec![] }]).await.expect("complete");
-    assert!(b.keep(SVC, "c1", &sent).await.expect("keep").is_empty(), "acknowledged entries are no one's");
+    assert!(b.refresh_claims(SVC, "c1", &sent).await.expect("keep").is_empty(), "acknowledged entries are no one's");
     let pending = b.pending(SVC, StreamKind::Data, WORKER_GROUP, None, 10).await.expect("pending");
     assert_eq!(pending.len(), 1);
     assert_eq!((pending[0].consumer.as_str(), pending[0].deliveries), ("c2", 2));
 }
 
-async fn claim_only_from_the_named_consumer(b: Arc<dyn Broker>) {
+async fn claim_only_from_the_named_consumer(b: Arc<dyn BrokerAdmin>) {
     b.prepare(SVC, 1000).await.expect("prepare");
     let sent = add_n(&*b, 3).await;
     b.read(SVC, "c1", 10, NO_WAIT).await.expect("read");
@@ -245,7 +245,7 @@ async fn claim_only_from_the_named_consumer(b: Arc<dyn Broker>) {
     assert_eq!(group.pending, 2, "c1's entry went with it; c2's two remain");
 }
 
-async fn dead_letters_and_replay(b: Arc<dyn Broker>) {
+async fn dead_letters_and_replay(b: Arc<dyn BrokerAdmin>) {
     b.prepare(SVC, 1000).await.expect("prepare");
     let sent = add_n(&*b, 1).await;
     b.read(SVC, "c1", 10, NO_WAIT).await.expect("read");
@@ -257,7 +257,7 @@ async fn dead_letters_and_replay(b: Arc<dyn Broker>) {
         attempts: 3,
         failed_at_ms: 1_700_000_000_000,
     };
-    assert_eq!(b.bury(SVC, "c1", &[letter]).await.expect("bury"), 0);
+    assert_eq!(b.dead_letter(SVC, "c1", &[letter]).await.expect("bury"), 0);
     assert!(pending_ids(&*b, None).await.is_empty(), "a dead letter is acknowledged");
     let dead = b.tail(SVC, StreamKind::Dead, "0-0", 10, NO_WAIT).await.expect("tail");
     assert_eq!(dead.len(), 1);
@@ -285,7 +285,7 @@ async fn dead_letters_and_replay(b: Arc<dyn Broker>) {
 /// A message is written (taskbacks or dead letter, and its ack) only by the consumer that
 /// holds it, and only once: a repeated write, or one by a worker whose message was taken
 /// over, is left alone. Entries too large for Redis's script path take the other path.
-async fn only_the_holder_writes_and_only_once(b: Arc<dyn Broker>) {
+async fn only_the_holder_writes_and_only_once(b: Arc<dyn BrokerAdmin>) {
     b.prepare(SVC, 1000).await.expect("prepare");
     let sent = add_n(&*b, 4).await;
     b.read(SVC, "c1", 10, NO_WAIT).await.expect("read");
@@ -306,9 +306,9 @@ async fn only_the_holder_writes_and_only_once(b: Arc<dyn Broker>) {
         attempts: 3,
         failed_at_ms: 1,
     };
-    assert_eq!(b.bury(SVC, "c2", &[letter(&sent[3])]).await.expect("bury"), 1, "c1 holds it");
-    assert_eq!(b.bury(SVC, "c1", &[letter(&sent[3])]).await.expect("bury"), 0);
-    assert_eq!(b.bury(SVC, "c1", &[letter(&sent[3])]).await.expect("bury again"), 1);
+    assert_eq!(b.dead_letter(SVC, "c2", &[letter(&sent[3])]).await.expect("bury"), 1, "c1 holds it");
+    assert_eq!(b.dead_letter(SVC, "c1", &[letter(&sent[3])]).await.expect("bury"), 0);
+    assert_eq!(b.dead_letter(SVC, "c1", &[letter(&sent[3])]).await.expect("bury again"), 1);
 
     let taskbacks = b.tail(SVC, StreamKind::Taskback, "0-0", 10, NO_WAIT).await.expect("tail");
     let fields: Vec<Vec<(String, String)>> = taskbacks.into_iter().map(|e| e.fields).collect();
@@ -318,7 +318,7 @@ async fn only_the_holder_writes_and_only_once(b: Arc<dyn Broker>) {
     assert_eq!(pending_ids(&*b, Some("c2")).await, vec![sent[0].clone()]);
 }
 
-async fn last_id_and_tail(b: Arc<dyn Broker>) {
+async fn last_id_and_tail(b: Arc<dyn BrokerAdmin>) {
     assert_eq!(b.last_id(SVC, StreamKind::Taskback).await.expect("last id"), "0-0");
     let first = b.add(SVC, StreamKind::Taskback, &f(&[("a", "1")])).await.expect("add");
     let second = b.add(SVC, StreamKind::Taskback, &f(&[("a", "2")])).await.expect("add");
@@ -337,7 +337,7 @@ async fn last_id_and_tail(b: Arc<dyn Broker>) {
     assert_eq!(got.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), vec![third]);
 }
 
-async fn create_group_and_read_group(b: Arc<dyn Broker>) {
+async fn create_group_and_read_group(b: Arc<dyn BrokerAdmin>) {
     let old = b.add(SVC, StreamKind::Taskback, &f(&[("a", "old")])).await.expect("add");
     b.create_group(SVC, StreamKind::Taskback, "new-only", "$").await.expect("group");
     b.create_group(SVC, StreamKind::Taskback, "everything", "0").await.expect("group");
@@ -361,7 +361,7 @@ async fn create_group_and_read_group(b: Arc<dyn Broker>) {
     assert!(blocked.await.expect("read").is_empty());
 }
 
-async fn own_pending_is_read_again_after_a_restart(b: Arc<dyn Broker>) {
+async fn own_pending_is_read_again_after_a_restart(b: Arc<dyn BrokerAdmin>) {
     b.create_group(SVC, StreamKind::Taskback, "g", "$").await.expect("group");
     let first = b.add(SVC, StreamKind::Taskback, &f(&[("n", "1")])).await.expect("add");
     let second = b.add(SVC, StreamKind::Taskback, &f(&[("n", "2")])).await.expect("add");
@@ -380,7 +380,7 @@ async fn own_pending_is_read_again_after_a_restart(b: Arc<dyn Broker>) {
     assert!(b.read_own_pending(SVC, StreamKind::Taskback, "g", "stable", 10).await.expect("own").is_empty());
 }
 
-async fn stream_info_and_pending(b: Arc<dyn Broker>) {
+async fn stream_info_and_pending(b: Arc<dyn BrokerAdmin>) {
     let missing = b.stream_info("nothing-here", StreamKind::Data).await.expect("info");
     assert_eq!((missing.length, missing.last_id.as_str(), missing.groups.len()), (0, "0-0", 0));
     b.prepare(SVC, 1000).await.expect("prepare");
@@ -403,7 +403,7 @@ async fn stream_info_and_pending(b: Arc<dyn Broker>) {
     assert!(taskback.groups.is_empty(), "{:?}", taskback.groups);
 }
 
-async fn streams_are_trimmed_to_about_maxlen(b: Arc<dyn Broker>) {
+async fn streams_are_trimmed_to_about_maxlen(b: Arc<dyn BrokerAdmin>) {
     b.prepare(SVC, 10).await.expect("prepare");
     for i in 0..1000 {
         b.add(SVC, StreamKind::Taskback, &f(&[("i", &i.to_string())])).await.expect("add");
@@ -417,10 +417,11 @@ async fn streams_are_trimmed_to_about_maxlen(b: Arc<dyn Broker>) {
     assert_eq!(newest.last().map(|e| e.fields.clone()), Some(f(&[("i", "999")])), "the newest entries are kept");
 }
 
-async fn trimming_spares_what_groups_still_need(b: Arc<dyn Broker>) {
+async fn trimming_spares_what_groups_still_need(b: Arc<dyn BrokerAdmin>) {
     b.prepare(SVC, 10).await.expect("prepare");
     let ids = add_n(&*b, 200).await;
-    let length = |b: Arc<dyn Broker>| async move { b.stream_info(SVC, StreamKind::Data).await.expect("info").length };
+    let length =
+        |b: Arc<dyn BrokerAdmin>| async move { b.stream_info(SVC, StreamKind::Data).await.expect("info").length };
     // Nothing read yet: all 200 are backlog, far beyond maxlen, and all stay.
     b.trim(SVC).await.expect("trim");
     assert_eq!(length(b.clone()).await, 200);
@@ -450,7 +451,7 @@ fn quota(max_keys: u64, max_bytes: u64) -> KvQuota {
     KvQuota { max_keys, max_bytes, ..KvQuota::default() }
 }
 
-async fn kv_get_set_delete_increment_list(b: Arc<dyn Broker>) {
+async fn kv_get_set_delete_increment_list(b: Arc<dyn BrokerAdmin>) {
     let kv: Arc<dyn KvStore> = b;
     let q = KvQuota::default();
     assert_eq!(kv.kv_get(SVC, "a").await, Ok(None));
@@ -474,7 +475,7 @@ async fn kv_get_set_delete_increment_list(b: Arc<dyn Broker>) {
     assert_eq!(kv.kv_get(SVC, "a").await, Ok(None));
 }
 
-async fn kv_ttl_expires(b: Arc<dyn Broker>) {
+async fn kv_ttl_expires(b: Arc<dyn BrokerAdmin>) {
     let kv: Arc<dyn KvStore> = b;
     let q = quota(2, 1 << 20);
     kv.kv_set(SVC, "t", b"soon gone", Some(Duration::from_millis(300)), &q).await.expect("set");
@@ -495,7 +496,7 @@ async fn kv_ttl_expires(b: Arc<dyn Broker>) {
 
 /// Issue 13.6: a `ttl-ms` up to `u64::MAX` gets the same answer on both brokers: accepted,
 /// clamped to `broker::MAX_KV_TTL`, the key readable (Redis used to refuse it as unavailable).
-async fn kv_huge_ttl_is_clamped(b: Arc<dyn Broker>) {
+async fn kv_huge_ttl_is_clamped(b: Arc<dyn BrokerAdmin>) {
     let kv: Arc<dyn KvStore> = b;
     let q = quota(10, 1 << 20);
     for (key, ms) in [("max", u64::MAX), ("i64", i64::MAX as u64), ("2^53", 1 << 53), ("cap", 1 << 42)] {
@@ -507,7 +508,7 @@ async fn kv_huge_ttl_is_clamped(b: Arc<dyn Broker>) {
     assert_eq!(kv.kv_list(SVC, "", 10).await.map(|k| k.len()), Ok(4));
 }
 
-async fn kv_quotas(b: Arc<dyn Broker>) {
+async fn kv_quotas(b: Arc<dyn BrokerAdmin>) {
     let kv: Arc<dyn KvStore> = b;
     let q = quota(2, 20);
     kv.kv_set(SVC, "k1", b"12345", None, &q).await.expect("set");
@@ -523,7 +524,7 @@ async fn kv_quotas(b: Arc<dyn Broker>) {
     kv.kv_set(SVC, "k3", b"1", None, &q).await.expect("a delete frees a key");
 }
 
-async fn kv_is_scoped_per_service(b: Arc<dyn Broker>) {
+async fn kv_is_scoped_per_service(b: Arc<dyn BrokerAdmin>) {
     let kv: Arc<dyn KvStore> = b;
     let q = KvQuota::default();
     kv.kv_set("one", "shared", b"1", None, &q).await.expect("set");

@@ -9,6 +9,7 @@ mod remember;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use cannon_host::time::civil_from_days;
 use serde_json::Value;
 
 use crate::conformance::Backend;
@@ -85,23 +86,9 @@ pub fn fnv1a64_hex(bytes: &[u8]) -> String {
 
 /// `DD-MM` of the UTC day `offset` days from today.
 pub fn day_month(offset: i64) -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
-    let (_, month, day) = civil_from_days((secs / 86_400) as i64 + offset);
+    let days = i64::try_from(cannon_host::time::now_ms() / 86_400_000).expect("days");
+    let (_, month, day) = civil_from_days(days + offset);
     format!("{day:02}-{month:02}")
-}
-
-/// (year, month, day) of a count of days since 1970-01-01 (Howard Hinnant's civil_from_days).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// Every example's compose file loads and its components pass `cannon-host check`.

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cannon_host::broker::{Broker, StreamKind};
+use cannon_host::broker::{BrokerAdmin, StreamKind};
 use cannon_host::config::KvQuota;
 
 use crate::conformance::Backend;
@@ -18,7 +18,7 @@ fn get<'a>(fields: &'a Fields, key: &str) -> Option<&'a str> {
 }
 
 /// Adds `messages` to `service`'s data stream through the library, as another process would.
-async fn add(broker: &Arc<dyn Broker>, service: &str, messages: &[Fields]) {
+async fn add(broker: &Arc<dyn BrokerAdmin>, service: &str, messages: &[Fields]) {
     broker.prepare(service, 100_000).await.expect("prepare");
     for fields in messages {
         broker.add(service, StreamKind::Data, fields).await.expect("add");
@@ -26,7 +26,7 @@ async fn add(broker: &Arc<dyn Broker>, service: &str, messages: &[Fields]) {
 }
 
 /// The first `n` taskbacks of `service`, in stream order (failing after 60 s).
-async fn taskbacks(broker: &Arc<dyn Broker>, service: &str, n: usize, host: &Running) -> Vec<Fields> {
+async fn taskbacks(broker: &Arc<dyn BrokerAdmin>, service: &str, n: usize, host: &Running) -> Vec<Fields> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let found = broker.tail(service, StreamKind::Taskback, "0-0", n + 100, Duration::ZERO).await.expect("tail");

@@ -27,4 +27,5 @@ mod receipts;
 mod reliability;
 mod sandbox;
 mod service_model;
+mod traces;
 mod wat;

@@ -33,20 +33,35 @@ pub const POLL: Duration = Duration::from_secs(2);
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("tls: cannot read {path}: {source}")]
+    /// A file could not be read.
     Read {
+        /// The file.
         path: String,
         #[source]
+        /// Why.
         source: std::io::Error,
     },
     #[error("tls: {path} holds no PEM certificate")]
-    NoCertificate { path: String },
+    /// The certificate file holds no PEM certificate.
+    NoCertificate {
+        /// The file.
+        path: String,
+    },
     #[error("tls: {path} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)")]
-    NoKey { path: String },
+    /// The key file holds no PEM private key.
+    NoKey {
+        /// The file.
+        path: String,
+    },
     #[error("tls: certificate {cert} and key {key} do not make a usable pair: {source}")]
+    /// Certificate and key do not fit together.
     Config {
+        /// The certificate file.
         cert: String,
+        /// The key file.
         key: String,
         #[source]
+        /// What rustls said.
         source: rustls::Error,
     },
 }

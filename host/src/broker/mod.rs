@@ -10,21 +10,16 @@
 //! data directory; the default, for one machine). `docs/brokers.md` compares them.
 //!
 //! ## Layout
-//! - `mod.rs`: the [`Broker`] and [`KvStore`] traits, their data types, [`connect`].
-//! - `redis.rs`: Redis streams and consumer groups; `redis_admin.rs`: inspection, claims
-//!   and replays (Lua scripts where a check and a write must be atomic); `redis_kv.rs`: kv
-//!   with quotas in Lua; `parse.rs`: decoding of Redis replies; `redis_acl.rs`: the
-//!   `ACL SETUSER` rule that confines a service's processes to its own keys.
+//! - `mod.rs`: the [`Broker`] trait (what running services use), the [`BrokerAdmin`]
+//!   trait (what the tools add), their data types, [`connect`].
+//! - `redis/`: Redis streams and consumer groups (its `mod.rs` names the files: claims
+//!   and replays as Lua scripts, kv with quotas in Lua, the decoding of replies, and the
+//!   `ACL SETUSER` rule that confines a service's processes to its own keys).
 //! - `embedded/`: the same semantics in SQLite (`streams.rs`: streams, groups, pending;
 //!   `kv.rs`: kv), usable by several processes on one data directory.
 
 mod embedded;
-pub mod parse;
 mod redis;
-mod redis_acl;
-mod redis_admin;
-mod redis_kv;
-mod redis_rate;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -33,24 +28,23 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use self::embedded::EmbeddedBroker;
-pub use self::redis::RedisBroker;
-pub use self::redis_acl::{WORKER_CHANNELS, WORKER_COMMANDS, acl_setuser};
-pub use crate::config::StreamKind;
-
-/// Ordered `key -> value` pairs: a message's fields, results or a taskback.
-pub type Fields = Vec<(String, String)>;
+pub use self::redis::acl::{WORKER_CHANNELS, WORKER_COMMANDS, acl_setuser};
+pub use self::redis::{RedisBroker, parse};
+pub use crate::vocab::fields::{ATTEMPTS_FIELD, DEAD_FIELDS, ERROR_FIELD, FAILED_AT_FIELD, Fields, ID_FIELD};
+pub use crate::vocab::kv::{KvFailure, KvStore, MAX_KV_TTL, kv_ttl_ms};
+pub use crate::vocab::stream::StreamKind;
 
 /// Consumer group of the workers on a data stream.
 pub const WORKER_GROUP: &str = "cannon";
 /// Consumer group of a service's collector on its taskback stream.
 pub const COLLECTOR_GROUP: &str = "collector";
-/// Field of a taskback naming the message it answers.
-pub const ID_FIELD: &str = "cannon.id";
 
 /// One stream entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// Stream id (`ms-seq`).
     pub id: String,
+    /// Its fields, in stored order.
     pub fields: Fields,
     /// Set when a key or value of the stored entry is not UTF-8 (Redis: any producer can
     /// `XADD` bytes): which field and at what byte. `fields` then has each invalid byte
@@ -61,7 +55,9 @@ pub struct Entry {
 /// A data-stream entry handed to this consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
+    /// Stream id (`ms-seq`).
     pub id: String,
+    /// The message's fields, in stored order.
     pub fields: Fields,
     /// How many times the broker has handed this entry out, this time included.
     pub deliveries: u32,
@@ -72,16 +68,22 @@ pub struct Delivery {
 /// A processed message: the taskbacks to add and the entry to acknowledge, atomically.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
+    /// Data-stream id of the message.
     pub id: String,
+    /// Entries to add to the taskback stream, in order.
     pub taskbacks: Vec<Fields>,
 }
 
 /// A message that failed `retry.max_attempts` times.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
+    /// Data-stream id of the message.
     pub id: String,
+    /// The message's fields.
     pub fields: Fields,
+    /// Why it failed (the last error).
     pub error: String,
+    /// Deliveries spent on it (0: never run).
     pub attempts: u32,
     /// Milliseconds since the Unix epoch of the last failure.
     pub failed_at_ms: u64,
@@ -94,7 +96,7 @@ impl DeadLetter {
     /// it, in the same order and with the same keys left out.)
     pub fn entry(&self) -> Fields {
         let mut entry = self.added();
-        entry.extend(crate::fields::guest_pairs(self.fields.iter().cloned()));
+        entry.extend(crate::vocab::fields::guest_pairs(self.fields.iter().cloned()));
         entry
     }
 
@@ -102,21 +104,19 @@ impl DeadLetter {
     pub fn added(&self) -> Fields {
         vec![
             (ID_FIELD.to_owned(), self.id.clone()),
-            ("cannon.error".to_owned(), self.error.clone()),
-            ("cannon.attempts".to_owned(), self.attempts.to_string()),
-            ("cannon.failed_at".to_owned(), self.failed_at_ms.to_string()),
+            (ERROR_FIELD.to_owned(), self.error.clone()),
+            (ATTEMPTS_FIELD.to_owned(), self.attempts.to_string()),
+            (FAILED_AT_FIELD.to_owned(), self.failed_at_ms.to_string()),
         ]
     }
 }
 
-/// Fields [`Broker::bury`] adds to a dead letter (before the message's own fields), and
-/// which [`Broker::replay`] strips again.
-pub const DEAD_FIELDS: [&str; 4] = [ID_FIELD, "cannon.error", "cannon.attempts", "cannon.failed_at"];
-
 /// One entry delivered to a consumer of a group and not yet acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingEntry {
+    /// Stream id of the entry.
     pub id: String,
+    /// The consumer holding it.
     pub consumer: String,
     /// Milliseconds since it was last delivered (or kept alive by its consumer).
     pub idle_ms: u64,
@@ -136,6 +136,7 @@ pub struct RateCount {
 /// A consumer of a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerInfo {
+    /// Consumer name (`{host}-{pid}`, `{host}-collector`).
     pub name: String,
     /// Entries it holds unacknowledged.
     pub pending: u64,
@@ -146,42 +147,74 @@ pub struct ConsumerInfo {
 /// A consumer group of a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupInfo {
+    /// Group name.
     pub name: String,
+    /// Entries delivered to its consumers and not acknowledged.
     pub pending: u64,
     /// Id of the last entry handed to any of its consumers.
     pub last_delivered: String,
+    /// Its consumers.
     pub consumers: Vec<ConsumerInfo>,
 }
 
 /// One stream of a service.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StreamInfo {
+    /// Entries in the stream.
     pub length: u64,
     /// Id of the newest entry (`0-0` when the stream is empty or missing).
     pub last_id: String,
+    /// Its consumer groups.
     pub groups: Vec<GroupInfo>,
 }
 
 #[derive(Debug, thiserror::Error)]
+/// A broker operation that failed, naming the broker (URL without password, or file).
 pub enum BrokerError {
     #[error("broker {url}: {source}")]
+    /// Redis answered with an error, or the connection failed.
     Redis {
+        /// The broker's URL, password removed.
         url: String,
         #[source]
+        /// What the client reported.
         source: ::redis::RedisError,
     },
     #[error("broker {url}: unexpected reply to {command}: {detail}")]
-    Protocol { url: String, command: &'static str, detail: String },
+    /// Redis answered with a reply of an unexpected shape.
+    Protocol {
+        /// The broker's URL, password removed.
+        url: String,
+        /// The command or script that got the reply.
+        command: &'static str,
+        /// What was wrong with it.
+        detail: String,
+    },
     #[error("invalid broker URL {url:?}: {reason}")]
-    Url { url: String, reason: String },
+    /// The broker URL is not usable.
+    Url {
+        /// The URL as given.
+        url: String,
+        /// Why not.
+        reason: String,
+    },
     #[error("embedded broker {path}: {source}")]
+    /// SQLite failed.
     Sqlite {
+        /// The database file.
         path: String,
         #[source]
+        /// What SQLite reported.
         source: rusqlite::Error,
     },
     #[error("embedded broker {path}: {detail}")]
-    Embedded { path: String, detail: String },
+    /// The embedded broker refused or failed for another reason.
+    Embedded {
+        /// The database file.
+        path: String,
+        /// What went wrong.
+        detail: String,
+    },
 }
 
 impl BrokerError {
@@ -220,10 +253,13 @@ impl BrokerError {
     }
 }
 
+/// A broker operation's result.
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 
-/// Message transport of a set of services. Every broker is also the service's kv store
-/// (`Arc<dyn Broker>` coerces to `Arc<dyn KvStore>`).
+/// Message transport of a set of services, as running services use it: workers (read,
+/// complete, dead-letter, recover), collectors (add, read taskbacks) and the metrics
+/// sampler. Every broker is also the service's kv store (`Arc<dyn Broker>` coerces to
+/// `Arc<dyn KvStore>`); the tools' extra operations are in [`BrokerAdmin`].
 #[async_trait]
 pub trait Broker: KvStore + Send + Sync + 'static {
     /// Where this broker lives, for messages (password removed).
@@ -251,7 +287,7 @@ pub trait Broker: KvStore + Send + Sync + 'static {
 
     /// Like [`Broker::complete`], for dead letters: each goes to the dead stream and its
     /// entry is acknowledged, if `consumer` still holds it. Returns how many were left alone.
-    async fn bury(&self, service: &str, consumer: &str, dead: &[DeadLetter]) -> Result<usize>;
+    async fn dead_letter(&self, service: &str, consumer: &str, dead: &[DeadLetter]) -> Result<usize>;
 
     /// Creates consumer group `group` on one of the service's streams when missing, starting
     /// at `start` (`"0"`: the whole stream, `"$"`: new entries only).
@@ -286,25 +322,15 @@ pub trait Broker: KvStore + Send + Sync + 'static {
     /// dead letters, a taskback stream nobody collects) is trimmed by length alone.
     async fn trim(&self, service: &str) -> Result<()>;
 
-    /// Deletes the service's streams, groups and kv data (used by `cannon-host bench` for its
-    /// scratch namespace).
-    async fn drop_service(&self, service: &str) -> Result<()>;
-
     /// Acknowledges entries `group` has handled.
     async fn ack(&self, service: &str, stream: StreamKind, group: &str, ids: &[String]) -> Result<()>;
 
     /// Id of the newest entry of a stream (`0-0` when empty), to tail from.
     async fn last_id(&self, service: &str, stream: StreamKind) -> Result<String>;
 
-    /// Entries after `after`, waiting up to `block` for the first; no consumer group.
-    async fn tail(
-        &self,
-        service: &str,
-        stream: StreamKind,
-        after: &str,
-        count: usize,
-        block: Duration,
-    ) -> Result<Vec<Entry>>;
+    /// Up to `count` entries of one of the service's streams after `after`, without a group
+    /// and without waiting (the Matrix collector's resume scan of what it already added).
+    async fn scan(&self, service: &str, stream: StreamKind, after: &str, count: usize) -> Result<Vec<Entry>>;
 
     /// Length, newest id, groups and consumers of one of the service's streams (empty when
     /// the stream does not exist).
@@ -326,7 +352,7 @@ pub trait Broker: KvStore + Send + Sync + 'static {
 
     /// Keeps `consumer`'s claim on `ids` (data stream, worker group) fresh, so they are not
     /// reclaimed as abandoned; returns those still pending with `consumer`.
-    async fn keep(&self, service: &str, consumer: &str, ids: &[String]) -> Result<Vec<String>>;
+    async fn refresh_claims(&self, service: &str, consumer: &str, ids: &[String]) -> Result<Vec<String>>;
 
     /// Removes a consumer (and whatever it still had pending) from a group.
     async fn remove_consumer(&self, service: &str, stream: StreamKind, group: &str, consumer: &str) -> Result<()>;
@@ -335,60 +361,39 @@ pub trait Broker: KvStore + Send + Sync + 'static {
     /// `window` that starts with the first message counted in it. Atomic, so every worker
     /// of the service shares the count (Redis: `{ns}:{service}:rate:{bucket}`).
     async fn rate_count(&self, service: &str, bucket: &str, window: Duration) -> Result<RateCount>;
+}
+
+/// What the command-line tools need beyond a running service: reading a stream from any
+/// point without a group (`send --wait`, `watch`, `dead`, `bench`), replaying dead letters,
+/// deleting a scratch service. Workers and collectors only see [`Broker`].
+#[async_trait]
+pub trait BrokerAdmin: Broker {
+    /// Entries after `after`, waiting up to `block` for the first; no consumer group.
+    async fn tail(
+        &self,
+        service: &str,
+        stream: StreamKind,
+        after: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Entry>>;
+
+    /// Deletes the service's streams, groups and kv data (used by `cannon-host bench` for its
+    /// scratch namespace).
+    async fn drop_service(&self, service: &str) -> Result<()>;
 
     /// Moves dead letters (ids of the dead stream) back onto the data stream, without the
     /// [`DEAD_FIELDS`], atomically per letter; returns `(dead id, new data id)` of each moved.
     async fn replay(&self, service: &str, dead_ids: &[String]) -> Result<Vec<(String, String)>>;
 }
 
-/// The longest `kv` TTL: 100 years. A longer one (up to `u64::MAX` ms from a guest) is
-/// clamped to it by both brokers, so both answer the same: Redis refuses expiry times past
-/// about 2^63 ms and its Lua scripts count in doubles, exact to 2^53.
-pub const MAX_KV_TTL: Duration = Duration::from_millis(100 * 365 * 24 * 3600 * 1000);
-
-/// `ttl` clamped to [`MAX_KV_TTL`], in whole milliseconds, at least 1.
-pub fn kv_ttl_ms(ttl: Duration) -> u64 {
-    u64::try_from(ttl.min(MAX_KV_TTL).as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
-/// Why a kv operation was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KvFailure {
-    QuotaExceeded(String),
-    NotANumber(String),
-    Unavailable(String),
-}
-
-/// Storage behind the `kv` import. Keys are relative to the service; the store scopes them.
-#[async_trait]
-pub trait KvStore: Send + Sync + 'static {
-    async fn kv_get(&self, service: &str, key: &str) -> Result<Option<Vec<u8>>, KvFailure>;
-    async fn kv_set(
-        &self,
-        service: &str,
-        key: &str,
-        value: &[u8],
-        ttl: Option<Duration>,
-        quota: &crate::config::KvQuota,
-    ) -> Result<(), KvFailure>;
-    async fn kv_delete(&self, service: &str, key: &str) -> Result<bool, KvFailure>;
-    async fn kv_increment(
-        &self,
-        service: &str,
-        key: &str,
-        delta: i64,
-        quota: &crate::config::KvQuota,
-    ) -> Result<i64, KvFailure>;
-    async fn kv_list(&self, service: &str, prefix: &str, limit: u32) -> Result<Vec<String>, KvFailure>;
-}
-
 /// Opens the Redis broker at `url` (`redis://` or `rediss://`).
-pub async fn connect(url: &str, namespace: &str) -> Result<Arc<dyn Broker>> {
+pub async fn connect(url: &str, namespace: &str) -> Result<Arc<dyn BrokerAdmin>> {
     Ok(Arc::new(RedisBroker::connect(url, namespace).await?))
 }
 
 /// Opens (creating when missing) the embedded broker in `data_dir`.
-pub async fn open_embedded(data_dir: &Path, namespace: &str) -> Result<Arc<dyn Broker>> {
+pub async fn open_embedded(data_dir: &Path, namespace: &str) -> Result<Arc<dyn BrokerAdmin>> {
     Ok(Arc::new(EmbeddedBroker::open(data_dir, namespace).await?))
 }
 

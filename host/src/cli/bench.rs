@@ -15,12 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, Fields, KvStore, StreamKind};
+use crate::broker::{BrokerAdmin, Fields, StreamKind};
 use crate::cli::{Cli, connect, one_service};
-use crate::engine::{Engine, metrics};
+use crate::engine::metrics;
 use crate::fields::host_id;
-use crate::service::{self, engine_options};
-use crate::worker;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -163,17 +161,20 @@ struct Report {
 async fn measure(
     compose: &crate::config::Compose,
     spec: &crate::config::Service,
-    broker: Arc<dyn Broker>,
+    broker: Arc<dyn BrokerAdmin>,
     fields: &Fields,
     args: &Args,
 ) -> anyhow::Result<Report> {
     let name = spec.name.clone();
-    broker.prepare(&name, spec.stream.maxlen.max(args.messages as u64 * 2)).await?;
-    let engine = Arc::new(Engine::new(&crate::cli::sandboxed(engine_options(&[spec]))?)?);
-    let kv: Arc<dyn KvStore> = broker.clone();
-    let runtime = Arc::new(service::build(compose, spec, &engine, Some(kv)).await?);
+    let options = crate::runner::Options {
+        role: crate::runner::Role::Worker,
+        compiler: crate::cli::sandboxed_compiler()?,
+        consumer_suffix: "bench".to_owned(),
+        min_maxlen: args.messages as u64 * 2,
+        metrics: None,
+    };
     let shutdown = CancellationToken::new();
-    let workers = tokio::spawn(worker::run(runtime, broker.clone(), worker::consumer_name("bench"), shutdown.clone()));
+    let workers = crate::runner::start(compose, &[spec], broker.clone(), &options, shutdown.clone()).await?;
 
     let clock = Arc::new(Mutex::new(Clock::default()));
     let before = metrics::snapshot();
@@ -181,49 +182,7 @@ async fn measure(
     let producer =
         tokio::spawn(produce(broker.clone(), name.clone(), fields.clone(), args.messages, args.rate, clock.clone()));
 
-    // Read taskbacks until every message has one.
-    let mut after = "0-0".to_owned();
-    let mut done = 0usize;
-    let mut last_progress = Instant::now();
-    let mut last_answer = Instant::now();
-    while done < args.messages {
-        let entries = broker.tail(&name, StreamKind::Taskback, &after, 1000, Duration::from_millis(200)).await?;
-        let now = Instant::now();
-        let quiet = now.duration_since(last_answer);
-        let dead = if entries.is_empty() && quiet > Duration::from_millis(500) {
-            broker.stream_info(&name, StreamKind::Dead).await.map(|i| i.length).unwrap_or(0)
-        } else {
-            0
-        };
-        if dead > 0 && done + dead as usize >= args.messages || quiet > Duration::from_secs(10) {
-            anyhow::bail!(
-                "{done} of {} messages answered, {dead} dead letters: does every message of \
-                 service {name:?} produce results? (--field sets the message's fields)",
-                args.messages
-            );
-        }
-        {
-            let mut clock = lock(&clock);
-            for entry in &entries {
-                // Only the host-written id counts, and only a message's first taskback.
-                if let Some(id) = host_id(&entry.fields)
-                    && clock.answered(id.to_owned(), now)
-                {
-                    done += 1;
-                }
-            }
-        }
-        if let Some(last) = entries.last() {
-            after = last.id.clone();
-            last_answer = now;
-        }
-        if !args.json && now.duration_since(last_progress) >= Duration::from_millis(250) {
-            last_progress = now;
-            let rate = done as f64 / started.elapsed().as_secs_f64();
-            eprint!("\r  {done}/{} taskbacks, {rate:.0} msg/s   ", args.messages);
-            let _ = std::io::stderr().flush();
-        }
-    }
+    let done = read_answers(&*broker, &name, &clock, args, started).await?;
     let elapsed = started.elapsed();
     if !args.json {
         eprintln!("\r  {done}/{} taskbacks{}", args.messages, " ".repeat(24));
@@ -231,7 +190,7 @@ async fn measure(
     producer.await.context("producer panicked")??;
     let (rss_peak_mb, rss_mb) = rss_mb();
     shutdown.cancel();
-    workers.await.context("workers panicked")??;
+    anyhow::ensure!(workers.wait().await, "the benchmark's workers failed (see the log above)");
     let after = metrics::snapshot();
     let calls = after.calls.saturating_sub(before.calls);
     let per_call = |total: Duration| if calls == 0 { 0.0 } else { total.as_secs_f64() * 1e6 / calls as f64 };
@@ -255,10 +214,64 @@ async fn measure(
     })
 }
 
+/// Reads taskbacks until every message has one, timing each message's first; fails when
+/// the rest went to dead letters or nothing came for 10 s. Returns how many were answered.
+async fn read_answers(
+    broker: &dyn BrokerAdmin,
+    name: &str,
+    clock: &Mutex<Clock>,
+    args: &Args,
+    started: Instant,
+) -> anyhow::Result<usize> {
+    let mut after = "0-0".to_owned();
+    let mut done = 0usize;
+    let mut last_progress = Instant::now();
+    let mut last_answer = Instant::now();
+    while done < args.messages {
+        let entries = broker.tail(name, StreamKind::Taskback, &after, 1000, Duration::from_millis(200)).await?;
+        let now = Instant::now();
+        let quiet = now.duration_since(last_answer);
+        let dead = if entries.is_empty() && quiet > Duration::from_millis(500) {
+            broker.stream_info(name, StreamKind::Dead).await.map(|i| i.length).unwrap_or(0)
+        } else {
+            0
+        };
+        if dead > 0 && done + dead as usize >= args.messages || quiet > Duration::from_secs(10) {
+            anyhow::bail!(
+                "{done} of {} messages answered, {dead} dead letters: does every message of \
+                 service {name:?} produce results? (--field sets the message's fields)",
+                args.messages
+            );
+        }
+        {
+            let mut clock = lock(clock);
+            for entry in &entries {
+                // Only the host-written id counts, and only a message's first taskback.
+                if let Some(id) = host_id(&entry.fields)
+                    && clock.answered(id.to_owned(), now)
+                {
+                    done += 1;
+                }
+            }
+        }
+        if let Some(last) = entries.last() {
+            after = last.id.clone();
+            last_answer = now;
+        }
+        if !args.json && now.duration_since(last_progress) >= Duration::from_millis(250) {
+            last_progress = now;
+            let rate = done as f64 / started.elapsed().as_secs_f64();
+            eprint!("\r  {done}/{} taskbacks, {rate:.0} msg/s   ", args.messages);
+            let _ = std::io::stderr().flush();
+        }
+    }
+    Ok(done)
+}
+
 /// Adds `n` messages: as fast as the broker takes them (up to 256 adds in flight), or at
 /// `rate` per second.
 async fn produce(
-    broker: Arc<dyn Broker>,
+    broker: Arc<dyn BrokerAdmin>,
     service: String,
     fields: Fields,
     n: usize,

@@ -12,6 +12,7 @@ use crate::broker::{Entry, ID_FIELD, StreamKind};
 use crate::cli::watch::fields_json;
 use crate::cli::{Cli, connect, one_service};
 use crate::text::{for_json, for_terminal};
+use crate::time::rfc3339_millis;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -30,23 +31,6 @@ pub struct Args {
 
 fn get<'a>(entry: &'a Entry, key: &str) -> &'a str {
     entry.fields.iter().rev().find(|(k, _)| k == key).map_or("", |(_, v)| v.as_str())
-}
-
-/// Milliseconds since the Unix epoch as RFC 3339 UTC, e.g. `2026-11-23T13:31:51.250Z`.
-pub(crate) fn rfc3339(ms: u64) -> String {
-    let (secs, millis) = (ms / 1000, ms % 1000);
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rest / 3600, (rest / 60) % 60, rest % 60)
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
@@ -101,7 +85,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
                     "error": get(e, "cannon.error"),
                     "attempts": get(e, "cannon.attempts").parse::<u64>().unwrap_or(0),
                     "failed_at_ms": failed_at_ms,
-                    "failed_at": rfc3339(failed_at_ms),
+                    "failed_at": rfc3339_millis(failed_at_ms),
                     "fields": fields_json(&original),
                 })
             })
@@ -113,7 +97,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
         println!("no dead letters for service {name}");
     }
     for e in &letters {
-        let failed_at = rfc3339(get(e, "cannon.failed_at").parse().unwrap_or(0));
+        let failed_at = rfc3339_millis(get(e, "cannon.failed_at").parse().unwrap_or(0));
         let original: Vec<(String, String)> =
             e.fields.iter().filter(|(k, _)| !crate::broker::DEAD_FIELDS.contains(&k.as_str())).cloned().collect();
         println!(
@@ -126,16 +110,4 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::rfc3339;
-
-    #[test]
-    fn times_are_rfc3339_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(rfc3339(1_795_440_711_000), "2026-11-23T13:31:51.000Z");
-    }
 }

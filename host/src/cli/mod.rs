@@ -20,7 +20,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::Broker;
+use crate::broker::BrokerAdmin;
 use crate::config::Compose;
 use crate::engine::{Compiler, EngineOptions};
 
@@ -41,10 +41,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "CANNON_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     #[command(subcommand)]
+    /// The command to run.
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
+/// The `cannon-host` commands.
 pub enum Command {
     /// Run services: collectors and workers, until SIGINT/SIGTERM (then drain).
     Run(run::Args),
@@ -93,11 +95,15 @@ pub async fn dispatch(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<E
     }
 }
 
-/// `options` with untrusted components compiled in a child process of this binary, under
+/// Untrusted components compiled in a child process of this binary, under
 /// `limits.compile_s` and `limits.compile_mb`.
+pub(crate) fn sandboxed_compiler() -> anyhow::Result<Compiler> {
+    Compiler::this_program().context("cannot find this program to compile components with")
+}
+
+/// `options` with untrusted components compiled by [`sandboxed_compiler`].
 pub(crate) fn sandboxed(options: EngineOptions) -> anyhow::Result<EngineOptions> {
-    let compiler = Compiler::this_program().context("cannot find this program to compile components with")?;
-    Ok(EngineOptions { compiler, ..options })
+    Ok(EngineOptions { compiler: sandboxed_compiler()?, ..options })
 }
 
 /// Loads the compose file, or prints every problem in it and fails.
@@ -111,7 +117,7 @@ pub(crate) fn load_compose(path: &Path) -> anyhow::Result<Compose> {
 /// Connects to the broker chosen by `--broker`, `$CANNON_BROKER` or the compose file's
 /// `broker:`; without any of them (or with `embedded`), opens the embedded broker in
 /// `--data-dir` (default: the compose file's `data_dir`).
-pub(crate) async fn connect(cli: &Cli, compose: &Compose) -> anyhow::Result<Arc<dyn Broker>> {
+pub(crate) async fn connect(cli: &Cli, compose: &Compose) -> anyhow::Result<Arc<dyn BrokerAdmin>> {
     match cli.broker.clone().or_else(|| compose.broker.clone()) {
         Some(url) if url != "embedded" => crate::broker::connect(&url, &compose.namespace)
             .await

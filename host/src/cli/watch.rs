@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, Fields, StreamKind};
+use crate::broker::{BrokerAdmin, Fields, StreamKind};
 use crate::cli::{Cli, connect, one_service};
 use crate::text::{for_json, for_terminal};
 
@@ -26,7 +26,7 @@ pub(crate) fn fields_json(fields: &Fields) -> serde_json::Value {
 }
 
 async fn follow(
-    broker: Arc<dyn Broker>,
+    broker: Arc<dyn BrokerAdmin>,
     service: String,
     kind: StreamKind,
     from_start: bool,

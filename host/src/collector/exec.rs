@@ -25,9 +25,8 @@ use tokio::process::{ChildStdin, Command};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::collector::{
-    AddError, Context, Exit, HEALTHY_RUN, RESTART_BASE, RESTART_CAP, backoff, json_fields, to_json,
-};
+use crate::collector::{AddError, Context, Exit, HEALTHY_RUN, RESTART_BASE, RESTART_CAP, json_fields, to_json};
+use crate::time::backoff;
 
 /// How long the program may take to exit after its stdin is closed at shutdown.
 const GRACE: Duration = Duration::from_secs(2);
@@ -113,6 +112,30 @@ pub async fn run(ctx: Context, command: &[String], dir: &Path) -> anyhow::Result
     Ok(exit)
 }
 
+/// Starts the program in `dir` with its three standard streams piped; killed on drop.
+fn spawn(
+    command: &[String],
+    dir: &Path,
+    service: &str,
+) -> anyhow::Result<(tokio::process::Child, ChildStdin, tokio::process::ChildStdout, tokio::process::ChildStderr)> {
+    let (program, args) = command.split_first().context("empty command")?;
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .env("CANNON_SERVICE", service)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {:?}", command.join(" ")))?;
+    let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        anyhow::bail!("the program's standard streams are not available");
+    };
+    Ok((child, stdin, stdout, stderr))
+}
+
 /// Runs the program once, until it exits or shutdown.
 async fn run_program(
     ctx: &Context,
@@ -122,22 +145,8 @@ async fn run_program(
     pending: &Pending,
 ) -> anyhow::Result<Ended> {
     let name = ctx.service.name.as_str();
-    let (program, args) = command.split_first().context("empty command")?;
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .env("CANNON_SERVICE", name)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("cannot start {:?}", command.join(" ")))?;
+    let (mut child, stdin, stdout, stderr) = spawn(command, dir, name)?;
     let pid = child.id().unwrap_or(0);
-    let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        anyhow::bail!("the program's standard streams are not available");
-    };
     tracing::info!(service = %name, pid, command = %command.join(" "), "program started");
     let writer_stop = CancellationToken::new();
     let writer = match outbox.take() {

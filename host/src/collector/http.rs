@@ -246,7 +246,12 @@ fn wait_ms(query: Option<&str>) -> Result<Option<u64>, String> {
     Ok(wait)
 }
 
-async fn message(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery, body: Body) -> Response {
+async fn message(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Response {
     let wait = match wait_ms(query.as_deref()) {
         Ok(wait) => wait,
         Err(text) => return error(StatusCode::BAD_REQUEST, text),
@@ -264,10 +269,11 @@ async fn message(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery, b
             return closing(error(StatusCode::REQUEST_TIMEOUT, text));
         }
     };
-    let fields = match json_fields(&body) {
+    let mut fields = match json_fields(&body) {
         Ok(fields) => fields,
         Err(text) => return error(StatusCode::BAD_REQUEST, format!("body: {text}")),
     };
+    trace_header(&headers, &mut fields);
     let ctx = &shared.ctx;
     let id = match ctx.add(fields).await {
         Ok(id) => id,
@@ -315,6 +321,16 @@ async fn message(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery, b
 
 /// Sends the `ok` receipt of a taskback handed to its request, when it asks for one (in
 /// the background: the answer does not wait for the broker).
+/// With traces exported, a `traceparent` header continues the caller's trace (a
+/// `traceparent` field in the body wins).
+fn trace_header(headers: &axum::http::HeaderMap, fields: &mut Fields) {
+    use crate::observe::trace::{TRACEPARENT, enabled};
+    let Some(value) = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()) else { return };
+    if enabled() && !fields.iter().any(|(k, _)| k == TRACEPARENT) {
+        fields.push((TRACEPARENT.to_owned(), value.to_owned()));
+    }
+}
+
 fn delivered(shared: &Arc<Shared>, fields: &Fields) {
     if crate::fields::wants_receipt(fields) {
         let shared = shared.clone();

@@ -12,15 +12,18 @@
 //! - `http.rs`: `POST /` a JSON object; `?wait=MS` answers with the taskback; `auth:` and
 //!   `tls:` through [`crate::access`]; `http_serve.rs`: its accept loop (connection cap,
 //!   header, body and idle timeouts, TLS handshake per connection).
-//! - `tick.rs`: a message on a schedule; `schedule.rs` computes fire times (interval, cron).
+//! - `tick.rs`: a message on a schedule; `schedule.rs` computes fire times (interval, or
+//!   cron through [`crate::time::cron`]).
 //! - `stream.rs`: follows another service's data or taskback stream.
 //! - `exec.rs`: a program speaking JSON lines on stdin/stdout, restarted when it exits.
+//! - `json.rs`: JSON objects to message fields and back (http bodies, exec lines).
 //! - `chat/`: chat platforms (`irc`, `matrix`, `slack`, `discord`): the common shape and one module per platform.
 
 mod chat;
 mod exec;
 mod http;
 mod http_serve;
+mod json;
 mod schedule;
 mod stdin;
 mod stream;
@@ -34,8 +37,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Broker, BrokerError, COLLECTOR_GROUP, Entry, Fields, StreamKind};
 use crate::config::{CollectorKind, CollectorSpec, Service, TickSchedule};
+use crate::time::backoff;
 
-pub use schedule::{Schedule, ScheduleError, rfc3339};
+pub(crate) use json::{json_fields, to_json};
+pub use schedule::{Schedule, ScheduleError};
 
 /// First pause before restarting a failed collector (or an `exec` program); doubles per
 /// consecutive failure.
@@ -57,9 +62,11 @@ pub enum Exit {
 /// Everything a collector needs.
 #[derive(Clone)]
 pub struct Context {
+    /// The service the collector feeds.
     pub service: Service,
     /// This collector (a service may have several).
     pub spec: CollectorSpec,
+    /// Where messages go and taskbacks come from.
     pub broker: Arc<dyn Broker>,
     /// Consumer group on the service's taskback stream through which this collector receives
     /// taskbacks; `None` when another collector of the service delivers them.
@@ -67,6 +74,7 @@ pub struct Context {
     /// Consumer name in its groups: stable across restarts, so a restarted collector first
     /// takes up the entries it had read but not acknowledged.
     pub consumer: String,
+    /// Cancelled when the process stops.
     pub shutdown: CancellationToken,
 }
 
@@ -101,54 +109,31 @@ pub fn taskback_groups(collectors: &[CollectorSpec]) -> Vec<Option<String>> {
 #[derive(Debug, thiserror::Error)]
 pub enum AddError {
     #[error("message of {bytes} bytes exceeds limits.message_kb = {limit_kb} of service {service:?}")]
-    TooLarge { bytes: usize, limit_kb: u64, service: String },
+    /// Larger than `limits.message_kb`.
+    TooLarge {
+        /// The message's size (keys, values and per-field overhead).
+        bytes: usize,
+        /// The limit.
+        limit_kb: u64,
+        /// The service.
+        service: String,
+    },
     #[error("message of {fields} fields exceeds limits.max_fields = {limit} of service {service:?}")]
-    TooManyFields { fields: usize, limit: usize, service: String },
+    /// More fields than `limits.max_fields`.
+    TooManyFields {
+        /// The message's field count.
+        fields: usize,
+        /// The limit.
+        limit: usize,
+        /// The service.
+        service: String,
+    },
     #[error("a message needs at least one field")]
+    /// No fields at all.
     Empty,
     #[error(transparent)]
+    /// The broker refused or failed.
     Broker(#[from] BrokerError),
-}
-
-/// Doubles `base` per failure (the first failure waits `base`), capped at `cap`.
-pub(crate) fn backoff(base: Duration, failures: u32, cap: Duration) -> Duration {
-    base.saturating_mul(1u32 << failures.saturating_sub(1).min(16)).min(cap)
-}
-
-/// Fields as one JSON object of strings.
-pub(crate) fn to_json(fields: &Fields) -> serde_json::Value {
-    let object: serde_json::Map<String, serde_json::Value> =
-        fields.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
-    serde_json::Value::Object(object)
-}
-
-/// A JSON object (an http body, a line from an `exec` program) as message fields: strings
-/// as they are, numbers and booleans as their text; anything else is an error naming the key.
-pub(crate) fn json_fields(bytes: &[u8]) -> Result<Fields, String> {
-    use serde_json::Value;
-    fn kind(value: &Value) -> &'static str {
-        match value {
-            Value::Null => "null",
-            Value::Bool(_) => "a boolean",
-            Value::Number(_) => "a number",
-            Value::String(_) => "a string",
-            Value::Array(_) => "an array",
-            Value::Object(_) => "an object",
-        }
-    }
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
-    let Value::Object(object) = value else {
-        return Err(format!(r#"expected a JSON object such as {{"text": "hi"}}, found {}"#, kind(&value)));
-    };
-    object
-        .into_iter()
-        .map(|(key, value)| match value {
-            Value::String(s) => Ok((key, s)),
-            Value::Number(n) => Ok((key, n.to_string())),
-            Value::Bool(b) => Ok((key, b.to_string())),
-            other => Err(format!("field {key:?} is {}; values must be strings, numbers or booleans", kind(&other))),
-        })
-        .collect()
 }
 
 /// A background task reading taskbacks; stopped (after its current read) when dropped or
@@ -249,6 +234,7 @@ impl Context {
     fn message(&self, fields: Fields) -> Result<Fields, AddError> {
         let mut message = self.with_kwargs(fields);
         message.retain(|(k, _)| !crate::fields::is_receipt_key(k));
+        crate::observe::trace::collect(&self.service.name, kind_name(&self.spec.kind), &mut message);
         self.checked(message)
     }
 
@@ -469,25 +455,6 @@ async fn run_once(ctx: Context, kind: CollectorKind) -> anyhow::Result<Exit> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_objects_become_fields() {
-        let mut got = json_fields(br#"{"text": "hi", "n": 3, "x": 1.5, "ok": true}"#).unwrap();
-        got.sort();
-        let want: Fields = [("n", "3"), ("ok", "true"), ("text", "hi"), ("x", "1.5")]
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        assert_eq!(got, want);
-        assert!(json_fields(b"{nope").unwrap_err().starts_with("not valid JSON"));
-        assert!(json_fields(b"[1]").unwrap_err().ends_with("found an array"));
-        assert_eq!(
-            json_fields(br#"{"a": "x", "deep": {"b": 1}}"#).unwrap_err(),
-            r#"field "deep" is an object; values must be strings, numbers or booleans"#
-        );
-        assert!(json_fields(br#"{"list": [1]}"#).unwrap_err().contains(r#""list" is an array"#));
-        assert!(json_fields(br#"{"gone": null}"#).unwrap_err().contains(r#""gone" is null"#));
-    }
 
     #[test]
     fn descriptions() {

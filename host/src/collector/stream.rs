@@ -49,7 +49,7 @@ pub async fn run(ctx: Context, from: &str, stream: StreamKind) -> anyhow::Result
             }
             Err(err) => {
                 failures += 1;
-                let pause = super::backoff(Duration::from_millis(100), failures, Duration::from_secs(5));
+                let pause = crate::time::backoff(Duration::from_millis(100), failures, Duration::from_secs(5));
                 tracing::error!(service = %name, from = %source, error = %err, "cannot read the followed stream");
                 tokio::select! {
                     () = tokio::time::sleep(pause) => continue,

@@ -4,23 +4,17 @@
 //! that passed while the host was busy or the broker down are skipped (and logged), never
 //! fired in a burst. With `at_start: true`, one tick is also sent when the collector starts.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::collector::schedule::{Schedule, rfc3339};
+use crate::collector::schedule::Schedule;
 use crate::collector::{Context, Exit};
 use crate::config::TickSchedule;
+use crate::time::{rfc3339, unix_ms as now_ms};
 
 /// Longest single sleep, so a wall-clock change is noticed within this time.
 const MAX_SLEEP: Duration = Duration::from_secs(30);
-
-fn now_ms() -> i64 {
-    match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        Err(before) => -i64::try_from(before.duration().as_millis()).unwrap_or(i64::MAX),
-    }
-}
 
 pub async fn run(ctx: Context, spec: &TickSchedule, at_start: bool) -> anyhow::Result<Exit> {
     let name = ctx.service.name.clone();

@@ -3,13 +3,14 @@
 //! say how it authenticates callers.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::collector::parse_duration;
-use super::ctx::{Ctx, field};
 use super::de::join;
+use super::duration::parse_duration;
 use super::error::one_of;
+use super::loader::{Loader, field};
 use super::yaml::{Node, Value};
 
 /// A secret from the compose file (normally `${ENV}`): never shown by `Debug` or in errors.
@@ -40,14 +41,27 @@ pub enum HttpAuth {
     /// `auth: none`: open to anyone who can reach it, on purpose.
     Open,
     /// `auth: {bearer: TOKEN}`: `Authorization: Bearer TOKEN`.
-    Bearer { token: Secret },
+    Bearer {
+        /// The token.
+        token: Secret,
+    },
     /// `auth: {hmac_sha256: {secret: S, header: H}}`: GitHub-style `sha256=HEX`, the
     /// HMAC-SHA256 of the raw body, in header `H` (default `X-Hub-Signature-256`).
-    HmacSha256 { secret: Secret, header: String },
+    HmacSha256 {
+        /// The shared secret.
+        secret: Secret,
+        /// The header holding the signature.
+        header: String,
+    },
     /// `auth: {slack: {secret: S, window: 5m}}`: Slack-style `v0=HEX` in `X-Slack-Signature`,
     /// the HMAC-SHA256 of `v0:TIMESTAMP:BODY`, with `X-Slack-Request-Timestamp` no further
     /// than `window` from now; a signature already accepted within the window is a replay.
-    Slack { secret: Secret, window: Duration },
+    Slack {
+        /// The signing secret.
+        secret: Secret,
+        /// How far the request's timestamp may be from now.
+        window: Duration,
+    },
 }
 
 /// Default header of `hmac_sha256` signatures (GitHub's).
@@ -67,7 +81,7 @@ pub struct TlsFiles {
 const AUTH_KINDS: &[&str] = &["none", "bearer", "hmac_sha256", "slack"];
 
 /// `auth:` of a listener.
-pub(crate) fn auth(ctx: &mut Ctx, node: &Node, path: &str) -> Option<HttpAuth> {
+pub(crate) fn auth(ctx: &mut Loader, node: &Node, path: &str) -> Option<HttpAuth> {
     if let Value::Str(s) = &node.value {
         if s == "none" {
             return Some(HttpAuth::Open);
@@ -108,7 +122,7 @@ pub(crate) fn auth(ctx: &mut Ctx, node: &Node, path: &str) -> Option<HttpAuth> {
     }
 }
 
-fn required_secret(ctx: &mut Ctx, node: &Node, fields: &[(super::yaml::Key, Node)], path: &str) -> Option<Secret> {
+fn required_secret(ctx: &mut Loader, node: &Node, fields: &[(super::yaml::Key, Node)], path: &str) -> Option<Secret> {
     match field(fields, "secret") {
         Some(n) => secret(ctx, n, &join(path, "secret")),
         None => {
@@ -120,7 +134,7 @@ fn required_secret(ctx: &mut Ctx, node: &Node, fields: &[(super::yaml::Key, Node
 
 /// A secret: any scalar as text (a numeric token stays text), at least 16 bytes. Its value
 /// never appears in a message.
-fn secret(ctx: &mut Ctx, node: &Node, path: &str) -> Option<Secret> {
+fn secret(ctx: &mut Loader, node: &Node, path: &str) -> Option<Secret> {
     let text = match &node.value {
         Value::Str(_) | Value::Int(_) | Value::Float(_) | Value::Bool(_) => node.raw.clone(),
         Value::Invalid => return None,
@@ -136,7 +150,7 @@ fn secret(ctx: &mut Ctx, node: &Node, path: &str) -> Option<Secret> {
     Some(Secret(text))
 }
 
-fn header_name(ctx: &mut Ctx, node: &Node, path: &str) -> Option<String> {
+fn header_name(ctx: &mut Loader, node: &Node, path: &str) -> Option<String> {
     let name = ctx.name(node, path)?;
     if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         ctx.error(node, path, format!("`{name}` is not an HTTP header name"));
@@ -145,7 +159,7 @@ fn header_name(ctx: &mut Ctx, node: &Node, path: &str) -> Option<String> {
     Some(name)
 }
 
-fn window(ctx: &mut Ctx, node: &Node, path: &str) -> Option<Duration> {
+fn window(ctx: &mut Loader, node: &Node, path: &str) -> Option<Duration> {
     let parsed = match &node.value {
         Value::Int(n) => u64::try_from(*n).ok().map(Duration::from_secs),
         Value::Str(s) => parse_duration(s),
@@ -162,9 +176,9 @@ fn window(ctx: &mut Ctx, node: &Node, path: &str) -> Option<Duration> {
 
 /// `tls: {cert: FILE, key: FILE}`; both files must exist (their content is checked when
 /// the listener starts, and again on every reload).
-pub(crate) fn tls(ctx: &mut Ctx, node: &Node, path: &str) -> Option<TlsFiles> {
+pub(crate) fn tls(ctx: &mut Loader, node: &Node, path: &str) -> Option<TlsFiles> {
     let fields = ctx.map(node, path, &["cert", "key"])?;
-    let file = |ctx: &mut Ctx, key: &str| {
+    let file = |ctx: &mut Loader, key: &str| {
         let Some(n) = field(fields, key) else {
             ctx.error(node, path, format!("missing `{key}:` (a PEM file)"));
             return None;
@@ -191,6 +205,15 @@ pub fn is_loopback(listen: &str) -> bool {
         return true;
     }
     host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Where `--metrics ADDR` listens: `HOST:PORT`, or a bare port on loopback.
+pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse::<SocketAddr>()
+        .map_err(|_| format!("metrics address `{text}` is not HOST:PORT or PORT (e.g. `127.0.0.1:9464`)"))
 }
 
 #[cfg(test)]

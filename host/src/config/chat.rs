@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::access::Secret;
-use super::collector::every;
-use super::ctx::{Ctx, field};
 use super::de::join;
+use super::duration::every;
+use super::loader::{Loader, field};
 use super::yaml::{Key, Node, Value};
 
 /// Keys every chat kind takes besides `kind` and `conf`.
@@ -24,6 +24,7 @@ const COMMON_KEYS: &[&str] = &["prefix", "mention_only", "replies"];
 /// taskbacks are posted back.
 #[derive(Debug, Clone)]
 pub struct ChatSpec {
+    /// The platform and its own settings.
     pub platform: ChatPlatform,
     /// Which lines become messages (the rest are ignored, never stored).
     pub filter: ChatFilter,
@@ -45,16 +46,22 @@ pub struct ChatFilter {
 /// At most `burst` outbound messages at once, then one per `every` (a token bucket).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pace {
+    /// Messages that may go out at once.
     pub burst: u32,
+    /// Then one message per this interval.
     pub every: Duration,
 }
 
 /// One platform's own settings.
 #[derive(Debug, Clone)]
 pub enum ChatPlatform {
+    /// `kind: irc`.
     Irc(IrcSettings),
+    /// `kind: matrix`.
     Matrix(MatrixSettings),
+    /// `kind: slack`.
     Slack(super::chat_hosted::SlackSettings),
+    /// `kind: discord`.
     Discord(super::chat_hosted::DiscordSettings),
 }
 
@@ -63,13 +70,17 @@ pub enum ChatPlatform {
 pub struct IrcSettings {
     /// `irc://HOST[:PORT]` (6667) or `ircs://HOST[:PORT]` (6697, TLS).
     pub server: String,
+    /// The server URL's host.
     pub host: String,
+    /// Its port (default 6667, or 6697 with TLS).
     pub port: u16,
+    /// Whether the connection uses TLS (`ircs://`).
     pub tls: bool,
     /// Wanted nick; when in use, `nick_`, `nick__`, then `nick` plus digits.
     pub nick: String,
     /// USER name (ident) and real name; default the nick.
     pub user: String,
+    /// Real name (`USER`'s last parameter).
     pub realname: String,
     /// Server password (`PASS`).
     pub password: Option<Secret>,
@@ -90,6 +101,7 @@ pub struct MatrixSettings {
     pub server: String,
     /// Login name (`cannon` or `@cannon:example.org`).
     pub user: String,
+    /// How the bot logs in.
     pub auth: MatrixAuth,
     /// Rooms (ids `!x:hs` or aliases `#x:hs`) to join at start.
     pub rooms: Vec<String>,
@@ -99,9 +111,12 @@ pub struct MatrixSettings {
     pub ca_file: Option<PathBuf>,
 }
 
+/// A Matrix login: a password, or an access token used as is.
 #[derive(Debug, Clone)]
 pub enum MatrixAuth {
+    /// `password:`: logs in with `m.login.password`.
     Password(Secret),
+    /// `access_token:`: used as is (no login).
     AccessToken(Secret),
 }
 
@@ -150,7 +165,7 @@ pub(crate) fn keys(kind: &str) -> Option<Vec<&'static str>> {
 }
 
 /// Builds a chat kind's spec from its (already key-checked) mapping entries.
-pub(crate) fn chat(ctx: &mut Ctx, node: &Node, path: &str, kind: &str, fields: &[(Key, Node)]) -> Option<ChatSpec> {
+pub(crate) fn chat(ctx: &mut Loader, node: &Node, path: &str, kind: &str, fields: &[(Key, Node)]) -> Option<ChatSpec> {
     let filter = filter(ctx, path, fields);
     let platform = match kind {
         "irc" => ChatPlatform::Irc(irc(ctx, node, path, fields)?),
@@ -173,7 +188,7 @@ pub(crate) fn chat(ctx: &mut Ctx, node: &Node, path: &str, kind: &str, fields: &
     Some(ChatSpec { platform, filter: filter?, pace })
 }
 
-fn filter(ctx: &mut Ctx, path: &str, fields: &[(Key, Node)]) -> Option<ChatFilter> {
+fn filter(ctx: &mut Loader, path: &str, fields: &[(Key, Node)]) -> Option<ChatFilter> {
     // Both are checked before either can end the check.
     let prefix = field(fields, "prefix").map(|n| ctx.name(n, &join(path, "prefix")));
     let mention_only = field(fields, "mention_only").map(|n| ctx.boolean(n, &join(path, "mention_only")));
@@ -185,7 +200,7 @@ fn filter(ctx: &mut Ctx, path: &str, fields: &[(Key, Node)]) -> Option<ChatFilte
 }
 
 /// `replies: {burst: N, every: DURATION}`.
-fn replies(ctx: &mut Ctx, node: &Node, path: &str, default: Pace) -> Option<Pace> {
+fn replies(ctx: &mut Loader, node: &Node, path: &str, default: Pace) -> Option<Pace> {
     let fields = ctx.map(node, path, &["burst", "every"])?;
     let mut pace = default;
     if let Some(n) = field(fields, "burst") {
@@ -200,12 +215,12 @@ fn replies(ctx: &mut Ctx, node: &Node, path: &str, default: Pace) -> Option<Pace
     Some(pace)
 }
 
-fn secret(ctx: &mut Ctx, fields: &[(Key, Node)], path: &str, key: &str) -> Option<Secret> {
+fn secret(ctx: &mut Loader, fields: &[(Key, Node)], path: &str, key: &str) -> Option<Secret> {
     let n = field(fields, key)?;
     ctx.name(n, &join(path, key)).map(Secret::new)
 }
 
-fn ca_file(ctx: &mut Ctx, fields: &[(Key, Node)], path: &str) -> Option<PathBuf> {
+fn ca_file(ctx: &mut Loader, fields: &[(Key, Node)], path: &str) -> Option<PathBuf> {
     let n = field(fields, "ca_file")?;
     let p = join(path, "ca_file");
     let text = ctx.name(n, &p)?;
@@ -219,7 +234,7 @@ fn ca_file(ctx: &mut Ctx, fields: &[(Key, Node)], path: &str) -> Option<PathBuf>
 
 /// `fields[key]`, reporting it missing as "WHAT needs `key:` (e.g. `key: EXAMPLE`)".
 fn required<'n>(
-    ctx: &mut Ctx,
+    ctx: &mut Loader,
     node: &Node,
     path: &str,
     fields: &'n [(Key, Node)],
@@ -235,7 +250,7 @@ fn required<'n>(
 }
 
 /// A list of names (channels, rooms), each checked by `check` (an error text when bad).
-fn names(ctx: &mut Ctx, node: &Node, path: &str, check: impl Fn(&str) -> Option<String>) -> Vec<String> {
+fn names(ctx: &mut Loader, node: &Node, path: &str, check: impl Fn(&str) -> Option<String>) -> Vec<String> {
     let mut out = Vec::new();
     for (i, (text, item)) in ctx.texts(node, path).into_iter().enumerate() {
         match check(&text) {
@@ -246,7 +261,7 @@ fn names(ctx: &mut Ctx, node: &Node, path: &str, check: impl Fn(&str) -> Option<
     out
 }
 
-fn irc(ctx: &mut Ctx, node: &Node, path: &str, fields: &[(Key, Node)]) -> Option<IrcSettings> {
+fn irc(ctx: &mut Loader, node: &Node, path: &str, fields: &[(Key, Node)]) -> Option<IrcSettings> {
     let server_node = required(ctx, node, path, fields, "an `irc` collector", "server", "\"ircs://irc.libera.chat\"");
     let nick_node = required(ctx, node, path, fields, "an `irc` collector", "nick", "cannon");
     let channels_node = required(ctx, node, path, fields, "an `irc` collector", "channels", "[\"#bots\"]");
@@ -264,7 +279,7 @@ fn irc(ctx: &mut Ctx, node: &Node, path: &str, fields: &[(Key, Node)]) -> Option
     if let Some(problem) = nick_problem(&nick) {
         ctx.error(nick_node, &nick_path, problem);
     }
-    let text = |ctx: &mut Ctx, key: &str| field(fields, key).and_then(|n| ctx.name(n, &join(path, key)));
+    let text = |ctx: &mut Loader, key: &str| field(fields, key).and_then(|n| ctx.name(n, &join(path, key)));
     let user = text(ctx, "user").unwrap_or_else(|| nick.clone());
     let realname = text(ctx, "realname").unwrap_or_else(|| nick.clone());
     for (key, value) in [("user", &user), ("realname", &realname)] {
@@ -293,7 +308,7 @@ fn irc(ctx: &mut Ctx, node: &Node, path: &str, fields: &[(Key, Node)]) -> Option
     Some(IrcSettings { server, host, port, tls, nick, user, realname, password, sasl, channels, ca_file })
 }
 
-fn sasl(ctx: &mut Ctx, node: &Node, path: &str) -> Option<(String, Secret)> {
+fn sasl(ctx: &mut Loader, node: &Node, path: &str) -> Option<(String, Secret)> {
     let fields = ctx.map(node, path, &["user", "password"])?;
     let user =
         required(ctx, node, path, fields, "`sasl:`", "user", "cannon").and_then(|n| ctx.name(n, &join(path, "user")));
@@ -351,7 +366,7 @@ pub(crate) fn channel_problem(channel: &str) -> Option<String> {
     ))
 }
 
-fn matrix(ctx: &mut Ctx, node: &Node, path: &str, fields: &[(Key, Node)]) -> Option<MatrixSettings> {
+fn matrix(ctx: &mut Loader, node: &Node, path: &str, fields: &[(Key, Node)]) -> Option<MatrixSettings> {
     let hs_node =
         required(ctx, node, path, fields, "a `matrix` collector", "homeserver", "\"https://matrix.example.org\"");
     let user_node = required(ctx, node, path, fields, "a `matrix` collector", "user", "cannon");

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use super::access::Secret;
 use super::chat::Pace;
-use super::ctx::{Ctx, field};
 use super::de::join;
+use super::loader::{Loader, field};
 use super::yaml::{Key, Node};
 
 /// Slack's Web API, the default `api_url` of `kind: slack`.
@@ -66,7 +66,7 @@ pub(crate) const SLACK_PACE: Pace = Pace { burst: 3, every: Duration::from_milli
 /// Discord's create-message route allows 5 per 5 s per channel; its headers do the rest.
 pub(crate) const DISCORD_PACE: Pace = Pace { burst: 5, every: Duration::from_millis(1000) };
 
-pub(crate) fn slack(ctx: &mut Ctx, node: &Node, path: &str, fields: &[(Key, Node)]) -> Option<SlackSettings> {
+pub(crate) fn slack(ctx: &mut Loader, node: &Node, path: &str, fields: &[(Key, Node)]) -> Option<SlackSettings> {
     let app_token = token(ctx, node, path, fields, "slack", "app_token", "${SLACK_APP_TOKEN}");
     let bot_token = token(ctx, node, path, fields, "slack", "bot_token", "${SLACK_BOT_TOKEN}");
     let api_url = api_url(ctx, fields, path, SLACK_API_URL);
@@ -74,7 +74,7 @@ pub(crate) fn slack(ctx: &mut Ctx, node: &Node, path: &str, fields: &[(Key, Node
     Some(SlackSettings { app_token: app_token?, bot_token: bot_token?, api_url: api_url?, channels })
 }
 
-pub(crate) fn discord(ctx: &mut Ctx, node: &Node, path: &str, fields: &[(Key, Node)]) -> Option<DiscordSettings> {
+pub(crate) fn discord(ctx: &mut Loader, node: &Node, path: &str, fields: &[(Key, Node)]) -> Option<DiscordSettings> {
     let token = token(ctx, node, path, fields, "discord", "token", "${DISCORD_TOKEN}");
     let api_url = api_url(ctx, fields, path, DISCORD_API_URL);
     let channels = ids(ctx, fields, path, "channels");
@@ -87,7 +87,7 @@ pub(crate) fn discord(ctx: &mut Ctx, node: &Node, path: &str, fields: &[(Key, No
 }
 
 /// `branding: {guild: ID, assets: DIR}` (DIR relative to the compose file).
-fn branding(ctx: &mut Ctx, node: &Node, path: &str) -> Option<Branding> {
+fn branding(ctx: &mut Loader, node: &Node, path: &str) -> Option<Branding> {
     let fields = ctx.map(node, path, &["guild", "assets"])?;
     let guild = match field(fields, "guild") {
         Some(n) => ctx.name(n, &join(path, "guild")),
@@ -111,7 +111,7 @@ fn branding(ctx: &mut Ctx, node: &Node, path: &str) -> Option<Branding> {
 }
 
 fn token(
-    ctx: &mut Ctx,
+    ctx: &mut Loader,
     node: &Node,
     path: &str,
     fields: &[(Key, Node)],
@@ -134,7 +134,7 @@ fn token(
 }
 
 /// `api_url:`, or `default`: an http(s) URL, `http://` only on loopback.
-fn api_url(ctx: &mut Ctx, fields: &[(Key, Node)], path: &str, default: &str) -> Option<String> {
+fn api_url(ctx: &mut Loader, fields: &[(Key, Node)], path: &str, default: &str) -> Option<String> {
     let Some(n) = field(fields, "api_url") else {
         return Some(default.to_owned());
     };
@@ -157,7 +157,7 @@ fn api_url(ctx: &mut Ctx, fields: &[(Key, Node)], path: &str, default: &str) -> 
 }
 
 /// A list of platform ids (`C0123`, `1234567890`): no spaces or control characters.
-fn ids(ctx: &mut Ctx, fields: &[(Key, Node)], path: &str, key: &str) -> Vec<String> {
+fn ids(ctx: &mut Loader, fields: &[(Key, Node)], path: &str, key: &str) -> Vec<String> {
     let Some(n) = field(fields, key) else { return Vec::new() };
     let p = join(path, key);
     let mut out = Vec::new();

@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 
-use super::ctx::{Ctx, field};
 use super::de::join;
 use super::error::{did_you_mean, one_of};
-use super::load::{ServiceLimits, check_limits};
+use super::limits::{ServiceLimits, check_limits};
+use super::loader::{Loader, field};
 use super::model::{Capability, ComponentSpec, Kwargs, Limits, TaskSpec, TorchSpec};
 use super::yaml::{Key, Node, Value};
 
@@ -29,7 +29,7 @@ pub(crate) type Located<T> = (T, (usize, usize));
 /// A shell or Wasm task. `implied` is the key of a map-form task, which names the file
 /// (so `file:` is not accepted beside it).
 pub(crate) fn component(
-    ctx: &mut Ctx,
+    ctx: &mut Loader,
     node: &Node,
     path: &str,
     role: Role,
@@ -41,6 +41,28 @@ pub(crate) fn component(
     let fields = ctx.map(node, path, &keys)?;
     let get = |k: &str| field(fields, k);
 
+    let source = source(ctx, node, path, implied, fields);
+    let config = get("conf").map(|n| conf(ctx, n, &join(path, "conf"))).unwrap_or_default();
+    let allow = get("allow").map(|n| allow(ctx, n, &join(path, "allow"))).unwrap_or_default();
+    let files = get("files").and_then(|n| files(ctx, n, &join(path, "files")));
+    let permissions = get("permissions").map(|n| permissions(ctx, n, &join(path, "permissions"))).unwrap_or_default();
+    let limits = component_limits(ctx, get("limits"), &join(path, "limits"), service);
+    source.map(|src| ComponentSpec {
+        name: src.name,
+        path: src.abs,
+        config,
+        allow,
+        files,
+        permissions,
+        limits,
+        line: implied.map_or(node.line, |key| key.line),
+    })
+}
+
+/// Where a component's file is: `file:` (in app_dir), `path:`, or the key of a map-form
+/// task; a problem when it is missing or not a file.
+fn source(ctx: &mut Loader, node: &Node, path: &str, implied: Option<&Key>, fields: &[(Key, Node)]) -> Option<Source> {
+    let get = |k: &str| field(fields, k);
     let source = match (implied, get("file"), get("path")) {
         (None, Some(_), Some(_)) => {
             ctx.error(node, path, "give either `file:` or `path:`, not both");
@@ -77,45 +99,35 @@ pub(crate) fn component(
             ctx.error_at(at.0, at.1, path, msg);
         }
     }
+    source
+}
 
-    let config = get("conf").map(|n| conf(ctx, n, &join(path, "conf"))).unwrap_or_default();
-    let allow = match get("allow") {
-        Some(n) if !matches!(n.value, Value::Null) => {
-            let mut caps: Vec<Capability> = ctx.settings(Some(n), &join(path, "allow"));
-            let mut seen = Vec::new();
-            caps.retain(|c| {
-                !seen.contains(c) && {
-                    seen.push(*c);
-                    true
-                }
-            });
-            caps
+/// `allow: [kv, taskback]`, each grant once.
+fn allow(ctx: &mut Loader, node: &Node, path: &str) -> Vec<Capability> {
+    if matches!(node.value, Value::Null) {
+        return Vec::new();
+    }
+    let mut caps: Vec<Capability> = ctx.settings(Some(node), path);
+    let mut seen = Vec::new();
+    caps.retain(|c| {
+        !seen.contains(c) && {
+            seen.push(*c);
+            true
         }
-        _ => Vec::new(),
-    };
-    let files = get("files").and_then(|n| {
-        let p = join(path, "files");
-        let text = ctx.name(n, &p)?;
-        let abs = ctx.base.join(&text);
-        if !abs.exists() {
-            ctx.error(n, &p, format!("directory {text} not found"));
-        } else if !abs.is_dir() {
-            ctx.error(n, &p, format!("{text} is not a directory"));
-        }
-        Some(abs)
     });
-    let permissions = get("permissions").map(|n| permissions(ctx, n, &join(path, "permissions"))).unwrap_or_default();
-    let limits = component_limits(ctx, get("limits"), &join(path, "limits"), service);
-    source.map(|src| ComponentSpec {
-        name: src.name,
-        path: src.abs,
-        config,
-        allow,
-        files,
-        permissions,
-        limits,
-        line: implied.map_or(node.line, |key| key.line),
-    })
+    caps
+}
+
+/// `files: DIR`, preopened read-only: it must be a directory.
+fn files(ctx: &mut Loader, node: &Node, path: &str) -> Option<PathBuf> {
+    let text = ctx.name(node, path)?;
+    let abs = ctx.base.join(&text);
+    if !abs.exists() {
+        ctx.error(node, path, format!("directory {text} not found"));
+    } else if !abs.is_dir() {
+        ctx.error(node, path, format!("{text} is not a directory"));
+    }
+    Some(abs)
 }
 
 /// Where a component's `.wasm` comes from.
@@ -131,7 +143,7 @@ struct Source {
 
 impl Source {
     /// `file: NAME` -> `app_dir/NAME.wasm`.
-    fn in_app_dir(ctx: &Ctx, file: String) -> Self {
+    fn in_app_dir(ctx: &Loader, file: String) -> Self {
         let leaf = format!("{file}.wasm");
         Source {
             abs: ctx.app_dir.join(&leaf),
@@ -143,7 +155,7 @@ impl Source {
 }
 
 /// `conf: {key: PARAMS, kwargs: {...}}`: the params entry first, then kwargs overwrite.
-pub(crate) fn conf(ctx: &mut Ctx, node: &Node, path: &str) -> Kwargs {
+pub(crate) fn conf(ctx: &mut Loader, node: &Node, path: &str) -> Kwargs {
     let mut out = Kwargs::new();
     let Some(fields) = ctx.map(node, path, CONF_KEYS) else { return out };
     if let Some(k) = field(fields, "key") {
@@ -171,7 +183,7 @@ pub(crate) fn conf(ctx: &mut Ctx, node: &Node, path: &str) -> Kwargs {
 }
 
 /// `permissions: {command: [group, ...]}`; every group must be defined under `groups:`.
-fn permissions(ctx: &mut Ctx, node: &Node, path: &str) -> IndexMap<String, Vec<String>> {
+fn permissions(ctx: &mut Loader, node: &Node, path: &str) -> IndexMap<String, Vec<String>> {
     let mut out = IndexMap::new();
     for (command, groups) in ctx.named(node, path) {
         let p = join(path, &command.text);
@@ -199,7 +211,7 @@ fn permissions(ctx: &mut Ctx, node: &Node, path: &str) -> IndexMap<String, Vec<S
 
 /// A component's `limits:` on top of its service's: the service's entries, overridden by
 /// the component's, over the global defaults.
-fn component_limits(ctx: &mut Ctx, node: Option<&Node>, path: &str, service: &ServiceLimits<'_>) -> Limits {
+fn component_limits(ctx: &mut Loader, node: Option<&Node>, path: &str, service: &ServiceLimits<'_>) -> Limits {
     let Some(node) = node.filter(|n| !matches!(n.value, Value::Null)) else {
         return service.limits;
     };
@@ -218,7 +230,7 @@ fn component_limits(ctx: &mut Ctx, node: Option<&Node>, path: &str, service: &Se
 }
 
 /// The pipeline: a list of tasks, or a mapping `name -> options` (botcannon's form).
-pub(crate) fn tasks(ctx: &mut Ctx, node: &Node, path: &str, service: &ServiceLimits<'_>) -> Vec<Located<TaskSpec>> {
+pub(crate) fn tasks(ctx: &mut Loader, node: &Node, path: &str, service: &ServiceLimits<'_>) -> Vec<Located<TaskSpec>> {
     let mut out = Vec::new();
     match &node.value {
         Value::Null | Value::Invalid => {}
@@ -246,7 +258,7 @@ pub(crate) fn tasks(ctx: &mut Ctx, node: &Node, path: &str, service: &ServiceLim
     out
 }
 
-fn task_item(ctx: &mut Ctx, item: &Node, path: &str, service: &ServiceLimits<'_>) -> Option<TaskSpec> {
+fn task_item(ctx: &mut Loader, item: &Node, path: &str, service: &ServiceLimits<'_>) -> Option<TaskSpec> {
     match &item.value {
         Value::Str(s) if s == "torch" => Some(TaskSpec::Torch(torch(ctx, item, path, item.line))),
         Value::Str(s) => {
@@ -276,7 +288,7 @@ fn task_item(ctx: &mut Ctx, item: &Node, path: &str, service: &ServiceLimits<'_>
 
 /// Reads `in_key`, `out_key`, `user_key`, `prefix` and `ignore_unknown` from `node` (any other keys were checked by
 /// the caller); a null or scalar node gives the defaults.
-fn torch(ctx: &mut Ctx, node: &Node, path: &str, line: usize) -> TorchSpec {
+fn torch(ctx: &mut Loader, node: &Node, path: &str, line: usize) -> TorchSpec {
     let mut key = |name: &str, default: &str| match node.get(name) {
         Some(n) => ctx.name(n, &join(path, name)).unwrap_or_else(|| default.to_owned()),
         None => default.to_owned(),

@@ -91,7 +91,7 @@ pub(crate) fn did_you_mean<'a>(got: &str, candidates: impl IntoIterator<Item = &
     let limit = if got.chars().count() <= 3 { 1 } else { 2 };
     let best = candidates
         .into_iter()
-        .map(|c| (edit_distance(&got.to_lowercase(), &c.to_lowercase()), c))
+        .map(|c| (strsim::levenshtein(&got.to_lowercase(), &c.to_lowercase()), c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d);
     match best {
@@ -100,31 +100,13 @@ pub(crate) fn did_you_mean<'a>(got: &str, candidates: impl IntoIterator<Item = &
     }
 }
 
-/// Levenshtein distance over chars; inputs here are short keys.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = Vec::with_capacity(b.len() + 1);
-        cur.push(i + 1);
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            let del = prev[j + 1] + 1;
-            let ins = cur[j] + 1;
-            cur.push(sub.min(del).min(ins));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn suggestions() {
-        assert_eq!(edit_distance("concurency", "concurrency"), 1);
+        assert_eq!(did_you_mean("tiemout_ms", ["timeout_ms"]), " (did you mean `timeout_ms`?)");
         assert_eq!(did_you_mean("concurency", ["batch", "concurrency"]), " (did you mean `concurrency`?)");
         assert_eq!(did_you_mean("zzz", ["batch", "concurrency"]), "");
     }

@@ -7,41 +7,33 @@ use indexmap::IndexMap;
 
 use super::access::{HttpAuth, TlsFiles};
 use super::collector::collector;
-use super::component::{Role, component, tasks};
-use super::ctx::{Ctx, is_identifier};
+use super::component::{Located, Role, component, tasks};
 use super::de::join;
+use super::limits::{AT_LEAST_ONE, ServiceLimits, check_limits};
+use super::loader::{Loader, is_identifier};
 use super::model::{CollectorSpec, Compose, KvQuota, Limits, Retry, Service, StreamSettings, TaskSpec, Workers};
 use super::yaml::{Key, Node, Value};
 
 const TOP_KEYS: &[&str] = &["namespace", "broker", "app_dir", "data_dir", "groups", "params", "services", "metrics"];
-const AT_LEAST_ONE: &str = "must be at least 1";
 const SERVICE_KEYS: &[&str] =
     &["collector", "collectors", "shell", "tasks", "workers", "limits", "retry", "stream", "kv", "rate_limit"];
-
-/// The per-service limits a component's `limits:` overrides.
-pub(crate) struct ServiceLimits<'n> {
-    /// The service's limits (global defaults where it sets none).
-    pub limits: Limits,
-    /// The service's `limits:` mapping when it parsed cleanly.
-    pub node: Option<&'n Node>,
-}
 
 /// Builds the model, recording every problem in `ctx`. The result is only meaningful when
 /// no problem was recorded.
 /// `metrics: {listen: ADDR, auth: ..., tls: {cert, key}}` (ADDR: `HOST:PORT` or a port on
 /// loopback). Off loopback, `auth:` is required (`auth: none` opens it on purpose); only
 /// `bearer` fits: a scrape is a `GET` with no body to sign.
-fn metrics(ctx: &mut Ctx, node: &Node) -> (Option<String>, Option<HttpAuth>, Option<TlsFiles>) {
+fn metrics(ctx: &mut Loader, node: &Node) -> (Option<String>, Option<HttpAuth>, Option<TlsFiles>) {
     let Some(fields) = ctx.map(node, "metrics", &["listen", "auth", "tls"]) else { return (None, None, None) };
-    let listen = super::ctx::field(fields, "listen").and_then(|listen| {
+    let listen = super::loader::field(fields, "listen").and_then(|listen| {
         let addr = ctx.name(listen, "metrics.listen")?;
-        if let Err(msg) = crate::observe::serve::parse_addr(&addr) {
+        if let Err(msg) = super::access::parse_addr(&addr) {
             ctx.error(listen, "metrics.listen", msg);
             return None;
         }
         Some(addr)
     });
-    let auth = super::ctx::field(fields, "auth").and_then(|a| {
+    let auth = super::loader::field(fields, "auth").and_then(|a| {
         let auth = super::access::auth(ctx, a, "metrics.auth")?;
         if matches!(auth, HttpAuth::HmacSha256 { .. } | HttpAuth::Slack { .. }) {
             ctx.error(a, "metrics.auth", "expected `bearer` or `none`: a scrape is a GET with no body to sign");
@@ -51,12 +43,12 @@ fn metrics(ctx: &mut Ctx, node: &Node) -> (Option<String>, Option<HttpAuth>, Opt
     });
     // Checked only when `auth:` is absent (a broken `auth:` has its own error).
     if let (Some(addr), Some(at), None) =
-        (&listen, super::ctx::field(fields, "listen"), super::ctx::field(fields, "auth"))
+        (&listen, super::loader::field(fields, "listen"), super::loader::field(fields, "auth"))
         && let Err(msg) = metrics_reachable(addr, None)
     {
         ctx.error(at, "metrics.listen", msg);
     }
-    let tls = super::ctx::field(fields, "tls").and_then(|t| {
+    let tls = super::loader::field(fields, "tls").and_then(|t| {
         let files = super::access::tls(ctx, t, "metrics.tls")?;
         // The pair must load as `run` loads it, so `check` reports a broken one first.
         if let Err(err) = crate::access::server_config(&files) {
@@ -70,7 +62,7 @@ fn metrics(ctx: &mut Ctx, node: &Node) -> (Option<String>, Option<HttpAuth>, Opt
 
 /// Refuses a metrics listener other machines can reach when no `auth:` says who may read.
 pub fn metrics_reachable(addr: &str, auth: Option<&HttpAuth>) -> Result<(), String> {
-    let host = match crate::observe::serve::parse_addr(addr) {
+    let host = match super::access::parse_addr(addr) {
         Ok(socket) => socket.to_string(),
         Err(_) => addr.to_owned(),
     };
@@ -83,7 +75,7 @@ pub fn metrics_reachable(addr: &str, auth: Option<&HttpAuth>) -> Result<(), Stri
     Ok(())
 }
 
-pub(crate) fn compose(root: &Node, path: &Path, ctx: &mut Ctx) -> Option<Compose> {
+pub(crate) fn compose(root: &Node, path: &Path, ctx: &mut Loader) -> Option<Compose> {
     if !matches!(root.value, Value::Map(_)) {
         let found = root.describe();
         ctx.error(root, "", format!("expected a mapping with a `services:` key at the top level, found {found}"));
@@ -106,7 +98,7 @@ pub(crate) fn compose(root: &Node, path: &Path, ctx: &mut Ctx) -> Option<Compose
         Some(node) if matches!(node.value, Value::Null) => None,
         Some(node) => ctx.name(node, "broker"),
     };
-    let dir = |ctx: &mut Ctx, key: &str, default: &str| match root.get(key) {
+    let dir = |ctx: &mut Loader, key: &str, default: &str| match root.get(key) {
         None => default.to_owned(),
         Some(node) => ctx.name(node, key).unwrap_or_else(|| default.to_owned()),
     };
@@ -163,7 +155,7 @@ pub(crate) fn compose(root: &Node, path: &Path, ctx: &mut Ctx) -> Option<Compose
     })
 }
 
-fn service(ctx: &mut Ctx, key: &Key, node: &Node) -> Service {
+fn service(ctx: &mut Loader, key: &Key, node: &Node) -> Service {
     let name = key.text.clone();
     let path = join("services", &name);
     if !is_identifier(&name, &['_', '-']) {
@@ -215,23 +207,7 @@ fn service(ctx: &mut Ctx, key: &Key, node: &Node) -> Service {
     let shell = get("shell").and_then(|n| component(ctx, n, &join(&path, "shell"), Role::Shell, None, &service_limits));
     let task_list = get("tasks").map(|n| tasks(ctx, n, &join(&path, "tasks"), &service_limits)).unwrap_or_default();
 
-    let has_torch = task_list.iter().any(|(t, _)| matches!(t, TaskSpec::Torch(_)));
-    if let Some(shell) = get("shell").filter(|_| !has_torch) {
-        let msg = format!("service `{name}` has a shell but no torch task reaches it");
-        ctx.error_at(shell.line, shell.column, "", msg);
-    }
-    if get("shell").is_none() {
-        for (task, (line, column)) in &task_list {
-            if matches!(task, TaskSpec::Torch(_)) {
-                let msg = format!("service `{name}` has a torch task but no `shell:` for it to call");
-                ctx.error_at(*line, *column, "", msg);
-            }
-        }
-    }
-    if get("collector").is_none() && get("collectors").is_none_or(is_empty) && get("tasks").is_none_or(is_empty) {
-        let msg = format!("service `{name}` has neither a collector nor tasks");
-        ctx.error_at(key.line, key.column, "", msg);
-    }
+    check_pipeline(ctx, key, fields, &task_list);
 
     Service {
         name,
@@ -248,8 +224,32 @@ fn service(ctx: &mut Ctx, key: &Key, node: &Node) -> Service {
     }
 }
 
+/// The checks that span sections: a shell needs a torch task, a torch task needs a shell,
+/// a service needs a collector or tasks.
+fn check_pipeline(ctx: &mut Loader, key: &Key, fields: &[(Key, Node)], task_list: &[Located<TaskSpec>]) {
+    let name = &key.text;
+    let get = |k: &str| fields.iter().find(|(key, _)| key.text == k).map(|(_, v)| v);
+    let has_torch = task_list.iter().any(|(t, _)| matches!(t, TaskSpec::Torch(_)));
+    if let Some(shell) = get("shell").filter(|_| !has_torch) {
+        let msg = format!("service `{name}` has a shell but no torch task reaches it");
+        ctx.error_at(shell.line, shell.column, "", msg);
+    }
+    if get("shell").is_none() {
+        for (task, (line, column)) in task_list {
+            if matches!(task, TaskSpec::Torch(_)) {
+                let msg = format!("service `{name}` has a torch task but no `shell:` for it to call");
+                ctx.error_at(*line, *column, "", msg);
+            }
+        }
+    }
+    if get("collector").is_none() && get("collectors").is_none_or(is_empty) && get("tasks").is_none_or(is_empty) {
+        let msg = format!("service `{name}` has neither a collector nor tasks");
+        ctx.error_at(key.line, key.column, "", msg);
+    }
+}
+
 /// `collector: {...}` or `collectors: [{...}, ...]` (not both).
-fn collectors(ctx: &mut Ctx, one: Option<&Node>, many: Option<&Node>, path: &str, name: &str) -> Vec<CollectorSpec> {
+fn collectors(ctx: &mut Loader, one: Option<&Node>, many: Option<&Node>, path: &str, name: &str) -> Vec<CollectorSpec> {
     match (one, many) {
         (Some(one), Some(_)) => {
             let msg = "use either `collector:` or `collectors:` (a list), not both";
@@ -283,17 +283,4 @@ fn is_empty(node: &Node) -> bool {
         Value::Map(entries) => entries.is_empty(),
         _ => false,
     }
-}
-
-/// Limits that make no sense; only keys present in `node` are checked (defaults are sane).
-pub(crate) fn check_limits(ctx: &mut Ctx, limits: &Limits, node: Option<&Node>, path: &str) {
-    ctx.check(node, path, "timeout_ms", limits.timeout_ms == 0, AT_LEAST_ONE);
-    let mb = limits.memory_mb;
-    ctx.check(node, path, "memory_mb", mb == 0 || mb > 4096, "must be between 1 and 4096");
-    ctx.check(node, path, "message_kb", limits.message_kb == 0, AT_LEAST_ONE);
-    ctx.check(node, path, "max_fields", limits.max_fields == 0, AT_LEAST_ONE);
-    ctx.check(node, path, "fuel", limits.fuel == Some(0), "must be at least 1 (or null for no fuel limit)");
-    ctx.check(node, path, "compile_s", limits.compile_s == 0, AT_LEAST_ONE);
-    let mb = limits.compile_mb;
-    ctx.check(node, path, "compile_mb", !(64..=1 << 20).contains(&mb), "must be between 64 and 1048576");
 }

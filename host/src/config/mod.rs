@@ -15,13 +15,15 @@
 //! - `de`: a strict `serde::Deserializer` over that tree, used for the plain settings
 //!   structs (`workers`, `limits`, `retry`, `stream`, `kv`, `allow`); its errors carry the
 //!   node's position and dotted path, and suggest a key for a typo.
-//! - `ctx`: state shared by one load (problems found so far, base directory, groups,
-//!   params) and the typed accessors the hand-written checks use.
+//! - `loader`: `Loader`, the state shared by one load (problems found so far, base
+//!   directory, groups, params) and the typed accessors the hand-written checks use.
 //! - `load`: the top level and each service, with the checks spanning sections (a torch
 //!   task needs a shell, a shell needs a torch task, a service needs tasks or a collector).
-//! - `collector`: the `collector:` kinds, durations and cron expressions.
+//! - `collector`: the `collector:` kinds and their options.
 //! - `chat`: the chat kinds (`irc`, `matrix`): shared `prefix`, `mention_only`, `replies`
 //!   pacing, and each platform's settings and secrets; `chat_hosted`: `slack`, `discord`.
+//! - `duration`: durations (`250ms`, `5s`, `2m`, ...) wherever a key takes one.
+//! - `limits`: the ranges `limits:` must keep, for a service and for a component.
 //! - `access`: a listener's `auth:` and `tls:`, and [`Secret`] (never printed).
 //! - `component`: shells and tasks (both task spellings), `conf` with params, permissions,
 //!   and per-component limits that inherit the service's.
@@ -32,11 +34,13 @@ mod chat;
 mod chat_hosted;
 mod collector;
 mod component;
-mod ctx;
 mod de;
+mod duration;
 mod env;
 mod error;
+mod limits;
 mod load;
+mod loader;
 pub mod model;
 mod rate;
 mod yaml;
@@ -48,7 +52,7 @@ mod tests_fixtures;
 
 use std::path::{Path, PathBuf};
 
-pub use access::{HUB_SIGNATURE_HEADER, HttpAuth, SLACK_WINDOW, Secret, TlsFiles, is_loopback};
+pub use access::{HUB_SIGNATURE_HEADER, HttpAuth, SLACK_WINDOW, Secret, TlsFiles, is_loopback, parse_addr};
 pub(crate) use chat::nick_problem as irc_nick_problem;
 pub use chat::{ChatFilter, ChatPlatform, ChatSpec, IrcSettings, MatrixAuth, MatrixSettings, Pace};
 pub use chat_hosted::{Branding, DISCORD_API_URL, DiscordSettings, SLACK_API_URL, SlackSettings};
@@ -56,8 +60,8 @@ pub use error::{ConfigError, Diagnostic};
 pub use load::metrics_reachable;
 pub use model::*;
 
-use ctx::Ctx;
 use error::Problems;
+use loader::Loader;
 
 /// Reads and validates a compose file. Env vars come from the process environment.
 pub fn load(path: &Path) -> Result<Compose, ConfigError> {
@@ -90,7 +94,7 @@ pub(crate) fn parse_in(
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Compose, ConfigError> {
-    let mut ctx = Ctx {
+    let mut ctx = Loader {
         problems: Problems::default(),
         base: base.to_path_buf(),
         app_dir: PathBuf::new(),

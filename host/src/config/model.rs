@@ -10,8 +10,9 @@ use std::time::Duration;
 use indexmap::IndexMap;
 use serde::Deserialize;
 
-/// Ordered `key -> value` strings: message fields, kwargs, params.
-pub type Kwargs = IndexMap<String, String>;
+pub use crate::vocab::component::{Capability, ComponentSpec, Kwargs};
+pub use crate::vocab::limits::{KvQuota, Limits};
+pub use crate::vocab::stream::StreamKind;
 
 /// A whole compose file after loading: `${ENV}` substituted, params resolved, paths made
 /// absolute against the file's directory.
@@ -56,10 +57,15 @@ pub struct Service {
     pub shell: Option<ComponentSpec>,
     /// The pipeline, in order.
     pub tasks: Vec<TaskSpec>,
+    /// Concurrency, batching and drain of its workers.
     pub workers: Workers,
+    /// Per-call sandbox limits (a component may override them).
     pub limits: Limits,
+    /// Attempts, visibility timeout and backoff.
     pub retry: Retry,
+    /// Stream retention.
     pub stream: StreamSettings,
+    /// Quotas of its kv store.
     pub kv: KvQuota,
     /// Flood protection: at most so many messages per window, counted in the broker.
     pub rate_limit: Option<RateLimit>,
@@ -70,8 +76,11 @@ pub struct Service {
 /// are acknowledged without running until the window ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimit {
+    /// What is counted separately.
     pub per: RatePer,
+    /// Messages allowed per window and bucket.
     pub max: u64,
+    /// The window.
     pub every: Duration,
 }
 
@@ -88,19 +97,23 @@ pub enum RatePer {
 /// A native collector: the long-lived source of a service's messages.
 #[derive(Debug, Clone)]
 pub struct CollectorSpec {
+    /// Which source, with its options.
     pub kind: CollectorKind,
     /// Fields added to every message the collector yields (botcannon's `conf.kwargs`);
     /// for `stdin`, `user` names the sender (default `$USER`).
     pub kwargs: Kwargs,
+    /// Line of the collector in the compose file.
     pub line: usize,
 }
 
 #[derive(Debug, Clone)]
+/// The kinds of collector, with their options.
 pub enum CollectorKind {
     /// One message `{user, text}` per line of standard input; taskbacks are printed.
     Stdin,
     /// `POST /` with a JSON object body; `GET /healthz`.
     Http {
+        /// Address to listen on (`HOST:PORT`).
         listen: String,
         /// Connection cap and header, body and idle timeouts of its accept loop.
         limits: HttpLimits,
@@ -110,59 +123,40 @@ pub enum CollectorKind {
         tls: Option<super::access::TlsFiles>,
     },
     /// `{tick: RFC 3339 time}` every `every`, or on a UTC cron schedule.
-    Tick { schedule: TickSchedule, at_start: bool },
+    Tick {
+        /// When it fires.
+        schedule: TickSchedule,
+        /// Whether it also fires once at start.
+        at_start: bool,
+    },
     /// Follows another service's stream with its own consumer group.
-    Stream { service: String, stream: StreamKind },
+    Stream {
+        /// The service followed.
+        service: String,
+        /// Which of its streams.
+        stream: StreamKind,
+    },
     /// A program that writes JSON-object lines (messages) and reads taskbacks as JSON lines.
     /// A program path containing `/` is resolved against the compose file's directory, which
     /// is also the program's working directory (`dir`).
-    Exec { command: Vec<String>, dir: PathBuf },
-    /// A chat platform (`irc`, `matrix`): channel messages in, replies out (config/chat.rs).
+    Exec {
+        /// Program and arguments.
+        command: Vec<String>,
+        /// Its working directory.
+        dir: PathBuf,
+    },
+    /// A chat platform (`irc`, `matrix`, `slack`, `discord`): channel messages in, replies out
+    /// (config/chat.rs, config/chat_hosted.rs).
     Chat(Box<super::chat::ChatSpec>),
 }
 
 #[derive(Debug, Clone)]
+/// When a `tick` collector fires.
 pub enum TickSchedule {
+    /// Every so long, aligned to the Unix epoch.
     Every(Duration),
     /// A standard five-field cron expression, evaluated in UTC.
     Cron(String),
-}
-
-/// Which of a service's streams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StreamKind {
-    Data,
-    Taskback,
-    Dead,
-}
-
-/// A Wasm component as a shell or a task.
-#[derive(Debug, Clone)]
-pub struct ComponentSpec {
-    /// Short name used in logs and errors (`file:` value, or the file stem of `path:`).
-    pub name: String,
-    /// Absolute path of the `.wasm` file.
-    pub path: PathBuf,
-    /// What the component sees through the `config` import.
-    pub config: Kwargs,
-    /// cannon imports granted beyond `log` and `config`.
-    pub allow: Vec<Capability>,
-    /// A directory preopened read-only as `/` in the guest (absolute).
-    pub files: Option<PathBuf>,
-    /// Shell only: command name -> groups allowed to run it.
-    pub permissions: IndexMap<String, Vec<String>>,
-    /// Per-component overrides of the service's limits.
-    pub limits: Limits,
-    pub line: usize,
-}
-
-/// A cannon import the compose file may grant to a component.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Capability {
-    Kv,
-    Taskback,
 }
 
 /// One step of a pipeline.
@@ -171,10 +165,12 @@ pub enum Capability {
 pub enum TaskSpec {
     /// The built-in task that dispatches `message[in_key]` into the service's shell.
     Torch(TorchSpec),
+    /// A Wasm component run as a task.
     Wasm(ComponentSpec),
 }
 
 #[derive(Debug, Clone)]
+/// The built-in torch task's settings.
 pub struct TorchSpec {
     /// Message field holding the command line (default `text`).
     pub in_key: String,
@@ -189,6 +185,7 @@ pub struct TorchSpec {
     /// When true, a line whose first word is not a command (nor `help`) gets no reply
     /// instead of the command list: ordinary chat in a room where commands have no prefix.
     pub ignore_unknown: bool,
+    /// Line of the task in the compose file.
     pub line: usize,
 }
 
@@ -213,52 +210,6 @@ pub struct Workers {
 impl Default for Workers {
     fn default() -> Self {
         Self { concurrency: 16, batch: 64, block_ms: 1000, drain_timeout_ms: 10_000, order_by: None }
-    }
-}
-
-/// Per-call sandbox limits. Set on a service; a component may override any of them.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Limits {
-    /// Wall-clock deadline of one call, host functions included.
-    pub timeout_ms: u64,
-    /// Cap on the instance's linear memory.
-    pub memory_mb: u64,
-    /// Cap on the bytes of a call's results (keys plus values) or reply. The default is
-    /// twice `message_kb`, so any accepted message can be transformed and answered (case
-    /// mapping can make text longer).
-    pub output_kb: u64,
-    /// Cap on the bytes a call may log (log import plus stdout/stderr); the rest is dropped.
-    pub log_kb: u64,
-    /// Cap on extra taskbacks one call may send.
-    pub taskbacks: u32,
-    /// Optional fuel (roughly, Wasm instructions) per call.
-    pub fuel: Option<u64>,
-    /// Cap on one message accepted from a collector (all keys and values).
-    pub message_kb: u64,
-    /// Cap on the fields of one message, of one call's results and of one taskback.
-    pub max_fields: usize,
-    /// CPU seconds (all threads) of compiling the component, in a child process; its wall
-    /// clock may take twice as long. Paid once per component version (then cached).
-    pub compile_s: u64,
-    /// Address space of the process compiling the component.
-    pub compile_mb: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            timeout_ms: 1000,
-            memory_mb: 32,
-            output_kb: 512,
-            log_kb: 16,
-            taskbacks: 16,
-            fuel: None,
-            message_kb: 256,
-            max_fields: 1000,
-            compile_s: 120,
-            compile_mb: 2048,
-        }
     }
 }
 
@@ -291,24 +242,6 @@ pub struct StreamSettings {
 impl Default for StreamSettings {
     fn default() -> Self {
         Self { maxlen: 100_000 }
-    }
-}
-
-/// Per-service quotas of the `kv` store.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KvQuota {
-    pub max_keys: u64,
-    pub max_bytes: u64,
-    /// Largest single value.
-    pub max_value_kb: u64,
-    /// Most keys one `list-keys` call returns.
-    pub list_limit: u32,
-}
-
-impl Default for KvQuota {
-    fn default() -> Self {
-        Self { max_keys: 10_000, max_bytes: 16 * 1024 * 1024, max_value_kb: 512, list_limit: 1000 }
     }
 }
 

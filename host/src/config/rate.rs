@@ -1,14 +1,14 @@
 //! A service's `rate_limit: {per: user, max: 5, every: 10s}`.
 
-use super::collector::every;
-use super::ctx::{Ctx, field, is_identifier};
 use super::de::join;
+use super::duration::every;
+use super::loader::{Loader, field, is_identifier};
 use super::model::{RateLimit, RatePer};
 use super::yaml::{Node, Value};
 
 const KEYS: &[&str] = &["per", "max", "every"];
 
-pub(crate) fn rate_limit(ctx: &mut Ctx, node: &Node, path: &str) -> Option<RateLimit> {
+pub(crate) fn rate_limit(ctx: &mut Loader, node: &Node, path: &str) -> Option<RateLimit> {
     let fields = ctx.map(node, path, KEYS)?;
     let mut complete = true;
     for key in KEYS {

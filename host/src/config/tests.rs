@@ -172,7 +172,13 @@ fn full_file() {
     assert_eq!(dice.stream.maxlen, 5000);
     let kv = dice.kv;
     assert_eq!((kv.max_keys, kv.max_bytes, kv.max_value_kb, kv.list_limit), (10, 2048, 1, 5));
+}
 
+/// The collector kinds of the full file, each with its options.
+#[test]
+fn full_file_collectors() {
+    let dir = full_dir();
+    let c = dir.ok(FULL, &[("REDIS_HOST", "db")]);
     let web = &c.services["web"];
     let col = web.collectors.first().expect("collector");
     assert!(matches!(&col.kind, CollectorKind::Http { listen, .. } if listen == "127.0.0.1:8080"));

@@ -145,82 +145,89 @@ enum FrameKind {
 pub(crate) fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>, problems: &mut Problems) -> Option<Node> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut parser = Parser::new_from_str(text);
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: HashMap<usize, Anchored> = HashMap::new();
-    let mut root: Option<Node> = None;
-    let mut nodes = 0usize;
-    let mut bytes = 0usize;
-    let budget = byte_budget(text.len());
+    let mut tree = Tree {
+        stack: Vec::new(),
+        anchors: HashMap::new(),
+        root: None,
+        nodes: 0,
+        bytes: 0,
+        budget: byte_budget(text.len()),
+        env,
+        problems,
+    };
     loop {
         let (event, mark) = match parser.next_token() {
             Ok(next) => next,
             Err(e) => {
-                let m = e.marker();
-                let near = text.lines().nth(m.line().saturating_sub(1)).unwrap_or_default();
-                let hint = if e.info().contains("flow") && near.contains("${") {
-                    " (inside `{...}` or `[...]`, quote `\"${NAME}\"`, or use block style where a number is expected)"
-                } else {
-                    ""
-                };
-                problems.push(m.line(), m.col() + 1, format!("invalid YAML: {}{hint}", e.info()));
+                tree.problems.push(e.marker().line(), e.marker().col() + 1, syntax_error(text, &e));
                 return None;
             }
         };
+        match tree.event(event, mark)? {
+            Flow::Go => {}
+            Flow::End => break,
+        }
+    }
+    Some(tree.root.unwrap_or(Node { value: Value::Null, raw: String::new(), line: 1, column: 1 }))
+}
+
+/// The text of a YAML syntax error, with a hint for `${NAME}` inside a flow collection.
+fn syntax_error(text: &str, e: &yaml_rust2::scanner::ScanError) -> String {
+    let near = text.lines().nth(e.marker().line().saturating_sub(1)).unwrap_or_default();
+    let hint = if e.info().contains("flow") && near.contains("${") {
+        " (inside `{...}` or `[...]`, quote `\"${NAME}\"`, or use block style where a number is expected)"
+    } else {
+        ""
+    };
+    format!("invalid YAML: {}{hint}", e.info())
+}
+
+/// Whether to read on after an event.
+enum Flow {
+    Go,
+    End,
+}
+
+/// The tree being built from parser events, with the budgets that bound it.
+struct Tree<'a> {
+    /// Collections still open, innermost last.
+    stack: Vec<Frame>,
+    /// Completed anchored nodes by anchor id, for aliases.
+    anchors: HashMap<usize, Anchored>,
+    root: Option<Node>,
+    /// Nodes so far, aliases expanded (at most [`MAX_NODES`]).
+    nodes: usize,
+    /// Scalar bytes so far, aliases expanded (at most `budget`).
+    bytes: usize,
+    budget: usize,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    problems: &'a mut Problems,
+}
+
+impl Tree<'_> {
+    /// Takes one event; `None` when the document must be refused (a problem is recorded).
+    fn event(&mut self, event: Event, mark: Marker) -> Option<Flow> {
         let (line, column) = (mark.line(), mark.col() + 1);
         let done = match event {
-            Event::StreamEnd => break,
-            Event::DocumentStart if root.is_some() => {
-                problems.push(line, column, "only one YAML document is allowed (remove the `---`)");
-                break;
+            Event::StreamEnd => return Some(Flow::End),
+            Event::DocumentStart if self.root.is_some() => {
+                self.problems.push(line, column, "only one YAML document is allowed (remove the `---`)");
+                return Some(Flow::End);
             }
             Event::Nothing | Event::StreamStart | Event::DocumentStart | Event::DocumentEnd => None,
-            Event::Alias(id) => match anchors.get(&id) {
-                Some(anchored) => {
-                    // Counted before copying, so a refused alias allocates nothing.
-                    nodes += anchored.nodes;
-                    bytes = bytes.saturating_add(anchored.bytes);
-                    if bytes > budget {
-                        problems.push(
-                            line,
-                            column,
-                            format!(
-                                "document too large: this alias expands the scalars to more than {budget} bytes \
-                                 (the limit is the larger of {MAX_EXPANDED_BYTES} bytes and {EXPANSION_FACTOR} times \
-                                 the file's size)"
-                            ),
-                        );
-                        return None;
-                    }
-                    if nodes > MAX_NODES {
-                        None
-                    } else {
-                        let mut copy = anchored.node.clone();
-                        copy.line = line;
-                        copy.column = column;
-                        Some(copy)
-                    }
-                }
-                None => {
-                    problems.push(
-                        line,
-                        column,
-                        "alias refers to an anchor that is not complete here (recursive alias)",
-                    );
-                    return None;
-                }
-            },
+            Event::Alias(id) => self.alias(id, line, column)?,
             Event::Scalar(text, style, anchor, tag) => {
-                nodes += 1;
-                let node = scalar(&text, style, tag.as_ref(), mark, env, problems);
-                bytes = bytes.saturating_add(node.raw.len());
+                self.nodes += 1;
+                let node = scalar(&text, style, tag.as_ref(), mark, self.env, self.problems);
+                self.bytes = self.bytes.saturating_add(node.raw.len());
                 if anchor > 0 {
-                    anchors.insert(anchor, Anchored::new(&node));
+                    self.anchors.insert(anchor, Anchored::new(&node));
                 }
                 Some(node)
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
-                if stack.len() >= MAX_DEPTH {
-                    problems.push(line, column, format!("nesting deeper than {MAX_DEPTH} levels"));
+                if self.stack.len() >= MAX_DEPTH {
+                    self.problems.push(line, column, format!("nesting deeper than {MAX_DEPTH} levels"));
                     return None;
                 }
                 let kind = if matches!(event, Event::SequenceStart(..)) {
@@ -228,34 +235,64 @@ pub(crate) fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>, problems: 
                 } else {
                     FrameKind::Map { entries: Vec::new(), pending: None }
                 };
-                stack.push(Frame { anchor, line, column, kind });
+                self.stack.push(Frame { anchor, line, column, kind });
                 None
             }
-            Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
-                Some(frame) => {
-                    nodes += 1;
-                    let anchor = frame.anchor;
-                    let node = close(frame);
-                    if anchor > 0 {
-                        anchors.insert(anchor, Anchored::new(&node));
-                    }
-                    Some(node)
+            Event::SequenceEnd | Event::MappingEnd => self.stack.pop().map(|frame| {
+                self.nodes += 1;
+                let anchor = frame.anchor;
+                let node = close(frame);
+                if anchor > 0 {
+                    self.anchors.insert(anchor, Anchored::new(&node));
                 }
-                None => None,
-            },
+                node
+            }),
         };
-        if nodes > MAX_NODES {
-            problems.push(line, column, format!("document too large (more than {MAX_NODES} nodes, aliases expanded)"));
+        if self.nodes > MAX_NODES {
+            let msg = format!("document too large (more than {MAX_NODES} nodes, aliases expanded)");
+            self.problems.push(line, column, msg);
             return None;
         }
         if let Some(node) = done {
-            match stack.last_mut() {
-                Some(frame) => add_child(frame, node, problems),
-                None => root = Some(node),
+            match self.stack.last_mut() {
+                Some(frame) => add_child(frame, node, self.problems),
+                None => self.root = Some(node),
             }
         }
+        Some(Flow::Go)
     }
-    Some(root.unwrap_or(Node { value: Value::Null, raw: String::new(), line: 1, column: 1 }))
+
+    /// A copy of the anchored node, counted against the budgets before it is made (so a
+    /// refused alias allocates nothing); `Some(None)` when the node count is already over.
+    fn alias(&mut self, id: usize, line: usize, column: usize) -> Option<Option<Node>> {
+        let Some(anchored) = self.anchors.get(&id) else {
+            let msg = "alias refers to an anchor that is not complete here (recursive alias)";
+            self.problems.push(line, column, msg);
+            return None;
+        };
+        self.nodes += anchored.nodes;
+        self.bytes = self.bytes.saturating_add(anchored.bytes);
+        if self.bytes > self.budget {
+            let budget = self.budget;
+            self.problems.push(
+                line,
+                column,
+                format!(
+                    "document too large: this alias expands the scalars to more than {budget} bytes \
+                     (the limit is the larger of {MAX_EXPANDED_BYTES} bytes and {EXPANSION_FACTOR} times \
+                     the file's size)"
+                ),
+            );
+            return None;
+        }
+        if self.nodes > MAX_NODES {
+            return Some(None);
+        }
+        let mut copy = anchored.node.clone();
+        copy.line = line;
+        copy.column = column;
+        Some(Some(copy))
+    }
 }
 
 /// Turns a finished collection into a node, placed at its first child when that comes

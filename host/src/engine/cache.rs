@@ -35,6 +35,7 @@ impl Hasher for ShaHasher {
 }
 
 impl ComponentCache {
+    /// A cache in `dir` (created when first written).
     pub fn new(dir: PathBuf) -> Self {
         Self { dir }
     }
@@ -50,6 +51,7 @@ impl ComponentCache {
         std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache").join("cannon"))
     }
 
+    /// The cache's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

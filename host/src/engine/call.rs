@@ -15,16 +15,16 @@ use std::time::{Duration, Instant};
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
-use crate::broker::Fields;
 use crate::engine::bindings::{Command, Message};
 use crate::engine::commands::check_table;
-use crate::engine::component::Pre;
+use crate::engine::component::Prepared;
 use crate::engine::error::{GUEST_ERROR_MAX, host_fault, truncate_text};
 use crate::engine::metrics::METRICS;
 use crate::engine::output::{CallLog, GuestOutput, Source};
 use crate::engine::state::{HostState, Limiter};
 use crate::engine::{CallError, CallOutput, CallStats, Component, KvScope};
-use crate::fields;
+use crate::vocab::Fields;
+use crate::vocab::fields;
 
 /// Least data one guest-to-host transfer may carry, whatever the output limits: room for
 /// a kv value, a log line or a result map with its per-entry overhead.
@@ -141,44 +141,15 @@ impl Component {
         results: &Fields,
         kv: Option<KvScope>,
     ) -> Result<CallOutput<Fields>, CallError> {
-        let Pre::Task(pre) = &self.pre else {
+        let Prepared::Task(pre) = &self.pre else {
             return Err(CallError::Instantiate(format!("{} is a shell, not a task", self.name)));
         };
-        let site = CallSite { msg_id: Some(&msg.id), service: &msg.service };
-        let started = Instant::now();
-        if let Err(err) = self.check_input(msg) {
-            return self.refused(&site, started, err);
-        }
-        let mut store = match self.store(kv, &msg.service) {
-            Ok(store) => store,
-            Err(err) => return self.refused(&site, started, err),
+        let call = async |store: &mut Store<HostState>, instantiated: &mut Option<Instant>| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            *instantiated = Some(Instant::now());
+            instance.call_run(store, msg, results).await
         };
-        let mut instantiated = None;
-        let outcome = tokio::time::timeout(self.timeout(), async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instantiated = Some(Instant::now());
-            instance.call_run(&mut store, msg, results).await
-        })
-        .await;
-        let value = self.settle(&mut store, outcome, instantiated.is_some()).and_then(guest_result).and_then(|value| {
-            // The count first: it costs nothing, whatever the guest returned.
-            if value.len() > self.limits.max_fields {
-                return Err(CallError::Output(format!(
-                    "{} fields exceed limits.max_fields = {}",
-                    value.len(),
-                    self.limits.max_fields
-                )));
-            }
-            let bytes = fields::size(&value);
-            if bytes > self.output_budget() {
-                return Err(CallError::Output(format!(
-                    "results of {bytes} bytes exceed limits.output_kb = {}",
-                    self.limits.output_kb
-                )));
-            }
-            Ok(value)
-        });
-        self.finish(&mut store, &site, started, instantiated, value)
+        self.invoke(Some(msg), kv, call, |value| guest_result(value).and_then(|value| self.check_results(value))).await
     }
 
     /// Runs a shell command: `call(argv, msg)`. `Ok(Err(text))` is the shell's own error.
@@ -188,62 +159,89 @@ impl Component {
         msg: &Message,
         kv: Option<KvScope>,
     ) -> Result<CallOutput<String>, CallError> {
-        let Pre::Shell(pre) = &self.pre else {
+        let Prepared::Shell(pre) = &self.pre else {
             return Err(CallError::Instantiate(format!("{} is a task, not a shell", self.name)));
         };
-        let site = CallSite { msg_id: Some(&msg.id), service: &msg.service };
-        let started = Instant::now();
-        if let Err(err) = self.check_input(msg) {
-            return self.refused(&site, started, err);
-        }
-        let mut store = match self.store(kv, &msg.service) {
-            Ok(store) => store,
-            Err(err) => return self.refused(&site, started, err),
+        let call = async |store: &mut Store<HostState>, instantiated: &mut Option<Instant>| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            *instantiated = Some(Instant::now());
+            instance.call_call(store, argv, msg).await
         };
-        let mut instantiated = None;
-        let outcome = tokio::time::timeout(self.timeout(), async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instantiated = Some(Instant::now());
-            instance.call_call(&mut store, argv, msg).await
-        })
-        .await;
-        let value = self.settle(&mut store, outcome, instantiated.is_some()).and_then(guest_result).and_then(|value| {
-            if value.len() > self.output_budget() {
-                return Err(CallError::Output(format!(
-                    "reply of {} bytes exceeds limits.output_kb = {}",
-                    value.len(),
-                    self.limits.output_kb
-                )));
-            }
-            Ok(value)
-        });
-        self.finish(&mut store, &site, started, instantiated, value)
+        self.invoke(Some(msg), kv, call, |value| guest_result(value).and_then(|value| self.check_reply(value))).await
     }
 
     /// A shell's command list: `commands()`, refused when it breaks a rule of
     /// [`crate::engine::commands::check_table`].
     pub async fn commands(&self) -> Result<Vec<Command>, CallError> {
-        let Pre::Shell(pre) = &self.pre else {
+        let Prepared::Shell(pre) = &self.pre else {
             return Err(CallError::Instantiate(format!("{} is a task, not a shell", self.name)));
         };
-        let site = CallSite { msg_id: None, service: "" };
+        let call = async |store: &mut Store<HostState>, instantiated: &mut Option<Instant>| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            *instantiated = Some(Instant::now());
+            instance.call_commands(store).await
+        };
+        let checked = |commands: Vec<Command>| check_table(&commands).map(|()| commands).map_err(CallError::Commands);
+        self.invoke(None, None, call, checked).await.map(|out| out.value)
+    }
+
+    /// The one path of every call: check the message, a fresh store, instantiate and call
+    /// (`call` records when instantiation ended) under the deadline, turn the outcome into
+    /// a value or a specific error, `check` the value, then log and count the cost.
+    async fn invoke<R, T>(
+        &self,
+        msg: Option<&Message>,
+        kv: Option<KvScope>,
+        call: impl AsyncFnOnce(&mut Store<HostState>, &mut Option<Instant>) -> wasmtime::Result<R>,
+        check: impl FnOnce(R) -> Result<T, CallError>,
+    ) -> Result<CallOutput<T>, CallError> {
+        let site = CallSite { msg_id: msg.map(|m| m.id.as_str()), service: msg.map_or("", |m| m.service.as_str()) };
         let started = Instant::now();
-        let mut store = match self.store(None, "") {
+        if let Some(msg) = msg
+            && let Err(err) = self.check_input(msg)
+        {
+            return self.refused(&site, started, err);
+        }
+        let mut store = match self.store(kv, site.service) {
             Ok(store) => store,
-            Err(err) => return self.refused(&site, started, err).map(|out| out.value),
+            Err(err) => return self.refused(&site, started, err),
         };
         let mut instantiated = None;
-        let outcome = tokio::time::timeout(self.timeout(), async {
-            let instance = pre.instantiate_async(&mut store).await?;
-            instantiated = Some(Instant::now());
-            instance.call_commands(&mut store).await
-        })
-        .await;
-        let commands = self.settle(&mut store, outcome, instantiated.is_some()).and_then(|commands| {
-            check_table(&commands).map_err(CallError::Commands)?;
-            Ok(commands)
-        });
-        self.finish(&mut store, &site, started, instantiated, commands).map(|out| out.value)
+        let outcome = tokio::time::timeout(self.timeout(), call(&mut store, &mut instantiated)).await;
+        let value = self.outcome(&mut store, outcome, instantiated.is_some()).and_then(check);
+        self.finish(&mut store, &site, started, instantiated, value)
+    }
+
+    /// A task's results within `limits.max_fields` and `limits.output_kb`.
+    fn check_results(&self, value: Fields) -> Result<Fields, CallError> {
+        // The count first: it costs nothing, whatever the guest returned.
+        if value.len() > self.limits.max_fields {
+            return Err(CallError::Output(format!(
+                "{} fields exceed limits.max_fields = {}",
+                value.len(),
+                self.limits.max_fields
+            )));
+        }
+        let bytes = fields::size(&value);
+        if bytes > self.output_budget() {
+            return Err(CallError::Output(format!(
+                "results of {bytes} bytes exceed limits.output_kb = {}",
+                self.limits.output_kb
+            )));
+        }
+        Ok(value)
+    }
+
+    /// A shell's reply within `limits.output_kb`.
+    fn check_reply(&self, value: String) -> Result<String, CallError> {
+        if value.len() > self.output_budget() {
+            return Err(CallError::Output(format!(
+                "reply of {} bytes exceeds limits.output_kb = {}",
+                value.len(),
+                self.limits.output_kb
+            )));
+        }
+        Ok(value)
     }
 
     /// A call refused before it started: logged and counted like any other.
@@ -302,7 +300,7 @@ impl Component {
 
     /// Turns a finished (or timed-out) call into its value or a specific error. A failure
     /// to instantiate for want of a host resource (fds, memory maps) is a host fault.
-    fn settle<T>(
+    fn outcome<T>(
         &self,
         store: &mut Store<HostState>,
         outcome: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::Component as WasmComponent;
 
-use crate::config::ComponentSpec;
 use crate::engine::{Engine, LoadError, base_config, cache};
+use crate::vocab::ComponentSpec;
 
 /// Where components are compiled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -315,7 +315,7 @@ mod tests {
             allow: Vec::new(),
             files: None,
             permissions: Default::default(),
-            limits: crate::config::Limits { compile_s: 7, compile_mb: 300, ..Default::default() },
+            limits: crate::vocab::Limits { compile_s: 7, compile_mb: 300, ..Default::default() },
             line: 1,
         };
         let said = |end: ChildEnd| verdict(end, &spec).map_err(|e| e.to_string());

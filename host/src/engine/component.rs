@@ -7,21 +7,24 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component as WasmComponent, types::ComponentItem};
 
-use crate::broker::Fields;
-use crate::config::{Capability, ComponentSpec, Kwargs, Limits};
 use crate::engine::bindings::shell::ShellPre;
 use crate::engine::bindings::task::TaskPre;
 use crate::engine::state::HostState;
 use crate::engine::{Engine, LoadError, Ticker};
+use crate::vocab::Fields;
+use crate::vocab::{Capability, ComponentSpec, Kwargs, Limits};
 
 /// Which world a component must fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum World {
+    /// `run(msg, results)`: a pipeline step.
     Task,
+    /// `commands()` and `call(argv, msg)`: a command tree for torch.
     Shell,
 }
 
 impl World {
+    /// The world's name in WIT and messages.
     pub fn as_str(self) -> &'static str {
         match self {
             World::Task => "task",
@@ -30,7 +33,8 @@ impl World {
     }
 }
 
-pub(super) enum Pre {
+/// A component pre-instantiated for its world (`InstancePre` with typed exports).
+pub(super) enum Prepared {
     Task(TaskPre<HostState>),
     Shell(ShellPre<HostState>),
 }
@@ -39,6 +43,7 @@ pub(super) enum Pre {
 pub struct Component {
     /// Name used in logs and errors.
     pub name: String,
+    /// Which world it was loaded for.
     pub world: World,
     /// Whether the compiled code came from the on-disk cache.
     pub from_cache: bool,
@@ -48,7 +53,7 @@ pub struct Component {
     pub version: String,
     /// Where its calls are counted for `/metrics` (set by the service that loads it).
     pub observe: Option<Arc<crate::observe::CallMetrics>>,
-    pub(super) pre: Pre,
+    pub(super) pre: Prepared,
     pub(super) engine: wasmtime::Engine,
     /// Keeps the epoch ticker (and so this component's deadlines) alive.
     _ticker: Arc<Ticker>,
@@ -81,8 +86,11 @@ pub struct CallStats {
 /// A successful call's value, the taskbacks it queued and its cost.
 #[derive(Debug)]
 pub struct CallOutput<T> {
+    /// What the call returned.
     pub value: T,
+    /// Taskbacks the call queued (`allow: [taskback]`).
     pub taskbacks: Vec<Fields>,
+    /// What the call cost.
     pub stats: CallStats,
 }
 
@@ -113,8 +121,10 @@ impl Engine {
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Imports { name: spec.name.clone(), reason: format!("{e:#}") })?;
         let pre = match world {
-            World::Task => Pre::Task(TaskPre::new(instance_pre).map_err(|e| wrong_world(export_hint(&e, world)))?),
-            World::Shell => Pre::Shell(ShellPre::new(instance_pre).map_err(|e| wrong_world(export_hint(&e, world)))?),
+            World::Task => Prepared::Task(TaskPre::new(instance_pre).map_err(|e| wrong_world(export_hint(&e, world)))?),
+            World::Shell => {
+                Prepared::Shell(ShellPre::new(instance_pre).map_err(|e| wrong_world(export_hint(&e, world)))?)
+            }
         };
         Ok(Component {
             name: spec.name.clone(),

@@ -6,43 +6,107 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read component {name:?} at {path}: {source}")]
-    Read { name: String, path: PathBuf, source: std::io::Error },
+    /// The file could not be read.
+    Read {
+        /// The component's name.
+        name: String,
+        /// Its file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     #[error("{path} is not a valid WebAssembly component ({name:?}): {reason}")]
-    Invalid { name: String, path: PathBuf, reason: String },
+    /// The file is not a valid component.
+    Invalid {
+        /// The component's name.
+        name: String,
+        /// Its file.
+        path: PathBuf,
+        /// What wasmtime said.
+        reason: String,
+    },
     #[error(
         "component {name:?} imports `{import}`, which is not granted; add `allow: [{capability}]` \
          to it in the compose file if it should have it"
     )]
-    NotGranted { name: String, import: String, capability: &'static str },
+    /// It imports a cannon interface the compose file does not grant.
+    NotGranted {
+        /// The component's name.
+        name: String,
+        /// The import.
+        import: String,
+        /// The `allow:` entry that would grant it.
+        capability: &'static str,
+    },
     #[error("component {name:?} imports `{import}`, which cannon does not provide")]
-    Unknown { name: String, import: String },
+    /// It imports something cannon does not provide.
+    Unknown {
+        /// The component's name.
+        name: String,
+        /// The import.
+        import: String,
+    },
     /// An import of a provided interface whose version or types do not match the host's.
     #[error("component {name:?} has imports cannon cannot satisfy: {reason}")]
-    Imports { name: String, reason: String },
+    Imports {
+        /// The component's name.
+        name: String,
+        /// What does not match.
+        reason: String,
+    },
     #[error("component {name:?} does not fit the `{world}` world: {reason}")]
-    WrongWorld { name: String, world: &'static str, reason: String },
+    /// Its exports do not fit the world it is used as.
+    WrongWorld {
+        /// The component's name.
+        name: String,
+        /// `task` or `shell`.
+        world: &'static str,
+        /// What is missing or wrong.
+        reason: String,
+    },
     /// Compiling it took more CPU time or address space than its limits allow.
     #[error("component {name:?}: compile exceeded limits.{limit} = {value}")]
-    CompileLimit { name: String, limit: &'static str, value: u64 },
+    CompileLimit {
+        /// The component's name.
+        name: String,
+        /// `compile_s` or `compile_mb`.
+        limit: &'static str,
+        /// The limit's value.
+        value: u64,
+    },
     /// The compile child failed for another reason (its last words, escaped).
     #[error("component {name:?} could not be compiled: {reason}")]
-    Compile { name: String, reason: String },
+    Compile {
+        /// The component's name.
+        name: String,
+        /// What the compile child said.
+        reason: String,
+    },
     /// Valid, but beyond what this host's instance allocator takes (e.g. more memories or
     /// tables per module than the pooling allocator's slots).
     #[error("component {name:?} cannot be run by this host: {reason}")]
-    Unsupported { name: String, reason: String },
+    Unsupported {
+        /// The component's name.
+        name: String,
+        /// What the allocator refused.
+        reason: String,
+    },
 }
 
 /// Why one call of a component failed. It fails that message only.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CallError {
     #[error("deadline exceeded after {0} ms")]
+    /// The call ran past `limits.timeout_ms` (the value).
     Deadline(u64),
     #[error("memory limit {0} MiB exceeded")]
+    /// The guest's memory grew past `limits.memory_mb` (the value).
     Memory(u64),
     #[error("table limit exceeded")]
+    /// The guest's tables grew past the host's cap.
     Table,
     #[error("fuel exhausted ({0} units)")]
+    /// The call spent `limits.fuel` (the value).
     Fuel(u64),
     /// Results, a reply, a taskback or one transfer from the guest were too large.
     #[error("output limit exceeded: {0}")]
@@ -51,11 +115,13 @@ pub enum CallError {
     #[error("input limit exceeded: {0}")]
     Input(String),
     #[error("trap: {0}")]
+    /// The guest trapped (message and innermost frame, cut).
     Trap(String),
     /// The component returned `err(...)` (cut to [`GUEST_ERROR_MAX`] bytes).
     #[error("{0}")]
     Guest(String),
     #[error("cannot instantiate: {0}")]
+    /// The instance could not be created.
     Instantiate(String),
     /// A shell's `commands()` listed a table torch will not show (see `engine::commands`).
     #[error("command table refused: {0}")]
@@ -73,15 +139,25 @@ pub const GUEST_ERROR_MAX: usize = 2048;
 /// The kinds of [`CallError`], for counting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FailureKind {
+    /// See [`CallError::Deadline`].
     Deadline,
+    /// See [`CallError::Memory`].
     Memory,
+    /// See [`CallError::Table`].
     Table,
+    /// See [`CallError::Fuel`].
     Fuel,
+    /// See [`CallError::Output`].
     Output,
+    /// See [`CallError::Input`].
     Input,
+    /// See [`CallError::Trap`].
     Trap,
+    /// See [`CallError::Guest`].
     Guest,
+    /// See [`CallError::Instantiate`].
     Instantiate,
+    /// See [`CallError::HostFault`].
     HostFault,
 }
 
@@ -100,6 +176,7 @@ impl FailureKind {
         FailureKind::HostFault,
     ];
 
+    /// The kind's label in metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {
             FailureKind::Deadline => "deadline",
@@ -117,6 +194,7 @@ impl FailureKind {
 }
 
 impl CallError {
+    /// The kind of this error, for counting.
     pub fn kind(&self) -> FailureKind {
         match self {
             CallError::Deadline(_) => FailureKind::Deadline,

@@ -38,7 +38,7 @@ impl taskback::Host for HostState {
                 self.max_taskback_fields
             )));
         }
-        let bytes = crate::fields::size(&fields);
+        let bytes = crate::vocab::fields::size(&fields);
         if bytes > self.max_taskback_bytes {
             return Ok(Err(format!(
                 "taskback of {bytes} bytes exceeds limits.output_kb ({} bytes)",

@@ -6,26 +6,15 @@
 //! checked before anything else, so the answer is the same whether or not a store is
 //! attached (a kv-granted component without a store gets `unavailable` for in-scope keys).
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::broker::{KvFailure, KvStore};
-use crate::config::KvQuota;
 use crate::engine::bindings::KvError;
 use crate::engine::bindings::task::cannon::platform::kv::Host;
-use crate::engine::state::HostState;
+use crate::engine::state::{HostState, KvScope};
+use crate::vocab::KvFailure;
 
 /// Longest key a guest may use, in bytes.
 pub const MAX_KEY_BYTES: usize = 512;
-
-/// A service's view of the kv store.
-#[derive(Clone)]
-pub struct KvScope {
-    pub store: Arc<dyn KvStore>,
-    pub namespace: Arc<str>,
-    pub service: Arc<str>,
-    pub quota: KvQuota,
-}
 
 /// Checks one key (or `list-keys` prefix) of the calling service.
 ///

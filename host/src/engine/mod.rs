@@ -6,7 +6,7 @@
 //! - `component.rs`: [`Component`], a loaded task or shell, and the import check at load.
 //! - `call.rs`: one call: a fresh store with its limits and grants, the call, its cost.
 //! - `commands.rs`: what a shell's command table may hold (checked at load).
-//! - `state.rs`: the per-call store data and its resource limiter.
+//! - `state.rs`: the per-call store data ([`KvScope`] included) and its resource limiter.
 //! - `metrics.rs`: process-wide call counters ([`metrics::snapshot`]).
 //! - `output.rs`: guest log and stdout/stderr, bounded, into `tracing`.
 //! - `imports.rs`, `kv.rs`: the cannon imports.
@@ -40,9 +40,8 @@ pub use cache::ComponentCache;
 pub use compile::Compiler;
 pub use component::{CallOutput, CallStats, Component, World};
 pub use error::{CallError, FailureKind, GUEST_ERROR_MAX, LoadError};
-pub use kv::KvScope;
 pub use metrics::MetricsSnapshot;
-pub use state::HostState;
+pub use state::{HostState, KvScope};
 
 /// How often the epoch advances: the granularity of deadlines, and how often a busy guest
 /// yields its thread to other messages.
@@ -142,6 +141,7 @@ pub(crate) fn base_config(fuel: bool) -> Config {
 }
 
 impl Engine {
+    /// Builds the engine, its linker and the epoch ticker from `options`.
     pub fn new(options: &EngineOptions) -> anyhow::Result<Self> {
         let mut config = base_config(options.fuel);
         if options.instances > 0 {

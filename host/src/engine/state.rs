@@ -6,9 +6,21 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::broker::Fields;
-use crate::engine::kv::KvScope;
 use crate::engine::output::CallLog;
+use crate::vocab::{Fields, KvQuota, KvStore};
+
+/// A service's view of the kv store.
+#[derive(Clone)]
+pub struct KvScope {
+    /// The broker's kv store.
+    pub store: Arc<dyn KvStore>,
+    /// The deployment's key prefix.
+    pub namespace: Arc<str>,
+    /// The service whose keys these are.
+    pub service: Arc<str>,
+    /// The service's quotas.
+    pub quota: KvQuota,
+}
 
 /// Store data of one call.
 pub struct HostState {
@@ -19,7 +31,7 @@ pub struct HostState {
     /// Guest log lines and stdout/stderr, bounded by `limits.log_kb`.
     pub(crate) log: Arc<Mutex<CallLog>>,
     /// The component's `config` import: its resolved kwargs.
-    pub(crate) config: Arc<crate::config::Kwargs>,
+    pub(crate) config: Arc<crate::vocab::Kwargs>,
     /// Extra taskbacks queued through the `taskback` import.
     pub(crate) taskbacks: Vec<Fields>,
     /// Most taskbacks this call may queue.

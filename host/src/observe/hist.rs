@@ -74,14 +74,17 @@ impl Hist {
         inner.sum.fetch_add((value * inner.scale) as u64, Ordering::Relaxed);
     }
 
+    /// Observations so far.
     pub fn count(&self) -> u64 {
         self.0.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 
+    /// The count per bucket.
     pub fn counts(&self) -> Counts {
         Counts(self.0.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect())
     }
 
+    /// The buckets' upper bounds.
     pub fn bounds(&self) -> &'static [f64] {
         self.0.bounds
     }

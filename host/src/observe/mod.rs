@@ -13,9 +13,11 @@
 //! - `hist.rs`: a lock-free fixed-bucket histogram readable for percentiles.
 //! - `serve.rs`: the listener (`/metrics`, `/api/status`, `/`), the broker sampler.
 //! - `dashboard.html`: the dashboard page, embedded in the binary.
+//! - `trace.rs`: W3C trace context on messages, spans exported over OTLP/HTTP.
 
 mod hist;
 pub mod serve;
+pub mod trace;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
@@ -149,14 +151,19 @@ impl Observe {
 /// must escape it.
 #[derive(Debug, Clone)]
 pub struct RecentError {
+    /// The message's id.
     pub id: String,
+    /// Why it failed (guest text: escape it).
     pub error: String,
+    /// Deliveries spent on it.
     pub attempts: u32,
+    /// When it failed, in milliseconds since the Unix epoch.
     pub at_ms: u64,
 }
 
 /// The handles of one service.
 pub struct ServiceMetrics {
+    /// The service's name.
     pub name: String,
     ok: Counter,
     retried: Counter,
@@ -252,8 +259,11 @@ impl ServiceMetrics {
 
 /// The handles of one component of one service.
 pub struct CallMetrics {
+    /// The service's name.
     pub service: String,
+    /// The component's name.
     pub component: String,
+    /// Short hash of the component's bytes.
     pub version: String,
     /// `ok`, then indexed like [`FailureKind::ALL`].
     outcomes: Vec<Counter>,

@@ -5,9 +5,7 @@
 //! [`bind`] and [`serve`] are separate so that the accept loop can later be swapped (for
 //! one with TLS or auth) without touching the routes.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::http::{StatusCode, header};
@@ -21,20 +19,14 @@ use super::{OBSERVE, SAMPLE_EVERY, Sample, lock, rss_bytes};
 use crate::access::{ReloadingAcceptor, TlsListener};
 use crate::broker::{Broker, StreamKind, WORKER_GROUP};
 use crate::text::for_json;
+use crate::time::now_ms;
 
 /// Samples kept per service: ten minutes at [`SAMPLE_EVERY`].
 const HISTORY: usize = 300;
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 
-/// Where `--metrics ADDR` listens: `HOST:PORT`, or a bare port on loopback.
-pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
-    if let Ok(port) = text.parse::<u16>() {
-        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-    }
-    text.parse::<SocketAddr>()
-        .map_err(|_| format!("metrics address `{text}` is not HOST:PORT or PORT (e.g. `127.0.0.1:9464`)"))
-}
+pub use crate::config::parse_addr;
 
 /// Binds the metrics listener.
 pub async fn bind(text: &str) -> anyhow::Result<TcpListener> {
@@ -165,10 +157,6 @@ pub fn status_json() -> Value {
     })
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// Every [`SAMPLE_EVERY`] until `shutdown`: reads the broker-side gauges of `services`
 /// and appends a point to each service's history.
 pub async fn sample_loop(broker: Arc<dyn Broker>, services: Vec<String>, shutdown: CancellationToken) {
@@ -220,6 +208,8 @@ pub async fn sample_loop(broker: Arc<dyn Broker>, services: Vec<String>, shutdow
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
 
     #[test]

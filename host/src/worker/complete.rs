@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::{Finished, InFlight, MAX_BROKER_BACKOFF, backoff, lock, now_ms};
+use super::{Finished, InFlight, MAX_BROKER_BACKOFF, lock};
 use crate::broker::{Broker, BrokerError, Completion, DeadLetter, Fields, StreamKind};
+use crate::time::{backoff, now_ms};
 
 /// Most finished messages written to the broker in one transaction.
 const COMPLETE_BATCH: usize = 512;
@@ -142,7 +143,7 @@ impl Writer {
             skipped += self.broker.complete(&self.service, &self.consumer, completions).await?;
         }
         if !dead.is_empty() {
-            skipped += self.broker.bury(&self.service, &self.consumer, dead).await?;
+            skipped += self.broker.dead_letter(&self.service, &self.consumer, dead).await?;
         }
         if skipped > 0 && retry == 0 {
             tracing::warn!(

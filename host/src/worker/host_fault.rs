@@ -7,9 +7,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::backoff;
 use crate::engine::CallError;
 use crate::pipeline::StepError;
+use crate::time::backoff;
 
 /// First pause after a host fault; doubles per fault of the same message.
 const FIRST_PAUSE: Duration = Duration::from_millis(50);

@@ -17,7 +17,7 @@
 //! Recovery (`recovery.rs`): at start and every few seconds, pending messages of consumers on
 //! this host whose process is gone are taken over at once; every half visibility timeout,
 //! messages idle longer than `retry.visibility_timeout_ms` are reclaimed from any consumer.
-//! Meanwhile a keeper refreshes the claim on every message this worker holds, so a message
+//! Meanwhile a refresher renews the claim on every message this worker holds, so a message
 //! whose retries outlive the visibility timeout is not reclaimed while it still runs.
 //!
 //! Shutdown (the `shutdown` token) stops reading; messages in flight finish and are acked
@@ -25,7 +25,9 @@
 //! recovered by another worker.
 //!
 //! ## Layout
-//! - `mod.rs`: the reader loop and one message's processing.
+//! - `mod.rs`: [`run`], which wires the reader, the writer and the claim refresher.
+//! - `reader.rs`: fetching batches and starting each message in a concurrency slot.
+//! - `message.rs`: one message's processing: unrunnable checks, retries, hand-over.
 //! - `recovery.rs`: adopting orphans, reclaiming, keeping claims fresh.
 //! - `complete.rs`: the batched writer of taskbacks, acks and dead letters.
 //! - `host_fault.rs`: waiting out host faults (fds, memory maps), which spend no attempt.
@@ -34,22 +36,22 @@
 
 mod complete;
 mod host_fault;
+mod message;
 mod order;
 mod rate;
+mod reader;
 mod recovery;
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::{Broker, BrokerError, Completion, DeadLetter, Delivery, Fields};
-use crate::engine::Message;
+use crate::broker::{Broker, Completion, DeadLetter, Fields};
 use crate::service::ServiceRuntime;
-use crate::text::for_terminal;
 
 /// Longest pause between attempts to reach a broker that is down.
 const MAX_BROKER_BACKOFF: Duration = Duration::from_secs(5);
@@ -95,53 +97,6 @@ pub fn consumer_name(suffix: &str) -> String {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Doubles `base` per attempt, capped.
-fn backoff(base: Duration, attempt: u32, cap: Duration) -> Duration {
-    base.saturating_mul(1u32 << attempt.saturating_sub(1).min(16)).min(cap)
-}
-
-/// Where the reader gets its next batch from, and when.
-struct Fetcher {
-    broker: Arc<dyn Broker>,
-    service: String,
-    consumer: String,
-    block: Duration,
-    visibility: Duration,
-    reclaim_every: Duration,
-    orphan_every: Duration,
-    next_reclaim: Instant,
-    next_orphans: Instant,
-}
-
-impl Fetcher {
-    /// Orphans of dead local consumers first, then messages idle past the visibility
-    /// timeout, then new messages.
-    async fn fetch(&mut self, room: usize) -> Result<Vec<Delivery>, BrokerError> {
-        let now = Instant::now();
-        if now >= self.next_orphans {
-            self.next_orphans = now + self.orphan_every;
-            let found = recovery::adopt_orphans(&*self.broker, &self.service, &self.consumer, room).await?;
-            if !found.is_empty() {
-                tracing::info!(service = %self.service, count = found.len(), "took over messages of a dead worker on this host");
-                return Ok(found);
-            }
-        }
-        if now >= self.next_reclaim {
-            self.next_reclaim = now + self.reclaim_every;
-            let found = self.broker.reclaim(&self.service, &self.consumer, self.visibility, room).await?;
-            if !found.is_empty() {
-                tracing::info!(service = %self.service, count = found.len(), "reclaimed messages idle past the visibility timeout");
-                return Ok(found);
-            }
-        }
-        self.broker.read(&self.service, &self.consumer, room, self.block).await
-    }
-}
-
 /// Runs the workers of one service until `shutdown`, then drains.
 pub async fn run(
     service: Arc<ServiceRuntime>,
@@ -151,9 +106,6 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let name = service.name().to_owned();
     let workers = &service.spec.workers;
-    let retry = service.spec.retry;
-    let semaphore = Arc::new(Semaphore::new(workers.concurrency));
-    let tracker = TaskTracker::new();
     let in_flight: InFlight = Arc::default();
     let (done_tx, done_rx) = mpsc::channel(workers.concurrency.saturating_mul(UNWRITTEN_PER_SLOT).max(1));
     let writer = complete::Writer {
@@ -163,117 +115,48 @@ pub async fn run(
         in_flight: in_flight.clone(),
     };
     let completer = tokio::spawn(writer.run(done_rx));
-    let visibility = Duration::from_millis(retry.visibility_timeout_ms);
-    let keeper_stop = CancellationToken::new();
-    let keeper = tokio::spawn(recovery::keep_loop(
+    let visibility = Duration::from_millis(service.spec.retry.visibility_timeout_ms);
+    let refresher_stop = CancellationToken::new();
+    let refresher = tokio::spawn(recovery::refresh_loop(
         broker.clone(),
         name.clone(),
         consumer.clone(),
         in_flight.clone(),
         (visibility / 3).max(Duration::from_millis(50)),
-        keeper_stop.clone(),
+        refresher_stop.clone(),
     ));
-    let reclaim_every = (visibility / 2).max(Duration::from_millis(100));
-    let mut fetcher = Fetcher {
-        broker: broker.clone(),
-        service: name.clone(),
-        consumer: consumer.clone(),
-        block: Duration::from_millis(workers.block_ms),
-        visibility,
-        reclaim_every,
-        orphan_every: reclaim_every.min(ORPHAN_CHECK),
-        next_reclaim: Instant::now(),
-        next_orphans: Instant::now(),
-    };
-    let mut failures = 0u32;
-    let drain = Duration::from_millis(workers.drain_timeout_ms);
-    // When this loop saw the shutdown: the drain timeout counts from there.
-    let stopped_at = OnceLock::new();
+    let fetcher = reader::Fetcher::new(broker.clone(), &name, &consumer, workers, visibility);
     tracing::info!(service = %name, consumer = %consumer, concurrency = workers.concurrency, "workers started");
-
-    // The reader reads a batch, then starts its messages in order as slots free up, and
-    // reads the next batch while the last ones run: a freed slot does not wait for a broker
-    // round trip. So a worker holds at most `concurrency` running messages plus one batch
-    // (`workers.batch`) read ahead.
     let read_ahead = workers.batch.max(1);
-    let limiter = rate::Limiter::new(&service.spec, broker.clone());
-    let order =
-        workers.order_by.clone().map(|field| Arc::new(order::Order::new(field, read_ahead.max(workers.concurrency))));
-    while !shutdown.is_cancelled() {
-        let mut deliveries = match fetcher.fetch(read_ahead).await {
-            Ok(deliveries) => {
-                failures = 0;
-                deliveries
-            }
-            Err(err) => {
-                failures += 1;
-                let pause = backoff(Duration::from_millis(100), failures, MAX_BROKER_BACKOFF);
-                tracing::error!(service = %name, error = %err, retry_in_ms = pause.as_millis() as u64, "cannot read messages");
-                tokio::select! {
-                    () = tokio::time::sleep(pause) => continue,
-                    () = shutdown.cancelled() => break,
-                }
-            }
-        };
-        {
-            // A reclaim after a broker outage may hand back a message this worker still
-            // runs; running it twice at once could write its taskbacks twice.
-            let mut held = lock(&in_flight);
-            deliveries.retain(|d| held.insert(d.id.clone()));
-        }
-        let mut unstarted = deliveries.into_iter();
-        for delivery in unstarted.by_ref() {
-            // In read order, so `concurrency: 1` runs messages one by one in stream order.
-            // What was read is still started during shutdown, until the drain timeout.
-            let (delivery, key) = match &order {
-                None => (delivery, None),
-                Some(order) => {
-                    let admitted = tokio::select! {
-                        biased;
-                        admitted = order.admit(delivery) => admitted,
-                        () = drain_over(&shutdown, &stopped_at, drain) => break,
-                    };
-                    match admitted {
-                        order::Admitted::Start { delivery, key } => (delivery, key),
-                        order::Admitted::Parked => continue,
-                    }
-                }
-            };
-            let permit = tokio::select! {
-                biased;
-                permit = semaphore.clone().acquire_owned() => permit,
-                () = drain_over(&shutdown, &stopped_at, drain) => break,
-            };
-            let Ok(permit) = permit else { break };
-            let limits = (order.clone(), limiter.clone());
-            tracker.spawn(order::run_slot(service.clone(), delivery, key, limits, permit, done_tx.clone()));
-        }
-        let left: Vec<String> = unstarted.map(|d| d.id).collect();
-        if !left.is_empty() {
-            tracing::warn!(
-                service = %name,
-                count = left.len(),
-                "drain timeout passed before these messages read ahead could start; they stay pending and will be recovered"
-            );
-            let mut held = lock(&in_flight);
-            for id in &left {
-                held.remove(id);
-            }
-            break;
-        }
-    }
+    let reader = reader::Reader {
+        service: service.clone(),
+        semaphore: Arc::new(Semaphore::new(workers.concurrency)),
+        tracker: TaskTracker::new(),
+        in_flight,
+        done: done_tx,
+        order: workers
+            .order_by
+            .clone()
+            .map(|field| Arc::new(order::Order::new(field, read_ahead.max(workers.concurrency)))),
+        limiter: rate::Limiter::new(&service.spec, broker.clone()),
+        shutdown,
+        stopped_at: Arc::default(),
+        drain: Duration::from_millis(workers.drain_timeout_ms),
+    };
+    reader.run(fetcher).await;
 
+    let reader::Reader { tracker, done, stopped_at, drain, .. } = reader;
     tracker.close();
     tracing::info!(service = %name, in_flight = tracker.len(), "draining");
-    drop(done_tx);
+    drop(done);
     let deadline = *stopped_at.get_or_init(Instant::now) + drain;
     let drained = tokio::time::timeout_at(deadline.into(), async {
         tracker.wait().await;
         completer.await
     })
     .await;
-    keeper_stop.cancel();
-    let _ = keeper.await;
+    refresher_stop.cancel();
+    let _ = refresher.await;
     match drained {
         Ok(Ok(())) => tracing::info!(service = %name, "workers stopped"),
         Ok(Err(err)) => tracing::error!(service = %name, error = %err, "completer failed"),
@@ -284,121 +167,4 @@ pub async fn run(
         ),
     }
     Ok(())
-}
-
-/// Resolves once `shutdown` has been cancelled and `drain` has passed since.
-async fn drain_over(shutdown: &CancellationToken, stopped_at: &OnceLock<Instant>, drain: Duration) {
-    shutdown.cancelled().await;
-    let deadline = *stopped_at.get_or_init(Instant::now) + drain;
-    tokio::time::sleep_until(deadline.into()).await;
-}
-
-/// Runs one message through the pipeline with retries, then hands it to the completer;
-/// false when the completer is gone (shutdown). The caller frees the message's slot after.
-async fn process(service: Arc<ServiceRuntime>, delivery: Delivery, done: mpsc::Sender<Finished>) -> bool {
-    let retry = service.spec.retry;
-    let msg = Message { id: delivery.id, service: service.name().to_owned(), fields: delivery.fields };
-    let mut attempt = delivery.deliveries.max(1);
-    let mut host_faults = 0;
-    let limits = service.spec.limits;
-    let bytes = crate::fields::size(&msg.fields);
-    // observe: in flight until counted as done or dead below.
-    let observed = service.observe.start();
-    let finished = if let Some(fault) = delivery.not_utf8 {
-        // Another producer wrote bytes that are not text: never run on an altered copy. The
-        // dead letter is copied from the stored entry, so its bytes survive.
-        let error = format!("message is not UTF-8: {fault}; not run");
-        tracing::error!("{error}; moving to dead letters");
-        Finished::Dead(dead_letter(msg, error, 0))
-    } else if msg.fields.len() > limits.max_fields {
-        // Not ours to run: another producer bypassed the collector's field cap.
-        let error = format!(
-            "message of {} fields exceeds limits.max_fields = {} of service {:?}; not run",
-            msg.fields.len(),
-            limits.max_fields,
-            service.name()
-        );
-        tracing::error!("{error}; moving to dead letters");
-        Finished::Dead(dead_letter(msg, error, 0))
-    } else if bytes as u64 > limits.message_kb.saturating_mul(1024) {
-        // Not ours to run: another producer bypassed the collector's size check.
-        let error = format!(
-            "message of {bytes} bytes exceeds limits.message_kb = {} of service {:?}; not run",
-            limits.message_kb,
-            service.name()
-        );
-        tracing::error!("{error}; moving to dead letters");
-        Finished::Dead(dead_letter(msg, error, 0))
-    } else {
-        loop {
-            if attempt > retry.max_attempts {
-                // Delivered more often than allowed: earlier workers died while holding it.
-                let error = format!(
-                    "abandoned: delivered {} times without finishing (workers crashed while running it)",
-                    attempt - 1
-                );
-                tracing::error!(attempts = attempt - 1, "{error}; moving to dead letters");
-                break Finished::Dead(dead_letter(msg, error, attempt - 1));
-            }
-            match service.pipeline.run(&msg).await {
-                Ok(outcome) => {
-                    host_fault::recovered();
-                    tracing::debug!(wall_us = outcome.stats.wall.as_micros() as u64, attempt, "processed");
-                    let completion = Completion { id: msg.id.clone(), taskbacks: outcome.taskbacks(&msg) };
-                    break Finished::Done(completion, msg.fields);
-                }
-                Err(err) if err.error.is_host_fault() => {
-                    host_faults += 1;
-                    host_fault::wait(&err, host_faults).await;
-                }
-                Err(err) if attempt < retry.max_attempts => {
-                    let pause = backoff(Duration::from_millis(retry.backoff_ms), attempt, Duration::from_secs(60));
-                    // The error holds guest text: escaped, so it cannot forge a log record.
-                    let error = for_terminal(&err.to_string()).into_owned();
-                    tracing::warn!(attempt, max_attempts = retry.max_attempts, %error, "failed; retrying");
-                    service.observe.retried(); // observe
-                    tokio::time::sleep(pause).await;
-                    attempt += 1;
-                }
-                Err(err) => {
-                    let error = for_terminal(&err.to_string()).into_owned();
-                    tracing::error!(attempt, %error, "failed for the last time; moving to dead letters");
-                    break Finished::Dead(dead_letter(msg, err.to_string(), attempt));
-                }
-            }
-        }
-    };
-    // Wait for room in the writer's queue while still holding the slot: that is what holds
-    // the reader back when the broker writes slowly. The receiver lives until every sender
-    // is gone; an error means shutdown raced us, and the message stays pending for another
-    // worker. The slot is freed only after the send: the queue is ordered by send, not by
-    // reservation, so a thread preempted between the two would otherwise let the next
-    // message overtake this one (with `concurrency: 1`, out of stream order).
-    // observe: the message's outcome and duration.
-    match &finished {
-        Finished::Done(completion, _) => observed.done(completion.taskbacks.len()),
-        Finished::Dead(dead) => observed.dead(&dead.id, &dead.error, dead.attempts, dead.failed_at_ms),
-    }
-    let Ok(queued) = done.reserve().await else { return false };
-    queued.send(finished);
-    true
-}
-
-fn dead_letter(msg: Message, error: String, attempts: u32) -> DeadLetter {
-    DeadLetter { id: msg.id, fields: msg.fields, error, attempts, failed_at_ms: now_ms() }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let base = Duration::from_millis(100);
-        let cap = Duration::from_secs(1);
-        assert_eq!(backoff(base, 1, cap), Duration::from_millis(100));
-        assert_eq!(backoff(base, 2, cap), Duration::from_millis(200));
-        assert_eq!(backoff(base, 3, cap), Duration::from_millis(400));
-        assert_eq!(backoff(base, 30, cap), cap);
-    }
 }

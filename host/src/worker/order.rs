@@ -144,7 +144,7 @@ pub(super) async fn run_slot(
                 }
                 Err(_) => false,
             },
-            None => super::process(service.clone(), delivery, done.clone()).instrument(span).await,
+            None => super::message::process(service.clone(), delivery, done.clone()).instrument(span).await,
         };
         if !queued {
             break;

@@ -67,7 +67,7 @@ pub async fn adopt_orphans(
 
 /// Every `every`, refreshes the claim on the messages this worker holds, so they are not
 /// reclaimed as abandoned while they run (long retries, a slow broker write).
-pub async fn keep_loop(
+pub async fn refresh_loop(
     broker: Arc<dyn Broker>,
     service: String,
     consumer: String,
@@ -84,7 +84,7 @@ pub async fn keep_loop(
         if ids.is_empty() {
             continue;
         }
-        match broker.keep(&service, &consumer, &ids).await {
+        match broker.refresh_claims(&service, &consumer, &ids).await {
             Ok(owned) => {
                 let owned: HashSet<String> = owned.into_iter().collect();
                 // Ids finished and written meanwhile are no longer in flight: not lost.

@@ -14,7 +14,7 @@
 use std::fmt;
 use std::path::Path;
 
-use example_kit::time;
+use example_shared::time;
 
 /// The name of each event's description file.
 pub const CONF: &str = "event.conf";

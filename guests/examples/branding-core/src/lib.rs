@@ -9,15 +9,17 @@
 //! ## Layout
 //! - [`events`]: `event.conf` files, [`events::Calendar`], choosing the active event.
 //! - [`daemon`]: the [`daemon::State`] in kv and [`daemon::sync`], one step of the daemon.
+//! - [`receipts`]: receipts for the assets sent; only an `ok` one records a hash as applied.
 //! - here: the texts of `branding about` and `branding calendar`, and the configuration.
 
 pub mod daemon;
 pub mod events;
+pub mod receipts;
 
 use std::path::Path;
 
 use cannon_guest::CmdError;
-use example_kit::{time, Store};
+use example_shared::{time, Store};
 
 use daemon::State;
 use events::{Calendar, DayMonth};
@@ -65,9 +67,11 @@ pub fn about(store: &impl Store, calendar: &Calendar, now: u64, rotate_every: u6
         Some(e) => {
             let about = if e.description.is_empty() { String::new() } else { format!(": {}", e.description) };
             lines.push(format!("event: {} ({}){about}", e.name, e.when()));
-            lines.push(format!("banner: {}", e.banner));
+            let banner_note = if state.banner_sent.is_some() { " (awaiting its receipt)" } else { "" };
+            lines.push(format!("banner: {}{banner_note}", e.banner));
             let i = state.icon_index % e.icons.len();
-            lines.push(format!("icon: {} ({} of {})", e.icons[i], i + 1, e.icons.len()));
+            let icon_note = if state.icon_sent.is_some() { ", awaiting its receipt" } else { "" };
+            lines.push(format!("icon: {} ({} of {}{icon_note})", e.icons[i], i + 1, e.icons.len()));
             if e.icons.len() > 1 {
                 lines.push(format!(
                     "icons rotate every {}; this one since {}",

@@ -1,8 +1,8 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use example_kit::time::{days_from_civil, DAY, HOUR};
-use example_kit::MemStore;
+use example_shared::time::{days_from_civil, DAY, HOUR};
+use example_shared::MemStore;
 
 use super::daemon::{self, Slot};
 use super::*;
@@ -56,6 +56,49 @@ fn on(day: u32, month: u32) -> u64 {
     days_from_civil(2024, month, day) as u64 * DAY + 12 * HOUR
 }
 
+/// A receipt as the collector would send it for `action`.
+fn receipt(action: &daemon::Action, ok: bool, detail: &str) -> cannon_guest::receipt::Receipt {
+    cannon_guest::receipt::Receipt {
+        for_id: "1-0".to_owned(),
+        ok,
+        detail: detail.to_owned(),
+        reference: Some(receipts::reference(action)),
+    }
+}
+
+/// Every action's receipt, `ok`; the replies.
+fn confirm(store: &MemStore, synced: &daemon::Synced) -> Vec<Option<String>> {
+    let confirm = |a: &daemon::Action| receipts::record(store, &receipt(a, true, "posted")).unwrap().unwrap().reply();
+    synced.actions.iter().map(confirm).collect()
+}
+
+/// One scheduled step whose assets the collector then applies.
+fn tick(
+    store: &MemStore,
+    calendar: &Calendar,
+    root: &std::path::Path,
+    now: u64,
+    every: u64,
+) -> Result<daemon::Synced, CmdError> {
+    let synced = daemon::sync(store, calendar, root, now, every)?;
+    confirm(store, &synced);
+    Ok(synced)
+}
+
+/// `branding sync --force` whose assets the collector then applies.
+fn forced_sync(
+    store: &MemStore,
+    calendar: &Calendar,
+    root: &std::path::Path,
+    now: u64,
+    every: u64,
+) -> Result<daemon::Synced, CmdError> {
+    let synced = daemon::sync_with(store, calendar, root, now, every, daemon::Origin::Sync, true)?;
+    let replies = confirm(store, &synced);
+    assert!(replies.iter().all(|r| r.as_deref().is_some_and(|r| r.ends_with(" applied"))), "{replies:?}");
+    Ok(synced)
+}
+
 fn applied(synced: &daemon::Synced) -> Vec<(&'static str, &str)> {
     synced.actions.iter().map(|a| (a.name(), a.asset.as_str())).collect()
 }
@@ -65,29 +108,29 @@ fn applies_once_then_nothing_until_something_changes() {
     let events = Events::new();
     let store = MemStore::new();
     let every = 3 * DAY;
-    let first = daemon::sync(&store, &events.calendar(), &events.0, on(20, 10), every).unwrap();
+    let first = tick(&store, &events.calendar(), &events.0, on(20, 10), every).unwrap();
     assert_eq!(first.event.as_ref().map(|e| e.id.as_str()), Some("halloween"));
     assert_eq!(applied(&first), [("set-banner", "halloween/banner.txt"), ("set-icon", "halloween/icons/pumpkin.txt")]);
-    assert_eq!(first.actions[0].hash, example_kit::fnv1a64_hex(b"orange banner"));
+    assert_eq!(first.actions[0].hash, example_shared::fnv1a64_hex(b"orange banner"));
     let fields = first.actions[1].fields();
     assert!(fields.contains(&("action".to_owned(), "set-icon".to_owned())));
     assert!(fields.contains(&("event".to_owned(), "halloween".to_owned())));
 
     // A restart is a new instance reading the same kv: nothing to apply.
-    let again = daemon::sync(&store, &events.calendar(), &events.0, on(20, 10) + HOUR, every).unwrap();
+    let again = tick(&store, &events.calendar(), &events.0, on(20, 10) + HOUR, every).unwrap();
     assert!(again.actions.is_empty(), "{:?}", again.actions);
     assert!(!again.rotated);
 
     // An edited banner is applied again, alone.
     events.write("halloween/banner.txt", "darker orange banner");
-    let edited = daemon::sync(&store, &events.calendar(), &events.0, on(20, 10) + 2 * HOUR, every).unwrap();
+    let edited = tick(&store, &events.calendar(), &events.0, on(20, 10) + 2 * HOUR, every).unwrap();
     assert_eq!(applied(&edited), [("set-banner", "halloween/banner.txt")]);
 
     // --force applies everything again, without rotating.
-    let forced = daemon::sync_with(&store, &events.calendar(), &events.0, on(20, 10) + 3 * HOUR, every, true).unwrap();
+    let forced = forced_sync(&store, &events.calendar(), &events.0, on(20, 10) + 3 * HOUR, every).unwrap();
     assert_eq!(applied(&forced), [("set-banner", "halloween/banner.txt"), ("set-icon", "halloween/icons/pumpkin.txt")]);
     assert!(!forced.rotated);
-    let after = daemon::sync(&store, &events.calendar(), &events.0, on(20, 10) + 4 * HOUR, every).unwrap();
+    let after = tick(&store, &events.calendar(), &events.0, on(20, 10) + 4 * HOUR, every).unwrap();
     assert!(after.actions.is_empty(), "{:?}", after.actions);
 }
 
@@ -98,8 +141,8 @@ fn icons_rotate_at_the_configured_frequency() {
     let calendar = events.calendar();
     let every = 3 * DAY;
     let start = on(16, 10);
-    daemon::sync(&store, &calendar, &events.0, start, every).unwrap();
-    let day = |n: u64| daemon::sync(&store, &calendar, &events.0, start + n * DAY, every).unwrap();
+    tick(&store, &calendar, &events.0, start, every).unwrap();
+    let day = |n: u64| tick(&store, &calendar, &events.0, start + n * DAY, every).unwrap();
     assert!(day(1).actions.is_empty());
     assert!(day(2).actions.is_empty());
     let third = day(3);
@@ -109,7 +152,7 @@ fn icons_rotate_at_the_configured_frequency() {
     assert_eq!(applied(&day(6)), [("set-icon", "halloween/icons/ghost.txt")]);
     assert_eq!(applied(&day(9)), [("set-icon", "halloween/icons/pumpkin.txt")], "wraps around");
     // A tick a few minutes early still counts (slack), so rotation does not slip a day.
-    let early = daemon::sync(&store, &calendar, &events.0, start + 12 * DAY - 300, every).unwrap();
+    let early = tick(&store, &calendar, &events.0, start + 12 * DAY - 300, every).unwrap();
     assert!(early.rotated);
 }
 
@@ -119,14 +162,14 @@ fn a_new_event_starts_at_its_first_icon_and_the_fallback_fills_gaps() {
     let store = MemStore::new();
     let calendar = events.calendar();
     let every = DAY;
-    daemon::sync(&store, &calendar, &events.0, on(30, 10), every).unwrap();
-    daemon::sync(&store, &calendar, &events.0, on(31, 10), every).unwrap();
-    let after = daemon::sync(&store, &calendar, &events.0, on(3, 11), every).unwrap();
+    tick(&store, &calendar, &events.0, on(30, 10), every).unwrap();
+    tick(&store, &calendar, &events.0, on(31, 10), every).unwrap();
+    let after = tick(&store, &calendar, &events.0, on(3, 11), every).unwrap();
     assert_eq!(after.event.as_ref().map(|e| e.id.as_str()), Some("default"));
     assert_eq!(applied(&after), [("set-banner", "default/banner.txt"), ("set-icon", "default/icon.txt")]);
     // One icon: nothing to rotate.
-    assert!(daemon::sync(&store, &calendar, &events.0, on(20, 11), every).unwrap().actions.is_empty());
-    let back = daemon::sync(&store, &calendar, &events.0, on(15, 10), every).unwrap();
+    assert!(tick(&store, &calendar, &events.0, on(20, 11), every).unwrap().actions.is_empty());
+    let back = tick(&store, &calendar, &events.0, on(15, 10), every).unwrap();
     assert_eq!(
         back.actions.iter().find(|a| a.slot == Slot::Icon).map(|a| a.asset.as_str()),
         Some("halloween/icons/pumpkin.txt")
@@ -137,7 +180,7 @@ fn a_new_event_starts_at_its_first_icon_and_the_fallback_fills_gaps() {
 fn state_keys_and_the_daemon_switch() {
     let events = Events::new();
     let store = MemStore::new();
-    daemon::sync(&store, &events.calendar(), &events.0, on(20, 10), DAY).unwrap();
+    tick(&store, &events.calendar(), &events.0, on(20, 10), DAY).unwrap();
     assert_eq!(
         store.keys(),
         ["state:banner_hash", "state:event", "state:icon_hash", "state:rotated_at"],
@@ -161,7 +204,7 @@ fn about_and_calendar_texts() {
         about(&store, &calendar, now, DAY).unwrap(),
         "no event applied yet\ntoday's event is Halloween: applied at the next sync\ndaemon: enabled"
     );
-    daemon::sync(&store, &calendar, &events.0, now, DAY).unwrap();
+    tick(&store, &calendar, &events.0, now, DAY).unwrap();
     let text = about(&store, &calendar, now, DAY).unwrap();
     assert!(text.starts_with("event: Halloween (15-10 to 02-11): Boo\nbanner: halloween/banner.txt\n"), "{text}");
     assert!(text.contains("icon: halloween/icons/pumpkin.txt (1 of 3)"), "{text}");
@@ -185,4 +228,79 @@ fn rotation_config() {
     assert_eq!(rotate_every(Some("12h".to_owned())), Ok(12 * HOUR));
     assert!(rotate_every(Some("0s".to_owned())).is_err());
     assert!(rotate_every(Some("soon".to_owned())).unwrap_err().contains("rotate_every"));
+}
+
+#[test]
+fn an_asset_counts_as_applied_only_when_its_receipt_says_so() {
+    let events = Events::new();
+    let store = MemStore::new();
+    let (calendar, every, now) = (events.calendar(), 3 * DAY, on(20, 10));
+    let first = daemon::sync(&store, &calendar, &events.0, now, every).unwrap();
+    assert_eq!(applied(&first), [("set-banner", "halloween/banner.txt"), ("set-icon", "halloween/icons/pumpkin.txt")]);
+    assert!(first.entered);
+    let fields = first.actions[0].fields();
+    assert!(fields.contains(&("receipt".to_owned(), "yes".to_owned())), "{fields:?}");
+    // The banner's upload fails, the icon's succeeds.
+    let failed = receipts::record(&store, &receipt(&first.actions[0], false, "upload refused")).unwrap().unwrap();
+    assert_eq!(
+        failed.reply().as_deref(),
+        Some(
+            "branding: banner halloween/banner.txt was not applied (upload refused); it is sent again at the next tick"
+        )
+    );
+    let ok = receipts::record(&store, &receipt(&first.actions[1], true, "posted")).unwrap().unwrap();
+    assert_eq!(ok.reply(), None, "the schedule's applied assets are only logged");
+    let state = daemon::State::load(&store).unwrap();
+    assert_eq!((state.banner_hash, state.banner_sent), (None, None), "a failed upload is forgotten");
+    assert_eq!(state.icon_hash.as_deref(), Some(first.actions[1].hash.as_str()));
+    // The next tick sends the banner again, alone; a second receipt for the same sending is stale.
+    let retry = daemon::sync(&store, &calendar, &events.0, now + HOUR, every).unwrap();
+    assert_eq!(applied(&retry), [("set-banner", "halloween/banner.txt")]);
+    // While a receipt may still come, the asset is not sent again; after that it is.
+    let waiting = daemon::sync(&store, &calendar, &events.0, now + HOUR + 1, every).unwrap();
+    assert!(waiting.actions.is_empty(), "{:?}", waiting.actions);
+    let late = now + HOUR + daemon::AWAIT_RECEIPT;
+    let retry = daemon::sync(&store, &calendar, &events.0, late, every).unwrap();
+    assert_eq!(applied(&retry), [("set-banner", "halloween/banner.txt")]);
+    assert!(!retry.entered);
+    let about = about(&store, &calendar, late, every).unwrap();
+    assert!(about.contains("banner: halloween/banner.txt (awaiting its receipt)"), "{about}");
+    assert!(receipts::record(&store, &receipt(&retry.actions[0], true, "posted")).unwrap().unwrap().current);
+    let stale = receipts::record(&store, &receipt(&retry.actions[0], true, "posted")).unwrap().unwrap();
+    assert!(!stale.current && stale.reply().is_none());
+    assert!(daemon::sync(&store, &calendar, &events.0, late + HOUR, every).unwrap().actions.is_empty());
+    // A moderator's sync hears back per asset.
+    let forced = daemon::sync_with(&store, &calendar, &events.0, now, every, daemon::Origin::Sync, true).unwrap();
+    let replies: Vec<_> = forced
+        .actions
+        .iter()
+        .map(|a| receipts::record(&store, &receipt(a, true, "posted")).unwrap().unwrap().reply())
+        .collect();
+    assert_eq!(
+        replies,
+        [
+            Some("branding: banner halloween/banner.txt applied".to_owned()),
+            Some("branding: icon halloween/icons/pumpkin.txt applied".to_owned())
+        ]
+    );
+    // Receipts of other taskbacks are not the daemon's.
+    let other = cannon_guest::receipt::Receipt {
+        for_id: "1-0".to_owned(),
+        ok: true,
+        detail: String::new(),
+        reference: Some("remember:x".to_owned()),
+    };
+    assert_eq!(receipts::record(&store, &other).unwrap(), None);
+}
+
+#[test]
+fn entering_an_event_is_marked_but_the_fallback_counts_too() {
+    let events = Events::new();
+    let store = MemStore::new();
+    let calendar = events.calendar();
+    let fallback = tick(&store, &calendar, &events.0, on(20, 11), DAY).unwrap();
+    assert!(fallback.entered && fallback.event.as_ref().is_some_and(|e| e.is_fallback()));
+    let halloween = tick(&store, &calendar, &events.0, on(15, 10), DAY).unwrap();
+    assert!(halloween.entered && !halloween.event.as_ref().is_some_and(|e| e.is_fallback()));
+    assert!(!tick(&store, &calendar, &events.0, on(16, 10), DAY).unwrap().entered);
 }

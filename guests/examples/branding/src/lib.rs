@@ -9,7 +9,7 @@ use std::path::Path;
 
 use branding_core::{daemon, load_calendar};
 use cannon_guest::{config, taskback, Args, Cmd, CmdError, Message, Shell};
-use example_kit::{time, GuestKv};
+use example_shared::{time, GuestKv};
 
 struct Branding;
 
@@ -62,9 +62,11 @@ fn branding(args: &Args, _msg: &Message) -> Result<String, CmdError> {
     }
 }
 
-/// One sync now: the actions go out as taskbacks; the reply says what was applied.
+/// One sync now: the actions go out as taskbacks; the reply says what was sent, and each
+/// asset's receipt is answered by `branding-clock` with whether it was applied.
 fn sync(root: &Path, now: u64, force: bool) -> Result<String, CmdError> {
-    let synced = daemon::sync_with(&GuestKv, &load_calendar(root)?, root, now, rotate_every()?, force)?;
+    let synced =
+        daemon::sync_with(&GuestKv, &load_calendar(root)?, root, now, rotate_every()?, daemon::Origin::Sync, force)?;
     for action in &synced.actions {
         taskback::send(&action.fields()).map_err(CmdError::fail)?;
     }
@@ -75,5 +77,5 @@ fn sync(root: &Path, now: u64, force: bool) -> Result<String, CmdError> {
         return Ok(format!("{} is in force and up to date: nothing to apply", event.name));
     }
     let assets: Vec<&str> = synced.actions.iter().map(|a| a.asset.as_str()).collect();
-    Ok(format!("{} is in force; applied {}", event.name, assets.join(", ")))
+    Ok(format!("{} is in force; sent {} (each is confirmed when applied)", event.name, assets.join(", ")))
 }

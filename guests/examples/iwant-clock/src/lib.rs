@@ -4,7 +4,7 @@
 //! whose window is over. Any other message (a chat line for the shell) is left alone.
 
 use cannon_guest::{log, taskback, Fields, Message, Task};
-use example_kit::{time, GuestKv};
+use example_shared::{time, GuestKv};
 
 struct Clock;
 

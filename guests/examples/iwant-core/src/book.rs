@@ -5,7 +5,7 @@
 //! zero-padded so that `list-keys` returns them in order.
 
 use cannon_guest::CmdError;
-use example_kit::{Record, Store};
+use example_shared::{Record, Store};
 
 /// Most keys read by one listing: requests and results live only until their window ends.
 pub const LIST_LIMIT: u32 = 1000;
@@ -235,7 +235,7 @@ impl<'a, S: Store> Book<'a, S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use example_kit::MemStore;
+    use example_shared::MemStore;
 
     #[test]
     fn records_round_trip() {

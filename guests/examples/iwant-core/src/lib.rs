@@ -20,7 +20,7 @@ pub mod parse;
 
 use book::{Book, Outcome, Request, Status};
 use cannon_guest::CmdError;
-use example_kit::{time, Store};
+use example_shared::{time, Store};
 use parse::Want;
 
 /// The overlap two windows need to match: this much, or all of the shorter one.

@@ -1,6 +1,6 @@
 //! Reading `coffee at 10:00 for 30m until 09:30` into a [`Want`].
 
-use example_kit::time::{self, DAY, HOUR, MINUTE};
+use example_shared::time::{self, DAY, HOUR, MINUTE};
 
 /// Default length of the activity when `for` is not given.
 pub const DEFAULT_DURATION: u64 = 30 * MINUTE;

@@ -1,6 +1,6 @@
 use super::*;
-use example_kit::time::{DAY, HOUR, MINUTE};
-use example_kit::MemStore;
+use example_shared::time::{DAY, HOUR, MINUTE};
+use example_shared::MemStore;
 
 /// 2024-05-17 09:00:00 UTC.
 const NOW: u64 = 1_715_936_400;

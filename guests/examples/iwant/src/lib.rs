@@ -4,7 +4,7 @@
 //! status}`; the logic is in `iwant-core`, the clock in `iwant-clock`.
 
 use cannon_guest::{taskback, Args, Cmd, CmdError, Message, Shell};
-use example_kit::{time, GuestKv};
+use example_shared::{time, GuestKv};
 use iwant_core::{parse, Answer};
 
 struct Iwant;

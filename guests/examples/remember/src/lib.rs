@@ -7,7 +7,7 @@
 //! most recalled keys) read it back. Everything lives in the service's kv, so it survives a
 //! restart of the host.
 //!
-//! kv keys (user text escaped with `example_kit::key_part`):
+//! kv keys (user text escaped with `example_shared::key_part`):
 //! - `fact:{server}:{key}` -> a record `{value, by}`;
 //! - `score:{server}:{user}` -> how many times `user` stored something;
 //! - `recalls:{server}:{key}` -> how many times `key` was recalled.
@@ -16,7 +16,7 @@
 //! score; when the score cannot be written, the fact is put back as it was.
 
 use cannon_guest::{Args, Cmd, CmdError, Message, Shell};
-use example_kit::{key_part, unkey_part, GuestKv, Record, Store};
+use example_shared::{key_part, unkey_part, GuestKv, Record, Store};
 
 /// Longest key and value accepted, in characters.
 const MAX_KEY: usize = 100;
@@ -299,7 +299,7 @@ fn count(n: usize, what: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use example_kit::MemStore;
+    use example_shared::MemStore;
 
     fn chat(server: &str, user: &str) -> Chat {
         Chat { server: server.to_owned(), user: user.to_owned() }

@@ -10,7 +10,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use super::streams::now_ms;
 use super::{EmbeddedBroker, Fail};
 use crate::broker::{KvFailure, KvStore, kv_ttl_ms};
-use crate::config::KvQuota;
+use crate::vocab::KvQuota;
 
 impl From<Fail> for KvFailure {
     fn from(fail: Fail) -> Self {

@@ -10,11 +10,20 @@
 //! [`POLL`].
 //!
 //! ## Layout
-//! - `mod.rs`: opening, the connection, the async [`Broker`] surface.
-//! - `streams.rs`: the schema and the stream, group and pending operations, in SQL.
+//! - `mod.rs`: opening, the connection, calls on a blocking thread.
+//! - `commit.rs`: the group-commit queue: writes that arrive together share one
+//!   transaction, a savepoint each.
+//! - `broker.rs`: the [`crate::broker::Broker`] implementation (blocking reads poll here).
+//! - `admin.rs`: the [`crate::broker::BrokerAdmin`] side (tail, replay, drop).
+//! - `streams.rs`: the schema, ids, and the stream and group operations, in SQL.
+//! - `claims.rs`: pending entries in SQL: reclaims, claims, finishing, acks, replays.
 //! - `inspect.rs`: read-only views (ranges, newest id, groups, consumers, pending).
 //! - `kv.rs`: the [`crate::broker::KvStore`] side.
 
+mod admin;
+mod broker;
+mod claims;
+mod commit;
 mod inspect;
 mod kv;
 mod rate;
@@ -22,15 +31,12 @@ mod streams;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use async_trait::async_trait;
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 
-use crate::broker::{
-    Broker, BrokerError, Completion, DeadLetter, Delivery, Entry, PendingEntry, Result, StreamInfo, StreamKind,
-    WORKER_GROUP,
-};
+use self::commit::QueuedWrite;
+use crate::broker::{BrokerError, Result, StreamKind};
 
 /// How often a blocked read looks for entries added by other processes.
 const POLL: Duration = Duration::from_millis(20);
@@ -54,6 +60,7 @@ impl From<rusqlite::Error> for Fail {
     }
 }
 
+/// The embedded broker: streams, groups and kv in one SQLite database per data directory.
 pub struct EmbeddedBroker {
     inner: Arc<Inner>,
 }
@@ -61,6 +68,7 @@ pub struct EmbeddedBroker {
 struct Inner {
     /// The database file, for messages.
     shown: String,
+    /// Prefix of every stream and kv key.
     namespace: String,
     /// One connection per process, used by one call at a time on a blocking thread.
     conn: Mutex<Connection>,
@@ -119,167 +127,11 @@ impl EmbeddedBroker {
         joined.unwrap_or_else(|join| Err(E::from(Fail::Invalid(format!("database call failed: {join}")))))
     }
 
-    /// Runs `f` atomically: all of it is committed, or none of it. Writes that arrive while
-    /// the connection is busy are grouped into one `BEGIN IMMEDIATE` transaction (group
-    /// commit), each inside its own savepoint, so one that fails leaves the others intact;
-    /// each caller hears back only after the commit.
-    async fn write<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> std::result::Result<T, Fail> + Send + 'static,
-    ) -> Result<T> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let job: Box<dyn QueuedWrite> = Box::new(Write { f: Some(f), out: None, reply });
-        self.inner.queued.lock().unwrap_or_else(PoisonError::into_inner).push(job);
-        let inner = self.inner.clone();
-        let ran = tokio::task::spawn_blocking(move || commit_queued(&inner)).await;
-        let outcome = match answer.await {
-            Ok(outcome) => outcome,
-            // The blocking task that took our write panicked before answering.
-            Err(_) => Err(Fail::Invalid(match ran {
-                Err(join) => format!("database call failed: {join}"),
-                Ok(()) => "database call failed".to_owned(),
-            })),
-        };
-        outcome.map_err(|fail| error(&self.inner.shown, fail))
-    }
-
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> std::result::Result<T, Fail> + Send + 'static,
     ) -> Result<T> {
         self.call(move |conn| f(conn)).await.map_err(|fail| error(&self.inner.shown, fail))
-    }
-
-    /// [`streams::finish`] for [`Broker::complete`] and [`Broker::bury`].
-    async fn finish(
-        &self,
-        service: &str,
-        out: StreamKind,
-        consumer: &str,
-        done: Vec<(String, Vec<crate::broker::Fields>)>,
-    ) -> Result<usize> {
-        if done.is_empty() {
-            return Ok(0);
-        }
-        let (data, out, consumer) = (self.key(service, StreamKind::Data), self.key(service, out), consumer.to_owned());
-        let skipped = self.write(move |tx| streams::finish(tx, &data, &out, &consumer, &done)).await?;
-        self.inner.added.notify_waiters();
-        Ok(skipped)
-    }
-
-    /// Waits until `block` passed or something may have been added.
-    async fn wait(&self, until: Instant) -> bool {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        let _ = tokio::time::timeout(left.min(POLL), self.inner.added.notified()).await;
-        true
-    }
-
-    async fn read_entries(
-        &self,
-        stream: String,
-        group: &str,
-        consumer: &str,
-        count: usize,
-        block: Duration,
-    ) -> Result<Vec<(String, crate::broker::Fields)>> {
-        let until = Instant::now() + block;
-        let mut first = true;
-        loop {
-            // Only the first attempt writes unconditionally (it records the consumer);
-            // later polls first look, read-only, whether anything is new.
-            let new = first || {
-                let (stream, group) = (stream.clone(), group.to_owned());
-                self.read(move |conn| streams::has_new(conn, &stream, &group)).await?
-            };
-            if new {
-                let (stream, group, consumer) = (stream.clone(), group.to_owned(), consumer.to_owned());
-                let got =
-                    self.write(move |tx| streams::read_group(tx, &stream, &group, &consumer, count.max(1))).await?;
-                if !got.is_empty() {
-                    return Ok(got);
-                }
-            }
-            first = false;
-            if !self.wait(until).await {
-                return Ok(Vec::new());
-            }
-        }
-    }
-}
-
-/// A write waiting for the next group commit.
-trait QueuedWrite: Send {
-    /// Runs the write inside the open transaction, in a savepoint of its own. False when a
-    /// failed write could not be undone: then the whole transaction must not commit.
-    fn run(&mut self, tx: &rusqlite::Transaction<'_>) -> bool;
-    /// Answers the caller: the write's outcome if the transaction committed, else why not.
-    fn answer(self: Box<Self>, committed: std::result::Result<(), String>);
-}
-
-struct Write<T, F> {
-    f: Option<F>,
-    out: Option<std::result::Result<T, Fail>>,
-    reply: tokio::sync::oneshot::Sender<std::result::Result<T, Fail>>,
-}
-
-impl<T, F> QueuedWrite for Write<T, F>
-where
-    T: Send,
-    F: FnOnce(&rusqlite::Transaction<'_>) -> std::result::Result<T, Fail> + Send,
-{
-    fn run(&mut self, tx: &rusqlite::Transaction<'_>) -> bool {
-        let Some(f) = self.f.take() else { return true };
-        if let Err(err) = tx.execute_batch("SAVEPOINT write") {
-            self.out = Some(Err(err.into()));
-            return false;
-        }
-        let (out, sound) = match f(tx) {
-            Ok(value) => match tx.execute_batch("RELEASE write") {
-                Ok(()) => (Ok(value), true),
-                Err(err) => (Err(err.into()), false),
-            },
-            // Undo this write only; the transaction goes on with the others.
-            Err(fail) => (Err(fail), tx.execute_batch("ROLLBACK TO write; RELEASE write").is_ok()),
-        };
-        self.out = Some(out);
-        sound
-    }
-
-    fn answer(self: Box<Self>, committed: std::result::Result<(), String>) {
-        let outcome = match (committed, self.out) {
-            (Ok(()), Some(out)) => out,
-            (Ok(()), None) => Err(Fail::Invalid("write was not run".to_owned())),
-            (Err(why), _) => Err(Fail::Invalid(why)),
-        };
-        // The caller may have gone away (its future was dropped); nothing to tell then.
-        let _ = self.reply.send(outcome);
-    }
-}
-
-/// Runs every queued write in one transaction and answers each; does nothing when another
-/// call already took them.
-fn commit_queued(inner: &Inner) {
-    let mut conn = inner.conn.lock().unwrap_or_else(PoisonError::into_inner);
-    let mut jobs = std::mem::take(&mut *inner.queued.lock().unwrap_or_else(PoisonError::into_inner));
-    if jobs.is_empty() {
-        return;
-    }
-    let committed = (|| {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for job in &mut jobs {
-            if !job.run(&tx) {
-                // Dropping the transaction rolls all of it back.
-                return Ok(Err("a failed write could not be undone; nothing was written".to_owned()));
-            }
-        }
-        tx.commit().map(Ok)
-    })()
-    .unwrap_or_else(|e: rusqlite::Error| Err(format!("transaction failed: {e}")));
-    for job in jobs {
-        job.answer(committed.clone());
     }
 }
 
@@ -308,185 +160,10 @@ fn open_db(dir: &PathBuf, path: &Path) -> std::result::Result<Connection, Fail> 
     Ok(conn)
 }
 
-#[async_trait]
-impl Broker for EmbeddedBroker {
-    fn describe(&self) -> String {
-        format!("embedded:{}", self.inner.shown)
-    }
-
-    async fn prepare(&self, service: &str, maxlen: u64) -> Result<()> {
-        let keys = [StreamKind::Data, StreamKind::Taskback, StreamKind::Dead].map(|s| self.key(service, s));
-        self.write(move |tx| {
-            for key in &keys {
-                streams::set_maxlen(tx, key, maxlen)?;
-            }
-            // "0": messages sent before the first worker started are processed too. The
-            // taskback stream gets its groups from the collectors that read it.
-            streams::create_group(tx, &keys[0], WORKER_GROUP, "0")
-        })
-        .await
-    }
-
-    async fn add(&self, service: &str, stream: StreamKind, fields: &[(String, String)]) -> Result<String> {
-        let key = self.key(service, stream);
-        let fields = fields.to_vec();
-        let id = self.write(move |tx| streams::add(tx, &key, &fields)).await?;
-        self.inner.added.notify_waiters();
-        Ok(id)
-    }
-
-    async fn read(&self, service: &str, consumer: &str, count: usize, block: Duration) -> Result<Vec<Delivery>> {
-        let got = self.read_entries(self.key(service, StreamKind::Data), WORKER_GROUP, consumer, count, block).await?;
-        Ok(got.into_iter().map(|(id, fields)| Delivery { id, fields, deliveries: 1, not_utf8: None }).collect())
-    }
-
-    async fn reclaim(&self, service: &str, consumer: &str, min_idle: Duration, count: usize) -> Result<Vec<Delivery>> {
-        let (key, consumer) = (self.key(service, StreamKind::Data), consumer.to_owned());
-        let min_idle = i64::try_from(min_idle.as_millis()).unwrap_or(i64::MAX);
-        self.write(move |tx| streams::reclaim(tx, &key, WORKER_GROUP, &consumer, min_idle, count.max(1))).await
-    }
-
-    async fn complete(&self, service: &str, consumer: &str, done: &[Completion]) -> Result<usize> {
-        let done = done.iter().map(|c| (c.id.clone(), c.taskbacks.clone())).collect();
-        self.finish(service, StreamKind::Taskback, consumer, done).await
-    }
-
-    async fn bury(&self, service: &str, consumer: &str, dead: &[DeadLetter]) -> Result<usize> {
-        let done = dead.iter().map(|d| (d.id.clone(), vec![d.entry()])).collect();
-        self.finish(service, StreamKind::Dead, consumer, done).await
-    }
-
-    async fn create_group(&self, service: &str, stream: StreamKind, group: &str, start: &str) -> Result<()> {
-        let (key, group, start) = (self.key(service, stream), group.to_owned(), start.to_owned());
-        self.write(move |tx| streams::create_group(tx, &key, &group, &start)).await
-    }
-
-    async fn read_group(
-        &self,
-        service: &str,
-        stream: StreamKind,
-        group: &str,
-        consumer: &str,
-        count: usize,
-        block: Duration,
-    ) -> Result<Vec<Entry>> {
-        let got = self.read_entries(self.key(service, stream), group, consumer, count, block).await?;
-        Ok(got.into_iter().map(|(id, fields)| Entry { id, fields, not_utf8: None }).collect())
-    }
-
-    async fn read_own_pending(
-        &self,
-        service: &str,
-        stream: StreamKind,
-        group: &str,
-        consumer: &str,
-        count: usize,
-    ) -> Result<Vec<Entry>> {
-        let (key, group, consumer) = (self.key(service, stream), group.to_owned(), consumer.to_owned());
-        let got = self.write(move |tx| streams::read_own_pending(tx, &key, &group, &consumer, count.max(1))).await?;
-        Ok(got.into_iter().map(|(id, fields)| Entry { id, fields, not_utf8: None }).collect())
-    }
-
-    async fn trim(&self, _service: &str) -> Result<()> {
-        // Every add trims its stream (see `streams::add`), sparing what groups still need.
-        Ok(())
-    }
-
-    async fn rate_count(&self, service: &str, bucket: &str, window: Duration) -> Result<crate::broker::RateCount> {
-        self.count_rate(service, bucket, window).await
-    }
-
-    async fn drop_service(&self, service: &str) -> Result<()> {
-        let keys: Vec<String> =
-            [StreamKind::Data, StreamKind::Taskback, StreamKind::Dead].iter().map(|s| self.key(service, *s)).collect();
-        let scope = self.kv_scope(service);
-        self.write(move |tx| streams::drop_streams(tx, &keys, &scope)).await
-    }
-
-    async fn ack(&self, service: &str, stream: StreamKind, group: &str, ids: &[String]) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let (key, group, ids) = (self.key(service, stream), group.to_owned(), ids.to_vec());
-        self.write(move |tx| streams::ack(tx, &key, &group, &ids)).await
-    }
-
-    async fn last_id(&self, service: &str, stream: StreamKind) -> Result<String> {
-        let key = self.key(service, stream);
-        self.read(move |conn| inspect::last_id(conn, &key)).await
-    }
-
-    async fn tail(
-        &self,
-        service: &str,
-        stream: StreamKind,
-        after: &str,
-        count: usize,
-        block: Duration,
-    ) -> Result<Vec<Entry>> {
-        let key = self.key(service, stream);
-        let after = streams::parse_id(after).map_err(|detail| BrokerError::Embedded {
-            path: self.inner.shown.clone(),
-            detail: format!("tail of {key}: {detail}"),
-        })?;
-        let until = Instant::now() + block;
-        loop {
-            let key = key.clone();
-            let got = self.read(move |conn| inspect::range_after(conn, &key, after, count.max(1))).await?;
-            if !got.is_empty() || !self.wait(until).await {
-                return Ok(got);
-            }
-        }
-    }
-
-    async fn stream_info(&self, service: &str, stream: StreamKind) -> Result<StreamInfo> {
-        let key = self.key(service, stream);
-        self.read(move |conn| inspect::info(conn, &key)).await
-    }
-
-    async fn pending(
-        &self,
-        service: &str,
-        stream: StreamKind,
-        group: &str,
-        consumer: Option<&str>,
-        count: usize,
-    ) -> Result<Vec<PendingEntry>> {
-        let (key, group, consumer) = (self.key(service, stream), group.to_owned(), consumer.map(str::to_owned));
-        self.read(move |conn| inspect::pending(conn, &key, &group, consumer.as_deref(), count.max(1))).await
-    }
-
-    async fn claim(&self, service: &str, consumer: &str, from: &str, ids: &[String]) -> Result<Vec<Delivery>> {
-        let key = self.key(service, StreamKind::Data);
-        let (consumer, from, ids) = (consumer.to_owned(), from.to_owned(), ids.to_vec());
-        self.write(move |tx| streams::claim(tx, &key, WORKER_GROUP, &consumer, &from, &ids)).await
-    }
-
-    async fn keep(&self, service: &str, consumer: &str, ids: &[String]) -> Result<Vec<String>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (key, consumer, ids) = (self.key(service, StreamKind::Data), consumer.to_owned(), ids.to_vec());
-        self.write(move |tx| streams::keep(tx, &key, WORKER_GROUP, &consumer, &ids)).await
-    }
-
-    async fn remove_consumer(&self, service: &str, stream: StreamKind, group: &str, consumer: &str) -> Result<()> {
-        let (key, group, consumer) = (self.key(service, stream), group.to_owned(), consumer.to_owned());
-        self.write(move |tx| streams::remove_consumer(tx, &key, &group, &consumer)).await
-    }
-
-    async fn replay(&self, service: &str, dead_ids: &[String]) -> Result<Vec<(String, String)>> {
-        let (data, dead) = (self.key(service, StreamKind::Data), self.key(service, StreamKind::Dead));
-        let ids = dead_ids.to_vec();
-        let moved = self.write(move |tx| streams::replay(tx, &data, &dead, &ids)).await?;
-        self.inner.added.notify_waiters();
-        Ok(moved)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::{Broker, BrokerAdmin};
 
     /// Concurrent writes share transactions; one that fails after writing is undone alone.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,8 +15,9 @@ use tokio::sync::mpsc;
 use super::link::{Outcome, Outgoing};
 use super::message::{Route, route};
 use crate::broker::{Entry, StreamKind};
-use crate::collector::{Context, backoff};
+use crate::collector::Context;
 use crate::text::for_terminal;
+use crate::time::backoff;
 
 /// Reads taskbacks until shutdown (or until the session side is gone).
 pub(crate) async fn run(ctx: Context, platform: &'static str, server: String, queue: mpsc::Sender<Outgoing>) {

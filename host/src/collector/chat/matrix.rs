@@ -15,7 +15,6 @@
 //! where "now" is: history is never answered.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
@@ -105,7 +104,7 @@ impl Matrix {
         let mut after = cursor.after.clone();
         let mut scanned = 0;
         while scanned < RESUME_SCAN {
-            let entries = ctx.broker.tail(service, StreamKind::Data, &after, 500, Duration::ZERO).await?;
+            let entries = ctx.broker.scan(service, StreamKind::Data, &after, 500).await?;
             let Some(last) = entries.last() else { break };
             after = last.id.clone();
             scanned += entries.len();

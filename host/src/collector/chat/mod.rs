@@ -49,9 +49,10 @@ use tokio::sync::mpsc;
 pub(crate) use link::{Link, Outgoing};
 pub(crate) use message::{Incoming, Target};
 
-use crate::collector::{Context, Exit, HEALTHY_RUN, backoff};
+use crate::collector::{Context, Exit, HEALTHY_RUN};
 use crate::config::{ChatPlatform, ChatSpec};
 use crate::text::for_terminal;
+use crate::time::backoff;
 
 /// First pause before reconnecting; doubles per failed session.
 const RECONNECT_BASE: Duration = Duration::from_secs(1);

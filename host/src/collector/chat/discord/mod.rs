@@ -205,7 +205,7 @@ impl Discord {
             }
             Err(err) => {
                 self.post_failures += 1;
-                let pause = crate::collector::backoff(
+                let pause = crate::time::backoff(
                     std::time::Duration::from_secs(1),
                     self.post_failures,
                     std::time::Duration::from_secs(30),

@@ -192,8 +192,7 @@ impl Slack {
             }
             Err(err) => {
                 self.post_failures += 1;
-                let pause =
-                    crate::collector::backoff(Duration::from_secs(1), self.post_failures, Duration::from_secs(30));
+                let pause = crate::time::backoff(Duration::from_secs(1), self.post_failures, Duration::from_secs(30));
                 tracing::warn!(service = %link.service(), error = %err, retry_in_ms = pause.as_millis() as u64, "cannot post a Slack reply; retrying");
                 link.hold_until(Instant::now() + pause);
             }

@@ -1,4 +1,4 @@
-//! # example-kit: what the example services (`remember`, `iwant`, `branding`) share
+//! # example-shared: what the example services (`remember`, `iwant`, `branding`) share
 //!
 //! The examples keep their logic pure and testable natively (`cargo test -p CRATE` on the
 //! build machine, where the host imports are not available), so storage goes through the

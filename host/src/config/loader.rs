@@ -11,10 +11,10 @@ use serde::de::DeserializeOwned;
 
 use super::de::{from_node, join};
 use super::error::{Problems, did_you_mean, one_of};
-use super::model::Kwargs;
 use super::yaml::{Key, Node, Value};
+use crate::vocab::Kwargs;
 
-pub(crate) struct Ctx {
+pub(crate) struct Loader {
     pub problems: Problems,
     /// Absolute directory of the compose file; relative paths are joined onto it.
     pub base: PathBuf,
@@ -28,7 +28,7 @@ pub(crate) struct Ctx {
     pub services: Vec<String>,
 }
 
-impl Ctx {
+impl Loader {
     /// Records `path: msg` at `node` (just `msg` at the top level). Nodes whose `${}`
     /// substitution failed were reported already and are skipped.
     pub fn error(&mut self, node: &Node, path: &str, msg: impl Display) {

@@ -4,6 +4,27 @@
 //! (`XREADGROUP ... BLOCK`, `XREAD ... BLOCK`) each borrow a dedicated connection from a
 //! small pool, because a blocked command would stall every other command queued on a
 //! shared connection.
+//!
+//! ## Layout
+//! - `mod.rs`: [`RedisBroker`], its connections, and the [`Broker`] implementation.
+//! - `finish.rs`: the hot path's atomic writes: taskbacks plus ack, dead letter plus ack,
+//!   each only while this consumer still holds the message (Lua scripts).
+//! - `admin.rs`: the [`crate::broker::BrokerAdmin`] side: tails, dead-letter replays,
+//!   deleting a service.
+//! - `claims.rs`: inspection (`XINFO`, `XPENDING`), claims that check ownership, trims
+//!   and replays of dead letters (Lua scripts where a check and a write must be atomic).
+//! - `kv.rs`: the kv store, with its quotas checked in Lua.
+//! - `rate.rs`: `rate_limit:` counters.
+//! - `parse.rs`: decoding of Redis replies (fuzzed: `fuzz/fuzz_targets/replies.rs`).
+//! - `acl.rs`: the `ACL SETUSER` rule that confines a service's processes to its own keys.
+
+pub(super) mod acl;
+mod admin;
+mod claims;
+mod finish;
+mod kv;
+pub mod parse;
+mod rate;
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError, RwLock};
@@ -13,8 +34,8 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Cmd, Value};
 
-use crate::broker::parse::{self, RawEntry};
-use crate::broker::redis_admin::Outgoing;
+use self::finish::Outgoing;
+use self::parse::RawEntry;
 use crate::broker::{
     Broker, BrokerError, Completion, DeadLetter, Delivery, Entry, PendingEntry, Result, StreamInfo, StreamKind,
     WORKER_GROUP,
@@ -25,6 +46,7 @@ const DEFAULT_MAXLEN: u64 = 100_000;
 /// How long a short command may take before the connection is considered broken.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The Redis broker: streams with consumer groups, kv and rate counters in Lua.
 pub struct RedisBroker {
     client: Client,
     /// The URL without its password, for messages.
@@ -56,17 +78,8 @@ pub(crate) fn stream_key(namespace: &str, service: &str, stream: StreamKind) -> 
     format!("{namespace}:{service}:{}", stream.as_str())
 }
 
-impl StreamKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StreamKind::Data => "data",
-            StreamKind::Taskback => "taskback",
-            StreamKind::Dead => "dead",
-        }
-    }
-}
-
 impl RedisBroker {
+    /// Connects to `url` (`redis://` or `rediss://`); every key starts with `namespace`.
     pub async fn connect(url: &str, namespace: &str) -> Result<Self> {
         // `rediss://` goes through rustls, whose provider the whole process shares (ring).
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -287,9 +300,9 @@ impl Broker for RedisBroker {
         self.finish(&data, &taskback, None, consumer, &outgoing).await
     }
 
-    async fn bury(&self, service: &str, consumer: &str, dead: &[DeadLetter]) -> Result<usize> {
+    async fn dead_letter(&self, service: &str, consumer: &str, dead: &[DeadLetter]) -> Result<usize> {
         let (data, dead_key) = (self.key(service, StreamKind::Data), self.key(service, StreamKind::Dead));
-        self.bury_letters(&data, &dead_key, self.maxlen(service), consumer, dead).await
+        self.write_dead_letters(&data, &dead_key, self.maxlen(service), consumer, dead).await
     }
 
     async fn create_group(&self, service: &str, stream: StreamKind, group: &str, start: &str) -> Result<()> {
@@ -339,31 +352,6 @@ impl Broker for RedisBroker {
         self.count_rate(service, bucket, window).await
     }
 
-    async fn drop_service(&self, service: &str) -> Result<()> {
-        let mut keys: Vec<String> =
-            [StreamKind::Data, StreamKind::Taskback, StreamKind::Dead].iter().map(|s| self.key(service, *s)).collect();
-        keys.extend(self.kv_keys(service));
-        let pattern = format!("{}*", self.kv_prefix(service));
-        let mut cursor = 0u64;
-        loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
-            let mut con = self.manager.clone();
-            let (next, found): (u64, Vec<String>) = scan.query_async(&mut con).await.map_err(|e| self.err(e))?;
-            keys.extend(found);
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        for chunk in keys.chunks(500) {
-            let mut del = redis::cmd("UNLINK");
-            del.arg(chunk);
-            self.query(&del).await?;
-        }
-        Ok(())
-    }
-
     async fn ack(&self, service: &str, stream: StreamKind, group: &str, ids: &[String]) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
@@ -381,26 +369,8 @@ impl Broker for RedisBroker {
         Ok(entries.into_iter().next().map_or_else(|| "0-0".to_owned(), |e| e.id))
     }
 
-    async fn tail(
-        &self,
-        service: &str,
-        stream: StreamKind,
-        after: &str,
-        count: usize,
-        block: Duration,
-    ) -> Result<Vec<Entry>> {
-        let mut cmd = redis::cmd("XREAD");
-        cmd.arg("COUNT").arg(count.max(1));
-        if !block.is_zero() {
-            cmd.arg("BLOCK").arg(block.as_millis().max(1) as u64);
-        }
-        cmd.arg("STREAMS").arg(self.key(service, stream)).arg(after);
-        let reply = if block.is_zero() { self.query(&cmd).await? } else { self.query_blocking(&cmd).await? };
-        let raw = parse::read_reply(&reply).map_err(|d| self.protocol("XREAD", d))?;
-        Ok(raw
-            .into_iter()
-            .filter_map(|RawEntry { id, fields }| fields.map(|d| Entry { id, fields: d.fields, not_utf8: d.not_utf8 }))
-            .collect())
+    async fn scan(&self, service: &str, stream: StreamKind, after: &str, count: usize) -> Result<Vec<Entry>> {
+        crate::broker::BrokerAdmin::tail(self, service, stream, after, count, Duration::ZERO).await
     }
 
     async fn stream_info(&self, service: &str, stream: StreamKind) -> Result<StreamInfo> {
@@ -422,8 +392,8 @@ impl Broker for RedisBroker {
         self.claim_from(&self.key(service, StreamKind::Data), consumer, from, ids).await
     }
 
-    async fn keep(&self, service: &str, consumer: &str, ids: &[String]) -> Result<Vec<String>> {
-        self.keep_owned(&self.key(service, StreamKind::Data), consumer, ids).await
+    async fn refresh_claims(&self, service: &str, consumer: &str, ids: &[String]) -> Result<Vec<String>> {
+        self.refresh_owned(&self.key(service, StreamKind::Data), consumer, ids).await
     }
 
     async fn remove_consumer(&self, service: &str, stream: StreamKind, group: &str, consumer: &str) -> Result<()> {
@@ -433,12 +403,6 @@ impl Broker for RedisBroker {
             Err(BrokerError::Redis { source, .. }) if source.code() == Some("NOGROUP") => Ok(()),
             other => other.map(drop),
         }
-    }
-
-    async fn replay(&self, service: &str, dead_ids: &[String]) -> Result<Vec<(String, String)>> {
-        let data = self.key(service, StreamKind::Data);
-        let dead = self.key(service, StreamKind::Dead);
-        self.replay_dead(&data, &dead, dead_ids).await
     }
 }
 

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use redis::Script;
 
-use crate::broker::{RateCount, RedisBroker, Result, parse};
+use super::parse;
+use crate::broker::{RateCount, RedisBroker, Result};
 
 /// KEYS[1] = the bucket's counter, ARGV[1] = the window in ms. Returns {count, ms left}.
 static COUNT: LazyLock<Script> = LazyLock::new(|| {

@@ -3,9 +3,9 @@
 //! commands they send. Built from the same key functions the broker uses, so the rule
 //! follows the key layout.
 
+use super::kv::{kv_meta_prefix, kv_prefix};
+use super::stream_key;
 use crate::broker::StreamKind;
-use crate::broker::redis::stream_key;
-use crate::broker::redis_kv::{kv_meta_prefix, kv_prefix};
 
 /// Commands `run` sends: streams and consumer groups, the Lua scripts (whose own calls
 /// Redis checks against the same rule), and the kv store's commands inside them.

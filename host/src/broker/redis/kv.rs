@@ -12,8 +12,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::{Script, Value};
 
-use crate::broker::{KvFailure, KvStore, RedisBroker, kv_ttl_ms, parse};
-use crate::config::KvQuota;
+use super::parse;
+use crate::broker::{KvFailure, KvStore, RedisBroker, kv_ttl_ms};
+use crate::vocab::KvQuota;
 
 /// Shared by every script: KEYS = [index, sizes, expiry, bytes], ARGV[1] = value key prefix.
 const PRELUDE: &str = r"

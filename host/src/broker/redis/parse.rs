@@ -15,7 +15,9 @@ use crate::broker::Fields;
 /// A stream entry whose fields may be gone (deleted while pending).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawEntry {
+    /// Stream id (`ms-seq`).
     pub id: String,
+    /// Its fields; `None` when the entry was deleted while pending.
     pub fields: Option<Decoded>,
 }
 

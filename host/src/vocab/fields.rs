@@ -26,10 +26,22 @@
 
 use indexmap::IndexMap;
 
-use crate::broker::{Fields, ID_FIELD};
+/// Ordered `key -> value` pairs: a message's fields, results or a taskback.
+pub type Fields = Vec<(String, String)>;
 
 /// Prefix of the keys the host writes (`cannon.id`, `cannon.error`, ...).
 pub const HOST_PREFIX: &str = "cannon.";
+
+/// Field of a taskback or dead letter naming the message it answers.
+pub const ID_FIELD: &str = "cannon.id";
+/// Field of a dead letter: why the message failed.
+pub const ERROR_FIELD: &str = "cannon.error";
+/// Field of a dead letter: how many times the message was tried.
+pub const ATTEMPTS_FIELD: &str = "cannon.attempts";
+/// Field of a dead letter: when it last failed, in milliseconds since the Unix epoch.
+pub const FAILED_AT_FIELD: &str = "cannon.failed_at";
+/// The host-owned fields a dead letter starts with, in this order; a replay strips them.
+pub const DEAD_FIELDS: [&str; 4] = [ID_FIELD, ERROR_FIELD, ATTEMPTS_FIELD, FAILED_AT_FIELD];
 
 /// Bytes each pair costs on top of its key and value in every byte budget: the host's
 /// own bookkeeping per pair (two strings and a slot) is about that, even when both are empty.

@@ -1,0 +1,42 @@
+//! What the compose file says about one component, as the engine loads it.
+
+use std::path::PathBuf;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+use crate::vocab::limits::Limits;
+
+/// Ordered `key -> value` strings: message fields, kwargs, params.
+pub type Kwargs = IndexMap<String, String>;
+
+/// A Wasm component as a shell or a task.
+#[derive(Debug, Clone)]
+pub struct ComponentSpec {
+    /// Short name used in logs and errors (`file:` value, or the file stem of `path:`).
+    pub name: String,
+    /// Absolute path of the `.wasm` file.
+    pub path: PathBuf,
+    /// What the component sees through the `config` import.
+    pub config: Kwargs,
+    /// cannon imports granted beyond `log` and `config`.
+    pub allow: Vec<Capability>,
+    /// A directory preopened read-only as `/` in the guest (absolute).
+    pub files: Option<PathBuf>,
+    /// Shell only: command name -> groups allowed to run it.
+    pub permissions: IndexMap<String, Vec<String>>,
+    /// Per-component overrides of the service's limits.
+    pub limits: Limits,
+    /// Line of the component in the compose file.
+    pub line: usize,
+}
+
+/// A cannon import the compose file may grant to a component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Capability {
+    /// The `kv` import: the service's key-value store.
+    Kv,
+    /// The `taskback` import: extra taskbacks from one call.
+    Taskback,
+}

@@ -1,0 +1,185 @@
+//! The reader: fetches batches (orphans, then reclaims, then new messages) and starts each
+//! message, in stream order, on its own task as soon as a concurrency slot is free; it
+//! reads the next batch while the last messages of the previous one run.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{Finished, InFlight, MAX_BROKER_BACKOFF, ORPHAN_CHECK, lock, order, rate, recovery};
+use crate::broker::{Broker, BrokerError, Delivery};
+use crate::config::Workers;
+use crate::service::ServiceRuntime;
+use crate::time::backoff;
+
+/// Where the reader gets its next batch from, and when.
+pub(super) struct Fetcher {
+    broker: Arc<dyn Broker>,
+    service: String,
+    consumer: String,
+    block: Duration,
+    visibility: Duration,
+    reclaim_every: Duration,
+    orphan_every: Duration,
+    next_reclaim: Instant,
+    next_orphans: Instant,
+}
+
+impl Fetcher {
+    /// Reclaims every half visibility timeout, looks for orphans at least every
+    /// [`ORPHAN_CHECK`]; both at once at the start.
+    pub(super) fn new(
+        broker: Arc<dyn Broker>,
+        service: &str,
+        consumer: &str,
+        workers: &Workers,
+        visibility: Duration,
+    ) -> Self {
+        let reclaim_every = (visibility / 2).max(Duration::from_millis(100));
+        Fetcher {
+            broker,
+            service: service.to_owned(),
+            consumer: consumer.to_owned(),
+            block: Duration::from_millis(workers.block_ms),
+            visibility,
+            reclaim_every,
+            orphan_every: reclaim_every.min(ORPHAN_CHECK),
+            next_reclaim: Instant::now(),
+            next_orphans: Instant::now(),
+        }
+    }
+
+    /// Orphans of dead local consumers first, then messages idle past the visibility
+    /// timeout, then new messages.
+    async fn fetch(&mut self, room: usize) -> Result<Vec<Delivery>, BrokerError> {
+        let now = Instant::now();
+        if now >= self.next_orphans {
+            self.next_orphans = now + self.orphan_every;
+            let found = recovery::adopt_orphans(&*self.broker, &self.service, &self.consumer, room).await?;
+            if !found.is_empty() {
+                tracing::info!(service = %self.service, count = found.len(), "took over messages of a dead worker on this host");
+                return Ok(found);
+            }
+        }
+        if now >= self.next_reclaim {
+            self.next_reclaim = now + self.reclaim_every;
+            let found = self.broker.reclaim(&self.service, &self.consumer, self.visibility, room).await?;
+            if !found.is_empty() {
+                tracing::info!(service = %self.service, count = found.len(), "reclaimed messages idle past the visibility timeout");
+                return Ok(found);
+            }
+        }
+        self.broker.read(&self.service, &self.consumer, room, self.block).await
+    }
+}
+
+/// What the reader needs to start messages.
+pub(super) struct Reader {
+    pub service: Arc<ServiceRuntime>,
+    /// One permit per `workers.concurrency` slot.
+    pub semaphore: Arc<Semaphore>,
+    /// The running messages, waited for at the drain.
+    pub tracker: TaskTracker,
+    pub in_flight: InFlight,
+    /// To the writer (`complete.rs`).
+    pub done: mpsc::Sender<Finished>,
+    pub order: Option<Arc<order::Order>>,
+    pub limiter: Option<Arc<rate::Limiter>>,
+    pub shutdown: CancellationToken,
+    /// When the reader saw the shutdown: the drain timeout counts from there.
+    pub stopped_at: Arc<OnceLock<Instant>>,
+    pub drain: Duration,
+}
+
+impl Reader {
+    /// Reads and starts messages until shutdown (or until the drain timeout passes with
+    /// messages read ahead still unstarted).
+    pub(super) async fn run(&self, mut fetcher: Fetcher) {
+        // A worker holds at most `concurrency` running messages plus one batch
+        // (`workers.batch`) read ahead: a freed slot does not wait for a broker round trip.
+        let read_ahead = self.service.spec.workers.batch.max(1);
+        let mut failures = 0u32;
+        while !self.shutdown.is_cancelled() {
+            let mut deliveries = match fetcher.fetch(read_ahead).await {
+                Ok(deliveries) => {
+                    failures = 0;
+                    deliveries
+                }
+                Err(err) => {
+                    failures += 1;
+                    let pause = backoff(Duration::from_millis(100), failures, MAX_BROKER_BACKOFF);
+                    let name = self.service.name();
+                    tracing::error!(service = %name, error = %err, retry_in_ms = pause.as_millis() as u64, "cannot read messages");
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => continue,
+                        () = self.shutdown.cancelled() => break,
+                    }
+                }
+            };
+            {
+                // A reclaim after a broker outage may hand back a message this worker still
+                // runs; running it twice at once could write its taskbacks twice.
+                let mut held = lock(&self.in_flight);
+                deliveries.retain(|d| held.insert(d.id.clone()));
+            }
+            if !self.start_batch(deliveries).await {
+                break;
+            }
+        }
+    }
+
+    /// Starts each message of a batch in read order, so `concurrency: 1` runs messages one
+    /// by one in stream order. What was read is still started during shutdown, until the
+    /// drain timeout; false when that passed with messages left (they stay pending).
+    async fn start_batch(&self, deliveries: Vec<Delivery>) -> bool {
+        let mut unstarted = deliveries.into_iter();
+        for delivery in unstarted.by_ref() {
+            let (delivery, key) = match &self.order {
+                None => (delivery, None),
+                Some(order) => {
+                    let admitted = tokio::select! {
+                        biased;
+                        admitted = order.admit(delivery) => admitted,
+                        () = self.drain_over() => break,
+                    };
+                    match admitted {
+                        order::Admitted::Start { delivery, key } => (delivery, key),
+                        order::Admitted::Parked => continue,
+                    }
+                }
+            };
+            let permit = tokio::select! {
+                biased;
+                permit = self.semaphore.clone().acquire_owned() => permit,
+                () = self.drain_over() => break,
+            };
+            let Ok(permit) = permit else { break };
+            let limits = (self.order.clone(), self.limiter.clone());
+            self.tracker.spawn(order::run_slot(self.service.clone(), delivery, key, limits, permit, self.done.clone()));
+        }
+        let left: Vec<String> = unstarted.map(|d| d.id).collect();
+        if left.is_empty() {
+            return true;
+        }
+        tracing::warn!(
+            service = %self.service.name(),
+            count = left.len(),
+            "drain timeout passed before these messages read ahead could start; they stay pending and will be recovered"
+        );
+        let mut held = lock(&self.in_flight);
+        for id in &left {
+            held.remove(id);
+        }
+        false
+    }
+
+    /// Resolves once `shutdown` has been cancelled and `drain` has passed since.
+    async fn drain_over(&self) {
+        self.shutdown.cancelled().await;
+        let deadline = *self.stopped_at.get_or_init(Instant::now) + self.drain;
+        tokio::time::sleep_until(deadline.into()).await;
+    }
+}
