@@ -23,8 +23,9 @@
 //! - [`deploy`]: new component versions validated, stored in the broker and swapped into
 //!   running workers between messages.
 //! - [`scaffold`]: `cannon-host new`, ready projects for component authors.
-//! - [`collector`]: native message sources (`stdin`, ...).
-//! - [`observe`]: Prometheus metrics and the dashboard (`run --metrics ADDR`).
+//! - [`collector`]: native message sources (`stdin`, `http`, `tick`, `stream`, `exec`, and the
+//!   chat platforms `irc`, `matrix`, `slack` and `discord` in `collector/chat/`).
+//! - [`observe`]: Prometheus metrics, the dashboard (`run --metrics ADDR`) and OTLP traces.
 //! - [`text`]: untrusted text made safe for terminals, log lines and JSON output.
 //! - [`time`]: the clock, UTC dates as RFC 3339, retry backoff, cron expressions.
 //! - [`access`]: who may talk to a listener: `auth:` checks and TLS with reloads.

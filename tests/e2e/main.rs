@@ -1,10 +1,15 @@
 //! End-to-end tests: real `redis-server` per test, real `cannon-host` processes, real
 //! components built from `guests/` (run `guests/build.sh` first; `scripts/test` does).
 
+mod fake;
 mod support;
 
 mod access;
 mod backbone;
+mod chat_discord;
+mod chat_irc;
+mod chat_matrix;
+mod chat_slack;
 mod check;
 mod collectors;
 mod compile;

@@ -34,7 +34,8 @@ pub fn cache_dir() -> PathBuf {
     repo().join("target").join("cannon-test-cache")
 }
 
-fn free_port() -> u16 {
+/// A free loopback TCP port (bound and released; take it quickly).
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free port")
 }
 

@@ -332,6 +332,10 @@ pub trait Broker: KvStore + Send + Sync + 'static {
     /// Id of the newest entry of a stream (`0-0` when empty), to tail from.
     async fn last_id(&self, service: &str, stream: StreamKind) -> Result<String>;
 
+    /// Up to `count` entries of one of the service's streams after `after`, without a group
+    /// and without waiting (the Matrix collector's resume scan of what it already added).
+    async fn scan(&self, service: &str, stream: StreamKind, after: &str, count: usize) -> Result<Vec<Entry>>;
+
     /// Length, newest id, groups and consumers of one of the service's streams (empty when
     /// the stream does not exist).
     async fn stream_info(&self, service: &str, stream: StreamKind) -> Result<StreamInfo>;

@@ -17,7 +17,9 @@
 //! - `stream.rs`: follows another service's data or taskback stream.
 //! - `exec.rs`: a program speaking JSON lines on stdin/stdout, restarted when it exits.
 //! - `json.rs`: JSON objects to message fields and back (http bodies, exec lines).
+//! - `chat/`: chat platforms (`irc`, `matrix`, `slack`, `discord`): the common shape and one module per platform.
 
+mod chat;
 mod exec;
 mod http;
 mod http_serve;
@@ -78,7 +80,10 @@ pub struct Context {
 
 /// Whether a collector kind hands taskbacks to someone (a chat, an http caller, a program).
 pub fn delivers_taskbacks(kind: &CollectorKind) -> bool {
-    matches!(kind, CollectorKind::Stdin | CollectorKind::Http { .. } | CollectorKind::Exec { .. })
+    matches!(
+        kind,
+        CollectorKind::Stdin | CollectorKind::Http { .. } | CollectorKind::Exec { .. } | CollectorKind::Chat(_)
+    )
 }
 
 /// The taskback group of each of a service's collectors: every collector that delivers
@@ -352,6 +357,7 @@ pub fn kind_name(kind: &CollectorKind) -> &'static str {
         CollectorKind::Tick { .. } => "tick",
         CollectorKind::Stream { .. } => "stream",
         CollectorKind::Exec { .. } => "exec",
+        CollectorKind::Chat(chat) => chat.platform.name(),
     }
 }
 
@@ -368,6 +374,7 @@ pub fn describe(kind: &CollectorKind) -> String {
             format!("stream from {service}:{}", stream_name(*stream))
         }
         CollectorKind::Exec { command, .. } => format!("exec `{}`", command.join(" ")),
+        CollectorKind::Chat(chat) => chat.platform.describe(),
     }
 }
 
@@ -441,6 +448,7 @@ async fn run_once(ctx: Context, kind: CollectorKind) -> anyhow::Result<Exit> {
         CollectorKind::Tick { schedule, at_start } => tick::run(ctx, &schedule, at_start).await,
         CollectorKind::Stream { service, stream } => stream::run(ctx, &service, stream).await,
         CollectorKind::Exec { command, dir } => exec::run(ctx, &command, &dir).await,
+        CollectorKind::Chat(spec) => chat::run(ctx, *spec).await,
     }
 }
 

@@ -11,7 +11,7 @@ use super::loader::{Loader, field};
 use super::model::{CollectorKind, CollectorSpec, HttpLimits, StreamKind, TickSchedule};
 use super::yaml::{Key, Node, Value};
 
-const KINDS: &[&str] = &["stdin", "http", "tick", "stream", "exec"];
+const KINDS: &[&str] = &["stdin", "http", "tick", "stream", "exec", "irc", "matrix", "slack", "discord"];
 
 pub(crate) fn collector(ctx: &mut Loader, node: &Node, path: &str, service: &str) -> Option<CollectorSpec> {
     let kind_node = match &node.value {
@@ -27,6 +27,14 @@ pub(crate) fn collector(ctx: &mut Loader, node: &Node, path: &str, service: &str
     };
     let kind_path = join(path, "kind");
     let kind = ctx.string(kind_node, &kind_path)?;
+    // Chat platforms (issue 16): their keys and settings live in config/chat.rs.
+    if let Some(keys) = super::chat::keys(&kind) {
+        let allowed: Vec<&str> = ["kind", "conf"].iter().copied().chain(keys).collect();
+        let fields = ctx.map(node, path, &allowed)?;
+        let kwargs = field(fields, "conf").map(|n| conf(ctx, n, &join(path, "conf"))).unwrap_or_default();
+        let spec = super::chat::chat(ctx, node, path, &kind, fields)?;
+        return Some(CollectorSpec { kind: CollectorKind::Chat(Box::new(spec)), kwargs, line: node.line });
+    }
     let extra: &[&str] = match kind.as_str() {
         "stdin" => &[],
         "http" => {

@@ -20,6 +20,8 @@
 //! - `load`: the top level and each service, with the checks spanning sections (a torch
 //!   task needs a shell, a shell needs a torch task, a service needs tasks or a collector).
 //! - `collector`: the `collector:` kinds and their options.
+//! - `chat`: the chat kinds (`irc`, `matrix`): shared `prefix`, `mention_only`, `replies`
+//!   pacing, and each platform's settings and secrets; `chat_hosted`: `slack`, `discord`.
 //! - `duration`: durations (`250ms`, `5s`, `2m`, ...) wherever a key takes one.
 //! - `limits`: the ranges `limits:` must keep, for a service and for a component.
 //! - `http_grant`: a component's `allow:` (with `{http: [PATTERN...]}`) and `secrets:`.
@@ -29,6 +31,8 @@
 //! - `error`: [`ConfigError`] and [`Diagnostic`], and did-you-mean suggestions.
 
 mod access;
+mod chat;
+mod chat_hosted;
 mod collector;
 mod component;
 mod de;
@@ -52,6 +56,9 @@ use std::path::{Path, PathBuf};
 
 pub use crate::vocab::http::{Destination, HostPattern, HttpGrant, HttpPattern, HttpScheme, PortPattern};
 pub use access::{HUB_SIGNATURE_HEADER, HttpAuth, SLACK_WINDOW, Secret, TlsFiles, is_loopback, parse_addr};
+pub(crate) use chat::nick_problem as irc_nick_problem;
+pub use chat::{ChatFilter, ChatPlatform, ChatSpec, IrcSettings, MatrixAuth, MatrixSettings, Pace};
+pub use chat_hosted::{Branding, DISCORD_API_URL, DiscordSettings, SLACK_API_URL, SlackSettings};
 pub use error::{ConfigError, Diagnostic};
 pub use http_grant::parse_pattern;
 pub use load::metrics_reachable;

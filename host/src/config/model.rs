@@ -145,6 +145,9 @@ pub enum CollectorKind {
         /// Its working directory.
         dir: PathBuf,
     },
+    /// A chat platform (`irc`, `matrix`, `slack`, `discord`): channel messages in, replies out
+    /// (config/chat.rs, config/chat_hosted.rs).
+    Chat(Box<super::chat::ChatSpec>),
 }
 
 #[derive(Debug, Clone)]

@@ -173,6 +173,10 @@ impl Broker for EmbeddedBroker {
         self.read(move |conn| inspect::last_id(conn, &key)).await
     }
 
+    async fn scan(&self, service: &str, stream: StreamKind, after: &str, count: usize) -> Result<Vec<Entry>> {
+        crate::broker::BrokerAdmin::tail(self, service, stream, after, count, Duration::ZERO).await
+    }
+
     async fn stream_info(&self, service: &str, stream: StreamKind) -> Result<StreamInfo> {
         let key = self.key(service, stream);
         self.read(move |conn| inspect::info(conn, &key)).await

@@ -371,6 +371,10 @@ impl Broker for RedisBroker {
         Ok(entries.into_iter().next().map_or_else(|| "0-0".to_owned(), |e| e.id))
     }
 
+    async fn scan(&self, service: &str, stream: StreamKind, after: &str, count: usize) -> Result<Vec<Entry>> {
+        crate::broker::BrokerAdmin::tail(self, service, stream, after, count, Duration::ZERO).await
+    }
+
     async fn stream_info(&self, service: &str, stream: StreamKind) -> Result<StreamInfo> {
         self.info(&self.key(service, stream)).await
     }
