@@ -13,8 +13,7 @@ use super::loader::{Loader, field};
 use super::model::{ComponentSpec, Kwargs, Limits, TaskSpec, TorchSpec};
 use super::yaml::{Key, Node, Value};
 
-const SHELL_KEYS: &[&str] =
-    &["file", "path", "sha256", "conf", "allow", "secrets", "files", "permissions", "limits"];
+const SHELL_KEYS: &[&str] = &["file", "path", "sha256", "conf", "allow", "secrets", "files", "permissions", "limits"];
 const TASK_KEYS: &[&str] = &["file", "path", "sha256", "conf", "allow", "secrets", "files", "limits"];
 const TORCH_KEYS: &[&str] = &["in_key", "out_key", "user_key", "prefix", "ignore_unknown"];
 const CONF_KEYS: &[&str] = &["key", "kwargs"];
