@@ -417,3 +417,48 @@ fn irc_bot_answers_the_servers_pings_and_stays_connected() {
     assert!(!log.contains("chat connection lost"), "the bot was cut off:\n{log}");
     assert_eq!(log.matches("irc: registered").count(), 1, "{log}");
 }
+
+#[test]
+fn irc_receipts_say_what_was_posted_and_what_was_refused() {
+    let ircd = Ngircd::start(None);
+    let redis = RedisServer::start();
+    crate::support::component("receipts");
+    let project = Project::new(&format!(
+        "services:\n  r:\n    collector: {{ kind: irc, server: \"irc://127.0.0.1:{}\", nick: rcpt, channels: [\"#bots\"] }}\n    \
+         tasks: [ {{ file: receipts }} ]\n",
+        ircd.port
+    ));
+    let mut frank = User::connect(ircd.port, "frank");
+    frank.join("#bots");
+    let _host = Running::start(&project, &redis, &["r"]);
+    frank.sees_join("rcpt", "#bots", WAIT);
+    frank.say("#bots", "hello");
+    assert_eq!(frank.reply("rcpt", "#bots", WAIT).0, "HELLO");
+    // A reply for a channel the bot is not in (a message added directly) is refused.
+    let mut con = redis.con();
+    let fields: Vec<(&str, String)> = [
+        ("user", "frank"),
+        ("text", "elsewhere"),
+        ("channel", "#elsewhere"),
+        ("platform", "irc"),
+        ("server", "127.0.0.1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k, v.to_owned()))
+    .collect();
+    crate::support::add_messages(&mut con, "r", &[fields]);
+    let data_key = crate::support::key("r", "data");
+    crate::support::wait_len(&mut con, &data_key, 4, WAIT);
+    let data = crate::support::entries(&mut con, &data_key);
+    let receipt = |text: &str| {
+        let line = data.iter().find(|(_, f)| crate::support::field(f, "text") == Some(text)).expect("the line");
+        let receipt = data
+            .iter()
+            .find(|(_, f)| crate::support::field(f, "cannon.receipt_for") == Some(line.0.as_str()))
+            .unwrap_or_else(|| panic!("no receipt for {text}: {data:?}"));
+        let get = |k: &str| crate::support::field(&receipt.1, k).unwrap_or_default().to_owned();
+        (get("cannon.receipt"), get("cannon.receipt_detail"))
+    };
+    assert_eq!(receipt("hello"), ("ok".to_owned(), "posted 1 line(s) to #bots".to_owned()));
+    assert_eq!(receipt("elsewhere"), ("error".to_owned(), "not in channel #elsewhere".to_owned()));
+}

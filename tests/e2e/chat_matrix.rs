@@ -93,11 +93,20 @@ fn block<F: Future>(future: F) -> F::Output {
 impl Synapse {
     /// Registers a new user with a unique name (`NAME_PID_N`); returns (name, password).
     fn user(&self, name: &str) -> (String, String) {
+        self.register(name, "--no-admin")
+    }
+
+    /// Like [`Synapse::user`], a server admin.
+    fn admin(&self, name: &str) -> (String, String) {
+        self.register(name, "--admin")
+    }
+
+    fn register(&self, name: &str, admin: &str) -> (String, String) {
         static N: AtomicUsize = AtomicUsize::new(0);
         let user = format!("{name}{}x{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed));
         let password = format!("pw-{user}");
         let out = Command::new(format!("{}/bin/register_new_matrix_user", self.venv))
-            .args(["-u", &user, "-p", &password, "--no-admin", "-k", SECRET, &self.url])
+            .args(["-u", &user, "-p", &password, admin, "-k", SECRET, &self.url])
             .output()
             .expect("run register_new_matrix_user");
         assert!(out.status.success(), "register {user}: {}", String::from_utf8_lossy(&out.stderr));
@@ -322,4 +331,46 @@ fn matrix_remember_resumes_after_a_restart_without_loss_or_duplicates() {
         assert_eq!(copies, 1, "{id} is added once: {stored:?}");
     }
     drop(host);
+}
+
+#[test]
+fn matrix_replies_wait_out_the_homeservers_rate_limit_and_none_is_dropped() {
+    let server = synapse();
+    let redis = RedisServer::start();
+    let (bot, bot_pw) = server.user("busybot");
+    let (alice, alice_pw) = server.user("alice");
+    let (admin, admin_pw) = server.admin("admin");
+    let admin = Person::login(server, &admin, &admin_pw);
+    let bot_id = format!("@{bot}:localhost");
+    // Synapse's own per-user limit for the bot: one message, then one a second (HTTP 429
+    // with retry_after_ms beyond). The collector's pacing is set out of the way.
+    let url = format!("{}/_synapse/admin/v1/users/{}/override_ratelimit", server.url, enc(&bot_id));
+    call("POST", &url, Some(&admin.token), Some(json!({"messages_per_second": 1, "burst_count": 1})));
+    let project = Project::new(&format!(
+        r#"namespace: cannon
+services:
+  dice:
+    collector: {{ kind: matrix, homeserver: "{}", user: {bot}, password: "${{MATRIX_PASSWORD}}", replies: {{ burst: 100, every: 10ms }} }}
+    shell: {{ file: dice }}
+    tasks:
+      - torch: {{ in_key: text, out_key: text }}
+"#,
+        server.url
+    ));
+    let mut host = start(&project, &redis, &bot_pw, "dice");
+    let alice = Person::login(server, &alice, &alice_pw);
+    let room = alice.create_room(&bot_id);
+    let deadline = Instant::now() + WAIT;
+    while !alice.members(&room).contains(&bot_id) {
+        assert!(Instant::now() < deadline, "the bot did not join on invite");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for _ in 0..4 {
+        alice.say(&room, "roll 2d6", None);
+    }
+    let replies = alice.wait_messages(&room, &bot_id, 4);
+    assert!(replies.iter().all(|r| body(r).contains("total")), "{replies:?}");
+    wait_plain(&mut host, "matrix: rate limited; waiting", WAIT);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(alice.messages_from(&room, &bot_id).len(), 4, "each reply posted once");
 }
