@@ -91,7 +91,9 @@ pub(crate) async fn load(
     .context("component loader panicked")?
     .with_context(|| format!("service {service:?}"))?;
     // observe: the component's metric handles, labelled with this service.
-    component.observe = Some(crate::observe::component(service, &component.name, &component.version));
+    // (none with `CANNON_METRICS=off`: calls are then neither counted nor timed for metrics).
+    component.observe =
+        crate::observe::counting().then(|| crate::observe::component(service, &component.name, &component.version));
     tracing::debug!(
         service,
         component = %component.name,
