@@ -163,7 +163,7 @@ fn kv_atomics_through_a_guest(backend: &Backend, project: &Project) {
     assert_error(&over, "quota-exceeded");
     assert!(over["detail"].as_str().is_some_and(|d| d.contains("max_keys")), "{over}");
     assert_eq!(p(&["op=get", "key=e"])["found"], "false");
-    let big = format!("value={}", "x".repeat(4000));
+    let big = format!("value={}", "x".repeat(4100));
     let over = p(&["op=cas", "key=d", "expected=4", &big]);
     assert_error(&over, "quota-exceeded");
     assert!(over["detail"].as_str().is_some_and(|d| d.contains("max_bytes")), "{over}");

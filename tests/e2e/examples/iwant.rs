@@ -267,7 +267,7 @@ fn iwant_concurrent_requests_embedded() {
 /// #c, each after the previous one's reply. It acknowledges every taskback asking for a
 /// receipt: `error` for alice (no direct messages to her), `ok` for anyone else; every
 /// taskback it gets goes to stderr (`direct: TO: TEXT` or `got: CHANNEL: TEXT`).
-const CHAT: &str = r#"
+const CHAT: &str = r##"
 import json, sys
 def say(obj):
     print(json.dumps(obj), flush=True)
@@ -289,7 +289,7 @@ for line in sys.stdin:
         ask("bob", "#b")
     elif tb.get("user") == "bob":
         ask("carol", "#c")
-"#;
+"##;
 
 fn iwant_notices_with_receipts(backend: impl FnOnce(&Project) -> Backend) {
     let exec = format!("      - {{ kind: exec, command: [python3, -c, {CHAT:?}] }}\n");
