@@ -129,10 +129,7 @@ impl Host for HostState {
 
     async fn get_many(&mut self, keys: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, KvError> {
         if keys.len() > MAX_GET_MANY {
-            return Err(KvError::TooLarge(format!(
-                "get-many of {} keys; at most {MAX_GET_MANY} per call",
-                keys.len()
-            )));
+            return Err(KvError::TooLarge(format!("get-many of {} keys; at most {MAX_GET_MANY} per call", keys.len())));
         }
         let mut scope = None;
         for key in &keys {

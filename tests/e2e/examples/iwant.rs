@@ -220,8 +220,7 @@ fn iwant_concurrent_requests(backend: impl FnOnce(&Project) -> Backend) {
     });
     for (a, activity) in ACTIVITIES.iter().enumerate() {
         let mine: Vec<&(usize, usize, String)> = replies.iter().filter(|(x, _, _)| *x == a).collect();
-        let opened: Vec<&str> =
-            mine.iter().map(|(_, _, r)| r.as_str()).filter(|r| r.ends_with("(PENDING)")).collect();
+        let opened: Vec<&str> = mine.iter().map(|(_, _, r)| r.as_str()).filter(|r| r.ends_with("(PENDING)")).collect();
         assert_eq!(opened.len(), 1, "{activity}: exactly one request opens the match: {mine:#?}");
         let id = opened[0]
             .strip_prefix("request #")
@@ -306,9 +305,8 @@ fn iwant_notices_with_receipts(backend: impl FnOnce(&Project) -> Backend) {
     // Carol joins: alice's notice falls back again; bob's is delivered and stays direct.
     wait_plain(&mut host, "direct: bob: @bob: match #1: coffee with alice and carol at ", wait);
     wait_plain(&mut host, "(carol joined)", wait);
-    let fallbacks = |host: &Running| {
-        plain(&host.log_text()).lines().filter(|l| l.contains("got: #a: @alice: match #1")).count()
-    };
+    let fallbacks =
+        |host: &Running| plain(&host.log_text()).lines().filter(|l| l.contains("got: #a: @alice: match #1")).count();
     let deadline = std::time::Instant::now() + wait;
     while fallbacks(&host) < 2 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));

@@ -194,7 +194,8 @@ impl KvStore for EmbeddedBroker {
     }
 
     async fn kv_compare_and_swap(&self, service: &str, swap: &KvSwap<'_>, quota: &KvQuota) -> Result<bool, KvFailure> {
-        let (key, expected, new) = (swap.key.to_owned(), swap.expected.map(<[u8]>::to_vec), swap.new.map(<[u8]>::to_vec));
+        let (key, expected, new) =
+            (swap.key.to_owned(), swap.expected.map(<[u8]>::to_vec), swap.new.map(<[u8]>::to_vec));
         let (ttl, quota) = (swap.ttl, *quota);
         self.kv_write(service, move |tx, scope, now| {
             let row = current(tx, scope, &key)?;
