@@ -193,6 +193,23 @@ fn kv_atomics_through_a_guest(backend: &Backend, project: &Project) {
     let stored = value("once").expect("once is set");
     let winner = winners.iter().position(|w| *w).expect("a winner");
     assert_eq!(stored, format!("w{winner}"));
+    // 16 read-change-swap loops at once (the SDK's `kv::update`) on one key: every append
+    // lands exactly once.
+    assert!(swapped(&["op=cas", "key=once", &format!("expected={stored}")]));
+    std::thread::scope(|scope| {
+        for i in 0..16 {
+            scope.spawn(move || {
+                let answer = p(&["op=append", "key=log", &format!("value=a{i}")]);
+                assert_eq!(answer["appended"], "true", "{answer}");
+            });
+        }
+    });
+    let log = value("log").expect("log is set");
+    let mut lines: Vec<&str> = log.split(',').filter(|l| !l.is_empty()).collect();
+    lines.sort_unstable();
+    let mut expected: Vec<String> = (0..16).map(|i| format!("a{i}")).collect();
+    expected.sort_unstable();
+    assert_eq!(lines, expected, "{log}");
     assert!(host.terminate().success(), "{}", host.log_text());
 }
 

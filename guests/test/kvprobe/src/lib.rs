@@ -1,13 +1,15 @@
 //! `kvprobe` (test guest): runs one `kv` operation named by the message and reports the
 //! outcome as results, so tests can drive the store through a real component.
 //!
-//! Message fields: `op` (`get`, `set`, `delete`, `incr`, `list`, `cas`, `mget`), `key`,
-//! `value`, `ttl_ms`, `delta`, `prefix`, `limit`; for `cas` also `expected` (absent: the key
-//! must be absent; `value` absent: delete), for `mget` `keys` (comma-separated, or `count`
-//! generated keys `k0`, `k1`, ...). Results: `ok` (`true`/`false`), then `value` (get,
-//! incr), `existed` (delete), `keys` (list, comma-separated), `swapped` (cas), `values`
-//! (mget: comma-separated, `<none>` for a missing key), or `error` (the kv error's kind,
-//! e.g. `out-of-scope`) and `detail` (its message). Needs `allow: [kv]`.
+//! Message fields: `op` (`get`, `set`, `delete`, `incr`, `list`, `cas`, `mget`, `append`),
+//! `key`, `value`, `ttl_ms`, `delta`, `prefix`, `limit`; for `cas` also `expected` (absent:
+//! the key must be absent; `value` absent: delete), for `mget` `keys` (comma-separated, or
+//! `count` generated keys `k0`, `k1`, ...); `append` adds `value,` to `key` with
+//! `kv::update` (read, change, compare-and-swap, retry). Results: `ok` (`true`/`false`),
+//! then `value` (get, incr), `existed` (delete), `keys` (list, comma-separated), `swapped`
+//! (cas), `appended` (append), `values` (mget: comma-separated, `<none>` for a missing
+//! key), or `error` (the kv error's kind, e.g. `out-of-scope`) and `detail` (its message).
+//! Needs `allow: [kv]`.
 
 use cannon_guest::{kv, Fields, Message, Task};
 
@@ -85,6 +87,15 @@ impl Task for KvProbe {
                         .collect();
                     vec![pair("values", shown.join(","))]
                 })
+            }
+            "append" => {
+                let line = format!("{},", msg.get("value").unwrap_or_default());
+                kv::update(&key, 64, |current| {
+                    let mut log = current.map(<[u8]>::to_vec).unwrap_or_default();
+                    log.extend_from_slice(line.as_bytes());
+                    (Some(log), ())
+                })
+                .map(|done| vec![pair("appended", done.is_some().to_string())])
             }
             other => return Err(format!("unknown op {other:?}")),
         };
