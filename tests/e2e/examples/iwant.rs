@@ -10,6 +10,7 @@ use super::STDIN;
 use super::{reply, say, taskbacks_where, wait_taskbacks};
 use crate::collectors::{count, example, plain, wait_plain};
 use crate::conformance::Backend;
+use crate::fake::slack::{self, FakeSlack};
 use crate::support::{Project, RedisServer, Running, component, field};
 
 /// examples/iwant/cannon-compose.yml as shipped, ticking every second and without its
@@ -330,4 +331,55 @@ fn iwant_notices_with_receipts_with_redis() {
 #[test]
 fn iwant_notices_with_receipts_embedded() {
     iwant_notices_with_receipts(Backend::embedded);
+}
+
+/// On Slack, as the README shows it: a notice to someone the collector has not seen speak
+/// (here: not since it restarted) gets an `error` receipt and is posted in the channel where
+/// they asked; once they have spoken, their notices go to their direct messages.
+#[test]
+fn iwant_on_slack_posts_an_undeliverable_notice_in_the_channel() {
+    component("iwant");
+    component("iwant_clock");
+    let fake = FakeSlack::start();
+    fake.state.lock().users_insert("U3", "Carol");
+    let collector = format!(
+        "      - {{ kind: slack, app_token: \"${{SLACK_APP_TOKEN}}\", bot_token: \"${{SLACK_BOT_TOKEN}}\", api_url: \"{}\" }}\n",
+        fake.api_url
+    );
+    let project = example("iwant", &[(STDIN, collector.as_str())]);
+    let backend = Backend::Redis(RedisServer::start());
+    let start = || {
+        let mut cmd = backend.host(&project);
+        cmd.env("SLACK_APP_TOKEN", slack::APP_TOKEN).env("SLACK_BOT_TOKEN", slack::BOT_TOKEN);
+        Running::start_cmd(cmd, &project, &[])
+    };
+    let wait = Duration::from_secs(60);
+    let mut host = start();
+    fake.wait_connected(1, wait);
+    fake.say("U1", "C1", "iwant coffee at +1h for 30m until +50m", None);
+    fake.wait_posts(1, wait);
+    assert!(host.terminate().success(), "{}", host.log_text());
+    let mut host = start();
+    fake.wait_connected(2, wait);
+    // Bob asks in C2; the restarted collector does not know Alice: her notice lands in C1.
+    fake.say("U2", "C2", "iwant coffee at +70m for 30m until +55m", None);
+    let posts = fake.wait_posts(3, wait);
+    let in_c1: Vec<_> = posts.iter().filter(|p| p.channel == "C1" && p.text.starts_with("@Alice: match #1")).collect();
+    assert_eq!(in_c1.len(), 1, "{posts:?}");
+    assert!(in_c1[0].text.starts_with("@Alice: match #1: coffee with Bob at "), "{posts:?}");
+    assert!(!posts.iter().any(|p| p.channel == "U1"), "{posts:?}");
+    assert!(posts.iter().any(|p| p.channel == "C2" && p.text.contains("(MATCHED)")), "{posts:?}");
+    // Alice speaks; then Carol joins: both earlier members are told directly now.
+    fake.say("U1", "C1", "iwant list", None);
+    fake.wait_posts(4, wait);
+    fake.say("U3", "C3", "iwant coffee at +65m for 30m", None);
+    let posts = fake.wait_posts(7, wait);
+    let dm = |user: &str| posts.iter().filter(|p| p.channel == user).map(|p| p.text.clone()).collect::<Vec<_>>();
+    assert_eq!(dm("U1").len(), 1, "{posts:?}");
+    assert!(dm("U1")[0].ends_with("(Carol joined)"), "{posts:?}");
+    assert!(dm("U2")[0].starts_with("@Bob: match #1: coffee with Alice and Carol at "), "{posts:?}");
+    std::thread::sleep(Duration::from_secs(1));
+    let in_c1 = fake.posts().iter().filter(|p| p.channel == "C1" && p.text.starts_with("@Alice")).count();
+    assert_eq!(in_c1, 1, "only the undeliverable notice went to the channel: {:?}", fake.posts());
+    assert!(host.terminate().success(), "{}", host.log_text());
 }
