@@ -46,9 +46,7 @@ pub mod config {
     {
         match config::get(key) {
             None => Ok(default),
-            Some(raw) => raw
-                .parse()
-                .map_err(|err| format!("config {key}={raw:?}: {err}")),
+            Some(raw) => raw.parse().map_err(|err| format!("config {key}={raw:?}: {err}")),
         }
     }
 
@@ -60,8 +58,8 @@ pub mod config {
 
 /// A key-value store scoped to the calling service. Needs `allow: [kv]` in the compose file.
 pub mod kv {
-    pub use super::wit::kv::Error;
     use super::wit::kv;
+    pub use super::wit::kv::Error;
 
     pub fn get(key: &str) -> Result<Option<Vec<u8>>, Error> {
         kv::get(key)
@@ -97,6 +95,52 @@ pub mod kv {
     /// Keys starting with `prefix`, sorted, at most `limit`.
     pub fn list_keys(prefix: &str, limit: u32) -> Result<Vec<String>, Error> {
         kv::list_keys(prefix, limit)
+    }
+
+    /// Most keys one [`get_many`] call may read (the host refuses more as `too-large`).
+    pub const MAX_GET_MANY: usize = 256;
+
+    /// In one atomic step: when `key` holds `expected` (`None`: the key is absent), stores
+    /// `new` (`None`: deletes the key) and returns `true`; otherwise changes nothing and
+    /// returns `false`. Same quotas as [`set`].
+    pub fn compare_and_swap(key: &str, expected: Option<&[u8]>, new: Option<&[u8]>) -> Result<bool, Error> {
+        kv::compare_and_swap(key, expected, new, None)
+    }
+
+    /// [`compare_and_swap`] whose new value expires after `ttl_ms` milliseconds.
+    pub fn compare_and_swap_with_ttl(
+        key: &str,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+        ttl_ms: u64,
+    ) -> Result<bool, Error> {
+        kv::compare_and_swap(key, expected, new, Some(ttl_ms))
+    }
+
+    /// The values of `keys`, in order (`None` for a missing key); at most
+    /// [`MAX_GET_MANY`] keys per call.
+    pub fn get_many(keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        kv::get_many(keys)
+    }
+
+    /// Reads `key`, computes its new value with `change` (`None` deletes it), and writes it
+    /// with [`compare_and_swap`]; when another writer got there first, reads again and
+    /// retries, up to `attempts` times. `change` sees the current value (`None`: absent)
+    /// and returns the new one and what to hand back; it must have no other effects, since
+    /// it may run several times. `Ok(None)` when every attempt lost the race.
+    pub fn update<T>(
+        key: &str,
+        attempts: u32,
+        mut change: impl FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, T),
+    ) -> Result<Option<T>, Error> {
+        for _ in 0..attempts {
+            let current = kv::get(key)?;
+            let (new, out) = change(current.as_deref());
+            if new == current || kv::compare_and_swap(key, current.as_deref(), new.as_deref(), None)? {
+                return Ok(Some(out));
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -76,6 +76,7 @@ pub use imports::{config, kv, log, taskback};
 pub use shell::{Cmd, Shell};
 
 #[doc(hidden)]
+#[expect(clippy::too_many_arguments, reason = "the generated lowering of kv.compare-and-swap")]
 pub mod task_world {
     wit_bindgen::generate!({
         world: "task",
@@ -87,6 +88,7 @@ pub mod task_world {
 }
 
 #[doc(hidden)]
+#[expect(clippy::too_many_arguments, reason = "the generated lowering of kv.compare-and-swap")]
 pub mod shell_world {
     wit_bindgen::generate!({
         world: "shell",
@@ -121,10 +123,7 @@ pub trait FieldsExt {
 
 impl FieldsExt for [(String, String)] {
     fn get(&self, key: &str) -> Option<&str> {
-        self.iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
@@ -155,7 +154,7 @@ macro_rules! export_task {
                     <$task as $crate::Task>::run(msg, results)
                 }
             }
-            $crate::task_world::__export_task_world!(__CannonTask with_types_in $crate::task_world);
+    $crate::task_world::__export_task_world!(__CannonTask with_types_in $crate::task_world);
         };
     };
 }
@@ -177,7 +176,7 @@ macro_rules! export_shell {
                     $crate::__shell_call::<$shell>(argv, msg)
                 }
             }
-            $crate::shell_world::__export_shell_world!(__CannonShell with_types_in $crate::shell_world);
+    $crate::shell_world::__export_shell_world!(__CannonShell with_types_in $crate::shell_world);
         };
     };
 }
