@@ -13,8 +13,9 @@ use crate::collectors::example;
 use crate::conformance::Backend;
 use crate::support::{Project, RedisServer, Running, component};
 
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(future)
+/// One runtime per test: a Redis connection lives on the runtime that opened it.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime")
 }
 
 fn project() -> Project {
@@ -103,7 +104,8 @@ async fn write(backend: &Backend) -> Written {
 }
 
 fn reads_through_a_guest(backend: &Backend, project: &Project) {
-    let written = block_on(write(backend));
+    let rt = runtime();
+    let written = rt.block_on(write(backend));
     let src: Vec<String> = written.batch_a.iter().chain(&written.batch_b).cloned().collect();
     let mut host = Running::start_cmd(backend.host(project), project, &["probe"]);
     host.wait_for_log("ready", Duration::from_secs(60));
@@ -168,8 +170,8 @@ fn reads_through_a_guest(backend: &Backend, project: &Project) {
     assert_eq!((ids_of(&every), every["truncated"].as_str()), (written.many.clone(), Some("false")));
 
     // Reading changed nothing: the streams hold what was written, unread by any group.
-    let broker = block_on(backend.open());
-    let info = block_on(broker.stream_info("src", StreamKind::Data)).expect("info");
+    let broker = rt.block_on(backend.open());
+    let info = rt.block_on(broker.stream_info("src", StreamKind::Data)).expect("info");
     assert_eq!(info.length, 30);
     assert!(host.terminate().success(), "{}", host.log_text());
 }
@@ -231,16 +233,17 @@ fn expected_stats(name: &str, unit: &str, values: &[f64]) -> String {
 
 /// examples/roombot as shipped, with a 1 s tick and without the stdin collector.
 fn roombot(backend: &Backend, project: &Project) {
-    let broker = block_on(backend.open());
+    let rt = runtime();
+    let broker = rt.block_on(backend.open());
     let mut sensors = Running::start_cmd(backend.host(project), project, &["sensors"]);
     sensors.wait_for_log("ready", Duration::from_secs(60));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while block_on(broker.stream_info("sensors", StreamKind::Taskback)).expect("info").length < 4 {
+    while rt.block_on(broker.stream_info("sensors", StreamKind::Taskback)).expect("info").length < 4 {
         assert!(Instant::now() < deadline, "fewer than 4 readings in 30 s:\n{}", sensors.log_text());
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(sensors.terminate().success(), "{}", sensors.log_text());
-    let readings = block_on(broker.scan("sensors", StreamKind::Taskback, "0-0", 10_000)).expect("scan");
+    let readings = rt.block_on(broker.scan("sensors", StreamKind::Taskback, "0-0", 10_000)).expect("scan");
     let column = |field: &str| -> Vec<f64> {
         readings
             .iter()
