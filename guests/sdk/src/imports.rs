@@ -137,13 +137,24 @@ pub mod streams {
 
     /// Up to `count` entries added from `from_ms` to `to_ms` (Unix milliseconds, both
     /// included), oldest first.
-    pub fn between(service: &str, kind: StreamKind, from_ms: u64, to_ms: u64, count: u32) -> Result<Page, Error> {
+    pub fn between(
+        service: &str,
+        kind: StreamKind,
+        from_ms: u64,
+        to_ms: u64,
+        count: u32,
+    ) -> Result<Page, Error> {
         streams::between(service, kind, from_ms, to_ms, count)
     }
 
     /// Every entry added since `from_ms`, oldest first, reading page after page, but at
     /// most `max` entries; the `bool` says whether more were left unread.
-    pub fn since(service: &str, kind: StreamKind, from_ms: u64, max: usize) -> Result<(Vec<Message>, bool), Error> {
+    pub fn since(
+        service: &str,
+        kind: StreamKind,
+        from_ms: u64,
+        max: usize,
+    ) -> Result<(Vec<Message>, bool), Error> {
         let page_size = |left: usize| u32::try_from(left).unwrap_or(MAX_COUNT).min(MAX_COUNT);
         let mut page = streams::between(service, kind, from_ms, u64::MAX, page_size(max))?;
         let mut out = Vec::new();

@@ -77,6 +77,10 @@ pub use imports::{config, kv, log, streams, taskback};
 pub use shell::{Cmd, Shell};
 
 #[doc(hidden)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "generated: `streams.between` lowers to 8 arguments"
+)]
 pub mod task_world {
     wit_bindgen::generate!({
         world: "task",
@@ -88,6 +92,10 @@ pub mod task_world {
 }
 
 #[doc(hidden)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "generated: `streams.between` lowers to 8 arguments"
+)]
 pub mod shell_world {
     wit_bindgen::generate!({
         world: "shell",

@@ -43,8 +43,16 @@ struct Metric {
     unit: &'static str,
 }
 
-const TEMP: Metric = Metric { field: "temp_c", name: "temp", unit: " °C" };
-const HUMIDITY: Metric = Metric { field: "humidity_pct", name: "humidity", unit: " %" };
+const TEMP: Metric = Metric {
+    field: "temp_c",
+    name: "temp",
+    unit: " °C",
+};
+const HUMIDITY: Metric = Metric {
+    field: "humidity_pct",
+    name: "humidity",
+    unit: " %",
+};
 
 fn room(args: &Args, _msg: &Message) -> Result<String, CmdError> {
     let metric = match args.get(0) {
@@ -57,17 +65,22 @@ fn room(args: &Args, _msg: &Message) -> Result<String, CmdError> {
     let window_s = parse_window(last).map_err(CmdError::usage)?;
     let service = config::get_or("sensors", "sensors");
     let from_ms = streams::now_ms().saturating_sub(window_s * 1000);
-    let (entries, more) = match streams::since(&service, StreamKind::Taskback, from_ms, MAX_READINGS) {
-        Ok(read) => read,
-        // The broker is down: fail, so the message is retried.
-        Err(streams::Error::Unavailable(why)) => return Err(CmdError::fail(why)),
-        // Not granted, no such service: retrying would not help; say so.
-        Err(other) => return Ok(format!("cannot read the readings of {service:?}: {other}")),
-    };
+    let (entries, more) =
+        match streams::since(&service, StreamKind::Taskback, from_ms, MAX_READINGS) {
+            Ok(read) => read,
+            // The broker is down: fail, so the message is retried.
+            Err(streams::Error::Unavailable(why)) => return Err(CmdError::fail(why)),
+            // Not granted, no such service: retrying would not help; say so.
+            Err(other) => return Ok(format!("cannot read the readings of {service:?}: {other}")),
+        };
     let readings: Vec<(u64, f64)> = entries
         .iter()
         .filter_map(|e| {
-            let value = e.get(metric.field)?.parse::<f64>().ok().filter(|v| v.is_finite())?;
+            let value = e
+                .get(metric.field)?
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())?;
             Some((streams::id_ms(&e.id)?, value))
         })
         .collect();
@@ -83,7 +96,8 @@ fn help() -> String {
 
 /// `30s`, `15m`, `1h`, `2d`: a window of at most a week.
 fn parse_window(text: &str) -> Result<u64, String> {
-    let bad = || format!("--last {text:?}: expected a number and s, m, h or d (e.g. 1h), at most 7d");
+    let bad =
+        || format!("--last {text:?}: expected a number and s, m, h or d (e.g. 1h), at most 7d");
     let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let (number, unit) = text.split_at(split);
     let n: u64 = number.parse().map_err(|_| bad())?;
@@ -142,7 +156,11 @@ pub fn sparkline(values: &[f64], width: usize) -> String {
     means
         .iter()
         .map(|m| {
-            let level = if max > min { ((m - min) / (max - min) * 7.0).round() as usize } else { 3 };
+            let level = if max > min {
+                ((m - min) / (max - min) * 7.0).round() as usize
+            } else {
+                3
+            };
             BLOCKS[level.min(7)]
         })
         .collect()
@@ -165,7 +183,16 @@ mod tests {
         assert_eq!(parse_window("1h"), Ok(3600));
         assert_eq!(parse_window("30m"), Ok(1800));
         assert_eq!(parse_window("7d"), Ok(MAX_WINDOW_S));
-        for bad in ["", "h", "1", "0h", "8d", "1w", "-1h", "99999999999999999999h"] {
+        for bad in [
+            "",
+            "h",
+            "1",
+            "0h",
+            "8d",
+            "1w",
+            "-1h",
+            "99999999999999999999h",
+        ] {
             assert!(parse_window(bad).is_err(), "{bad:?}");
         }
     }
@@ -175,10 +202,16 @@ mod tests {
         let readings = [(3_600_000, 20.0), (3_660_000, 22.0), (3_720_000, 21.5)];
         let text = answer(&TEMP, "1h", &readings, false);
         let first = text.lines().next().unwrap();
-        assert_eq!(first, "temp, last 1h: min 20.0 °C, mean 21.2 °C, max 22.0 °C (3 readings)");
+        assert_eq!(
+            first,
+            "temp, last 1h: min 20.0 °C, mean 21.2 °C, max 22.0 °C (3 readings)"
+        );
         assert_eq!(text.lines().nth(1), Some("▁█▆"));
         assert_eq!(text.lines().nth(2), Some("01:00 UTC ... 01:02 UTC"));
-        assert_eq!(answer(&HUMIDITY, "5m", &[], false), "no humidity readings in the last 5m");
+        assert_eq!(
+            answer(&HUMIDITY, "5m", &[], false),
+            "no humidity readings in the last 5m"
+        );
         assert_eq!(sparkline(&[1.0; 100], 24).chars().count(), 24);
         assert_eq!(sparkline(&[5.0], 24), "▄");
     }

@@ -34,12 +34,17 @@ pub fn reading(s: f64) -> (f64, f64) {
     let day = TAU * s / 86_400.0;
     let temp = 21.0 + 3.0 * day.sin() + 0.8 * (TAU * s / 300.0).sin();
     let humidity = 45.0 + 8.0 * day.cos() + 2.0 * (TAU * s / 420.0).sin();
-    ((temp * 10.0).round() / 10.0, (humidity * 10.0).round() / 10.0)
+    (
+        (temp * 10.0).round() / 10.0,
+        (humidity * 10.0).round() / 10.0,
+    )
 }
 
 impl Task for Sensors {
     fn run(msg: Message, _results: Fields) -> Result<Fields, String> {
-        let tick = msg.get("tick").ok_or("message has no `tick` field (use a tick collector)")?;
+        let tick = msg
+            .get("tick")
+            .ok_or("message has no `tick` field (use a tick collector)")?;
         let (temp, humidity) = reading(second_of_day(tick)?);
         let mut out = vec![
             ("temp_c".to_owned(), format!("{temp:.1}")),

@@ -23,7 +23,9 @@ where
 {
     match msg.get(field) {
         None => Ok(default),
-        Some(raw) => raw.parse().map_err(|e| format!("field {field}={raw:?}: {e}")),
+        Some(raw) => raw
+            .parse()
+            .map_err(|e| format!("field {field}={raw:?}: {e}")),
     }
 }
 
@@ -39,7 +41,10 @@ fn kind(err: &streams::Error) -> (&'static str, String) {
 
 fn report(entries: &[Message], truncated: bool, field: &str) -> Fields {
     let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
-    let values: Vec<&str> = entries.iter().map(|e| e.get(field).unwrap_or("-")).collect();
+    let values: Vec<&str> = entries
+        .iter()
+        .map(|e| e.get(field).unwrap_or("-"))
+        .collect();
     let mut services: Vec<&str> = entries.iter().map(|e| e.service.as_str()).collect();
     services.dedup();
     vec![
@@ -54,7 +59,10 @@ fn report(entries: &[Message], truncated: bool, field: &str) -> Fields {
 
 impl Task for StreamProbe {
     fn run(msg: Message, _results: Fields) -> Result<Fields, String> {
-        let op = msg.get("op").ok_or("message has no field \"op\"")?.to_owned();
+        let op = msg
+            .get("op")
+            .ok_or("message has no field \"op\"")?
+            .to_owned();
         let service = msg.get("service").unwrap_or_default().to_owned();
         let stream = match msg.get("stream").unwrap_or("data") {
             "data" => StreamKind::Data,
@@ -70,17 +78,30 @@ impl Task for StreamProbe {
                 streams::after(&service, stream, id, count).map(|p| (p.entries, p.truncated))
             }
             "between" => {
-                let (from, to) = (number(&msg, "from_ms", 0)?, number(&msg, "to_ms", u64::MAX)?);
-                streams::between(&service, stream, from, to, count).map(|p| (p.entries, p.truncated))
+                let (from, to) = (
+                    number(&msg, "from_ms", 0)?,
+                    number(&msg, "to_ms", u64::MAX)?,
+                );
+                streams::between(&service, stream, from, to, count)
+                    .map(|p| (p.entries, p.truncated))
             }
-            "since" => streams::since(&service, stream, number(&msg, "from_ms", 0)?, count as usize),
+            "since" => streams::since(
+                &service,
+                stream,
+                number(&msg, "from_ms", 0)?,
+                count as usize,
+            ),
             other => return Err(format!("unknown op {other:?}")),
         };
         Ok(match outcome {
             Ok((entries, truncated)) => report(&entries, truncated, &field),
             Err(err) => {
                 let (kind, detail) = kind(&err);
-                vec![pair("ok", "false"), pair("error", kind), pair("detail", detail)]
+                vec![
+                    pair("ok", "false"),
+                    pair("error", kind),
+                    pair("detail", detail),
+                ]
             }
         })
     }
