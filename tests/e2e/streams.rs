@@ -306,3 +306,57 @@ fn roombot_answers_from_the_sensors_stream_embedded() {
     let project = roombot_project();
     roombot(&Backend::embedded(&project), &project);
 }
+
+/// `cannon-host acl room` lets the room's processes read the sensors' streams (with the
+/// script's XRANGE/XREVRANGE) and nothing of a service it was not granted.
+#[test]
+fn roombot_reads_under_its_acl_user_with_redis() {
+    let redis = RedisServer::start();
+    let project = roombot_project();
+    let mut admin = redis.con();
+    for temp in ["20.5", "22.5"] {
+        let _: String = redis::cmd("XADD")
+            .arg(crate::support::key("sensors", "taskback"))
+            .arg("*")
+            .arg("temp_c")
+            .arg(temp)
+            .query(&mut admin)
+            .expect("XADD");
+    }
+    let password = "room-acl-password-4711";
+    let out = crate::support::host(&project, &redis)
+        .args(["acl", "room", "--password-env", "ROOM_PW"])
+        .env("ROOM_PW", password)
+        .output()
+        .expect("acl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rule = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(rule.contains(" ~cannon:sensors:taskback ") && rule.contains(" +xrevrange"), "{rule}");
+    assert!(!rule.contains("~cannon:sensors:dead"), "{rule}");
+    let mut setuser = redis::Cmd::new();
+    for arg in rule.split(' ') {
+        setuser.arg(arg);
+    }
+    let () = setuser.query(&mut admin).expect("ACL SETUSER as printed");
+
+    let url = format!("redis://cannon-room:{password}@127.0.0.1:{}", redis.port);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cannon-host"))
+        .arg("-f")
+        .arg(&project.compose)
+        .args(["--broker", &url, "torch", "room", "room temp --last 1h"])
+        .env("CANNON_CACHE_DIR", crate::support::cache_dir())
+        .env_remove("CANNON_BROKER")
+        .current_dir(project.dir.path())
+        .output()
+        .expect("torch");
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{answer}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(answer.starts_with("temp, last 1h: min 20.5 °C, mean 21.5 °C, max 22.5 °C (2 readings)"), "{answer}");
+
+    // The same user cannot read a stream it was not granted.
+    let mut user = redis::Client::open(url.as_str()).expect("url").get_connection().expect("log in as cannon-room");
+    let mut xrange = redis::cmd("XRANGE");
+    xrange.arg(crate::support::key("other", "data")).arg("-").arg("+");
+    let err = xrange.query::<redis::Value>(&mut user).expect_err("read another service");
+    assert!(err.to_string().to_lowercase().contains("noperm"), "{err}");
+}
