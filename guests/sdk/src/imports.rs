@@ -152,3 +152,77 @@ pub mod taskback {
         super::wit::taskback::send(fields)
     }
 }
+
+/// Read-only access to other services' streams: the newest entries, a time range, or the
+/// entries after an id, of a service's `data` or `taskback` stream. Needs
+/// `allow: [{streams: [SERVICE...]}]` in the compose file, naming each service read.
+///
+/// Every call answers at most 1,000 entries and 1 MiB; a [`Page`] cut by either bound, or
+/// by the count asked, says `truncated`. Entries come oldest first, as stored (each a
+/// [`crate::Message`] whose `service` is the service read). [`since`] reads on through
+/// truncated pages for you.
+pub mod streams {
+    pub use super::wit::streams::{Error, Page, StreamKind};
+    use super::wit::streams;
+    use crate::Message;
+
+    /// Most entries one call may ask for (more is [`Error::TooLarge`]).
+    pub const MAX_COUNT: u32 = 1000;
+
+    /// The newest `count` entries, oldest first.
+    pub fn last(service: &str, kind: StreamKind, count: u32) -> Result<Page, Error> {
+        streams::last(service, kind, count)
+    }
+
+    /// Up to `count` entries after id `id` (`"0"`: from the start), oldest first.
+    pub fn after(service: &str, kind: StreamKind, id: &str, count: u32) -> Result<Page, Error> {
+        streams::after(service, kind, id, count)
+    }
+
+    /// Up to `count` entries added from `from_ms` to `to_ms` (Unix milliseconds, both
+    /// included), oldest first.
+    pub fn between(
+        service: &str,
+        kind: StreamKind,
+        from_ms: u64,
+        to_ms: u64,
+        count: u32,
+    ) -> Result<Page, Error> {
+        streams::between(service, kind, from_ms, to_ms, count)
+    }
+
+    /// Every entry added since `from_ms`, oldest first, reading page after page, but at
+    /// most `max` entries; the `bool` says whether more were left unread.
+    pub fn since(
+        service: &str,
+        kind: StreamKind,
+        from_ms: u64,
+        max: usize,
+    ) -> Result<(Vec<Message>, bool), Error> {
+        let page_size = |left: usize| u32::try_from(left).unwrap_or(MAX_COUNT).min(MAX_COUNT);
+        let mut page = streams::between(service, kind, from_ms, u64::MAX, page_size(max))?;
+        let mut out = Vec::new();
+        loop {
+            let truncated = page.truncated;
+            out.extend(page.entries);
+            let left = max.saturating_sub(out.len());
+            let last_id = match out.last() {
+                Some(last) if truncated && left > 0 => last.id.clone(),
+                _ => return Ok((out, truncated)),
+            };
+            page = streams::after(service, kind, &last_id, page_size(left))?;
+        }
+    }
+
+    /// The time an entry was added: the milliseconds part of its id (`MS-SEQ`).
+    pub fn id_ms(id: &str) -> Option<u64> {
+        id.split('-').next()?.parse().ok()
+    }
+
+    /// Milliseconds since the Unix epoch now (the host's wall clock).
+    pub fn now_ms() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}

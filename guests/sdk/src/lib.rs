@@ -10,7 +10,8 @@
 //! - [`Task`] and [`export_task!`]: write a task as one function.
 //! - [`Shell`], [`Cmd`], [`Args`], [`CmdError`] and [`export_shell!`]: a command table with
 //!   summaries, usage text and `--flag value` / `--flag=value` option parsing.
-//! - [`log`], [`config`], [`kv`], [`taskback`]: the host's imports, wrapped.
+//! - [`log`], [`config`], [`kv`], [`taskback`], [`streams`]: the host's imports, wrapped
+//!   (`streams`: read other services' streams, `allow: [{streams: [SERVICE]}]`).
 //! - [`Message`] and [`Fields`]: what a component receives, with lookup helpers.
 //! - [`receipt`]: ask for, and read, the receipt of a taskback.
 //! - `http` (cargo feature `http`): `http::get`, `http::post`, `http::Request`: outbound HTTP
@@ -72,11 +73,14 @@ pub mod receipt;
 mod shell;
 
 pub use args::{Args, CmdError};
-pub use imports::{config, kv, log, taskback};
+pub use imports::{config, kv, log, streams, taskback};
 pub use shell::{Cmd, Shell};
 
 #[doc(hidden)]
-#[expect(clippy::too_many_arguments, reason = "the generated lowering of kv.compare-and-swap")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "generated: `kv.compare-and-swap` and `streams.between` lower to 8 arguments"
+)]
 pub mod task_world {
     wit_bindgen::generate!({
         world: "task",
@@ -88,7 +92,10 @@ pub mod task_world {
 }
 
 #[doc(hidden)]
-#[expect(clippy::too_many_arguments, reason = "the generated lowering of kv.compare-and-swap")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "generated: `kv.compare-and-swap` and `streams.between` lower to 8 arguments"
+)]
 pub mod shell_world {
     wit_bindgen::generate!({
         world: "shell",
@@ -102,6 +109,7 @@ pub mod shell_world {
             "cannon:platform/config@0.1.0": crate::task_world::cannon::platform::config,
             "cannon:platform/kv@0.1.0": crate::task_world::cannon::platform::kv,
             "cannon:platform/taskback@0.1.0": crate::task_world::cannon::platform::taskback,
+            "cannon:platform/streams@0.1.0": crate::task_world::cannon::platform::streams,
         },
     });
 }

@@ -9,7 +9,7 @@
 //! - `state.rs`: the per-call store data ([`KvScope`] included) and its resource limiter.
 //! - `metrics.rs`: process-wide call counters ([`metrics::snapshot`]).
 //! - `output.rs`: guest log and stdout/stderr, bounded, into `tracing`.
-//! - `imports.rs`, `kv.rs`: the cannon imports.
+//! - `imports.rs`, `kv.rs`, `streams.rs`: the cannon imports.
 //! - `http.rs`, `http_tls.rs`: `wasi:http/outgoing-handler` behind a component's `http`
 //!   grant (allow-list, resolved addresses, per-call limits); TLS roots.
 //! - `secrets.rs`: a component's `secrets:`, and masking them in its output.
@@ -32,6 +32,7 @@ pub mod metrics;
 mod output;
 mod secrets;
 mod state;
+mod streams;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,7 +42,7 @@ use std::time::Duration;
 use wasmtime::component::Linker;
 use wasmtime::{Config, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use bindings::{Command, KvError, Message};
+pub use bindings::{Command, KvError, Message, StreamsError};
 pub use cache::ComponentCache;
 pub use compile::Compiler;
 pub use component::{CallOutput, CallStats, Component, VERSION_DIGITS, World, sha256_hex};
