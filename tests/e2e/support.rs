@@ -296,6 +296,11 @@ impl RedisCluster {
 
     /// Port of the master owning `key`'s slot.
     pub fn master_of(&self, key: &str) -> u16 {
+        self.try_master_of(key).expect("a master owns every slot")
+    }
+
+    /// Port of the master owning `key`'s slot, if a live one does (not during a failover).
+    pub fn try_master_of(&self, key: &str) -> Option<u16> {
         let live = self.ports.iter().copied().find(|p| node_answers(*p)).expect("a live node");
         let mut con =
             redis::Client::open(format!("redis://127.0.0.1:{live}")).expect("url").get_connection().expect("connect");
@@ -304,7 +309,31 @@ impl RedisCluster {
             .into_iter()
             .find(|(_, ranges)| ranges.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
             .map(|(port, _)| port)
-            .expect("a master owns every slot")
+    }
+
+    /// Port of a replica of the master on `master`.
+    pub fn replica_of(&self, master: u16) -> Option<u16> {
+        let live = self.ports.iter().copied().find(|p| node_answers(*p))?;
+        let nodes = node_info(live, "CLUSTER", Some("NODES"));
+        let port_of = |address: &str| address.split(['@', ':']).nth(1).and_then(|p| p.parse::<u16>().ok());
+        let lines: Vec<Vec<&str>> =
+            nodes.lines().map(|l| l.split(' ').collect()).filter(|p: &Vec<&str>| p.len() > 3).collect();
+        let id = lines.iter().find(|p| port_of(p[1]) == Some(master))?[0];
+        lines.iter().find(|p| p[2].contains("slave") && p[3] == id).and_then(|p| port_of(p[1]))
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the node on `port`.
+    pub fn signal(&self, port: u16, signal: &str) {
+        let i = self.ports.iter().position(|p| *p == port).expect("a node of this cluster");
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.children[i].id().to_string()).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal} of node :{port}");
+    }
+
+    /// Closes the replication links of the master on `port` (`CLIENT KILL TYPE replica`).
+    pub fn cut_replication(&self, port: u16) {
+        let mut con =
+            redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url").get_connection().expect("connect");
+        let _: i64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("replica").query(&mut con).expect("CLIENT KILL");
     }
 
     /// kill -9 of the node on `port`.
@@ -504,20 +533,27 @@ pub fn key(service: &str, stream: &str) -> String {
     format!("{{cannon:{service}}}:{stream}")
 }
 
-/// Adds messages straight to a service's data stream; returns their ids.
+/// Adds messages straight to a service's data stream; returns their ids (pipelined, or one
+/// by one on a connection without pipelines: a cluster's).
 pub fn add_messages(
     con: &mut impl redis::ConnectionLike,
     service: &str,
     messages: &[Vec<(&str, String)>],
 ) -> Vec<String> {
-    let mut pipe = redis::pipe();
-    for fields in messages {
+    let xadd = |fields: &Vec<(&str, String)>| {
         let mut cmd = redis::cmd("XADD");
         cmd.arg(key(service, "data")).arg("*");
         for (k, v) in fields {
             cmd.arg(*k).arg(v);
         }
-        pipe.add_command(cmd);
+        cmd
+    };
+    if !con.supports_pipelining() {
+        return messages.iter().map(|fields| xadd(fields).query(con).expect("XADD")).collect();
+    }
+    let mut pipe = redis::pipe();
+    for fields in messages {
+        pipe.add_command(xadd(fields));
     }
     pipe.query(con).expect("XADD")
 }
