@@ -468,7 +468,7 @@ fn info_pending_and_watch_show_the_streams() {
     });
     let out = backend.run(&project, &["info", "work"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("stream cannon:work:data: 1 entries"), "{text}");
+    assert!(text.contains("stream {cannon:work}:data: 1 entries"), "{text}");
     assert!(text.contains("group cannon: 1 pending"), "{text}");
     assert!(text.contains(&format!("consumer {}-{}: 1 pending", host_name(), host.child.id())), "{text}");
     assert!(text.contains("pending 1, dead 0"), "{text}");

@@ -389,6 +389,10 @@ pub trait BrokerAdmin: Broker {
     /// scratch namespace).
     async fn drop_service(&self, service: &str) -> Result<()>;
 
+    /// The name under which this broker keeps one of the service's streams, for display
+    /// (Redis: the key, `{ns:service}:data`; embedded: `ns:service:data`).
+    fn stream_name(&self, service: &str, stream: StreamKind) -> String;
+
     /// Moves dead letters (ids of the dead stream) back onto the data stream, without the
     /// [`DEAD_FIELDS`], atomically per letter; returns `(dead id, new data id)` of each moved.
     async fn replay(&self, service: &str, dead_ids: &[String]) -> Result<Vec<(String, String)>>;

@@ -46,6 +46,10 @@ return out
 
 #[async_trait]
 impl BrokerAdmin for RedisBroker {
+    fn stream_name(&self, service: &str, stream: StreamKind) -> String {
+        self.key(service, stream)
+    }
+
     async fn tail(
         &self,
         service: &str,
