@@ -126,13 +126,13 @@ impl RedisBroker {
         let reply = con.on_slot_of(key, &cmd).await.map_err(|e| self.err(e))?;
         let acked = parse::int(&reply).map_err(|d| self.protocol("WAIT", d))?;
         if acked < i64::from(wait.replicas) {
-            return Err(self.protocol(
-                "WAIT",
-                format!(
-                    "only {acked} of wait_replicas={} replicas acknowledged the write to {key} within {} ms",
-                    wait.replicas, wait.timeout_ms
-                ),
-            ));
+            // The code Redis itself gives a write refused for want of replicas
+            // (`min-replicas-to-write`): transient, the write is retried.
+            let detail = format!(
+                "only {acked} of wait_replicas={} replicas acknowledged the write to {key} within {} ms",
+                wait.replicas, wait.timeout_ms
+            );
+            return Err(self.err(redis::make_extension_error("NOREPLICAS".to_owned(), Some(detail))));
         }
         Ok(())
     }
