@@ -17,15 +17,15 @@ world_of() {
   esac
 }
 
-# allow_of FILE -> space-separated grants (kv, taskback, http). `http` adds no cannon import:
+# allow_of FILE -> space-separated grants (kv, taskback, streams, http). `http` adds no cannon import:
 # it tells build-js.sh to keep componentize-js's wasi:http (fetch), see docs/guests.md.
 allow_of() {
   local line cap out=""
   line=$(sed -n 's/^[#/ ]*cannon-allow: *\(.*\)$/\1/p' "$1" | sed -n 1p)
   for cap in ${line//,/ }; do
     case "$cap" in
-      kv|taskback|http) out="$out $cap" ;;
-      *) echo "$1: cannon-allow takes kv, taskback and/or http, not '$cap'" >&2; return 1 ;;
+      kv|taskback|http|streams) out="$out $cap" ;;
+      *) echo "$1: cannon-allow takes kv, taskback, streams and/or http, not '$cap'" >&2; return 1 ;;
     esac
   done
   echo "${out# }"

@@ -22,6 +22,7 @@ fn component(engine: &Engine, name: &str, world: World) -> Arc<Component> {
         config: Default::default(),
         allow: Vec::new(),
         http: None,
+        streams: Vec::new(),
         secrets: Default::default(),
         files: None,
         permissions: Default::default(),

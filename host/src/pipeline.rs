@@ -110,7 +110,9 @@ impl Pipeline {
                 }
             };
             // Host-owned keys (`cannon.*`) a step returns are dropped, every occurrence.
+            let merging = std::time::Instant::now();
             merge(&mut outcome.results, guest_pairs(new));
+            crate::worker::stages::STAGES.merge_step(merging.elapsed());
             outcome.extra_taskbacks.extend(taskbacks);
             outcome.stats.instantiate += stats.instantiate;
             outcome.stats.wall += stats.wall;

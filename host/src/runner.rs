@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Broker, ComponentStore, KvStore, StreamKind};
+use crate::broker::{Broker, ComponentStore, StreamKind};
 use crate::collector::{self, Exit};
 use crate::config::{Compose, HttpAuth, Service};
 use crate::engine::{Compiler, Engine};
@@ -123,8 +123,7 @@ pub async fn start(
             ..engine_options
         })?);
         for spec in services {
-            let kv: Arc<dyn KvStore> = broker.clone();
-            let runtime = Arc::new(service::build(compose, spec, &engine, Some(kv)).await?);
+            let runtime = Arc::new(service::build(compose, spec, &engine, Some(broker.clone())).await?);
             let consumer = worker::consumer_name(&options.consumer_suffix);
             if let Some(versions) = &options.versions {
                 // deploy: deployed versions replace the app files before the first message.

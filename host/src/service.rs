@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 
-use crate::broker::KvStore;
+use crate::broker::{Broker, KvStore, StreamReader};
 use crate::config::{ComponentSpec, Compose, Service, TaskSpec};
 use crate::deploy::LiveComponent;
 use crate::engine::{Component, Engine, EngineOptions, KvScope, World};
@@ -91,7 +91,9 @@ pub(crate) async fn load(
     .context("component loader panicked")?
     .with_context(|| format!("service {service:?}"))?;
     // observe: the component's metric handles, labelled with this service.
-    component.observe = Some(crate::observe::component(service, &component.name, &component.version));
+    // (none with `CANNON_METRICS=off`: calls are then neither counted nor timed for metrics).
+    component.observe =
+        crate::observe::counting().then(|| crate::observe::component(service, &component.name, &component.version));
     tracing::debug!(
         service,
         component = %component.name,
@@ -108,7 +110,7 @@ pub async fn build(
     compose: &Compose,
     service: &Service,
     engine: &Arc<Engine>,
-    kv: Option<Arc<dyn KvStore>>,
+    broker: Option<Arc<dyn Broker>>,
 ) -> anyhow::Result<ServiceRuntime> {
     let name = service.name.as_str();
     let torch_shell = match &service.shell {
@@ -153,11 +155,12 @@ pub async fn build(
     if let Some((shell, _, spec)) = &torch_shell {
         live.insert(0, LiveComponent::shell((*spec).clone(), shell.clone(), torches));
     }
-    let kv = kv.map(|store| KvScope {
-        store,
+    let kv = broker.map(|broker| KvScope {
+        store: broker.clone() as Arc<dyn KvStore>,
         namespace: compose.namespace.as_str().into(),
         service: name.into(),
         quota: service.kv,
+        streams: Some(broker as Arc<dyn StreamReader>),
     });
     Ok(ServiceRuntime {
         spec: service.clone(),

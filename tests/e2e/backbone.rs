@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::conformance::Backend;
 use crate::support::{
     Project, RedisServer, Running, add_messages, component, entries, field, key, pending, run_host, wait_len,
 };
@@ -235,4 +236,32 @@ fn bench_reports_json_and_cleans_up() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("dead letters") && stderr.contains("--field"), "{stderr}");
+}
+
+/// `bench --drain` queues every message before the workers start, answers each exactly
+/// once, reports the drain fields and the per-stage costs, and leaves nothing behind: on
+/// Redis and on the embedded broker (its writer thread included).
+#[test]
+fn bench_drain_queues_first_then_times_the_workers() {
+    let project = shout_and_counter();
+    for backend in [Backend::Redis(RedisServer::start()), Backend::embedded(&project)] {
+        let out = backend.run(&project, &["bench", "shout", "-n", "400", "--drain", "--concurrency", "8", "--json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        assert_eq!(json["drain"], true, "{json}");
+        assert_eq!(json["calls"], 400, "every queued message ran once: {json}");
+        assert_eq!(json["failed_calls"], 0, "{json}");
+        for key in ["msgs_per_s", "enqueue_s", "read_us", "instantiate_us", "call_us", "write_us", "cpu_us"] {
+            assert!(json[key].as_f64().is_some_and(|v| v > 0.0), "{key} in {json}");
+        }
+        assert!(json["merge_us"].as_f64().is_some_and(|v| v >= 0.0), "{json}");
+        if let Backend::Redis(redis) = &backend {
+            let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut redis.con()).expect("KEYS");
+            assert!(keys.is_empty(), "left behind: {keys:?}");
+        }
+    }
+    // --drain times a backlog; --rate paces the adds: they cannot go together.
+    let out = Backend::embedded(&project).run(&project, &["bench", "shout", "-n", "5", "--drain", "--rate", "10"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--rate"), "{}", String::from_utf8_lossy(&out.stderr));
 }

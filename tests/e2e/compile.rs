@@ -157,6 +157,7 @@ async fn the_multi_memory_components_work_without_the_pool() {
             config: Default::default(),
             allow: Vec::new(),
             http: None,
+            streams: Vec::new(),
             secrets: Default::default(),
             files: None,
             permissions: Default::default(),

@@ -374,58 +374,107 @@ fn deploy_and_rollback_on_the_embedded_broker() {
     assert!(worker.terminate().success(), "{}", worker.log_text());
 }
 
-/// `cannon-host new` writes projects whose own build scripts produce components that
-/// `deploy` accepts: a Rust task and a Python task, each deployed to a running service and
-/// answering the test message their README names.
-#[test]
-fn scaffolded_rust_and_python_tasks_build_deploy_and_answer() {
+/// Runs the `build.sh` of a project written by `cannon-host new`, reusing the toolchains
+/// `guests/build.sh` installed (the guests' target dir with its std, their venv with
+/// componentize-py, zig and wasm-tools, their npm packages, wit-bindgen and the WASI
+/// adapter) so the test does not download them again. Returns the built component.
+fn build_scaffold(dir: &Path, name: &str, lang: &str) -> std::path::PathBuf {
+    let repo = crate::support::repo();
+    let mut build = Command::new(dir.join("build.sh"));
+    build.env("CARGO_TARGET_DIR", repo.join("guests/target"));
+    let venv = repo.join("guests/.venv");
+    if venv.join("bin/componentize-py").is_file() {
+        build.env("COMPONENTIZE_PY", venv.join("bin/componentize-py"));
+    }
+    if venv.join("bin/wasm-tools").is_file() {
+        build.env("VENV", &venv);
+    }
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")));
+    if let Some(bindgen) = cargo_home.map(|home| home.join("bin/wit-bindgen")).filter(|p| p.is_file()) {
+        build.env("WIT_BINDGEN", bindgen);
+    }
+    let adapter = repo.join("guests/c/.cache/wasi_snapshot_preview1.reactor-48.0.8.wasm");
+    if adapter.is_file() {
+        build.env("WASI_ADAPTER", adapter);
+    }
+    let componentize_js = repo.join("guests/js/node_modules/.bin/componentize-js");
+    if componentize_js.is_file() {
+        build.env("COMPONENTIZE_JS", componentize_js);
+    }
+    let out = build.output().expect("run build.sh");
+    assert!(out.status.success(), "{lang} build failed:\n{}\n{}", text(&out.stdout), text(&out.stderr));
+    let wasm = dir.join(format!("{name}.wasm"));
+    assert!(wasm.is_file(), "{lang}: build.sh wrote no {name}.wasm");
+    wasm
+}
+
+/// The fields of a project's `message.json`, as `(key, value)` pairs.
+fn test_message(dir: &Path) -> Vec<(String, String)> {
+    let message = std::fs::read_to_string(dir.join("message.json")).expect("message.json");
+    let message: serde_json::Value = serde_json::from_str(&message).expect("message.json is JSON");
+    let object = message.as_object().expect("message.json holds an object");
+    object.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect()
+}
+
+/// For each language, `cannon-host new KIND NAME --lang LANG` writes a project whose own
+/// `build.sh` produces a component; `deploy` accepts it into a running service (started on a
+/// copy of `start_with` as `NAME.wasm`), and the project's test message gets the answer its
+/// README names (`expect_key: hello, Ada!`). The task and shell tests use different names:
+/// they share the guests' target dir, where a crate's output is named after it.
+fn scaffolds_build_deploy_and_answer(kind: &str, name: &str, compose: &str, start_with: &str, expect_key: &str) {
     let redis = RedisServer::start();
-    let project = Project::new(
-        "\
+    let project = Project::new(compose);
+    std::fs::copy(component(start_with), project.path(&format!("{name}.wasm"))).expect("copy a component");
+    let mut worker = Running::start(&project, &redis, &["hello"]);
+    worker.wait_for_log("ready", Duration::from_secs(120));
+    for lang in ["rust", "python", "js", "c"] {
+        let dir = project.path(&format!("{name}-{lang}"));
+        let out = ok(&project, &redis, &["new", kind, name, "--lang", lang, &dir.display().to_string()]);
+        assert!(out.contains("build.sh"), "{out}");
+        assert!(dir.join("wit/cannon.wit").is_file() && dir.join("README.md").is_file());
+        let wasm = build_scaffold(&dir, name, lang);
+        let out = ok(&project, &redis, &["deploy", "hello", name, &wasm.display().to_string(), "--wait-s", "120"]);
+        assert!(out.contains("1 of 1 running workers acknowledged it"), "{kind} {lang}: {out}");
+        let mut con = redis.con();
+        let before = xlen(&mut con, &key("hello", "taskback"));
+        let fields = test_message(&dir);
+        let fields: Vec<(&str, String)> = fields.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        let ids = add_messages(&mut con, "hello", &[fields]);
+        assert_eq!(wait_len(&mut con, &key("hello", "taskback"), before + 1, Duration::from_secs(60)), before + 1);
+        let answers = entries(&mut con, &key("hello", "taskback"));
+        let answer = &answers.iter().find(|(_, f)| field(f, "cannon.id") == Some(ids[0].as_str())).expect("answer").1;
+        assert_eq!(field(answer, expect_key), Some("hello, Ada!"), "{kind} {lang}: {answer:?}");
+        let listed = ok(&project, &redis, &["versions", "hello", "--json"]);
+        let listed: serde_json::Value = serde_json::from_str(listed.trim()).expect("versions JSON");
+        assert_eq!(listed["components"][0]["active"], sha256(&wasm), "{kind} {lang}: {listed}");
+    }
+    assert!(worker.terminate().success(), "{}", worker.log_text());
+}
+
+/// `cannon-host new task` in Rust, Python, JavaScript and C: built, deployed, answering.
+#[test]
+fn scaffolded_tasks_in_four_languages_build_deploy_and_answer() {
+    let compose = "\
 services:
   hello:
     tasks:
       - path: greeter.wasm
-",
-    );
-    std::fs::copy(component("version_a"), project.path("greeter.wasm")).expect("copy a task");
-    let mut worker = Running::start(&project, &redis, &["hello"]);
-    worker.wait_for_log("ready", Duration::from_secs(120));
-    for lang in ["rust", "python"] {
-        let dir = project.path(&format!("greeter-{lang}"));
-        let out = ok(&project, &redis, &["new", "task", "greeter", "--lang", lang, &dir.display().to_string()]);
-        assert!(out.contains("build.sh"), "{out}");
-        assert!(dir.join("wit/cannon.wit").is_file() && dir.join("README.md").is_file());
-        let mut build = Command::new(dir.join("build.sh"));
-        // Reuse the guests' target dir (its std, built by guests/build.sh) and venv when present.
-        build.env("CARGO_TARGET_DIR", crate::support::repo().join("guests/target"));
-        let venv_tool = crate::support::repo().join("guests/.venv/bin/componentize-py");
-        if venv_tool.is_file() {
-            build.env("COMPONENTIZE_PY", venv_tool);
-        }
-        let out = build.output().expect("run build.sh");
-        assert!(out.status.success(), "{lang} build failed:\n{}\n{}", text(&out.stdout), text(&out.stderr));
-        let wasm = dir.join("greeter.wasm");
-        let out = ok(&project, &redis, &["deploy", "hello", "greeter", &wasm.display().to_string(), "--wait-s", "120"]);
-        assert!(out.contains("1 of 1 running workers acknowledged it"), "{lang}: {out}");
-        let mut con = redis.con();
-        let before = xlen(&mut con, &key("hello", "taskback"));
-        let message = std::fs::read_to_string(dir.join("message.json")).expect("message.json");
-        let message: serde_json::Value = serde_json::from_str(&message).expect("message.json is JSON");
-        let fields: Vec<(&str, String)> = message
-            .as_object()
-            .expect("an object")
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or_default().to_owned()))
-            .collect();
-        add_messages(&mut con, "hello", &[fields]);
-        assert_eq!(wait_len(&mut con, &key("hello", "taskback"), before + 1, Duration::from_secs(60)), before + 1);
-        let answers = entries(&mut con, &key("hello", "taskback"));
-        let last = &answers.last().expect("a taskback").1;
-        assert_eq!(field(last, "greeting"), Some("hello, Ada!"), "{lang}: {last:?}");
-        let listed = ok(&project, &redis, &["versions", "hello", "--json"]);
-        let listed: serde_json::Value = serde_json::from_str(listed.trim()).expect("versions JSON");
-        assert_eq!(listed["components"][0]["active"], sha256(&wasm), "{lang}: {listed}");
-    }
-    assert!(worker.terminate().success(), "{}", worker.log_text());
+";
+    scaffolds_build_deploy_and_answer("task", "greeter", compose, "version_a", "greeting");
+}
+
+/// `cannon-host new shell` in Rust, Python, JavaScript and C: built, deployed as the
+/// service's shell, answering `hello Ada` through torch.
+#[test]
+fn scaffolded_shells_in_four_languages_build_deploy_and_answer() {
+    let compose = "\
+services:
+  hello:
+    shell: { path: hello-shell.wasm }
+    tasks:
+      - torch: { in_key: text, out_key: text }
+";
+    scaffolds_build_deploy_and_answer("shell", "hello-shell", compose, "dice", "text");
 }

@@ -30,5 +30,6 @@ mod receipts;
 mod reliability;
 mod sandbox;
 mod service_model;
+mod streams;
 mod traces;
 mod wat;

@@ -274,6 +274,32 @@ fn compose_file_sets_the_metrics_listener() {
     assert!(host.terminate().success(), "{}", host.log_text());
 }
 
+/// `CANNON_METRICS=off` turns the per-message and per-call counting off while the listener and
+/// the broker-side gauges keep working (the switch the metrics' A/B cost figure uses).
+#[test]
+fn metrics_off_counts_nothing_but_still_samples_the_broker() {
+    component("crash");
+    let redis = RedisServer::start();
+    let port = free_port();
+    let project = project(port, "{ file: crash }");
+    let mut cmd = crate::support::host(&project, &redis);
+    cmd.env("CANNON_METRICS", "off");
+    let mut host = Running::start_cmd(cmd, &project, &["shout"]);
+    host.wait_for_log("metrics and dashboard listening", Duration::from_secs(120));
+    host.wait_for_log("ready", Duration::from_secs(120));
+    let mut con = redis.con();
+    let shout: Vec<_> = (0..5).map(|i| vec![("text", format!("hello {i}"))]).collect();
+    add_messages(&mut con, "shout", &shout);
+    assert_eq!(wait_len(&mut con, &key("shout", "taskback"), 5, Duration::from_secs(60)), 5, "{}", host.log_text());
+    let m = scrape_until(port, Duration::from_secs(30), |m| {
+        m.value("cannon_stream_length", &[("service", "shout"), ("stream", "taskback")]) == 5.0
+    });
+    assert_eq!(m.value("cannon_messages_total", &[("service", "shout"), ("outcome", "ok")]), 0.0);
+    assert_eq!(m.value("cannon_message_duration_seconds_count", &[("service", "shout")]), 0.0);
+    assert!(m.find("cannon_calls_total", &[("service", "shout")]).is_empty(), "no call series when off");
+    assert!(host.terminate().success(), "{}", host.log_text());
+}
+
 /// Where the browser test leaves its screenshots.
 fn output_dir() -> PathBuf {
     let dir = repo().join("target").join("test-output");

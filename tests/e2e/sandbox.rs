@@ -28,6 +28,7 @@ fn spec(name: &str, conf: &[(&str, &str)], limits: Limits, allow: &[Capability])
         config: conf.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<Kwargs>(),
         allow: allow.to_vec(),
         http: None,
+        streams: Vec::new(),
         secrets: Default::default(),
         files: None,
         permissions: Default::default(),

@@ -39,6 +39,12 @@ impl From<crate::kv::Error> for CmdError {
     }
 }
 
+impl From<crate::streams::Error> for CmdError {
+    fn from(err: crate::streams::Error) -> Self {
+        Self::Fail(err.to_string())
+    }
+}
+
 /// Parsed arguments of one command call (`argv[0]`, the command name, excluded).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Args {

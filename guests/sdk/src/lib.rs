@@ -10,7 +10,8 @@
 //! - [`Task`] and [`export_task!`]: write a task as one function.
 //! - [`Shell`], [`Cmd`], [`Args`], [`CmdError`] and [`export_shell!`]: a command table with
 //!   summaries, usage text and `--flag value` / `--flag=value` option parsing.
-//! - [`log`], [`config`], [`kv`], [`taskback`]: the host's imports, wrapped.
+//! - [`log`], [`config`], [`kv`], [`taskback`], [`streams`]: the host's imports, wrapped
+//!   (`streams`: read other services' streams, `allow: [{streams: [SERVICE]}]`).
 //! - [`Message`] and [`Fields`]: what a component receives, with lookup helpers.
 //! - [`receipt`]: ask for, and read, the receipt of a taskback.
 //! - `http` (cargo feature `http`): `http::get`, `http::post`, `http::Request`: outbound HTTP
@@ -72,10 +73,14 @@ pub mod receipt;
 mod shell;
 
 pub use args::{Args, CmdError};
-pub use imports::{config, kv, log, taskback};
+pub use imports::{config, kv, log, streams, taskback};
 pub use shell::{Cmd, Shell};
 
 #[doc(hidden)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "generated: `kv.compare-and-swap` and `streams.between` lower to 8 arguments"
+)]
 pub mod task_world {
     wit_bindgen::generate!({
         world: "task",
@@ -87,6 +92,10 @@ pub mod task_world {
 }
 
 #[doc(hidden)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "generated: `kv.compare-and-swap` and `streams.between` lower to 8 arguments"
+)]
 pub mod shell_world {
     wit_bindgen::generate!({
         world: "shell",
@@ -100,6 +109,7 @@ pub mod shell_world {
             "cannon:platform/config@0.1.0": crate::task_world::cannon::platform::config,
             "cannon:platform/kv@0.1.0": crate::task_world::cannon::platform::kv,
             "cannon:platform/taskback@0.1.0": crate::task_world::cannon::platform::taskback,
+            "cannon:platform/streams@0.1.0": crate::task_world::cannon::platform::streams,
         },
     });
 }
@@ -121,10 +131,7 @@ pub trait FieldsExt {
 
 impl FieldsExt for [(String, String)] {
     fn get(&self, key: &str) -> Option<&str> {
-        self.iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
@@ -155,7 +162,7 @@ macro_rules! export_task {
                     <$task as $crate::Task>::run(msg, results)
                 }
             }
-            $crate::task_world::__export_task_world!(__CannonTask with_types_in $crate::task_world);
+    $crate::task_world::__export_task_world!(__CannonTask with_types_in $crate::task_world);
         };
     };
 }
@@ -177,7 +184,7 @@ macro_rules! export_shell {
                     $crate::__shell_call::<$shell>(argv, msg)
                 }
             }
-            $crate::shell_world::__export_shell_world!(__CannonShell with_types_in $crate::shell_world);
+    $crate::shell_world::__export_shell_world!(__CannonShell with_types_in $crate::shell_world);
         };
     };
 }

@@ -40,6 +40,7 @@ pub use self::versions::ComponentStore;
 pub use crate::vocab::fields::{ATTEMPTS_FIELD, DEAD_FIELDS, ERROR_FIELD, FAILED_AT_FIELD, Fields, ID_FIELD};
 pub use crate::vocab::kv::{KvFailure, KvStore, MAX_KV_TTL, kv_ttl_ms};
 pub use crate::vocab::stream::StreamKind;
+pub use crate::vocab::streams::{RangeFailure, RangePage, RangeQuery, RangeRequest, StreamReader};
 
 /// Consumer group of the workers on a data stream.
 pub const WORKER_GROUP: &str = "cannon";
@@ -266,9 +267,11 @@ pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 /// Message transport of a set of services, as running services use it: workers (read,
 /// complete, dead-letter, recover), collectors (add, read taskbacks) and the metrics
 /// sampler. Every broker is also the service's kv store (`Arc<dyn Broker>` coerces to
-/// `Arc<dyn KvStore>`); the tools' extra operations are in [`BrokerAdmin`].
+/// `Arc<dyn KvStore>`) and the reader behind the `streams` import ([`StreamReader`]:
+/// bounded, group-less reads; `redis/range.rs`, `embedded/streams.rs`); the tools' extra
+/// operations are in [`BrokerAdmin`].
 #[async_trait]
-pub trait Broker: KvStore + Send + Sync + 'static {
+pub trait Broker: KvStore + StreamReader + Send + Sync + 'static {
     /// Where this broker lives, for messages (password removed).
     fn describe(&self) -> String;
 

@@ -1,6 +1,7 @@
 //! `cannon-host acl SERVICE [--user NAME] [--password-env VAR]`: prints the Redis
 //! `ACL SETUSER` rule under which `cannon-host run SERVICE` works and can touch nothing
-//! but that service's keys (and the streams its `stream` collectors follow).
+//! but that service's keys (and the streams its `stream` collectors follow or its
+//! components may read through the `streams` import).
 
 use std::process::ExitCode;
 
@@ -46,7 +47,26 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
             _ => None,
         })
         .collect();
-    let rule = acl_setuser(&compose.namespace, &service.name, &follows, &user, hash.as_deref());
+    // `allow: [{streams: [...]}]`: the data and taskback streams its components may read
+    // (the `streams` import reads them with XRANGE and XREVRANGE, inside a script).
+    let components = service.shell.iter().chain(service.tasks.iter().filter_map(|t| match t {
+        crate::config::TaskSpec::Wasm(c) => Some(c),
+        crate::config::TaskSpec::Torch(_) => None,
+    }));
+    let mut reads: Vec<(&str, crate::broker::StreamKind)> = Vec::new();
+    for component in components {
+        for other in &component.streams {
+            for stream in [crate::broker::StreamKind::Data, crate::broker::StreamKind::Taskback] {
+                reads.push((other.as_str(), stream));
+            }
+        }
+    }
+    let mut follows = follows;
+    follows.extend(reads.iter().copied());
+    let mut rule = acl_setuser(&compose.namespace, &service.name, &follows, &user, hash.as_deref());
+    if !reads.is_empty() {
+        rule.extend(["+xrange".to_owned(), "+xrevrange".to_owned()]);
+    }
     println!("{}", rule.join(" "));
     if hash.is_none() {
         eprintln!(

@@ -1,6 +1,11 @@
-//! `cannon-host bench SERVICE [-n N] [--concurrency C] [--rate R] [--json]`: drives the real
-//! broker and the service's real workers in this process, and measures throughput, latency
-//! (message added -> its taskback read), peak memory and the per-message cost of isolation.
+//! `cannon-host bench SERVICE [-n N] [--concurrency C] [--rate R | --drain] [--json]`: drives
+//! the real broker and the service's real workers in this process, and measures throughput,
+//! latency (message added -> its taskback read), peak memory and where a message's time goes
+//! (broker read, instantiate, call, merge, write).
+//!
+//! By default the workers start first and messages are added while they run. `--drain` adds
+//! all N messages first, then starts the workers, and times from the first answer to the
+//! last: the way task-queue peers are usually measured.
 //!
 //! The run uses a namespace of its own (`{namespace}-bench-{pid}`; for the embedded broker
 //! also a temporary data directory), so it neither sees nor disturbs the service's real
@@ -19,6 +24,7 @@ use crate::broker::{BrokerAdmin, Fields, StreamKind};
 use crate::cli::{Cli, connect, one_service};
 use crate::engine::metrics;
 use crate::fields::host_id;
+use crate::worker::stages::{STAGES, StagesSnapshot};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -36,6 +42,10 @@ pub struct Args {
     /// Fields of every message, `key=value` (default `text=hello world`).
     #[arg(long = "field", value_name = "KEY=VALUE")]
     pub fields: Vec<String>,
+    /// Queue all messages first, then start the workers; throughput is timed from the
+    /// first answer to the last.
+    #[arg(long, conflicts_with = "rate")]
+    pub drain: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -50,6 +60,9 @@ struct Clock {
     early: HashMap<String, Instant>,
     /// Messages whose (first) taskback was seen.
     answered: HashSet<String>,
+    /// When the first and the last answer were read.
+    first: Option<Instant>,
+    last: Option<Instant>,
 }
 
 impl Clock {
@@ -68,6 +81,10 @@ impl Clock {
         if !self.answered.insert(id.clone()) {
             return false;
         }
+        if self.first.is_none() {
+            self.first = Some(at);
+        }
+        self.last = Some(at);
         match self.sent.remove(&id) {
             Some(sent) => self.latencies.push(at.saturating_duration_since(sent)),
             None => {
@@ -94,6 +111,17 @@ fn rss_mb() -> (f64, f64) {
             .unwrap_or(0.0)
     };
     (kb("VmHWM:") / 1024.0, kb("VmRSS:") / 1024.0)
+}
+
+/// CPU time (user + system) this process has used so far; zero where `/proc` has no answer.
+fn cpu_time() -> Duration {
+    // Fields 14 and 15 of /proc/self/stat, in clock ticks; the name (field 2) may hold
+    // spaces, so count from the closing parenthesis.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = rest.split_whitespace().skip(11).take(2).filter_map(|n| n.parse::<u64>().ok()).sum();
+    // USER_HZ, the unit of these fields, is 100 on every architecture Linux exports it for.
+    Duration::from_millis(ticks.saturating_mul(10))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -148,6 +176,11 @@ struct Report {
     messages: usize,
     concurrency: usize,
     rate: Option<f64>,
+    drain: bool,
+    /// Adding the messages (drain mode only).
+    enqueue: Duration,
+    /// From starting the workers to the first answer (drain mode only).
+    first_answer: Duration,
     elapsed: Duration,
     latencies: Vec<Duration>,
     rss_peak_mb: f64,
@@ -156,6 +189,11 @@ struct Report {
     failed: u64,
     instantiate_us: f64,
     call_us: f64,
+    read_us: f64,
+    merge_us: f64,
+    write_us: f64,
+    /// Process CPU time per message (the benchmark's own producer and reader included).
+    cpu_us: f64,
 }
 
 async fn measure(
@@ -175,24 +213,51 @@ async fn measure(
         ..crate::runner::Options::default()
     };
     let shutdown = CancellationToken::new();
-    let workers = crate::runner::start(compose, &[spec], broker.clone(), &options, shutdown.clone()).await?;
-
     let clock = Arc::new(Mutex::new(Clock::default()));
-    let before = metrics::snapshot();
-    let started = Instant::now();
-    let producer =
-        tokio::spawn(produce(broker.clone(), name.clone(), fields.clone(), args.messages, args.rate, clock.clone()));
+    let mut enqueue = Duration::ZERO;
+    if args.drain {
+        // The stream must keep every message until the workers come.
+        broker.prepare(&name, options.min_maxlen).await?;
+        let adding = Instant::now();
+        produce(broker.clone(), name.clone(), fields.clone(), args.messages, None, clock.clone()).await?;
+        enqueue = adding.elapsed();
+        if !args.json {
+            eprintln!("  {} messages queued in {:.2} s; starting the workers", args.messages, enqueue.as_secs_f64());
+        }
+    }
+    let before = (metrics::snapshot(), STAGES.snapshot(), cpu_time());
+    let starting = Instant::now();
+    let workers = crate::runner::start(compose, &[spec], broker.clone(), &options, shutdown.clone()).await?;
+    // Drain mode counts from starting the workers; otherwise from the first add, once
+    // the workers run.
+    let started = if args.drain { starting } else { Instant::now() };
+    let producer = (!args.drain).then(|| {
+        tokio::spawn(produce(broker.clone(), name.clone(), fields.clone(), args.messages, args.rate, clock.clone()))
+    });
 
     let done = read_answers(&*broker, &name, &clock, args, started).await?;
-    let elapsed = started.elapsed();
+    let mut elapsed = started.elapsed();
+    let cpu = cpu_time().saturating_sub(before.2);
     if !args.json {
         eprintln!("\r  {done}/{} taskbacks{}", args.messages, " ".repeat(24));
     }
-    producer.await.context("producer panicked")??;
+    if let Some(producer) = producer {
+        producer.await.context("producer panicked")??;
+    }
+    let (first, last) = {
+        let clock = lock(&clock);
+        (clock.first.unwrap_or(started), clock.last.unwrap_or(started))
+    };
+    let first_answer = first.saturating_duration_since(started);
+    if args.drain {
+        elapsed = last.saturating_duration_since(first);
+    }
     let (rss_peak_mb, rss_mb) = rss_mb();
     shutdown.cancel();
     anyhow::ensure!(workers.wait().await, "the benchmark's workers failed (see the log above)");
     let after = metrics::snapshot();
+    let stages = STAGES.snapshot().since(&before.1);
+    let before = before.0;
     let calls = after.calls.saturating_sub(before.calls);
     let per_call = |total: Duration| if calls == 0 { 0.0 } else { total.as_secs_f64() * 1e6 / calls as f64 };
     let instantiate = after.instantiate.saturating_sub(before.instantiate);
@@ -204,6 +269,9 @@ async fn measure(
         messages: args.messages,
         concurrency: spec.workers.concurrency,
         rate: args.rate,
+        drain: args.drain,
+        enqueue,
+        first_answer,
         elapsed,
         latencies,
         rss_peak_mb,
@@ -212,6 +280,10 @@ async fn measure(
         failed: after.failed().saturating_sub(before.failed()),
         instantiate_us: per_call(instantiate),
         call_us: per_call(wall.saturating_sub(instantiate)),
+        read_us: StagesSnapshot::per_msg_us(stages.read, stages.read_msgs),
+        merge_us: StagesSnapshot::per_msg_us(stages.merge, stages.merge_msgs),
+        write_us: StagesSnapshot::per_msg_us(stages.write, stages.write_msgs),
+        cpu_us: StagesSnapshot::per_msg_us(cpu, args.messages as u64),
     })
 }
 
@@ -313,8 +385,11 @@ async fn produce(
 }
 
 impl Report {
+    /// Messages per second: all of them over the whole run, or in drain mode the ones
+    /// after the first over the time from the first answer to the last.
     fn msgs_per_s(&self) -> f64 {
-        self.messages as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        let counted = if self.drain { self.messages.saturating_sub(1).max(1) } else { self.messages };
+        counted as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
     fn json(&self) -> serde_json::Value {
@@ -328,6 +403,13 @@ impl Report {
             "rss_mb": (self.rss_peak_mb * 10.0).round() / 10.0,
             "instantiate_us": (self.instantiate_us * 10.0).round() / 10.0,
             "call_us": (self.call_us * 10.0).round() / 10.0,
+            "read_us": (self.read_us * 10.0).round() / 10.0,
+            "merge_us": (self.merge_us * 10.0).round() / 10.0,
+            "write_us": (self.write_us * 10.0).round() / 10.0,
+            "cpu_us": (self.cpu_us * 10.0).round() / 10.0,
+            "drain": self.drain,
+            "enqueue_s": (self.enqueue.as_secs_f64() * 1000.0).round() / 1000.0,
+            "first_answer_s": (self.first_answer.as_secs_f64() * 1000.0).round() / 1000.0,
             "messages": self.messages,
             "concurrency": self.concurrency,
             "rate": self.rate,
@@ -341,12 +423,24 @@ impl Report {
         let p = |q| percentile(&self.latencies, q);
         let load = match self.rate {
             Some(rate) => format!("open loop at {rate} msg/s"),
+            None if self.drain => "drain (queued first, timed first to last answer)".to_owned(),
             None => "as fast as possible".to_owned(),
         };
         println!("{} messages, {load}, concurrency {}, broker {}", self.messages, self.concurrency, self.broker);
         println!("  throughput      {:>10.0} msg/s  ({:.2} s)", self.msgs_per_s(), self.elapsed.as_secs_f64());
         println!("  latency (ms)    p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}", p(50.0), p(90.0), p(99.0), p(100.0));
-        println!("  per message     instantiate {:.1} µs, call {:.1} µs", self.instantiate_us, self.call_us);
+        if self.drain {
+            println!(
+                "  drain           queued in {:.2} s, first answer {:.3} s after the workers started",
+                self.enqueue.as_secs_f64(),
+                self.first_answer.as_secs_f64()
+            );
+        }
+        println!(
+            "  per message µs  read {:.1} | instantiate {:.1} | call {:.1} | merge {:.1} | write {:.1}",
+            self.read_us, self.instantiate_us, self.call_us, self.merge_us, self.write_us
+        );
+        println!("  process CPU     {:.1} µs per message (this benchmark's producer and reader included)", self.cpu_us);
         println!("  memory          peak RSS {:.1} MiB (now {:.1} MiB)", self.rss_peak_mb, self.rss_mb);
         if self.failed > 0 {
             println!("  failed calls    {} of {}", self.failed, self.calls);

@@ -1,4 +1,4 @@
-//! `cannon-host new task|shell NAME --lang rust|python|js [DIR]`: a ready project for a
+//! `cannon-host new task|shell NAME --lang rust|python|js|c [DIR]`: a ready project for a
 //! component, written from templates inside this binary (see [`crate::scaffold`]).
 
 use std::path::PathBuf;

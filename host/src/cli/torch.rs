@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use crate::broker::{Fields, KvStore};
+use crate::broker::{Fields, KvStore, StreamReader};
 use crate::cli::{Cli, load_compose};
 use crate::collector::to_json;
 use crate::config::{Capability, Service, TaskSpec, TorchSpec};
@@ -126,10 +126,16 @@ async fn session(cli: &Cli, args: &Args) -> anyhow::Result<Session> {
         .unwrap_or_else(|| "me".to_owned());
     let mut base: Fields = kwargs.into_iter().collect();
     crate::pipeline::merge(&mut base, vec![(spec.user_key.clone(), user)]);
-    // Only a shell granted `kv` needs the broker: the others run with none at all.
-    let kv = if shell_spec.allow.contains(&Capability::Kv) {
-        let store: Arc<dyn KvStore> = crate::cli::connect(cli, &compose).await?;
-        Some(KvScope { store, namespace: compose.namespace.as_str().into(), service: name.into(), quota: service.kv })
+    // Only a shell granted `kv` or `streams` needs the broker: the others run with none at all.
+    let kv = if shell_spec.allow.contains(&Capability::Kv) || !shell_spec.streams.is_empty() {
+        let broker = crate::cli::connect(cli, &compose).await?;
+        Some(KvScope {
+            store: broker.clone() as Arc<dyn KvStore>,
+            namespace: compose.namespace.as_str().into(),
+            service: name.into(),
+            quota: service.kv,
+            streams: Some(broker as Arc<dyn StreamReader>),
+        })
     } else {
         None
     };

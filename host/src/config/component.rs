@@ -44,7 +44,8 @@ pub(crate) fn component(
 
     let source = source(ctx, node, path, implied, fields);
     let config = get("conf").map(|n| conf(ctx, n, &join(path, "conf"))).unwrap_or_default();
-    let (allow, http) = get("allow").map(|n| http_grant::allow(ctx, n, &join(path, "allow"))).unwrap_or_default();
+    let http_grant::Allow { caps: allow, http, streams } =
+        get("allow").map(|n| http_grant::allow(ctx, n, &join(path, "allow"))).unwrap_or_default();
     let secrets =
         get("secrets").map(|n| http_grant::secrets(ctx, n, &join(path, "secrets"), &config)).unwrap_or_default();
     let files = get("files").and_then(|n| files(ctx, n, &join(path, "files")));
@@ -58,6 +59,7 @@ pub(crate) fn component(
         config,
         allow,
         http,
+        streams,
         secrets,
         files,
         permissions,

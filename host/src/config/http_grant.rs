@@ -1,4 +1,5 @@
-//! A component's `allow:` list with its outbound HTTP grant, and its `secrets:`.
+//! A component's `allow:` list with its outbound HTTP grant and the services whose streams
+//! it may read (`{streams: [SERVICE...]}`), and its `secrets:`.
 //!
 //! `allow: [kv, taskback, {http: ["https://api.example.com", "http://127.0.0.1:*",
 //! "https://*.github.com"]}]`. A pattern is a scheme (`http` or `https`), a host (a name,
@@ -23,7 +24,7 @@ use crate::vocab::http::{HostPattern, HttpGrant, HttpPattern, HttpScheme, PortPa
 /// The plain capabilities, as written in `allow:`.
 const CAPABILITIES: &[(&str, Capability)] = &[("kv", Capability::Kv), ("taskback", Capability::Taskback)];
 /// Every kind of `allow:` entry, for messages.
-const ENTRY_KINDS: &[&str] = &["kv", "taskback", "{http: [PATTERN...]}"];
+const ENTRY_KINDS: &[&str] = &["kv", "taskback", "{http: [PATTERN...]}", "{streams: [SERVICE...]}"];
 /// Most patterns of one grant: a grant is a short list written by hand.
 const MAX_PATTERNS: usize = 256;
 /// Shortest secret: the host masks secrets in a component's output, which would garble
@@ -94,16 +95,29 @@ fn host_pattern(host: &str) -> Result<HostPattern, String> {
     Ok(if under { HostPattern::Under(name.to_owned()) } else { HostPattern::Name(name.to_owned()) })
 }
 
-/// `allow:`: the plain capabilities (duplicates dropped) and the HTTP grant, if any.
-pub(crate) fn allow(ctx: &mut Loader, node: &Node, path: &str) -> (Vec<Capability>, Option<HttpGrant>) {
+/// What `allow:` grants: the plain capabilities, the HTTP grant, the streams it may read.
+#[derive(Debug, Default)]
+pub(crate) struct Allow {
+    /// `kv`, `taskback` (duplicates dropped).
+    pub caps: Vec<Capability>,
+    /// `{http: [...]}`, if any.
+    pub http: Option<HttpGrant>,
+    /// `{streams: [...]}`: services of the file, each once.
+    pub streams: Vec<String>,
+}
+
+/// `allow:`: the plain capabilities (duplicates dropped), the HTTP grant, if any, and the
+/// services whose streams the component may read.
+pub(crate) fn allow(ctx: &mut Loader, node: &Node, path: &str) -> Allow {
     let mut caps = Vec::new();
     let mut http: Option<HttpGrant> = None;
+    let mut streams = Vec::new();
     let items = match &node.value {
-        Value::Null | Value::Invalid => return (caps, http),
+        Value::Null | Value::Invalid => return Allow::default(),
         Value::Seq(items) => items,
         _ => {
             ctx.expected(node, path, "a sequence");
-            return (caps, http);
+            return Allow::default();
         }
     };
     for (i, item) in items.iter().enumerate() {
@@ -111,6 +125,9 @@ pub(crate) fn allow(ctx: &mut Loader, node: &Node, path: &str) -> (Vec<Capabilit
         match &item.value {
             Value::Str(s) if s == "http" => {
                 ctx.error(item, &p, "`http` needs the hosts it may reach: `{http: [\"https://api.example.com\"]}`");
+            }
+            Value::Str(s) if s == "streams" => {
+                ctx.error(item, &p, "`streams` needs the services it may read: `{streams: [SERVICE]}`");
             }
             Value::Str(s) => match CAPABILITIES.iter().find(|(name, _)| name == s) {
                 Some((_, cap)) if !caps.contains(cap) => caps.push(*cap),
@@ -121,17 +138,44 @@ pub(crate) fn allow(ctx: &mut Loader, node: &Node, path: &str) -> (Vec<Capabilit
                 }
             },
             Value::Map(_) => {
-                let Some(fields) = ctx.map(item, &p, &["http"]) else { continue };
+                let Some(fields) = ctx.map(item, &p, &["http", "streams"]) else { continue };
                 if let Some(list) = field(fields, "http") {
                     let grant = http.get_or_insert_with(HttpGrant::default);
                     patterns(ctx, list, &join(&p, "http"), grant);
+                }
+                if let Some(list) = field(fields, "streams") {
+                    readable(ctx, list, &join(&p, "streams"), &mut streams);
                 }
             }
             Value::Invalid => {}
             _ => ctx.expected(item, &p, &format!("one of {}", one_of(ENTRY_KINDS))),
         }
     }
-    (caps, http)
+    Allow { caps, http, streams }
+}
+
+/// `streams: [SERVICE...]`: each a service of this file (checked here, so a grant never
+/// names a stream nobody defines), each once; an empty list grants nothing and is refused.
+fn readable(ctx: &mut Loader, node: &Node, path: &str, out: &mut Vec<String>) {
+    match &node.value {
+        Value::Seq(items) if items.is_empty() => {
+            ctx.error(node, path, "an empty list grants nothing: name the services it may read, e.g. [sensors]");
+            return;
+        }
+        Value::Seq(_) => {}
+        _ => {
+            ctx.expected(node, path, "a list of services, e.g. [sensors]");
+            return;
+        }
+    }
+    for (name, item) in ctx.texts(node, path) {
+        if !ctx.services.contains(&name) {
+            let hint = did_you_mean(&name, ctx.services.iter().map(String::as_str));
+            ctx.error(item, path, format!("unknown service `{name}`{hint}"));
+        } else if !out.contains(&name) {
+            out.push(name);
+        }
+    }
 }
 
 fn patterns(ctx: &mut Loader, node: &Node, path: &str, grant: &mut HttpGrant) {

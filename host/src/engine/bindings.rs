@@ -1,7 +1,7 @@
 //! All `bindgen!` output for `wit/cannon.wit` lives here.
 //!
 //! The `task` world generates the shared interfaces (`types`, `log`, `config`, `kv`,
-//! `taskback`); the `shell` world reuses them through `with`, so the host implements
+//! `taskback`, `streams`); the `shell` world reuses them through `with`, so the host implements
 //! each import trait once.
 
 #![expect(missing_docs, reason = "generated code")]
@@ -13,6 +13,7 @@ pub mod task {
         path: "../wit",
         imports: {
             "cannon:platform/kv": async,
+            "cannon:platform/streams": async,
             default: trappable,
         },
         exports: { default: async },
@@ -31,10 +32,12 @@ pub mod shell {
             "cannon:platform/config": super::task::cannon::platform::config,
             "cannon:platform/kv": super::task::cannon::platform::kv,
             "cannon:platform/taskback": super::task::cannon::platform::taskback,
+            "cannon:platform/streams": super::task::cannon::platform::streams,
         },
     });
 }
 
 pub use task::cannon::platform::kv::Error as KvError;
 pub use task::cannon::platform::log::Level;
+pub use task::cannon::platform::streams::Error as StreamsError;
 pub use task::cannon::platform::types::{Command, Message};

@@ -23,6 +23,7 @@ use crate::engine::http::CallHttp;
 use crate::engine::metrics::METRICS;
 use crate::engine::output::{CallLog, GuestOutput, Source};
 use crate::engine::state::{HostState, Limiter};
+use crate::engine::streams::CallStreams;
 use crate::engine::{CallError, CallOutput, CallStats, Component, KvScope};
 use crate::vocab::Fields;
 use crate::vocab::fields;
@@ -77,6 +78,7 @@ impl Component {
                 None => CallError::Instantiate(format!("cannot open files dir {}: {e:#}", dir.display())),
             })?;
         }
+        let streams = CallStreams::new(self.streams.clone(), kv.as_ref().and_then(|kv| kv.streams.clone()));
         let kv = if self.kv_granted { kv } else { None };
         let hostcall_budget = self.hostcall_budget(kv.as_ref());
         let state = HostState {
@@ -91,6 +93,7 @@ impl Component {
             max_taskback_fields: self.limits.max_fields,
             kv,
             service: service.into(),
+            streams,
             deadline_hit: false,
             http: CallHttp::new(self.http.clone()),
             secrets: self.secrets.clone(),

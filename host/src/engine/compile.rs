@@ -315,6 +315,7 @@ mod tests {
             config: Default::default(),
             allow: Vec::new(),
             http: None,
+            streams: Vec::new(),
             secrets: Default::default(),
             files: None,
             permissions: Default::default(),

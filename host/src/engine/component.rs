@@ -73,6 +73,8 @@ pub struct Component {
     pub(super) kv_granted: bool,
     /// `allow: [taskback]`: only then may a call queue taskbacks.
     pub(super) taskback_granted: bool,
+    /// `allow: [{streams: [...]}]`: the services whose streams it may read (`engine/streams.rs`).
+    pub(super) streams: Arc<[String]>,
     /// `allow: [{http: [...]}]` with the limits of outbound requests (`engine/http.rs`).
     pub(super) http: Option<Arc<HttpPolicy>>,
     /// `secrets:`: read through `config.get`, masked in the component's output.
@@ -179,6 +181,7 @@ impl Engine {
             files: spec.files.clone(),
             kv_granted: spec.allow.contains(&Capability::Kv),
             taskback_granted: spec.allow.contains(&Capability::Taskback),
+            streams: spec.streams.iter().cloned().collect(),
             http: spec.http.clone().map(|grant| Arc::new(HttpPolicy::new(&spec.name, grant, &spec.limits))),
             secrets: Arc::new(Secrets::new(spec.secrets.clone())),
         })
@@ -226,6 +229,14 @@ fn check_imports(engine: &wasmtime::Engine, component: &WasmComponent, spec: &Co
             "types" | "log" | "config" => continue,
             "kv" => Capability::Kv,
             "taskback" => Capability::Taskback,
+            "streams" if spec.streams.is_empty() => {
+                return Err(LoadError::NotGranted {
+                    name: spec.name.clone(),
+                    import: import.to_owned(),
+                    capability: "{streams: [SERVICE]}",
+                });
+            }
+            "streams" => continue,
             _ => return Err(LoadError::Unknown { name: spec.name.clone(), import: import.to_owned() }),
         };
         if !spec.allow.contains(&capability) {

@@ -12,6 +12,7 @@ use crate::engine::bindings::KvError;
 use crate::engine::bindings::task::cannon::platform::kv::Host;
 use crate::engine::state::{HostState, KvScope};
 use crate::vocab::KvFailure;
+use crate::vocab::kv::{KvSwap, MAX_GET_MANY};
 
 /// Longest key a guest may use, in bytes.
 pub const MAX_KEY_BYTES: usize = 512;
@@ -33,6 +34,19 @@ pub(crate) fn check_key(key: &str, namespace: Option<&str>, service: &str) -> Re
     if crate::broker::names_broker_key(key, namespace) {
         return Err(KvError::OutOfScope(format!(
             "key {key:?} names a broker key; keys are relative to service {service:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a value larger than the service's `kv.max_value_kb`.
+fn check_size(value: &[u8], kv: &KvScope) -> Result<(), KvError> {
+    let max_value = usize::try_from(kv.quota.max_value_kb.saturating_mul(1024)).unwrap_or(usize::MAX);
+    if value.len() > max_value {
+        return Err(KvError::TooLarge(format!(
+            "value of {} bytes is larger than kv.max_value_kb = {}",
+            value.len(),
+            kv.quota.max_value_kb
         )));
     }
     Ok(())
@@ -63,14 +77,7 @@ impl Host for HostState {
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<(), KvError> {
         let kv = self.kv_for(&key)?;
-        let max_value = usize::try_from(kv.quota.max_value_kb.saturating_mul(1024)).unwrap_or(usize::MAX);
-        if value.len() > max_value {
-            return Err(KvError::TooLarge(format!(
-                "value of {} bytes is larger than kv.max_value_kb = {}",
-                value.len(),
-                kv.quota.max_value_kb
-            )));
-        }
+        check_size(&value, kv)?;
         let ttl = ttl_ms.map(Duration::from_millis);
         kv.store.kv_set(&kv.service, &key, &value, ttl, &kv.quota).await.map_err(failure)
     }
@@ -93,6 +100,43 @@ impl Host for HostState {
         };
         let limit = limit.min(kv.quota.list_limit);
         kv.store.kv_list(&kv.service, &prefix, limit).await.map_err(failure)
+    }
+
+    async fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<Vec<u8>>,
+        new: Option<Vec<u8>>,
+        ttl_ms: Option<u64>,
+    ) -> Result<bool, KvError> {
+        let kv = self.kv_for(&key)?;
+        if let Some(value) = &new {
+            check_size(value, kv)?;
+        }
+        let swap = KvSwap {
+            key: &key,
+            expected: expected.as_deref(),
+            new: new.as_deref(),
+            ttl: ttl_ms.map(Duration::from_millis),
+        };
+        kv.store.kv_compare_and_swap(&kv.service, &swap, &kv.quota).await.map_err(failure)
+    }
+
+    async fn get_many(&mut self, keys: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, KvError> {
+        if keys.len() > MAX_GET_MANY {
+            return Err(KvError::TooLarge(format!("get-many of {} keys; at most {MAX_GET_MANY} per call", keys.len())));
+        }
+        let mut scope = None;
+        for key in &keys {
+            scope = Some(self.kv_for(key)?);
+        }
+        let Some(kv) = scope else {
+            return match self.kv {
+                Some(_) => Ok(Vec::new()),
+                None => Err(KvError::Unavailable("kv is not available to this component".into())),
+            };
+        };
+        kv.store.kv_get_many(&kv.service, &keys).await.map_err(failure)
     }
 }
 

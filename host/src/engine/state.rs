@@ -7,7 +7,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::engine::output::CallLog;
-use crate::vocab::{Fields, KvQuota, KvStore};
+use crate::vocab::{Fields, KvQuota, KvStore, StreamReader};
 
 /// A service's view of the kv store.
 #[derive(Clone)]
@@ -20,6 +20,10 @@ pub struct KvScope {
     pub service: Arc<str>,
     /// The service's quotas.
     pub quota: KvQuota,
+    /// The broker's streams, read through the `streams` import by components granted
+    /// `{streams: [...]}` (each call checks the service against the grant). `None`: no
+    /// broker to read (`cannon-host torch` on a shell without a broker).
+    pub streams: Option<Arc<dyn StreamReader>>,
 }
 
 /// Store data of one call.
@@ -44,6 +48,8 @@ pub struct HostState {
     pub(crate) kv: Option<KvScope>,
     /// The calling service: kv keys are relative to it.
     pub(crate) service: Arc<str>,
+    /// The `streams` import: the services this component may read and the broker.
+    pub(crate) streams: crate::engine::streams::CallStreams,
     /// Set by the epoch callback when the wall-clock deadline passed.
     pub(crate) deadline_hit: bool,
     /// Outbound HTTP of this call: the component's grant and the requests sent so far.

@@ -70,6 +70,17 @@ pub struct Observe {
 
 static OBSERVE: LazyLock<Observe> = LazyLock::new(Observe::new);
 
+/// `CANNON_METRICS=off` in the environment turns counting off in the hot paths (calls and
+/// messages are not counted, timed or kept for the dashboard), so the cost of the metrics can
+/// be measured against a process without them (docs/performance.md). Read once.
+static COUNTING: LazyLock<bool> =
+    LazyLock::new(|| !std::env::var("CANNON_METRICS").is_ok_and(|v| v.eq_ignore_ascii_case("off")));
+
+/// Whether the hot paths count (see `CANNON_METRICS=off`).
+pub fn counting() -> bool {
+    *COUNTING
+}
+
 /// The registry every metric is in.
 pub fn registry() -> &'static Registry {
     &OBSERVE.registry
@@ -207,36 +218,39 @@ pub fn service(name: &str) -> Arc<ServiceMetrics> {
     created
 }
 
-/// Counts a message in flight until dropped.
+/// Counts a message in flight until dropped (nothing when counting is off).
 pub struct InFlight<'a> {
-    service: &'a ServiceMetrics,
-    started: Instant,
+    counted: Option<(&'a ServiceMetrics, Instant)>,
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.service.in_flight.dec();
+        if let Some((service, _)) = self.counted {
+            service.in_flight.dec();
+        }
     }
 }
 
 impl InFlight<'_> {
     /// The message finished and its `taskbacks` go to the writer.
     pub fn done(self, taskbacks: usize) {
-        self.service.ok.inc();
-        self.service.taskbacks.inc_by(taskbacks as u64);
-        self.service.duration.observe(self.started.elapsed().as_secs_f64());
+        let Some((service, started)) = self.counted else { return };
+        service.ok.inc();
+        service.taskbacks.inc_by(taskbacks as u64);
+        service.duration.observe(started.elapsed().as_secs_f64());
     }
 
     /// The message goes to the dead letters.
     pub fn dead(self, id: &str, error: &str, attempts: u32, at_ms: u64) {
-        self.service.dead.inc();
-        self.service.duration.observe(self.started.elapsed().as_secs_f64());
+        let Some((service, started)) = self.counted else { return };
+        service.dead.inc();
+        service.duration.observe(started.elapsed().as_secs_f64());
         let mut end = error.len().min(ERROR_TEXT_MAX);
         while !error.is_char_boundary(end) {
             end -= 1;
         }
         let error = error[..end].to_owned();
-        let mut errors = lock(&self.service.errors);
+        let mut errors = lock(&service.errors);
         if errors.len() >= RECENT_ERRORS {
             errors.pop_front();
         }
@@ -247,13 +261,18 @@ impl InFlight<'_> {
 impl ServiceMetrics {
     /// A message starts running.
     pub fn start(&self) -> InFlight<'_> {
+        if !counting() {
+            return InFlight { counted: None };
+        }
         self.in_flight.inc();
-        InFlight { service: self, started: Instant::now() }
+        InFlight { counted: Some((self, Instant::now())) }
     }
 
     /// An attempt failed and will be retried.
     pub fn retried(&self) {
-        self.retried.inc();
+        if counting() {
+            self.retried.inc();
+        }
     }
 }
 

@@ -28,6 +28,8 @@ pub enum Lang {
     Python,
     /// JavaScript.
     Js,
+    /// C.
+    C,
 }
 
 impl Kind {
@@ -45,6 +47,7 @@ impl Lang {
             Lang::Rust => "rust",
             Lang::Python => "python",
             Lang::Js => "js",
+            Lang::C => "c",
         }
     }
 }
@@ -81,6 +84,8 @@ fn files(kind: Kind, lang: Lang, name: &str) -> Vec<(&'static str, String, bool)
         (Lang::Python, Kind::Shell) => include_str!("templates/python-shell.py"),
         (Lang::Js, Kind::Task) => include_str!("templates/js-task.js"),
         (Lang::Js, Kind::Shell) => include_str!("templates/js-shell.js"),
+        (Lang::C, Kind::Task) => include_str!("templates/c-task.c"),
+        (Lang::C, Kind::Shell) => include_str!("templates/c-shell.c"),
     };
     let (source_path, build, build_notes) = match lang {
         Lang::Rust => (
@@ -93,6 +98,12 @@ fn files(kind: Kind, lang: Lang, name: &str) -> Vec<(&'static str, String, bool)
             ("app.py", include_str!("templates/python-build.sh"), "Needs Python 3; componentize-py comes from PyPI.")
         }
         Lang::Js => ("app.js", include_str!("templates/js-build.sh"), "Needs Node.js; componentize-js comes from npm."),
+        Lang::C => (
+            "app.c",
+            include_str!("templates/c-build.sh"),
+            "Needs Python 3 (zig and wasm-tools come from PyPI) and cargo (wit-bindgen and the WASI \
+             adapter come from crates.io); no C toolchain of the system is used.",
+        ),
     };
     let (compose, send, answer) = match kind {
         Kind::Task => (
@@ -129,12 +140,12 @@ fn files(kind: Kind, lang: Lang, name: &str) -> Vec<(&'static str, String, bool)
         ("build.sh", fill(build), true),
         ("README.md", fill(README), false),
         ("message.json", message.to_owned(), false),
-        (".gitignore", "/target\n/.venv\n/node_modules\n*.wasm\n".to_owned(), false),
+        (".gitignore", "/target\n/.venv\n/.cache\n/node_modules\n*.wasm\n".to_owned(), false),
     ];
     match lang {
         Lang::Rust => out.push(("Cargo.toml", fill(include_str!("templates/rust-Cargo.toml")), false)),
         Lang::Js => out.push(("package.json", fill(include_str!("templates/js-package.json")), false)),
-        Lang::Python => {}
+        Lang::Python | Lang::C => {}
     }
     out
 }
@@ -180,7 +191,7 @@ mod tests {
     #[test]
     fn every_placeholder_is_filled() {
         for kind in [Kind::Task, Kind::Shell] {
-            for lang in [Lang::Rust, Lang::Python, Lang::Js] {
+            for lang in [Lang::Rust, Lang::Python, Lang::Js, Lang::C] {
                 for (path, contents, _) in files(kind, lang, "my-greeter") {
                     assert!(!contents.contains("{{"), "{path} of {kind:?}/{lang:?} keeps a placeholder");
                 }

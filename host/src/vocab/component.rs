@@ -28,6 +28,9 @@ pub struct ComponentSpec {
     /// `allow: [{http: [...]}]`: whom it may reach over HTTP (`wasi:http/outgoing-handler`);
     /// `None` refuses a component that imports it.
     pub http: Option<HttpGrant>,
+    /// `allow: [{streams: [SERVICE...]}]`: the services whose `data` and `taskback` streams
+    /// it may read (the `streams` import); empty refuses a component that imports it.
+    pub streams: Vec<String>,
     /// `secrets: {NAME: ${ENV}}`: answered by this component's `config.get(NAME)` only, and
     /// masked in its log lines and errors.
     pub secrets: IndexMap<String, Secret>,

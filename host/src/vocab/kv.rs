@@ -48,4 +48,26 @@ pub trait KvStore: Send + Sync + 'static {
     async fn kv_increment(&self, service: &str, key: &str, delta: i64, quota: &KvQuota) -> Result<i64, KvFailure>;
     /// Up to `limit` keys starting with `prefix`.
     async fn kv_list(&self, service: &str, prefix: &str, limit: u32) -> Result<Vec<String>, KvFailure>;
+    /// In one atomic step: when the value of `key` equals `expected` (`None`: absent),
+    /// stores `new` (`None`: deletes the key) with `ttl` (as [`KvStore::kv_set`]), within
+    /// `quota`; whether it did. A mismatch changes nothing and is `Ok(false)`.
+    async fn kv_compare_and_swap(&self, service: &str, swap: &KvSwap<'_>, quota: &KvQuota) -> Result<bool, KvFailure>;
+    /// The values of `keys` in order, `None` for a missing or expired key.
+    async fn kv_get_many(&self, service: &str, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvFailure>;
 }
+
+/// One compare-and-swap: the key, the value it must hold, the value it gets.
+#[derive(Debug, Clone, Copy)]
+pub struct KvSwap<'a> {
+    /// The key, relative to the service.
+    pub key: &'a str,
+    /// The value the key must hold for the swap to happen; `None`: the key must be absent.
+    pub expected: Option<&'a [u8]>,
+    /// The value stored on success; `None` deletes the key.
+    pub new: Option<&'a [u8]>,
+    /// Expiry of the new value, as for `set`; ignored when deleting.
+    pub ttl: Option<Duration>,
+}
+
+/// Most keys one `get-many` call may read.
+pub const MAX_GET_MANY: usize = 256;

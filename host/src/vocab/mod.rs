@@ -14,6 +14,8 @@
 //! - `http.rs`: [`HttpGrant`], a component's outbound HTTP allow-list, and its matching.
 //! - `secret.rs`: [`Secret`], a compose-file value never printed (`secrets:`, `auth:`).
 //! - `kv.rs`: the [`KvStore`] trait behind the `kv` import, which both brokers implement.
+//! - `streams.rs`: the [`StreamReader`] trait behind the `streams` import (bounded reads of
+//!   a service's stream), which both brokers implement.
 
 pub mod component;
 pub mod fields;
@@ -22,6 +24,7 @@ pub mod kv;
 pub mod limits;
 pub mod secret;
 pub mod stream;
+pub mod streams;
 
 pub use component::{Capability, ComponentSpec, Kwargs};
 pub use fields::Fields;
@@ -30,3 +33,4 @@ pub use kv::{KvFailure, KvStore};
 pub use limits::{KvQuota, Limits};
 pub use secret::Secret;
 pub use stream::StreamKind;
+pub use streams::{RangeFailure, RangePage, RangeQuery, RangeRequest, StreamId, StreamReader};

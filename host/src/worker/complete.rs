@@ -58,7 +58,11 @@ impl Writer {
             }
             let mut failures = 0;
             loop {
-                let Err(err) = self.write(&completions, &dead, failures).await else { break };
+                let writing = Instant::now();
+                let Err(err) = self.write(&completions, &dead, failures).await else {
+                    super::stages::STAGES.write(writing.elapsed(), completions.len() + dead.len());
+                    break;
+                };
                 failures += 1;
                 if err.is_permanent() || (failures > 1 && self.broker_answers().await) {
                     // Something in the batch is refused, not the broker away: find it.

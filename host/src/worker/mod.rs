@@ -33,6 +33,7 @@
 //! - `host_fault.rs`: waiting out host faults (fds, memory maps), which spend no attempt.
 //! - `order.rs`: `workers.order_by`, one message at a time per value of a field.
 //! - `rate.rs`: `rate_limit:`, counted in the broker before a message runs.
+//! - `stages.rs`: time spent reading, merging and writing, for `cannon-host bench`.
 
 mod complete;
 mod host_fault;
@@ -41,6 +42,7 @@ mod order;
 mod rate;
 mod reader;
 mod recovery;
+pub mod stages;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};

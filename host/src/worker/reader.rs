@@ -72,7 +72,10 @@ impl Fetcher {
                 return Ok(found);
             }
         }
-        self.broker.read(&self.service, &self.consumer, room, self.block).await
+        let started = Instant::now();
+        let read = self.broker.read(&self.service, &self.consumer, room, self.block).await?;
+        super::stages::STAGES.read(started.elapsed(), read.len());
+        Ok(read)
     }
 }
 

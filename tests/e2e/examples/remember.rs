@@ -122,3 +122,45 @@ fn torch_shares_the_service_kv_with_redis() {
 fn torch_shares_the_service_kv_embedded() {
     torch_shares_the_service_kv(Backend::embedded);
 }
+
+/// A fact and its author's score are stored both or neither: with room for three keys, a
+/// second user's fact (which needs a fact key and a score key) is refused as a whole, and
+/// "storage is full" never answers something that was stored.
+fn remember_stores_fact_and_score_together(backend: impl FnOnce(&Project) -> Backend) {
+    component("remember");
+    let project = example(
+        "remember",
+        &[
+            ("    collector: { kind: stdin, conf: { kwargs: { server: local } } }\n", ""),
+            ("kv: { max_keys: 10000,", "kv: { max_keys: 3,"),
+        ],
+    );
+    let backend = &backend(&project);
+    let mut host = start(backend, &project);
+    let say_ = |user: &str, text: &str| reply(backend, &project, "remember", user, text);
+    assert_eq!(say_("u", ".remember a is 1"), "ok, I'll remember that a is 1");
+    // v's score would be the third key, v's fact the fourth: neither is kept.
+    let full = say_("v", ".remember b is 2");
+    assert!(full.contains("storage is full") && full.contains("max_keys"), "{full}");
+    assert!(say_("u", ".recall b").starts_with("I don't remember anything about b"));
+    assert_eq!(say_("u", ".leaderboard"), "leaderboard:\n1. u: 1 thing");
+    // Replacing a fact needs no new key for it: v's score takes the third, both are stored.
+    assert_eq!(say_("v", ".remember --force a is 2"), "ok, a is now 2 (it was 1)");
+    assert_eq!(say_("u", ".leaderboard"), "leaderboard:\n1. u: 1 thing\n2. v: 1 thing");
+    // Now even a score has no room: w's line is refused and nothing of it is stored.
+    let full = say_("w", ".remember --force a is 3");
+    assert!(full.contains("storage is full"), "{full}");
+    assert_eq!(say_("u", ".recall a"), "a is 2 (said v)");
+    assert_eq!(say_("u", ".leaderboard"), "leaderboard:\n1. u: 1 thing\n2. v: 1 thing");
+    assert!(host.terminate().success(), "{}", host.log_text());
+}
+
+#[test]
+fn remember_stores_fact_and_score_together_with_redis() {
+    remember_stores_fact_and_score_together(|_| Backend::Redis(RedisServer::start()));
+}
+
+#[test]
+fn remember_stores_fact_and_score_together_embedded() {
+    remember_stores_fact_and_score_together(Backend::embedded);
+}

@@ -13,12 +13,18 @@
 //! ## Layout
 //! - [`parse`]: the command line into a [`parse::Want`].
 //! - [`book`]: requests, results and their kv records.
+//! - [`notices`]: notices as direct taskbacks asking for receipts, and the channel
+//!   fallback when a receipt says one could not be delivered.
 //! - here: [`want`], [`list`], [`cancel`], [`tick`], and the [`Notice`]s they produce.
+//!
+//! Every change is one compare-and-swap of one kv key (an activity's [`book::Book`]), so
+//! the service runs at any `workers.concurrency` and with several worker processes.
 
 pub mod book;
+pub mod notices;
 pub mod parse;
 
-use book::{Book, Outcome, Request, Status};
+use book::{book_key, server_prefix, Book, Books, Outcome, Request, Status, BOOK_PREFIX};
 use cannon_guest::CmdError;
 use example_shared::{time, Store};
 use parse::Want;
@@ -44,6 +50,11 @@ pub struct Notice {
     /// The window, as a person reads it.
     pub when: String,
     pub status: Status,
+    /// Where the user asked (empty: nowhere known): the notice goes there when it cannot
+    /// be delivered directly.
+    pub channel: String,
+    /// The user's chat server.
+    pub server: String,
 }
 
 impl Notice {
@@ -124,18 +135,38 @@ pub fn enough_overlap(a: (u64, u64), b: (u64, u64)) -> bool {
     got > 0 && got >= MIN_OVERLAP.min(shorter)
 }
 
-/// A new request: matches it with a compatible result, or opens a PENDING one.
-pub fn want(store: &impl Store, user: &str, server: &str, want: Want, now: u64) -> Result<Answer, CmdError> {
-    let book = Book::new(store);
-    let mine: Vec<Request> = book.requests()?.into_iter().filter(|r| r.user == user && r.server == server).collect();
-    let mut best: Option<(Outcome, Vec<Request>)> = None;
-    for res in book.outcomes()? {
-        if res.status == Status::Expired || res.server != server || res.activity != want.activity {
-            continue;
-        }
-        if let Some(dup) =
-            mine.iter().find(|r| r.result == res.id && overlap((r.start, r.end), (want.start, want.end)) > 0)
-        {
+/// Where a request comes from: the user, the chat server and the channel.
+#[derive(Debug, Clone, Copy)]
+pub struct Asker<'a> {
+    pub user: &'a str,
+    pub server: &'a str,
+    /// The message's `channel` (empty when it has none).
+    pub channel: &'a str,
+}
+
+/// A new request: matches it with a compatible result, or opens a PENDING one. The whole
+/// change to the activity's book is one compare-and-swap, so requests handled at the same
+/// time by several workers each see the others' effects: none is lost, none matched twice.
+pub fn want(store: &impl Store, from: Asker<'_>, want: Want, now: u64) -> Result<Answer, CmdError> {
+    let books = Books::new(store);
+    let Asker { user, server, channel } = from;
+    // The per-user bound counts the server's other books as they are now (a snapshot: a
+    // user's own simultaneous requests for different activities may pass it together).
+    let key = book_key(server, &want.activity);
+    let open = books
+        .books(&server_prefix(server))?
+        .into_iter()
+        .filter(|(k, _)| *k != key)
+        .flat_map(|(_, b)| b.requests)
+        .filter(|r| r.user == user && r.end > now)
+        .count();
+    let mut id = None;
+    books.update(&key, |book| {
+        let mine: Vec<&Request> = book.requests.iter().filter(|r| r.user == user).collect();
+        if let Some(dup) = mine.iter().find(|r| {
+            book.outcome(r.result).is_some_and(|res| res.status != Status::Expired)
+                && overlap((r.start, r.end), (want.start, want.end)) > 0
+        }) {
             return Err(CmdError::usage(format!(
                 "you already asked for {} at {} (request #{}); `iwant cancel {}` first to change it",
                 dup.activity,
@@ -144,107 +175,126 @@ pub fn want(store: &impl Store, user: &str, server: &str, want: Want, now: u64) 
                 dup.id
             )));
         }
-        let members = book.members(&res)?;
-        if !joinable(&res, &members, user, server, &want, now) {
-            continue;
+        let open = open + mine.iter().filter(|r| r.end > now).count();
+        if open >= MAX_OPEN_PER_USER {
+            return Err(CmdError::usage(format!(
+                "you have {open} requests open (at most {MAX_OPEN_PER_USER}); `iwant cancel ID` one first"
+            )));
         }
-        // Prefer joining a group, then the larger overlap, then the older result.
-        let rank = |r: &Outcome| (r.status == Status::Matched, overlap((r.start, r.end), (want.start, want.end)));
-        if best.as_ref().is_none_or(|(b, _)| rank(&res) > rank(b)) {
-            best = Some((res, members));
+        let mut best: Option<(&Outcome, Vec<Request>)> = None;
+        for res in &book.outcomes {
+            let members = book.members(res);
+            if !joinable(res, &members, user, server, &want, now) {
+                continue;
+            }
+            // Prefer joining a group, then the larger overlap, then the older result.
+            let rank = |r: &Outcome| (r.status == Status::Matched, overlap((r.start, r.end), (want.start, want.end)));
+            if best.as_ref().is_none_or(|(b, _)| rank(res) > rank(b)) {
+                best = Some((res, members));
+            }
         }
-    }
-    let open = mine.iter().filter(|r| r.end > now).count();
-    if open >= MAX_OPEN_PER_USER {
-        return Err(CmdError::usage(format!(
-            "you have {open} requests open (at most {MAX_OPEN_PER_USER}); `iwant cancel ID` one first"
-        )));
-    }
-    let id = book.next_id()?;
-    let mut req = Request {
-        id,
-        user: user.to_owned(),
-        server: server.to_owned(),
-        activity: want.activity.clone(),
-        start: want.start,
-        end: want.end,
-        deadline: want.deadline,
-        result: id,
-    };
-    let Some((mut res, mut members)) = best else {
-        let res = Outcome {
+        let best = best.map(|(res, members)| (res.clone(), members));
+        // One id per command, however often the change is tried again.
+        let id = match id {
+            Some(id) => id,
+            None => *id.insert(books.next_id()?),
+        };
+        let mut req = Request {
             id,
-            status: Status::Pending,
+            user: user.to_owned(),
             server: server.to_owned(),
             activity: want.activity.clone(),
             start: want.start,
             end: want.end,
             deadline: want.deadline,
-            members: vec![id],
+            result: id,
+            channel: channel.to_owned(),
         };
-        book.save_request(&req)?;
-        book.save_outcome(&res)?;
-        return Ok(Answer {
+        let Some((mut res, mut members)) = best else {
+            book.put_request(req);
+            book.put_outcome(Outcome {
+                id,
+                status: Status::Pending,
+                server: server.to_owned(),
+                activity: want.activity.clone(),
+                start: want.start,
+                end: want.end,
+                deadline: want.deadline,
+                members: vec![id],
+            });
+            return Ok(Answer {
+                reply: format!(
+                    "request #{id}: looking for company for {} at {} until {} (PENDING)",
+                    want.activity,
+                    time::window(want.start, want.end, now),
+                    time::when(want.deadline, now)
+                ),
+                notices: Vec::new(),
+            });
+        };
+        req.result = res.id;
+        let kind = if res.status == Status::Matched { "joined" } else { "matched" };
+        res.status = Status::Matched;
+        res.members.push(id);
+        members.push(req.clone());
+        narrow(&mut res, &members);
+        book.put_request(req);
+        book.put_outcome(res.clone());
+        let when = time::window(res.start, res.end, now);
+        let everyone: Vec<&str> = members.iter().map(|m| m.user.as_str()).collect();
+        let others = |me: &str| -> Vec<&str> { everyone.iter().copied().filter(|u| *u != me).collect() };
+        let notices = members
+            .iter()
+            .filter(|m| m.user != user)
+            .map(|m| {
+                let with = others(&m.user);
+                let news = if kind == "joined" { format!(" ({user} joined)") } else { String::new() };
+                Notice {
+                    to: m.user.clone(),
+                    text: format!(
+                        "@{}: match #{}: {} with {} at {when}{news}",
+                        m.user,
+                        res.id,
+                        res.activity,
+                        names(&with)
+                    ),
+                    kind,
+                    outcome: res.id,
+                    activity: res.activity.clone(),
+                    with: with.join(","),
+                    when: when.clone(),
+                    status: Status::Matched,
+                    channel: m.channel.clone(),
+                    server: m.server.clone(),
+                }
+            })
+            .collect();
+        Ok(Answer {
             reply: format!(
-                "request #{id}: looking for company for {} at {} until {} (PENDING)",
-                want.activity,
-                time::window(want.start, want.end, now),
-                time::when(want.deadline, now)
+                "request #{id}: match #{}: {} with {} at {when} (MATCHED)",
+                res.id,
+                res.activity,
+                names(&others(user))
             ),
-            notices: Vec::new(),
-        });
-    };
-    req.result = res.id;
-    let kind = if res.status == Status::Matched { "joined" } else { "matched" };
-    res.status = Status::Matched;
-    res.members.push(id);
-    members.push(req.clone());
-    narrow(&mut res, &members);
-    book.save_request(&req)?;
-    book.save_outcome(&res)?;
-    let when = time::window(res.start, res.end, now);
-    let everyone: Vec<&str> = members.iter().map(|m| m.user.as_str()).collect();
-    let others = |me: &str| -> Vec<&str> { everyone.iter().copied().filter(|u| *u != me).collect() };
-    let notices = members
-        .iter()
-        .filter(|m| m.user != user)
-        .map(|m| {
-            let with = others(&m.user);
-            let news = if kind == "joined" { format!(" ({user} joined)") } else { String::new() };
-            Notice {
-                to: m.user.clone(),
-                text: format!("@{}: match #{}: {} with {} at {when}{news}", m.user, res.id, res.activity, names(&with)),
-                kind,
-                outcome: res.id,
-                activity: res.activity.clone(),
-                with: with.join(","),
-                when: when.clone(),
-                status: Status::Matched,
-            }
+            notices,
         })
-        .collect();
-    Ok(Answer {
-        reply: format!(
-            "request #{id}: match #{}: {} with {} at {when} (MATCHED)",
-            res.id,
-            res.activity,
-            names(&others(user))
-        ),
-        notices,
     })
 }
 
 /// `iwant list`: the sender's requests, and what others on the server are looking for.
 pub fn list(store: &impl Store, user: &str, server: &str, now: u64) -> Result<String, CmdError> {
-    let book = Book::new(store);
-    let requests: Vec<Request> = book.requests()?.into_iter().filter(|r| r.server == server).collect();
+    let books = Books::new(store).books(&server_prefix(server))?;
+    let mut requests: Vec<(&Request, &Outcome, &Book)> = books
+        .iter()
+        .flat_map(|(_, book)| book.requests.iter().filter_map(move |r| Some((r, book.outcome(r.result)?, book))))
+        .collect();
+    requests.sort_by_key(|(r, _, _)| r.id);
     let mut lines = Vec::new();
     let mut others = Vec::new();
-    for req in &requests {
-        let Some(res) = book.outcome(req.result)? else { continue };
+    for (req, res, book) in requests {
         if req.user == user {
-            let with: Vec<&str> =
-                requests.iter().filter(|r| r.result == res.id && r.user != user).map(|r| r.user.as_str()).collect();
+            let members = book.members(res);
+            let with: Vec<&str> = members.iter().filter(|r| r.user != user).map(|r| r.user.as_str()).collect();
             let state = match res.status {
                 Status::Pending => format!("PENDING until {}", time::when(req.deadline, now)),
                 Status::Matched => {
@@ -281,58 +331,74 @@ pub fn list(store: &impl Store, user: &str, server: &str, now: u64) -> Result<St
 }
 
 /// `iwant cancel ID|ACTIVITY|all`: withdraws the sender's matching requests; the other
-/// members of a match are told, and a match left with one member is PENDING again.
+/// members of a match are told, and a match left with one member is PENDING again. Each
+/// book is changed in one compare-and-swap.
 pub fn cancel(store: &impl Store, user: &str, server: &str, what: &str, now: u64) -> Result<Answer, CmdError> {
-    let book = Book::new(store);
+    let books = Books::new(store);
     let id: Option<u64> = what.trim_start_matches('#').parse().ok();
     let what = what.to_lowercase();
-    let chosen: Vec<Request> = book
-        .requests()?
+    let chosen = |r: &Request| r.user == user && (what == "all" || Some(r.id) == id || r.activity == what);
+    let keys: Vec<String> = books
+        .books(&server_prefix(server))?
         .into_iter()
-        .filter(|r| r.user == user && r.server == server)
-        .filter(|r| what == "all" || Some(r.id) == id || r.activity == what)
+        .filter(|(_, book)| book.requests.iter().any(chosen))
+        .map(|(key, _)| key)
         .collect();
-    if chosen.is_empty() {
-        return Err(CmdError::usage(format!("you have no request {what:?}; `iwant list` shows yours")));
-    }
     let mut answer = Answer::default();
     let mut done = Vec::new();
-    for req in chosen {
-        book.delete_request(req.id)?;
-        done.push(format!("#{} {}", req.id, req.activity));
-        let Some(mut res) = book.outcome(req.result)? else { continue };
-        res.members.retain(|m| *m != req.id);
-        let members = book.members(&res)?;
-        if members.is_empty() {
-            book.delete_outcome(res.id)?;
-            continue;
-        }
-        narrow(&mut res, &members);
-        if members.len() == 1 && res.status == Status::Matched {
-            res.status = Status::Pending;
-            res.deadline = members[0].deadline;
-        }
-        book.save_outcome(&res)?;
-        let when = time::window(res.start, res.end, now);
-        let everyone: Vec<&str> = members.iter().map(|m| m.user.as_str()).collect();
-        for m in &members {
-            let with: Vec<&str> = everyone.iter().copied().filter(|u| *u != m.user).collect();
-            let next = match res.status {
-                Status::Matched => format!("still on with {} at {when}", names(&with)),
-                _ => format!("looking for company again until {}", time::when(res.deadline, now)),
-            };
-            answer.notices.push(Notice {
-                to: m.user.clone(),
-                text: format!("@{}: {user} left {} (match #{}); {next}", m.user, res.activity, res.id),
-                kind: "left",
-                outcome: res.id,
-                activity: res.activity.clone(),
-                with: with.join(","),
-                when: when.clone(),
-                status: res.status,
-            });
-        }
+    for key in keys {
+        let (cancelled, notices) = books.update(&key, |book| {
+            let mut cancelled = Vec::new();
+            let mut notices = Vec::new();
+            let gone: Vec<Request> = book.requests.iter().filter(|r| chosen(r)).cloned().collect();
+            for req in gone {
+                book.requests.retain(|r| r.id != req.id);
+                cancelled.push((req.id, format!("#{} {}", req.id, req.activity)));
+                let Some(mut res) = book.outcome(req.result).cloned() else { continue };
+                res.members.retain(|m| *m != req.id);
+                let members = book.members(&res);
+                if members.is_empty() {
+                    book.outcomes.retain(|o| o.id != res.id);
+                    continue;
+                }
+                narrow(&mut res, &members);
+                if members.len() == 1 && res.status == Status::Matched {
+                    res.status = Status::Pending;
+                    res.deadline = members[0].deadline;
+                }
+                book.put_outcome(res.clone());
+                let when = time::window(res.start, res.end, now);
+                let everyone: Vec<&str> = members.iter().map(|m| m.user.as_str()).collect();
+                for m in &members {
+                    let with: Vec<&str> = everyone.iter().copied().filter(|u| *u != m.user).collect();
+                    let next = match res.status {
+                        Status::Matched => format!("still on with {} at {when}", names(&with)),
+                        _ => format!("looking for company again until {}", time::when(res.deadline, now)),
+                    };
+                    notices.push(Notice {
+                        to: m.user.clone(),
+                        text: format!("@{}: {user} left {} (match #{}); {next}", m.user, res.activity, res.id),
+                        kind: "left",
+                        outcome: res.id,
+                        activity: res.activity.clone(),
+                        with: with.join(","),
+                        when: when.clone(),
+                        status: res.status,
+                        channel: m.channel.clone(),
+                        server: m.server.clone(),
+                    });
+                }
+            }
+            Ok((cancelled, notices))
+        })?;
+        done.extend(cancelled);
+        answer.notices.extend(notices);
     }
+    if done.is_empty() {
+        return Err(CmdError::usage(format!("you have no request {what:?}; `iwant list` shows yours")));
+    }
+    done.sort();
+    let done: Vec<String> = done.into_iter().map(|(_, text)| text).collect();
     answer.reply = format!("cancelled {}", done.join(", "));
     Ok(answer)
 }
@@ -347,44 +413,58 @@ pub struct Tock {
 }
 
 /// The clock: PENDING results past their deadline become EXPIRED (the user is told);
-/// results whose window is over are forgotten with their requests.
+/// results whose window is over are forgotten with their requests. Each book is changed
+/// in one compare-and-swap.
 pub fn tick(store: &impl Store, now: u64) -> Result<Tock, CmdError> {
-    let book = Book::new(store);
+    let books = Books::new(store);
     let mut tock = Tock::default();
-    for mut res in book.outcomes()? {
-        if res.end <= now {
-            for id in &res.members {
-                book.delete_request(*id)?;
+    for (key, book) in books.books(BOOK_PREFIX)? {
+        let due = book.outcomes.iter().any(|r| r.end <= now || (r.status == Status::Pending && r.deadline <= now));
+        if !due {
+            continue;
+        }
+        let one = books.update(&key, |book| {
+            let mut tock = Tock::default();
+            for mut res in book.outcomes.clone() {
+                if res.end <= now {
+                    book.requests.retain(|r| !res.members.contains(&r.id));
+                    book.outcomes.retain(|o| o.id != res.id);
+                    tock.forgotten += 1;
+                    continue;
+                }
+                if res.status != Status::Pending || res.deadline > now {
+                    continue;
+                }
+                res.status = Status::Expired;
+                book.put_outcome(res.clone());
+                tock.expired += 1;
+                let when = time::window(res.start, res.end, now);
+                for m in book.members(&res) {
+                    tock.notices.push(Notice {
+                        to: m.user.clone(),
+                        text: format!(
+                            "@{}: nobody joined you for {} at {when} by {}; request #{} EXPIRED",
+                            m.user,
+                            res.activity,
+                            time::when(res.deadline, now),
+                            m.id
+                        ),
+                        kind: "expired",
+                        outcome: res.id,
+                        activity: res.activity.clone(),
+                        with: String::new(),
+                        when: when.clone(),
+                        status: Status::Expired,
+                        channel: m.channel.clone(),
+                        server: m.server.clone(),
+                    });
+                }
             }
-            book.delete_outcome(res.id)?;
-            tock.forgotten += 1;
-            continue;
-        }
-        if res.status != Status::Pending || res.deadline > now {
-            continue;
-        }
-        res.status = Status::Expired;
-        book.save_outcome(&res)?;
-        tock.expired += 1;
-        let when = time::window(res.start, res.end, now);
-        for m in book.members(&res)? {
-            tock.notices.push(Notice {
-                to: m.user.clone(),
-                text: format!(
-                    "@{}: nobody joined you for {} at {when} by {}; request #{} EXPIRED",
-                    m.user,
-                    res.activity,
-                    time::when(res.deadline, now),
-                    m.id
-                ),
-                kind: "expired",
-                outcome: res.id,
-                activity: res.activity.clone(),
-                with: String::new(),
-                when: when.clone(),
-                status: Status::Expired,
-            });
-        }
+            Ok(tock)
+        })?;
+        tock.notices.extend(one.notices);
+        tock.expired += one.expired;
+        tock.forgotten += one.forgotten;
     }
     Ok(tock)
 }

@@ -1,6 +1,6 @@
 use super::*;
 use example_shared::time::{DAY, HOUR, MINUTE};
-use example_shared::MemStore;
+use example_shared::{MemStore, RacingStore};
 
 /// 2024-05-17 09:00:00 UTC.
 const NOW: u64 = 1_715_936_400;
@@ -8,15 +8,15 @@ const NOW: u64 = 1_715_936_400;
 fn ask(store: &MemStore, user: &str, text: &str, now: u64) -> Result<Answer, CmdError> {
     let words: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
     let w = parse::parse_want(&words, now).map_err(CmdError::usage)?;
-    want(store, user, "srv", w, now)
+    want(store, Asker { user, server: "srv", channel: "#c" }, w, now)
 }
 
 fn status(store: &MemStore, id: u64) -> Status {
-    Book::new(store).outcome(id).unwrap().expect("result").status
+    Books::new(store).outcome(id).unwrap().expect("result").status
 }
 
 fn result_of(store: &MemStore, req: u64) -> u64 {
-    Book::new(store).request(req).unwrap().expect("request").result
+    Books::new(store).request(req).unwrap().expect("request").result
 }
 
 #[test]
@@ -39,7 +39,7 @@ fn two_compatible_requests_match() {
     // Both requests point to one MATCHED result.
     assert_eq!((result_of(&store, 1), result_of(&store, 2)), (1, 1));
     assert_eq!(status(&store, 1), Status::Matched);
-    assert!(Book::new(&store).outcome(2).unwrap().is_none());
+    assert!(Books::new(&store).outcome(2).unwrap().is_none());
     let fields = n.fields();
     assert!(fields.contains(&("to".to_owned(), "alice".to_owned())));
     assert!(fields.contains(&("status".to_owned(), "MATCHED".to_owned())));
@@ -53,7 +53,10 @@ fn incompatible_requests_do_not_match() {
     assert!(ask(&store, "bob", "tea at 10:00 for 30m", NOW).unwrap().reply.contains("PENDING"));
     assert!(ask(&store, "carol", "coffee at 10:30 for 30m", NOW).unwrap().reply.contains("PENDING"));
     let w = parse::parse_want(&["coffee".into(), "at".into(), "10:00".into()], NOW).unwrap();
-    assert!(want(&store, "dave", "elsewhere", w, NOW).unwrap().reply.contains("PENDING"));
+    assert!(want(&store, Asker { user: "dave", server: "elsewhere", channel: "" }, w, NOW)
+        .unwrap()
+        .reply
+        .contains("PENDING"));
     assert!(
         matches!(ask(&store, "alice", "coffee at 10:10", NOW), Err(CmdError::Usage(t)) if t.contains("already asked"))
     );
@@ -96,7 +99,7 @@ fn a_third_request_joins_the_match() {
     assert_eq!(to, ["alice", "bob"]);
     assert!(c.notices.iter().all(|n| n.kind == "joined"));
     assert_eq!(c.notices[0].text, "@alice: match #1: lunch with bob and carol at 12:30-13:00 UTC (carol joined)");
-    assert_eq!(Book::new(&store).outcome(1).unwrap().unwrap().members, [1, 2, 3]);
+    assert_eq!(Books::new(&store).outcome(1).unwrap().unwrap().members, [1, 2, 3]);
     // Once the match started, nobody joins it any more.
     let late = ask(&store, "dave", "lunch at 12:45 for 15m", NOW + 3 * HOUR + 31 * MINUTE).unwrap();
     assert!(late.reply.contains("PENDING"), "{}", late.reply);
@@ -113,7 +116,7 @@ fn cancelling_reopens_a_match_of_two() {
     assert_eq!(out.notices.len(), 1);
     assert_eq!(out.notices[0].to, "alice");
     assert!(out.notices[0].text.contains("bob left coffee"), "{}", out.notices[0].text);
-    let res = Book::new(&store).outcome(1).unwrap().unwrap();
+    let res = Books::new(&store).outcome(1).unwrap().unwrap();
     assert_eq!((res.status, res.members.clone(), res.deadline), (Status::Pending, vec![1], NOW + HOUR));
     let out = cancel(&store, "alice", "srv", "coffee", NOW).unwrap();
     assert!(out.notices.is_empty());
@@ -185,4 +188,29 @@ fn refusals_show_one_line_of_usage() {
     assert_eq!(usage_line(Some("cancel")), "iwant cancel ID|ACTIVITY|all");
     assert!(usage_line(Some("coffee")).starts_with("iwant ACTIVITY at TIME"));
     assert!(!usage_line(None).contains('\n'));
+}
+
+#[test]
+fn a_request_that_loses_a_race_sees_the_winner_and_matches_it() {
+    let store = MemStore::new();
+    // Alice's request is being handled when bob's compatible one lands first (another
+    // worker): without the compare-and-swap both would stay PENDING, a lost match.
+    let racing = RacingStore::new(&store, |inner| {
+        let b = ask(inner, "bob", "coffee at 10:00 for 30m", NOW).unwrap();
+        assert!(b.reply.ends_with("(PENDING)"), "{}", b.reply);
+    });
+    let w = parse::parse_want(&["coffee".into(), "at".into(), "10:00".into()], NOW).unwrap();
+    let a = want(&racing, Asker { user: "alice", server: "srv", channel: "" }, w, NOW).unwrap();
+    assert_eq!(a.reply, "request #1: match #2: coffee with bob at 10:00-10:30 UTC (MATCHED)");
+    assert_eq!(a.notices.len(), 1);
+    assert_eq!((result_of(&store, 1), result_of(&store, 2)), (2, 2));
+    assert_eq!(Books::new(&store).outcome(2).unwrap().unwrap().members, [2, 1]);
+    // And a third, racing with a cancel, never joins a withdrawn request.
+    let racing = RacingStore::new(&store, |inner| {
+        cancel(inner, "bob", "srv", "coffee", NOW).unwrap();
+    });
+    let w = parse::parse_want(&["coffee".into(), "at".into(), "10:00".into()], NOW).unwrap();
+    let c = want(&racing, Asker { user: "carol", server: "srv", channel: "" }, w, NOW).unwrap();
+    assert_eq!(c.reply, "request #3: match #2: coffee with alice at 10:00-10:30 UTC (MATCHED)");
+    assert_eq!(Books::new(&store).outcome(2).unwrap().unwrap().members, [1, 3]);
 }

@@ -1,11 +1,12 @@
 //! `iwant`: the matchmaking shell. `iwant coffee at 10:00 for 30m until 09:30` asks for
 //! company, `iwant list` shows requests, `iwant cancel ID|ACTIVITY|all` withdraws them.
 //! Other users are told by taskbacks `{to, text, kind, match, activity, with, when,
-//! status}`; the logic is in `iwant-core`, the clock in `iwant-clock`.
+//! status}` that ask for a receipt (`iwant-clock` posts a notice to the channel when its
+//! receipt is an error); the logic is in `iwant-core`, the clock in `iwant-clock`.
 
 use cannon_guest::{taskback, Args, Cmd, CmdError, Message, Shell};
 use example_shared::{time, GuestKv};
-use iwant_core::{parse, Answer};
+use iwant_core::{notices, parse, Answer, Asker};
 
 struct Iwant;
 
@@ -40,6 +41,7 @@ fn iwant(args: &Args, msg: &Message) -> Result<String, CmdError> {
 fn run(args: &Args, msg: &Message) -> Result<String, CmdError> {
     let user = msg.get("user").unwrap_or("someone");
     let server = msg.get("server").unwrap_or("default");
+    let channel = msg.get("channel").unwrap_or_default();
     let now = time::now();
     let answer = match args.get(0) {
         None => return Err(CmdError::usage("what do you want? e.g. iwant coffee at 10:00")),
@@ -56,16 +58,16 @@ fn run(args: &Args, msg: &Message) -> Result<String, CmdError> {
         }
         Some(_) => {
             let want = parse::parse_want(args.positionals(), now).map_err(CmdError::usage)?;
-            iwant_core::want(&GuestKv, user, server, want, now)?
+            iwant_core::want(&GuestKv, Asker { user, server, channel }, want, now)?
         }
     };
-    notify(answer)
+    notify(answer, &msg.id)
 }
 
-/// Sends the notices as taskbacks and returns the reply.
-fn notify(answer: Answer) -> Result<String, CmdError> {
-    for notice in &answer.notices {
-        taskback::send(&notice.fields()).map_err(CmdError::fail)?;
+/// Sends the notices as direct taskbacks asking for receipts and returns the reply.
+fn notify(answer: Answer, message_id: &str) -> Result<String, CmdError> {
+    for fields in notices::direct(&GuestKv, message_id, &answer.notices)? {
+        taskback::send(&fields).map_err(CmdError::fail)?;
     }
     Ok(answer.reply)
 }

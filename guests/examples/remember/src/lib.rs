@@ -12,8 +12,10 @@
 //! - `score:{server}:{user}` -> how many times `user` stored something;
 //! - `recalls:{server}:{key}` -> how many times `key` was recalled.
 //!
-//! A fact and its author's score are written both or neither: the fact first, then the
-//! score; when the score cannot be written, the fact is put back as it was.
+//! A fact and its author's score are written both or neither: the score is incremented,
+//! then the fact written with a compare-and-swap against the value read (so a fact changed
+//! meanwhile by someone else is never overwritten unseen, and `--force` is checked against
+//! what is replaced); when the fact cannot be written, the increment is taken back.
 
 use cannon_guest::{Args, Cmd, CmdError, Message, Shell};
 use example_shared::{key_part, unkey_part, GuestKv, Record, Store};
@@ -23,6 +25,8 @@ const MAX_KEY: usize = 100;
 const MAX_VALUE: usize = 1000;
 /// Most entries shown by `remembered` and `leaderboard`.
 const MAX_LISTED: u32 = 50;
+/// How often `remember` looks again when the fact changed between reading and writing it.
+const MAX_ATTEMPTS: u32 = 16;
 
 struct Remember;
 
@@ -155,35 +159,53 @@ fn remember(store: &impl Store, chat: &Chat, text: &str, force: bool) -> Result<
         return Err(CmdError::usage(format!("too long: keys up to {MAX_KEY} characters, values up to {MAX_VALUE}")));
     }
     let slot = chat.fact_key(&key);
-    let before_raw = store.get(&slot)?;
-    let before = before_raw.as_deref().and_then(|raw| Record::decode(raw).ok());
-    let old = before.as_ref().and_then(|r| r.get("value"));
-    let owner = before.as_ref().and_then(|r| r.get("by"));
-    if let (Some(old), Some(owner)) = (old, owner) {
-        if old != value && owner != chat.user && !force {
-            return Ok(format!(
-                "{owner} already told me {key} is {old}; to replace it: remember --force {key} is {value}"
-            ));
+    let record = Record::new().with("value", value).with("by", &chat.user).encode();
+    for _ in 0..MAX_ATTEMPTS {
+        let before_raw = store.get(&slot)?;
+        let before = before_raw.as_deref().and_then(|raw| Record::decode(raw).ok());
+        let old = before.as_ref().and_then(|r| r.get("value"));
+        let owner = before.as_ref().and_then(|r| r.get("by"));
+        if let (Some(old), Some(owner)) = (old, owner) {
+            if old != value && owner != chat.user && !force {
+                return Ok(format!(
+                    "{owner} already told me {key} is {old}; to replace it: remember --force {key} is {value}"
+                ));
+            }
+        }
+        // The score first: an increment can always be taken back by its opposite, whatever
+        // else happened meanwhile. Then the fact, in one compare-and-swap against what was
+        // read (so a concurrent change is never overwritten unseen). When the fact cannot be
+        // written, the score is taken back: both are stored, or neither, and "storage is
+        // full" always means nothing was stored.
+        store.increment(&chat.score_key(), 1)?;
+        match store.compare_and_swap(&slot, before_raw.as_deref(), Some(&record)) {
+            Ok(true) => {
+                return Ok(match old {
+                    Some(old) if old != value => format!("ok, {key} is now {value} (it was {old})"),
+                    _ => format!("ok, I'll remember that {key} is {value}"),
+                })
+            }
+            // Someone changed the fact since it was read: look again.
+            Ok(false) => unscore(store, chat)?,
+            Err(err) => {
+                unscore(store, chat)?;
+                return Err(err.into());
+            }
         }
     }
-    let record = Record::new().with("value", value).with("by", &chat.user);
-    store.set(&slot, &record.encode())?;
-    // The score second: when it cannot be written, the fact is put back as it was, so a
-    // "storage is full" reply always means nothing was stored.
-    if let Err(err) = store.increment(&chat.score_key(), 1) {
-        let undone = match &before_raw {
-            Some(raw) => store.set(&slot, raw),
-            None => store.delete(&slot).map(|_| ()),
-        };
-        if let Err(undo) = undone {
-            return Err(CmdError::fail(format!("{err}; and {key} could not be put back: {undo}")));
-        }
-        return Err(err.into());
+    Err(CmdError::fail(format!("{key} kept changing while it was being stored; try again")))
+}
+
+/// Takes back one point of the user's score; a score back at zero is removed (unless
+/// another point arrived meanwhile).
+fn unscore(store: &impl Store, chat: &Chat) -> Result<(), CmdError> {
+    let key = chat.score_key();
+    let undo =
+        |err: example_shared::StoreError| CmdError::fail(format!("the score {key:?} could not be taken back: {err}"));
+    if store.increment(&key, -1).map_err(undo)? == 0 {
+        store.compare_and_swap(&key, Some("0"), None).map_err(undo)?;
     }
-    Ok(match old {
-        Some(old) if old != value => format!("ok, {key} is now {value} (it was {old})"),
-        _ => format!("ok, I'll remember that {key} is {value}"),
-    })
+    Ok(())
 }
 
 /// Splits `KEY is VALUE` at the first standalone `is`.
@@ -299,7 +321,7 @@ fn count(n: usize, what: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use example_shared::MemStore;
+    use example_shared::{MemStore, RacingStore};
 
     fn chat(server: &str, user: &str) -> Chat {
         Chat { server: server.to_owned(), user: user.to_owned() }
@@ -428,5 +450,20 @@ mod tests {
         }
         assert_eq!(recall(&full, &chat("s", "v"), "a").unwrap(), "a is 1 (said u)");
         assert_eq!(leaderboard(&full, &chat("s", "v")).unwrap(), "leaderboard:\n1. u: 1 thing");
+    }
+
+    #[test]
+    fn a_fact_changed_meanwhile_is_not_overwritten_unseen() {
+        let store = MemStore::new();
+        // Between v reading "a" (absent) and writing it, u stores it.
+        let racing = RacingStore::new(&store, |inner| {
+            remember(inner, &chat("s", "u"), "a is 1", false).unwrap();
+        });
+        let answer = remember(&racing, &chat("s", "v"), "a is 2", false).unwrap();
+        assert_eq!(answer, "u already told me a is 1; to replace it: remember --force a is 2");
+        assert_eq!(recall(&store, &chat("s", "v"), "a").unwrap(), "a is 1 (said u)");
+        // v's lost attempt left no score behind.
+        assert_eq!(leaderboard(&store, &chat("s", "v")).unwrap(), "leaderboard:\n1. u: 1 thing");
+        assert_eq!(store.keys(), ["fact:s:a", "recalls:s:a", "score:s:u"]);
     }
 }

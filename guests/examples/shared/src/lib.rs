@@ -5,7 +5,8 @@
 //! small [`Store`] trait: [`GuestKv`] is the real `kv` import, [`MemStore`] a map for tests.
 //!
 //! ## Layout
-//! - [`Store`], [`StoreError`], [`GuestKv`], [`MemStore`]: key-value storage.
+//! - [`Store`], [`StoreError`], [`GuestKv`], [`MemStore`], [`get_all`]: key-value storage,
+//!   with compare-and-swap for changes that must not race.
 //! - [`Record`]: a few named text fields in one kv value (`key=value` lines, escaped).
 //! - [`key_part`]: escapes user text (a chat server, a user name) for use inside a key.
 //! - [`fnv1a64`]: the stable hash of an asset.
@@ -55,12 +56,34 @@ impl From<StoreError> for cannon_guest::CmdError {
 pub trait Store {
     fn get(&self, key: &str) -> Result<Option<String>, StoreError>;
     fn set(&self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Stores `value`, expiring after `ttl_ms` milliseconds (a test store may keep it).
+    fn set_with_ttl(&self, key: &str, value: &str, _ttl_ms: u64) -> Result<(), StoreError> {
+        self.set(key, value)
+    }
     /// Returns whether the key existed.
     fn delete(&self, key: &str) -> Result<bool, StoreError>;
     /// Adds `delta` to the integer at `key` (0 when absent); returns the new value.
     fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError>;
     /// Keys starting with `prefix`, sorted, at most `limit`.
     fn list(&self, prefix: &str, limit: u32) -> Result<Vec<String>, StoreError>;
+    /// In one atomic step: when `key` holds `expected` (`None`: absent), stores `new`
+    /// (`None`: deletes the key); whether it did.
+    fn compare_and_swap(&self, key: &str, expected: Option<&str>, new: Option<&str>) -> Result<bool, StoreError>;
+    /// The values of `keys`, in order (`None` for a missing key); at most
+    /// [`MAX_GET_MANY`] keys.
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<String>>, StoreError>;
+}
+
+/// Most keys one [`Store::get_many`] reads.
+pub const MAX_GET_MANY: usize = cannon_guest::kv::MAX_GET_MANY;
+
+/// The values of any number of keys, [`MAX_GET_MANY`] per call.
+pub fn get_all(store: &impl Store, keys: &[String]) -> Result<Vec<Option<String>>, StoreError> {
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(MAX_GET_MANY) {
+        out.extend(store.get_many(chunk)?);
+    }
+    Ok(out)
 }
 
 /// The host's `kv` import (needs `allow: [kv]` in the compose file).
@@ -83,6 +106,9 @@ impl Store for GuestKv {
     fn set(&self, key: &str, value: &str) -> Result<(), StoreError> {
         cannon_guest::kv::set_string(key, value).map_err(kv_error)
     }
+    fn set_with_ttl(&self, key: &str, value: &str, ttl_ms: u64) -> Result<(), StoreError> {
+        cannon_guest::kv::set_with_ttl(key, value.as_bytes(), ttl_ms).map_err(kv_error)
+    }
     fn delete(&self, key: &str) -> Result<bool, StoreError> {
         cannon_guest::kv::delete(key).map_err(kv_error)
     }
@@ -91,6 +117,13 @@ impl Store for GuestKv {
     }
     fn list(&self, prefix: &str, limit: u32) -> Result<Vec<String>, StoreError> {
         cannon_guest::kv::list_keys(prefix, limit).map_err(kv_error)
+    }
+    fn compare_and_swap(&self, key: &str, expected: Option<&str>, new: Option<&str>) -> Result<bool, StoreError> {
+        cannon_guest::kv::compare_and_swap(key, expected.map(str::as_bytes), new.map(str::as_bytes)).map_err(kv_error)
+    }
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<String>>, StoreError> {
+        let values = cannon_guest::kv::get_many(keys).map_err(kv_error)?;
+        Ok(values.into_iter().map(|v| v.map(|v| String::from_utf8_lossy(&v).into_owned())).collect())
     }
 }
 
@@ -146,6 +179,69 @@ impl Store for MemStore {
     fn list(&self, prefix: &str, limit: u32) -> Result<Vec<String>, StoreError> {
         Ok(self.map.borrow().keys().filter(|k| k.starts_with(prefix)).take(limit as usize).cloned().collect())
     }
+    fn compare_and_swap(&self, key: &str, expected: Option<&str>, new: Option<&str>) -> Result<bool, StoreError> {
+        if self.get(key)?.as_deref() != expected {
+            return Ok(false);
+        }
+        match new {
+            Some(value) => self.set(key, value)?,
+            None => {
+                self.delete(key)?;
+            }
+        }
+        Ok(true)
+    }
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<String>>, StoreError> {
+        if keys.len() > MAX_GET_MANY {
+            return Err(StoreError::Full(format!("get_many of {} keys", keys.len())));
+        }
+        keys.iter().map(|k| self.get(k)).collect()
+    }
+}
+
+/// A [`MemStore`] for unit tests of races: just before its first compare-and-swap, it runs
+/// `interloper` on the inner store, as another worker would change a key between a read
+/// and the write that depends on it.
+pub struct RacingStore<'a> {
+    pub inner: &'a MemStore,
+    interloper: RefCell<Option<Interloper<'a>>>,
+}
+
+/// What [`RacingStore`] runs before its first compare-and-swap.
+type Interloper<'a> = Box<dyn FnOnce(&MemStore) + 'a>;
+
+impl<'a> RacingStore<'a> {
+    pub fn new(inner: &'a MemStore, interloper: impl FnOnce(&MemStore) + 'a) -> Self {
+        Self { inner, interloper: RefCell::new(Some(Box::new(interloper))) }
+    }
+}
+
+impl Store for RacingStore<'_> {
+    fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.inner.set(key, value)
+    }
+    fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        self.inner.delete(key)
+    }
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        self.inner.increment(key, delta)
+    }
+    fn list(&self, prefix: &str, limit: u32) -> Result<Vec<String>, StoreError> {
+        self.inner.list(prefix, limit)
+    }
+    fn compare_and_swap(&self, key: &str, expected: Option<&str>, new: Option<&str>) -> Result<bool, StoreError> {
+        let interloper = self.interloper.borrow_mut().take();
+        if let Some(interloper) = interloper {
+            interloper(self.inner);
+        }
+        self.inner.compare_and_swap(key, expected, new)
+    }
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<String>>, StoreError> {
+        self.inner.get_many(keys)
+    }
 }
 
 /// Named text fields stored as one value: `key=value` lines, with `\`, newline and
@@ -176,6 +272,11 @@ impl Record {
 
     pub fn get(&self, key: &str) -> Option<&str> {
         self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// Every field, in order.
+    pub fn fields(&self) -> &[(String, String)] {
+        &self.fields
     }
 
     /// The value of `key`, or an error naming the record and key.
@@ -330,5 +431,20 @@ mod tests {
         assert_eq!(store.list("", 1).unwrap(), ["a"]);
         assert_eq!(store.delete("a"), Ok(true));
         assert_eq!(store.delete("a"), Ok(false));
+    }
+
+    #[test]
+    fn mem_store_compare_and_swap_and_get_many() {
+        let store = MemStore::new();
+        assert_eq!(store.compare_and_swap("k", Some("x"), Some("1")), Ok(false));
+        assert_eq!(store.compare_and_swap("k", None, Some("1")), Ok(true));
+        assert_eq!(store.compare_and_swap("k", None, Some("2")), Ok(false));
+        assert_eq!(store.compare_and_swap("k", Some("1"), Some("2")), Ok(true));
+        assert_eq!(get_all(&store, &["k".to_owned(), "nope".to_owned()]), Ok(vec![Some("2".to_owned()), None]));
+        assert_eq!(store.compare_and_swap("k", Some("1"), None), Ok(false));
+        assert_eq!(store.compare_and_swap("k", Some("2"), None), Ok(true));
+        assert!(store.keys().is_empty());
+        let many: Vec<String> = (0..MAX_GET_MANY + 5).map(|i| i.to_string()).collect();
+        assert_eq!(get_all(&store, &many).map(|v| v.len()), Ok(MAX_GET_MANY + 5));
     }
 }

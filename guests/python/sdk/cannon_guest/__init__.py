@@ -274,6 +274,21 @@ class _Kv:
     def list_keys(self, prefix: str = "", limit: int = 100) -> List[str]:
         return _kv_call(_require(_wkv, "kv").list_keys, prefix, limit)
 
+    def compare_and_swap(self, key: str, expected: Any, new: Any, ttl_ms: Optional[int] = None) -> bool:
+        """Atomically: when `key` holds `expected` (None: absent), stores `new` (None:
+        deletes it) and returns True; otherwise changes nothing and returns False."""
+
+        def raw(v: Any) -> Optional[bytes]:
+            if v is None or isinstance(v, (bytes, bytearray)):
+                return None if v is None else bytes(v)
+            return str(v).encode("utf-8")
+
+        return _kv_call(_require(_wkv, "kv").compare_and_swap, key, raw(expected), raw(new), ttl_ms)
+
+    def get_many(self, keys: List[str]) -> List[Optional[bytes]]:
+        """The values of `keys` in order (None when missing); at most 256 keys."""
+        return _kv_call(_require(_wkv, "kv").get_many, list(keys))
+
 
 class _Taskback:
     """`taskback.send({...})`: one extra taskback, delivered if the pipeline succeeds

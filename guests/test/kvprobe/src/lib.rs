@@ -1,10 +1,15 @@
 //! `kvprobe` (test guest): runs one `kv` operation named by the message and reports the
 //! outcome as results, so tests can drive the store through a real component.
 //!
-//! Message fields: `op` (`get`, `set`, `delete`, `incr`, `list`), `key`, `value`, `ttl_ms`,
-//! `delta`, `prefix`, `limit`. Results: `ok` (`true`/`false`), then `value` (get, incr),
-//! `existed` (delete), `keys` (list, comma-separated), or `error` (the kv error's kind, e.g.
-//! `out-of-scope`) and `detail` (its message). Needs `allow: [kv]`.
+//! Message fields: `op` (`get`, `set`, `delete`, `incr`, `list`, `cas`, `mget`, `append`),
+//! `key`, `value`, `ttl_ms`, `delta`, `prefix`, `limit`; for `cas` also `expected` (absent:
+//! the key must be absent; `value` absent: delete), for `mget` `keys` (comma-separated, or
+//! `count` generated keys `k0`, `k1`, ...); `append` adds `value,` to `key` with
+//! `kv::update` (read, change, compare-and-swap, retry). Results: `ok` (`true`/`false`),
+//! then `value` (get, incr), `existed` (delete), `keys` (list, comma-separated), `swapped`
+//! (cas), `appended` (append), `values` (mget: comma-separated, `<none>` for a missing
+//! key), or `error` (the kv error's kind, e.g. `out-of-scope`) and `detail` (its message).
+//! Needs `allow: [kv]`.
 
 use cannon_guest::{kv, Fields, Message, Task};
 
@@ -57,6 +62,40 @@ impl Task for KvProbe {
             "list" => {
                 let prefix = msg.get("prefix").unwrap_or_default();
                 kv::list_keys(prefix, number(&msg, "limit", 1000)?).map(|keys| vec![pair("keys", keys.join(","))])
+            }
+            "cas" => {
+                let expected = msg.get("expected").map(str::as_bytes);
+                let new = msg.get("value").map(str::as_bytes);
+                match msg.get("ttl_ms") {
+                    Some(_) => kv::compare_and_swap_with_ttl(&key, expected, new, number(&msg, "ttl_ms", 0)?),
+                    None => kv::compare_and_swap(&key, expected, new),
+                }
+                .map(|swapped| vec![pair("swapped", swapped.to_string())])
+            }
+            "mget" => {
+                let keys: Vec<String> = match msg.get("keys") {
+                    Some(keys) => keys.split(',').map(str::to_owned).collect(),
+                    None => (0..number(&msg, "count", 0usize)?).map(|i| format!("k{i}")).collect(),
+                };
+                kv::get_many(&keys).map(|values| {
+                    let shown: Vec<String> = values
+                        .iter()
+                        .map(|v| match v {
+                            Some(v) => String::from_utf8_lossy(v).into_owned(),
+                            None => "<none>".to_owned(),
+                        })
+                        .collect();
+                    vec![pair("values", shown.join(","))]
+                })
+            }
+            "append" => {
+                let line = format!("{},", msg.get("value").unwrap_or_default());
+                kv::update(&key, 64, |current| {
+                    let mut log = current.map(<[u8]>::to_vec).unwrap_or_default();
+                    log.extend_from_slice(line.as_bytes());
+                    (Some(log), ())
+                })
+                .map(|done| vec![pair("appended", done.is_some().to_string())])
             }
             other => return Err(format!("unknown op {other:?}")),
         };

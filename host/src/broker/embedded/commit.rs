@@ -1,17 +1,80 @@
-//! Group commit: the writes of one process that arrive together run in one `BEGIN
-//! IMMEDIATE` transaction, each inside a savepoint of its own, so one that fails leaves the
-//! others intact; each caller hears back only after the commit.
+//! The writer thread and group commit. One thread per broker owns the connection that
+//! writes and takes jobs from a queue. The writes it finds waiting together run in one
+//! `BEGIN IMMEDIATE` transaction, each inside a savepoint of its own, so one that fails
+//! leaves the others intact; each caller hears back only after the commit. Nothing else
+//! writes through that connection, so there is no lock to take and no hand-off to the
+//! blocking pool per call: a burst of writes costs one wake-up of the thread and one commit.
+//! The thread ends when the broker is dropped (the queue's last sender with it).
 
-use std::sync::PoisonError;
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc::{Receiver, Sender};
 
-use rusqlite::TransactionBehavior;
+use rusqlite::{Connection, TransactionBehavior};
 
-use super::{EmbeddedBroker, Fail, Inner, error};
+use super::{EmbeddedBroker, Fail, error};
 use crate::broker::Result;
+
+/// Most writes that share one transaction: the first callers are not kept waiting for the
+/// commit of an unbounded group.
+const MAX_GROUP: usize = 1024;
+/// The answer when the writer thread is gone (it ended, or could not be started).
+pub(super) const WRITER_GONE: &str = "the database writer thread has stopped";
+/// The answer when the job was lost without an answer (the writer panicked while running it).
+pub(super) const WRITER_FAILED: &str = "database call failed in the writer thread";
+
+/// What the writer thread runs.
+pub(super) enum Job {
+    /// A write that may share a transaction with its neighbours.
+    Write(Box<dyn QueuedWrite>),
+    /// A call on the connection outside any transaction (it manages its own).
+    Call(Box<dyn FnOnce(&mut Connection) + Send>),
+}
+
+/// Starts the writer thread on `conn`; returns its queue.
+pub(super) fn spawn_writer(conn: Connection) -> std::io::Result<Sender<Job>> {
+    let (queue, jobs) = std::sync::mpsc::channel();
+    std::thread::Builder::new().name("cannon-sqlite-writer".into()).spawn(move || writer_loop(conn, &jobs))?;
+    Ok(queue)
+}
+
+/// Takes the jobs waiting (up to [`MAX_GROUP`] writes), runs them in order, and so on until
+/// every sender is gone.
+fn writer_loop(mut conn: Connection, jobs: &Receiver<Job>) {
+    let mut group: Vec<Box<dyn QueuedWrite>> = Vec::with_capacity(MAX_GROUP);
+    let mut pending_call = None;
+    while let Ok(first) = jobs.recv() {
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Write(write) => group.push(write),
+                Job::Call(call) => {
+                    pending_call = Some(call);
+                    break;
+                }
+            }
+            if group.len() >= MAX_GROUP {
+                break;
+            }
+            next = jobs.try_recv().ok();
+        }
+        // A panic inside one job must not end the thread: the jobs of that round lose
+        // their answer (their callers hear `WRITER_FAILED`), the transaction rolls back.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            if !group.is_empty() {
+                commit_group(&mut conn, std::mem::take(&mut group));
+            }
+            if let Some(call) = pending_call.take() {
+                call(&mut conn);
+            }
+        }));
+        group.clear();
+        pending_call = None;
+    }
+}
 
 impl EmbeddedBroker {
     /// Runs `f` atomically: all of it is committed, or none of it. Writes that arrive while
-    /// the connection is busy are grouped into one `BEGIN IMMEDIATE` transaction (group
+    /// the writer thread is busy are grouped into one `BEGIN IMMEDIATE` transaction (group
     /// commit), each inside its own savepoint, so one that fails leaves the others intact;
     /// each caller hears back only after the commit.
     pub(super) async fn write<T: Send + 'static>(
@@ -19,17 +82,10 @@ impl EmbeddedBroker {
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> std::result::Result<T, Fail> + Send + 'static,
     ) -> Result<T> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let job: Box<dyn QueuedWrite> = Box::new(Write { f: Some(f), out: None, reply });
-        self.inner.queued.lock().unwrap_or_else(PoisonError::into_inner).push(job);
-        let inner = self.inner.clone();
-        let ran = tokio::task::spawn_blocking(move || commit_queued(&inner)).await;
-        let outcome = match answer.await {
-            Ok(outcome) => outcome,
-            // The blocking task that took our write panicked before answering.
-            Err(_) => Err(Fail::Invalid(match ran {
-                Err(join) => format!("database call failed: {join}"),
-                Ok(()) => "database call failed".to_owned(),
-            })),
+        let job = Job::Write(Box::new(Write { f: Some(f), out: None, reply }));
+        let outcome = match self.inner.writer.send(job) {
+            Ok(()) => answer.await.unwrap_or_else(|_| Err(Fail::Invalid(WRITER_FAILED.to_owned()))),
+            Err(_) => Err(Fail::Invalid(WRITER_GONE.to_owned())),
         };
         outcome.map_err(|fail| error(&self.inner.shown, fail))
     }
@@ -84,14 +140,8 @@ where
     }
 }
 
-/// Runs every queued write in one transaction and answers each; does nothing when another
-/// call already took them.
-fn commit_queued(inner: &Inner) {
-    let mut conn = inner.conn.lock().unwrap_or_else(PoisonError::into_inner);
-    let mut jobs = std::mem::take(&mut *inner.queued.lock().unwrap_or_else(PoisonError::into_inner));
-    if jobs.is_empty() {
-        return;
-    }
+/// Runs `jobs` in one transaction and answers each.
+fn commit_group(conn: &mut Connection, mut jobs: Vec<Box<dyn QueuedWrite>>) {
     let committed = (|| {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for job in &mut jobs {

@@ -11,6 +11,7 @@ use super::streams::now_ms;
 use super::{EmbeddedBroker, Fail};
 use crate::broker::{KvFailure, KvStore, kv_ttl_ms};
 use crate::vocab::KvQuota;
+use crate::vocab::kv::KvSwap;
 
 impl From<Fail> for KvFailure {
     fn from(fail: Fail) -> Self {
@@ -188,6 +189,49 @@ impl KvStore for EmbeddedBroker {
                 .query_map(params![scope, prefix, now_ms(), limit], |r| r.get(0))?
                 .collect::<Result<Vec<String>, _>>()?;
             Ok(keys)
+        })
+        .await
+    }
+
+    async fn kv_compare_and_swap(&self, service: &str, swap: &KvSwap<'_>, quota: &KvQuota) -> Result<bool, KvFailure> {
+        let (key, expected, new) =
+            (swap.key.to_owned(), swap.expected.map(<[u8]>::to_vec), swap.new.map(<[u8]>::to_vec));
+        let (ttl, quota) = (swap.ttl, *quota);
+        self.kv_write(service, move |tx, scope, now| {
+            let row = current(tx, scope, &key)?;
+            if row.as_ref().map(|(_, value, _)| value) != expected.as_ref() {
+                return Ok(false);
+            }
+            let Some(value) = new else {
+                tx.execute("DELETE FROM kv WHERE scope = ?1 AND key = ?2", [scope, key.as_str()])?;
+                return Ok(true);
+            };
+            let old = row.map(|(size, _, _)| size);
+            check_quota(tx, scope, old, i64::try_from(key.len() + value.len()).unwrap_or(i64::MAX), &quota)?;
+            let expires = ttl.map(|t| now.saturating_add(i64::try_from(kv_ttl_ms(t)).unwrap_or(i64::MAX)));
+            put(tx, scope, &key, &value, expires)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn kv_get_many(&self, service: &str, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvFailure> {
+        let (scope, keys) = (self.kv_scope(service), keys.to_vec());
+        self.call(move |conn| {
+            // One read transaction: every value from the same moment.
+            let tx = conn.transaction()?;
+            let now = now_ms();
+            let mut values = Vec::with_capacity(keys.len());
+            {
+                let mut select = tx.prepare_cached(
+                    "SELECT value FROM kv WHERE scope = ?1 AND key = ?2 AND (expires_ms IS NULL OR expires_ms > ?3)",
+                )?;
+                for key in &keys {
+                    values.push(select.query_row(params![scope, key, now], |r| r.get(0)).optional()?);
+                }
+            }
+            tx.commit()?;
+            Ok(values)
         })
         .await
     }

@@ -4,14 +4,15 @@
 //!
 //! The database runs in WAL mode (readers never block the writer); writes are
 //! `BEGIN IMMEDIATE` transactions, so concurrent processes queue on the write lock
-//! (`busy_timeout`) instead of failing, and the writes of one process that arrive together
-//! share one transaction (group commit, a savepoint each). Blocking reads poll: an add in
-//! this process wakes its readers at once, adds from other processes are seen within
-//! [`POLL`].
+//! (`busy_timeout`) instead of failing. In a process, one thread owns the connection that
+//! writes and takes writes from a queue: those that arrive together share one transaction
+//! (group commit, a savepoint each). Reads use a second connection on the blocking pool, so
+//! they never wait for a commit. Blocking reads poll: an add in this process wakes its
+//! readers at once, adds from other processes are seen within [`POLL`].
 //!
 //! ## Layout
-//! - `mod.rs`: opening, the connection, calls on a blocking thread.
-//! - `commit.rs`: the group-commit queue: writes that arrive together share one
+//! - `mod.rs`: opening, the two connections, reads on a blocking thread.
+//! - `commit.rs`: the writer thread and its queue: writes that arrive together share one
 //!   transaction, a savepoint each.
 //! - `broker.rs`: the [`crate::broker::Broker`] implementation (blocking reads poll here).
 //! - `admin.rs`: the [`crate::broker::BrokerAdmin`] side (tail, replay, drop).
@@ -39,7 +40,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use self::commit::QueuedWrite;
+use self::commit::Job;
 use crate::broker::{BrokerError, Result, StreamKind};
 
 /// How often a blocked read looks for entries added by other processes.
@@ -74,10 +75,10 @@ struct Inner {
     shown: String,
     /// Prefix of every stream and kv key.
     namespace: String,
-    /// One connection per process, used by one call at a time on a blocking thread.
-    conn: Mutex<Connection>,
-    /// Writes waiting for the next group commit ([`EmbeddedBroker::write`]).
-    queued: Mutex<Vec<Box<dyn QueuedWrite>>>,
+    /// The connection for reads, used by one read at a time on a blocking thread.
+    reader: Mutex<Connection>,
+    /// The queue of the writer thread, which owns the connection that writes (`commit.rs`).
+    writer: std::sync::mpsc::Sender<Job>,
     /// Wakes this process's blocked readers when it adds entries.
     added: tokio::sync::Notify,
 }
@@ -88,17 +89,26 @@ impl EmbeddedBroker {
         let path = data_dir.join(DB_FILE);
         let shown = path.display().to_string();
         let dir = data_dir.to_path_buf();
-        let opened = tokio::task::spawn_blocking(move || open_db(&dir, &path)).await;
-        let conn = match opened {
-            Ok(Ok(conn)) => conn,
+        let opened = tokio::task::spawn_blocking(move || {
+            // The writer's connection first: it creates the schema the reader then sees.
+            let writer = open_db(&dir, &path)?;
+            Ok::<_, Fail>((writer, open_db(&dir, &path)?))
+        })
+        .await;
+        let (writer, reader) = match opened {
+            Ok(Ok(conns)) => conns,
             Ok(Err(fail)) => return Err(error(&shown, fail)),
             Err(join) => return Err(BrokerError::Embedded { path: shown, detail: join.to_string() }),
         };
+        let writer = commit::spawn_writer(writer).map_err(|e| BrokerError::Embedded {
+            path: shown.clone(),
+            detail: format!("cannot start the writer thread: {e}"),
+        })?;
         let inner = Inner {
             shown,
             namespace: namespace.to_owned(),
-            conn: Mutex::new(conn),
-            queued: Mutex::new(Vec::new()),
+            reader: Mutex::new(reader),
+            writer,
             added: tokio::sync::Notify::new(),
         };
         Ok(Self { inner: Arc::new(inner) })
@@ -113,7 +123,8 @@ impl EmbeddedBroker {
         format!("{}:kv:{service}", self.inner.namespace)
     }
 
-    /// Runs `f` on the connection on a blocking thread.
+    /// Runs `f` on the writer's connection, on the writer thread, outside any transaction
+    /// (it opens its own): for writes that are not grouped (kv, whose errors are its own).
     async fn call<T, E>(
         &self,
         f: impl FnOnce(&mut Connection) -> std::result::Result<T, E> + Send + 'static,
@@ -122,20 +133,27 @@ impl EmbeddedBroker {
         T: Send + 'static,
         E: From<Fail> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        let joined = tokio::task::spawn_blocking(move || {
-            let mut conn = inner.conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn)
-        })
-        .await;
-        joined.unwrap_or_else(|join| Err(E::from(Fail::Invalid(format!("database call failed: {join}")))))
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job::Call(Box::new(move |conn: &mut Connection| {
+            // The caller may have gone away (its future was dropped); nothing to tell then.
+            let _ = reply.send(f(conn));
+        }));
+        self.inner.writer.send(job).map_err(|_| E::from(Fail::Invalid(commit::WRITER_GONE.to_owned())))?;
+        answer.await.unwrap_or_else(|_| Err(E::from(Fail::Invalid(commit::WRITER_FAILED.to_owned()))))
     }
 
+    /// Runs `f` on the reading connection on a blocking thread: it sees every write this
+    /// process has committed, and never waits for the writer.
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> std::result::Result<T, Fail> + Send + 'static,
     ) -> Result<T> {
-        self.call(move |conn| f(conn)).await.map_err(|fail| error(&self.inner.shown, fail))
+        let inner = self.inner.clone();
+        let joined =
+            tokio::task::spawn_blocking(move || f(&inner.reader.lock().unwrap_or_else(PoisonError::into_inner))).await;
+        joined
+            .unwrap_or_else(|join| Err(Fail::Invalid(format!("database call failed: {join}"))))
+            .map_err(|fail| error(&self.inner.shown, fail))
     }
 }
 

@@ -5,11 +5,15 @@
 //! its length and its `maxlen`. A group remembers the last id it handed out; `pending`
 //! holds what its consumers have not acknowledged, with the consumer, the time of the last
 //! delivery (or keep-alive) and the delivery count.
+//!
+//! Also the `streams` import's bounded, group-less reads ([`range`], [`StreamReader`]).
 
+use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use super::Fail;
-use crate::broker::Fields;
+use super::{EmbeddedBroker, Fail};
+use crate::broker::{Fields, RangeFailure, RangePage, RangeQuery, RangeRequest, StreamKind, StreamReader};
+use crate::vocab::streams::entry_size;
 
 /// An entry id: milliseconds and sequence number.
 pub type Id = (i64, i64);
@@ -355,4 +359,79 @@ pub(super) fn delete_pending(tx: &Transaction<'_>, stream: &str, group: &str, id
         "DELETE FROM pending WHERE stream = ?1 AND grp = ?2 AND ms = ?3 AND seq = ?4",
         params![stream, group, id.0, id.1],
     )? > 0)
+}
+
+/// Entries of `stream` for a `streams` read, oldest first, within the request's count and
+/// bytes: rows are decoded one at a time and the read stops at the first that does not fit,
+/// so it never holds more than the bounds (plus one entry). Read-only.
+pub fn range(conn: &Connection, stream: &str, request: &RangeRequest) -> Result<RangePage, RangeFailure> {
+    // Stored ids are `i64`s: a bound above them all matches nothing, or everything.
+    let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let limit = i64::try_from(request.count.saturating_add(1)).unwrap_or(i64::MAX);
+    let (sql, args): (&str, Vec<i64>) = match request.query {
+        RangeQuery::Last => {
+            ("SELECT ms, seq, fields FROM entries WHERE stream = ?1 ORDER BY ms DESC, seq DESC LIMIT ?2", vec![limit])
+        }
+        RangeQuery::From(id) if i64::try_from(id.ms).is_err() => return Ok(RangePage::default()),
+        RangeQuery::From(id) => (
+            "SELECT ms, seq, fields FROM entries WHERE stream = ?1 AND (ms, seq) >= (?2, ?3) ORDER BY ms, seq LIMIT ?4",
+            vec![clamp(id.ms), clamp(id.seq), limit],
+        ),
+        RangeQuery::Between { from_ms, .. } if i64::try_from(from_ms).is_err() => return Ok(RangePage::default()),
+        RangeQuery::Between { from_ms, to_ms } => (
+            "SELECT ms, seq, fields FROM entries WHERE stream = ?1 AND ms >= ?2 AND ms <= ?3 ORDER BY ms, seq LIMIT ?4",
+            vec![clamp(from_ms), clamp(to_ms), limit],
+        ),
+    };
+    let mut select = conn.prepare_cached(sql).map_err(Fail::from)?;
+    let mut params: Vec<&dyn rusqlite::ToSql> = vec![&stream];
+    params.extend(args.iter().map(|a| a as &dyn rusqlite::ToSql));
+    let mut rows = select.query(params.as_slice()).map_err(Fail::from)?;
+    let mut page = RangePage::default();
+    let mut used = 0usize;
+    while let Some(row) = rows.next().map_err(Fail::from)? {
+        if page.entries.len() == request.count {
+            page.truncated = true;
+            break;
+        }
+        let id = format_id((row.get(0).map_err(Fail::from)?, row.get(1).map_err(Fail::from)?));
+        let fields = decode(&row.get::<_, String>(2).map_err(Fail::from)?)?;
+        let size = entry_size(&id, &fields);
+        if used.saturating_add(size) > request.max_bytes {
+            if page.entries.is_empty() {
+                return Err(RangeFailure::TooLarge { id, bytes: size });
+            }
+            page.truncated = true;
+            break;
+        }
+        used += size;
+        page.entries.push((id, fields));
+    }
+    if request.query == RangeQuery::Last {
+        page.entries.reverse();
+    }
+    Ok(page)
+}
+
+impl From<Fail> for RangeFailure {
+    fn from(fail: Fail) -> Self {
+        match fail {
+            Fail::Sql(err) => RangeFailure::Unavailable(format!("embedded broker: {err}")),
+            Fail::Invalid(detail) => RangeFailure::Unavailable(format!("embedded broker: {detail}")),
+        }
+    }
+}
+
+#[async_trait]
+impl StreamReader for EmbeddedBroker {
+    async fn read_range(
+        &self,
+        service: &str,
+        stream: StreamKind,
+        request: &RangeRequest,
+    ) -> Result<RangePage, RangeFailure> {
+        let key = self.key(service, stream);
+        let request = *request;
+        self.call(move |conn| range(conn, &key, &request)).await
+    }
 }

@@ -15,6 +15,7 @@ use redis::{Script, Value};
 use super::{keys, parse};
 use crate::broker::{KvFailure, KvStore, RedisBroker, kv_ttl_ms};
 use crate::vocab::KvQuota;
+use crate::vocab::kv::KvSwap;
 
 /// Shared by every script: KEYS = [index, sizes, expiry, bytes], ARGV[1] = value key prefix.
 const PRELUDE: &str = r"
@@ -135,6 +136,52 @@ return redis.call('ZRANGEBYLEX', KEYS[1], min, max, 'LIMIT', 0, tonumber(ARGV[3]
     ))
 });
 
+/// ARGV: prefix, key, '1' + expected value ('' = must be absent), '1' + new value ('' =
+/// delete), ttl ms ('' = none), max keys, max bytes. Returns `ok` with '1' when swapped.
+static COMPARE_AND_SWAP: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{PRELUDE}
+local now = now_ms()
+purge(now)
+local k, full = ARGV[2], ARGV[1] .. ARGV[2]
+local cur = redis.call('GET', full)
+if ARGV[3] == '' then
+  if cur then return {{'ok', '0'}} end
+elseif (not cur) or ('1' .. cur) ~= ARGV[3] then
+  return {{'ok', '0'}}
+end
+local old = redis.call('HGET', KEYS[2], k)
+if ARGV[4] == '' then
+  redis.call('DEL', full)
+  if old then redis.call('DECRBY', KEYS[4], old) end
+  redis.call('HDEL', KEYS[2], k)
+  redis.call('ZREM', KEYS[1], k)
+  redis.call('ZREM', KEYS[3], k)
+  return {{'ok', '1'}}
+end
+local value = string.sub(ARGV[4], 2)
+local new_size = #k + #value
+local refused = over_quota(k, old, new_size, ARGV[6], ARGV[7])
+if refused then return {{'quota', refused}} end
+if ARGV[5] ~= '' then
+  local at = now + tonumber(ARGV[5])
+  redis.call('SET', full, value, 'PXAT', string.format('%d', at))
+  redis.call('ZADD', KEYS[3], string.format('%d', at), k)
+else
+  redis.call('SET', full, value)
+  redis.call('ZREM', KEYS[3], k)
+end
+account(k, old, new_size)
+return {{'ok', '1'}}
+"
+    ))
+});
+
+/// `Some(v)` as `1v`, `None` as the empty string: how the script tells them apart.
+fn tagged(value: Option<&[u8]>) -> Vec<u8> {
+    value.map(|v| [b"1", v].concat()).unwrap_or_default()
+}
+
 /// A script's `[status, detail]` reply.
 fn status(value: &Value) -> Result<(String, Option<String>), KvFailure> {
     let parts = parse::strings(value).map_err(|d| KvFailure::Unavailable(format!("unexpected kv reply: {d}")))?;
@@ -220,5 +267,42 @@ impl KvStore for RedisBroker {
         let limit = limit.to_string();
         let reply = self.kv_script(&LIST, service, &[prefix.as_bytes(), limit.as_bytes()]).await?;
         parse::strings(&reply).map_err(|d| KvFailure::Unavailable(format!("unexpected kv reply: {d}")))
+    }
+
+    async fn kv_compare_and_swap(&self, service: &str, swap: &KvSwap<'_>, quota: &KvQuota) -> Result<bool, KvFailure> {
+        let (expected, new) = (tagged(swap.expected), tagged(swap.new));
+        let ttl = swap.ttl.map(|t| kv_ttl_ms(t).to_string()).unwrap_or_default();
+        let (keys, bytes) = (quota.max_keys.to_string(), quota.max_bytes.to_string());
+        let args: [&[u8]; 6] =
+            [swap.key.as_bytes(), &expected, &new, ttl.as_bytes(), keys.as_bytes(), bytes.as_bytes()];
+        let reply = self.kv_script(&COMPARE_AND_SWAP, service, &args).await?;
+        Ok(quota_or(status(&reply)?)?.as_deref() == Some("1"))
+    }
+
+    async fn kv_get_many(&self, service: &str, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvFailure> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let prefix = self.kv_prefix(service);
+        let mut cmd = redis::cmd("MGET");
+        for key in keys {
+            cmd.arg(format!("{prefix}{key}"));
+        }
+        let reply = self.query(&cmd).await.map_err(|e| KvFailure::Unavailable(e.to_string()))?;
+        let Value::Array(items) = reply else {
+            return Err(KvFailure::Unavailable(format!("unexpected reply to MGET: {reply:?}")));
+        };
+        if items.len() != keys.len() {
+            return Err(KvFailure::Unavailable(format!("MGET of {} keys answered {} values", keys.len(), items.len())));
+        }
+        items
+            .into_iter()
+            .map(|item| match item {
+                Value::Nil => Ok(None),
+                Value::BulkString(bytes) => Ok(Some(bytes)),
+                Value::SimpleString(text) => Ok(Some(text.into_bytes())),
+                other => Err(KvFailure::Unavailable(format!("unexpected value in reply to MGET: {other:?}"))),
+            })
+            .collect()
     }
 }

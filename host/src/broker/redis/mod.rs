@@ -19,6 +19,7 @@
 //!   and replays of dead letters (Lua scripts where a check and a write must be atomic).
 //! - `kv.rs`: the kv store, with its quotas checked in Lua.
 //! - `rate.rs`: `rate_limit:` counters.
+//! - `range.rs`: bounded reads for the `streams` import ([`crate::broker::StreamReader`]).
 //! - `parse.rs`: decoding of Redis replies (fuzzed: `fuzz/fuzz_targets/replies.rs`).
 //! - `acl.rs`: the `ACL SETUSER` rule that confines a service's processes to its own keys.
 //! - `versions.rs`: deployed component versions ([`crate::broker::ComponentStore`]).
@@ -32,6 +33,7 @@ pub(crate) mod keys;
 mod kv;
 pub mod migrate;
 pub mod parse;
+mod range;
 mod rate;
 pub(crate) mod versions;
 

@@ -155,4 +155,44 @@ impl Link {
     pub(crate) fn hold_until(&mut self, until: Instant) {
         self.pacer.hold_until(until);
     }
+
+    /// What a WebSocket session (Slack, Discord) does next: handle the connection's next
+    /// frame (`frame`, a cancel-safe read), post the reply in hand (`current`) once its pace
+    /// allows, or stop on shutdown. A reply that arrives meanwhile becomes `current`; the
+    /// frame read keeps waiting across it.
+    pub(crate) async fn next_turn<F>(
+        &mut self,
+        current: &mut Option<Outgoing>,
+        frame: impl std::future::Future<Output = F>,
+    ) -> Turn<F> {
+        let shutdown = self.ctx().shutdown.clone();
+        tokio::pin!(frame);
+        loop {
+            let reply = tokio::select! {
+                next = &mut frame => return Turn::Frame(next),
+                reply = async {
+                    if current.is_none() { Some(self.reply().await) } else { self.pace().await; None }
+                } => reply,
+                () = shutdown.cancelled() => return Turn::Shutdown,
+            };
+            match reply {
+                Some(out) => *current = Some(out),
+                None => {
+                    if let Some(out) = current.take() {
+                        return Turn::Post(out);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// See [`Link::next_turn`].
+pub(crate) enum Turn<F> {
+    /// The connection's next frame (or its end).
+    Frame(F),
+    /// The reply in hand, paced: post it now.
+    Post(Outgoing),
+    /// The collector is stopping: close the connection.
+    Shutdown,
 }

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use self::event::Threads;
 use self::gateway::{Gateway, Next};
 use self::rest::{Rest, RestError};
+use super::link::Turn;
 use super::{Incoming, Link, Outgoing, Platform, Target};
 use crate::collector::chat::wire::{Directory, Seen, split_reply};
 use crate::config::DiscordSettings;
@@ -48,12 +49,6 @@ pub(crate) struct Discord {
     dms: std::collections::HashMap<String, String>,
     /// Consecutive transient failures posting a reply (for the backoff between attempts).
     post_failures: u32,
-}
-
-enum Step {
-    Dispatch(anyhow::Result<Next>),
-    Reply(Outgoing),
-    Paced,
 }
 
 impl Discord {
@@ -236,20 +231,9 @@ impl Discord {
     async fn connection(&mut self, gateway: &mut Gateway, link: &mut Link) -> anyhow::Result<()> {
         let mut conn = gateway.connect().await?;
         let mut current: Option<Outgoing> = None;
-        let shutdown = link.ctx().shutdown.clone();
         loop {
-            let step = tokio::select! {
-                next = conn.next() => Step::Dispatch(next),
-                step = async {
-                    if current.is_none() { Step::Reply(link.reply().await) } else { link.pace().await; Step::Paced }
-                } => step,
-                () = shutdown.cancelled() => {
-                    conn.close().await;
-                    return Ok(());
-                }
-            };
-            match step {
-                Step::Dispatch(next) => match next? {
+            match link.next_turn(&mut current, conn.next()).await {
+                Turn::Frame(next) => match next? {
                     Next::Dispatch { event, data, seq } => {
                         let me = conn.me().map(str::to_owned);
                         if event == "READY" || event == "RESUMED" {
@@ -261,11 +245,10 @@ impl Discord {
                     }
                     Next::Ended(why) => anyhow::bail!("{why}"),
                 },
-                Step::Reply(out) => current = Some(out),
-                Step::Paced => {
-                    if let Some(out) = current.take() {
-                        current = self.post(link, out).await;
-                    }
+                Turn::Post(out) => current = self.post(link, out).await,
+                Turn::Shutdown => {
+                    conn.close().await;
+                    return Ok(());
                 }
             }
         }

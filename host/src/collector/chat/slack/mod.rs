@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use self::api::{ApiError, Identity, WebApi};
 use self::socket::{Connection, Envelope, Next};
+use super::link::Turn;
 use super::{Incoming, Link, Outgoing, Platform, Target};
 use crate::collector::chat::wire::{Directory, Seen, split_reply};
 use crate::config::SlackSettings;
@@ -49,13 +50,6 @@ pub(crate) struct Slack {
     users: Directory,
     /// Consecutive transient failures posting a reply (for the backoff between attempts).
     post_failures: u32,
-}
-
-/// One turn of a session.
-enum Step {
-    Frame(anyhow::Result<Next>),
-    Reply(Outgoing),
-    Paced,
 }
 
 impl Slack {
@@ -216,20 +210,9 @@ impl Platform for Slack {
         let mut conn = Connection::open(&self.api).await?;
         link.established();
         let mut current: Option<Outgoing> = None;
-        let shutdown = link.ctx().shutdown.clone();
         loop {
-            let step = tokio::select! {
-                next = conn.next() => Step::Frame(next),
-                step = async {
-                    if current.is_none() { Step::Reply(link.reply().await) } else { link.pace().await; Step::Paced }
-                } => step,
-                () = shutdown.cancelled() => {
-                    conn.close().await;
-                    return Ok(());
-                }
-            };
-            match step {
-                Step::Frame(next) => match next? {
+            match link.next_turn(&mut current, conn.next()).await {
+                Turn::Frame(next) => match next? {
                     Next::Envelope(envelope) => {
                         self.envelope(link, &me, &envelope).await?;
                         conn.ack(&envelope.id).await?;
@@ -241,11 +224,10 @@ impl Platform for Slack {
                     }
                     Next::Ended(why) => anyhow::bail!("{why}"),
                 },
-                Step::Reply(out) => current = Some(out),
-                Step::Paced => {
-                    if let Some(out) = current.take() {
-                        current = self.post(link, out).await;
-                    }
+                Turn::Post(out) => current = self.post(link, out).await,
+                Turn::Shutdown => {
+                    conn.close().await;
+                    return Ok(());
                 }
             }
         }
