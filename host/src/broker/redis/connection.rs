@@ -8,7 +8,9 @@
 //!   password, when given, are written once before the first host and apply to every node.
 //! - Options after `?` (any scheme): `wait_replicas=N` makes each write that must survive a
 //!   failover (an added message, a finished message, a dead letter) wait for `N` replicas
-//!   to acknowledge it (`WAIT N T`); `wait_timeout_ms=T` (default 1000) bounds that wait.
+//!   to acknowledge it (`WAIT N T`); `wait_timeout_ms=T` (default 1000, at most 4000)
+//!   bounds that wait. A cluster client then retries nothing itself (the caller does), so
+//!   a `WAIT` is never answered by another node than the one that took the write.
 //!   Other options (`protocol=resp3`, ...) go to the redis crate.
 
 use std::time::Duration;
@@ -25,6 +27,9 @@ pub(super) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default bound of `WAIT`, in milliseconds.
 const DEFAULT_WAIT_TIMEOUT_MS: u64 = 1000;
+/// Largest bound of `WAIT`: below [`RESPONSE_TIMEOUT`], so the connection does not give up
+/// on the `WAIT` first.
+const MAX_WAIT_TIMEOUT_MS: u64 = 4000;
 /// Most replicas `wait_replicas` may ask for, and most seed nodes in a cluster URL.
 const MAX_REPLICAS: u32 = 16;
 const MAX_SEEDS: usize = 64;
@@ -70,8 +75,8 @@ pub(super) fn parse_target(url: &str) -> std::result::Result<Target, String> {
             }
             "wait_timeout_ms" => {
                 let ms: u64 = value.parse().map_err(|_| format!("wait_timeout_ms={value:?} is not a number"))?;
-                if !(1..=60_000).contains(&ms) {
-                    return Err(format!("wait_timeout_ms={ms} is not between 1 and 60000"));
+                if !(1..=MAX_WAIT_TIMEOUT_MS).contains(&ms) {
+                    return Err(format!("wait_timeout_ms={ms} is not between 1 and {MAX_WAIT_TIMEOUT_MS}"));
                 }
                 wait_timeout_ms = Some(ms);
             }
@@ -122,8 +127,11 @@ impl Nodes {
     pub(super) fn open(target: &Target) -> std::result::Result<Self, RedisError> {
         if target.cluster {
             // A few retries of its own (redirections, a node that stopped answering); the
-            // worker's loop backs off and retries beyond that.
-            let client = ClusterClient::builder(target.nodes.clone()).retries(4).build()?;
+            // worker's loop backs off and retries beyond that. With `wait_replicas`, none:
+            // the client would send a `WAIT` whose node died to the promoted replica, where
+            // it answers for writes of that node, not for the write made on the dead one.
+            let retries = if target.wait.is_some() { 0 } else { 4 };
+            let client = ClusterClient::builder(target.nodes.clone()).retries(retries).build()?;
             Ok(Nodes::Cluster(client))
         } else {
             let url = target.nodes.first().map(String::as_str).unwrap_or_default();
