@@ -407,7 +407,7 @@ fn acl_user_runs_its_service_and_cannot_touch_another() {
     let () = setuser.query(&mut admin).expect("ACL SETUSER as printed");
     // Another service's data, and its kv keys.
     crate::support::add_messages(&mut admin, "other", &[vec![("text", "private".to_owned())]]);
-    let _: () = redis::cmd("SET").arg("cannon:kv:other:secret").arg("x").query(&mut admin).expect("SET");
+    let _: () = redis::cmd("SET").arg("{cannon:other}:kv:secret").arg("x").query(&mut admin).expect("SET");
 
     let url = format!("redis://cannon-probe:{password}@127.0.0.1:{}", redis.port);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cannon-host"));
@@ -452,7 +452,7 @@ fn acl_user_runs_its_service_and_cannot_touch_another() {
     denied_key(redis::cmd("XLEN").arg(key("other", "data")), &mut user);
     denied_key(redis::cmd("XINFO").arg("STREAM").arg(key("other", "data")), &mut user);
     denied_key(redis::cmd("XADD").arg(key("other", "data")).arg("*").arg("text").arg("forged"), &mut user);
-    denied_key(redis::cmd("GET").arg("cannon:kv:other:secret"), &mut user);
+    denied_key(redis::cmd("GET").arg("{cannon:other}:kv:secret"), &mut user);
     denied_key(
         redis::cmd("XREADGROUP").arg("GROUP").arg("cannon").arg("x").arg("STREAMS").arg(key("other", "data")).arg(">"),
         &mut user,

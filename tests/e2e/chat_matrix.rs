@@ -311,7 +311,7 @@ fn matrix_remember_resumes_after_a_restart_without_loss_or_duplicates() {
     // position is put back to before `.remembered`; the restart must not add it again.
     std::thread::sleep(Duration::from_secs(1));
     let mut con = redis.con();
-    let cursor_key = format!("cannon:kv:remember:chat:kv:matrix:{bot_id}");
+    let cursor_key = format!("{{cannon:remember}}:kv:chat:kv:matrix:{bot_id}");
     let before: Vec<u8> = redis::cmd("GET").arg(&cursor_key).query(&mut con).expect("the stored sync position");
     assert!(String::from_utf8_lossy(&before).contains("since"), "{}", String::from_utf8_lossy(&before));
     let again = alice.say(&room, ".remembered", None);

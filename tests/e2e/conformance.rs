@@ -1,6 +1,7 @@
 //! The broker conformance suite: one set of scenarios, written once against
 //! `Arc<dyn BrokerAdmin>` (and its `KvStore` side) through the library API, run for Redis (a
-//! real redis-server per test) and for the embedded broker (a temp data directory).
+//! real redis-server per test), for a Redis Cluster (`cluster::every_scenario`: one local
+//! cluster, a namespace per scenario) and for the embedded broker (a temp data directory).
 //!
 //! Also home of [`Backend`], which lets the other end-to-end tests run `cannon-host`
 //! against either broker.
@@ -21,6 +22,8 @@ use crate::support::{Project, RedisServer, cache_dir};
 pub enum Backend {
     Redis(RedisServer),
     Embedded(PathBuf),
+    /// A local Redis Cluster (`redis+cluster://`).
+    Cluster(crate::support::RedisCluster),
 }
 
 impl Backend {
@@ -41,8 +44,10 @@ impl Backend {
             .env_remove("CANNON_DATA_DIR")
             .env("CANNON_LOG", "info,cannon_host=debug")
             .current_dir(project.dir.path());
-        if let Backend::Redis(redis) = self {
-            cmd.arg("--broker").arg(redis.url());
+        match self {
+            Backend::Redis(redis) => drop(cmd.arg("--broker").arg(redis.url())),
+            Backend::Cluster(cluster) => drop(cmd.arg("--broker").arg(cluster.url())),
+            Backend::Embedded(_) => {}
         }
         cmd
     }
@@ -62,6 +67,7 @@ impl Backend {
     pub async fn open(&self) -> Arc<dyn BrokerAdmin> {
         match self {
             Backend::Redis(redis) => broker::connect(&redis.url(), "cannon").await.expect("connect"),
+            Backend::Cluster(cluster) => broker::connect(&cluster.url(), "cannon").await.expect("connect"),
             Backend::Embedded(dir) => broker::open_embedded(dir, "cannon").await.expect("open embedded"),
         }
     }
@@ -105,6 +111,19 @@ macro_rules! conformance {
                     super::$scenario(fixture.broker.clone()).await;
                 }
             )*
+        }
+        /// Every scenario on one local Redis Cluster (3 masters, 3 replicas), each in a
+        /// namespace of its own, so its services hash to slots of their own.
+        mod cluster {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn every_scenario() {
+                let cluster = crate::support::RedisCluster::start();
+                $(
+                    eprintln!("cluster scenario {}", stringify!($scenario));
+                    let broker = super::broker::connect(&cluster.url(), stringify!($scenario)).await.expect("connect");
+                    super::$scenario(broker).await;
+                )*
+            }
         }
     };
 }

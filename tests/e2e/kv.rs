@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::conformance::Backend;
 use crate::support::{Project, RedisServer, Running, component};
 
-fn project() -> Project {
+pub fn project() -> Project {
     component("kvprobe");
     Project::new(
         "services:
@@ -41,7 +41,7 @@ fn assert_error(answer: &Value, kind: &str) {
     assert_eq!((answer["ok"].as_str(), answer["error"].as_str()), (Some("false"), Some(kind)), "{answer}");
 }
 
-fn kv_through_a_guest(backend: &Backend, project: &Project) {
+pub fn kv_through_a_guest(backend: &Backend, project: &Project) {
     let mut host = Running::start_cmd(backend.host(project), project, &[]);
     host.wait_for_log("ready", Duration::from_secs(60));
     let p = |fields: &[&str]| probe(backend, project, "probe", fields);
@@ -59,9 +59,11 @@ fn kv_through_a_guest(backend: &Backend, project: &Project) {
     assert_eq!(p(&["op=list", "prefix=", "limit=1"])["keys"], "greeting", "bounded");
 
     // A key written in the broker's absolute form is refused with a typed error.
-    let refused = p(&["op=get", "key=cannon:kv:other:secret"]);
-    assert_error(&refused, "out-of-scope");
-    assert!(refused["detail"].as_str().is_some_and(|d| d.contains("relative to service")), "{refused}");
+    for key in ["cannon:kv:other:secret", "{cannon:other}:kv:secret"] {
+        let refused = p(&["op=get", &format!("key={key}")]);
+        assert_error(&refused, "out-of-scope");
+        assert!(refused["detail"].as_str().is_some_and(|d| d.contains("relative to service")), "{refused}");
+    }
     assert_error(&p(&["op=set", "key=", "value=x"]), "invalid-key");
 
     // Keys are per service.

@@ -11,6 +11,7 @@ mod chat_irc;
 mod chat_matrix;
 mod chat_slack;
 mod check;
+mod cluster;
 mod collectors;
 mod compile;
 mod conformance;

@@ -11,12 +11,12 @@ use cannon_host::broker::{Entry, StreamKind};
 use crate::conformance::Backend;
 use crate::support::{Project, RedisServer, Running, add_messages, component, entries, field, key, wait_len};
 
-fn host_name() -> String {
+pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname").trim().to_owned()
 }
 
 /// Entries pending with one consumer of the workers' group.
-fn pending_of(con: &mut redis::Connection, service: &str, consumer: &str) -> usize {
+pub fn pending_of(con: &mut impl redis::ConnectionLike, service: &str, consumer: &str) -> usize {
     let rows: Vec<redis::Value> = redis::cmd("XPENDING")
         .arg(key(service, "data"))
         .arg("cannon")
@@ -30,7 +30,7 @@ fn pending_of(con: &mut redis::Connection, service: &str, consumer: &str) -> usi
 }
 
 /// Messages pending in the workers' group; 0 while the group does not exist yet.
-fn pending(con: &mut redis::Connection, service: &str) -> usize {
+pub fn pending(con: &mut impl redis::ConnectionLike, service: &str) -> usize {
     let reply: redis::RedisResult<redis::Value> =
         redis::cmd("XPENDING").arg(key(service, "data")).arg("cannon").query(con);
     match reply {
@@ -40,7 +40,7 @@ fn pending(con: &mut redis::Connection, service: &str) -> usize {
 }
 
 /// Asserts every id in `sent` has exactly one taskback on `service`'s taskback stream.
-fn assert_exactly_once(con: &mut redis::Connection, service: &str, sent: &[String]) {
+pub fn assert_exactly_once(con: &mut impl redis::ConnectionLike, service: &str, sent: &[String]) {
     let taskbacks = entries(con, &key(service, "taskback"));
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (_, fields) in &taskbacks {
@@ -54,7 +54,7 @@ fn assert_exactly_once(con: &mut redis::Connection, service: &str, sent: &[Strin
     assert_eq!(answered, expected);
 }
 
-fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -62,7 +62,7 @@ fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
     }
 }
 
-fn slow_project(ms: u64, extra: &str) -> Project {
+pub fn slow_project(ms: u64, extra: &str) -> Project {
     component("slow");
     Project::new(&format!(
         "services:\n  work:\n    tasks: [ {{ file: slow, conf: {{ kwargs: {{ ms: \"{ms}\" }} }} }} ]\n    limits: {{ timeout_ms: 60000 }}\n{extra}"
@@ -72,31 +72,37 @@ fn slow_project(ms: u64, extra: &str) -> Project {
 #[test]
 fn a_worker_killed_with_5000_messages_in_flight_loses_nothing() {
     let redis = RedisServer::start();
+    a_killed_worker_loses_nothing(&redis.url(), &mut redis.con());
+}
+
+/// kill -9 of one of two workers holding part of 5,000 messages: the other takes its
+/// messages over; each message gets exactly one taskback (also run on a Redis Cluster).
+pub fn a_killed_worker_loses_nothing(url: &str, con: &mut impl redis::ConnectionLike) {
     // A long visibility timeout: only the takeover of a dead local worker can recover in time.
     let project = slow_project(
         20,
         "    workers: { concurrency: 256, batch: 256 }\n    retry: { visibility_timeout_ms: 600000 }\n",
     );
-    let mut con = redis.con();
     let messages: Vec<_> = (0..5000).map(|i| vec![("text", format!("m{i}"))]).collect();
-    let sent = add_messages(&mut con, "work", &messages);
-    let mut victim = Running::start(&project, &redis, &["work", "--role", "worker"]);
-    let mut survivor = Running::start(&project, &redis, &["work", "--role", "worker"]);
+    let sent = add_messages(con, "work", &messages);
+    let worker = || crate::support::host_at(&project, url);
+    let mut victim = Running::start_cmd(worker(), &project, &["work", "--role", "worker"]);
+    let mut survivor = Running::start_cmd(worker(), &project, &["work", "--role", "worker"]);
     victim.wait_for_log("workers started", Duration::from_secs(60));
     survivor.wait_for_log("workers started", Duration::from_secs(60));
-    wait_len(&mut con, &key("work", "taskback"), 500, Duration::from_secs(120));
+    wait_len(con, &key("work", "taskback"), 500, Duration::from_secs(120));
 
     let victim_name = format!("{}-{}", host_name(), victim.child.id());
-    let held = pending_of(&mut con, "work", &victim_name);
+    let held = pending_of(con, "work", &victim_name);
     victim.child.kill().expect("kill -9");
     victim.child.wait().expect("reap");
     assert!(held > 0, "the killed worker held no messages; the test proves nothing");
 
-    let got = wait_len(&mut con, &key("work", "taskback"), 5000, Duration::from_secs(300));
+    let got = wait_len(con, &key("work", "taskback"), 5000, Duration::from_secs(300));
     assert_eq!(got, 5000, "survivor log:\n{}", survivor.log_text());
-    wait_until("nothing pending", Duration::from_secs(30), || pending(&mut con, "work") == 0);
+    wait_until("nothing pending", Duration::from_secs(30), || pending(con, "work") == 0);
     std::thread::sleep(Duration::from_millis(500));
-    assert_exactly_once(&mut con, "work", &sent);
+    assert_exactly_once(con, "work", &sent);
     assert!(survivor.log_text().contains("taking over messages of a dead worker"), "{}", survivor.log_text());
     assert!(survivor.terminate().success());
 }
@@ -228,7 +234,7 @@ fn get<'a>(entry: &'a Entry, name: &str) -> Option<&'a str> {
     field(&entry.fields, name)
 }
 
-fn retry_project() -> Project {
+pub fn retry_project() -> Project {
     component("flaky");
     component("failing");
     Project::new(
@@ -247,7 +253,7 @@ fn retry_project() -> Project {
     )
 }
 
-fn retries_dead_letters_and_replay(backend: &Backend, project: &Project) {
+pub fn retries_dead_letters_and_replay(backend: &Backend, project: &Project) {
     let mut host = Running::start_cmd(backend.host(project), project, &[]);
     host.wait_for_log("ready", Duration::from_secs(60));
 
@@ -462,7 +468,7 @@ fn info_pending_and_watch_show_the_streams() {
     });
     let out = backend.run(&project, &["info", "work"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("stream cannon:work:data: 1 entries"), "{text}");
+    assert!(text.contains("stream {cannon:work}:data: 1 entries"), "{text}");
     assert!(text.contains("group cannon: 1 pending"), "{text}");
     assert!(text.contains(&format!("consumer {}-{}: 1 pending", host_name(), host.child.id())), "{text}");
     assert!(text.contains("pending 1, dead 0"), "{text}");

@@ -331,8 +331,8 @@ fn roombot_reads_under_its_acl_user_with_redis() {
         .expect("acl");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rule = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert!(rule.contains(" ~cannon:sensors:taskback ") && rule.contains(" +xrevrange"), "{rule}");
-    assert!(!rule.contains("~cannon:sensors:dead"), "{rule}");
+    assert!(rule.contains(" ~{cannon:sensors}:taskback ") && rule.contains(" +xrevrange"), "{rule}");
+    assert!(!rule.contains("~{cannon:sensors}:dead") && !rule.contains("~{cannon:sensors}:*"), "{rule}");
     let mut setuser = redis::Cmd::new();
     for arg in rule.split(' ') {
         setuser.arg(arg);

@@ -173,6 +173,245 @@ impl Drop for RedisServer {
     }
 }
 
+/// A local Redis Cluster of its own: 3 masters and 3 replicas (`redis-cli --cluster
+/// create`), on loopback ports, node timeout 1 s (a killed master's replica takes over
+/// within a few seconds); every node killed on drop.
+pub struct RedisCluster {
+    /// Client port of each node.
+    pub ports: Vec<u16>,
+    /// Cluster bus port of each node.
+    buses: Vec<u16>,
+    children: Vec<Child>,
+    pub dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut cluster = RedisCluster { ports: Vec::new(), buses: Vec::new(), children: Vec::new(), dir };
+            for _ in 0..6 {
+                let (port, bus) = (free_port(), free_port());
+                cluster.children.push(cluster.spawn_node(port, bus));
+                cluster.ports.push(port);
+                cluster.buses.push(bus);
+            }
+            if cluster.ports.iter().all(|p| node_ready(*p)) && cluster.create() {
+                return cluster;
+            }
+            // A port was taken in between, most likely; `Drop` kills these.
+        }
+        panic!("the local Redis Cluster did not start");
+    }
+
+    fn spawn_node(&self, port: u16, bus: u16) -> Child {
+        let node_dir = self.dir.path().join(port.to_string());
+        std::fs::create_dir_all(&node_dir).expect("node dir");
+        let (bus, conf) = (bus.to_string(), format!("nodes-{port}.conf"));
+        let extra = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-port",
+            bus.as_str(),
+            "--cluster-config-file",
+            conf.as_str(),
+            "--cluster-node-timeout",
+            "1000",
+            "--cluster-replica-validity-factor",
+            "0",
+        ];
+        spawn_redis(port, &node_dir, &extra)
+    }
+
+    /// Starts a killed node again (same port and directory): it rejoins the cluster, as a
+    /// replica when its slots were taken over meanwhile.
+    pub fn restart(&mut self, port: u16) {
+        let i = self.ports.iter().position(|p| *p == port).expect("a node of this cluster");
+        self.children[i] = self.spawn_node(port, self.buses[i]);
+        assert!(node_ready(port), "node :{port} did not come back");
+    }
+
+    fn create(&self) -> bool {
+        let nodes: Vec<String> = self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&nodes)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli is not installed");
+        if !out.status.success() {
+            eprintln!("redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout));
+            return false;
+        }
+        self.wait_healthy(Duration::from_secs(30))
+    }
+
+    /// Waits until every live node reports `cluster_state:ok` and every master has a replica
+    /// in sync.
+    pub fn wait_healthy(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let live: Vec<u16> = self.ports.iter().copied().filter(|p| node_answers(*p)).collect();
+            let ok = live.iter().all(|p| node_info(*p, "CLUSTER", Some("INFO")).contains("cluster_state:ok"));
+            let masters = self.masters();
+            let synced = masters.len() == 3
+                && masters.iter().all(|(port, _)| {
+                    let info = node_info(*port, "INFO", Some("replication"));
+                    info.contains("connected_slaves:1") && info.contains("state=online")
+                });
+            if ok && synced {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// `(port, slot ranges)` of each master, from `CLUSTER NODES` of a live node.
+    pub fn masters(&self) -> Vec<(u16, Vec<(u16, u16)>)> {
+        let Some(live) = self.ports.iter().copied().find(|p| node_answers(*p)) else { return Vec::new() };
+        let nodes = node_info(live, "CLUSTER", Some("NODES"));
+        let mut out = Vec::new();
+        for line in nodes.lines() {
+            let parts: Vec<&str> = line.split(' ').collect();
+            if parts.len() < 8 || !parts[2].contains("master") || parts[2].contains("fail") {
+                continue;
+            }
+            let Some(port) = parts[1].split(['@', ':']).nth(1).and_then(|p| p.parse().ok()) else { continue };
+            let ranges = parts[8..]
+                .iter()
+                .filter_map(|r| match r.split_once('-') {
+                    Some((a, b)) => Some((a.parse().ok()?, b.parse().ok()?)),
+                    None => r.parse().ok().map(|n| (n, n)),
+                })
+                .collect::<Vec<_>>();
+            if !ranges.is_empty() {
+                out.push((port, ranges));
+            }
+        }
+        out
+    }
+
+    /// Port of the master owning `key`'s slot.
+    pub fn master_of(&self, key: &str) -> u16 {
+        self.try_master_of(key).expect("a master owns every slot")
+    }
+
+    /// Port of the master owning `key`'s slot, if a live one does (not during a failover).
+    pub fn try_master_of(&self, key: &str) -> Option<u16> {
+        let live = self.ports.iter().copied().find(|p| node_answers(*p)).expect("a live node");
+        let mut con =
+            redis::Client::open(format!("redis://127.0.0.1:{live}")).expect("url").get_connection().expect("connect");
+        let slot: u16 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query(&mut con).expect("CLUSTER KEYSLOT");
+        self.masters()
+            .into_iter()
+            .find(|(_, ranges)| ranges.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
+            .map(|(port, _)| port)
+    }
+
+    /// Port of a replica of the master on `master`.
+    pub fn replica_of(&self, master: u16) -> Option<u16> {
+        let live = self.ports.iter().copied().find(|p| node_answers(*p))?;
+        let nodes = node_info(live, "CLUSTER", Some("NODES"));
+        let port_of = |address: &str| address.split(['@', ':']).nth(1).and_then(|p| p.parse::<u16>().ok());
+        let lines: Vec<Vec<&str>> =
+            nodes.lines().map(|l| l.split(' ').collect()).filter(|p: &Vec<&str>| p.len() > 3).collect();
+        let id = lines.iter().find(|p| port_of(p[1]) == Some(master))?[0];
+        lines.iter().find(|p| p[2].contains("slave") && p[3] == id).and_then(|p| port_of(p[1]))
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the node on `port`.
+    pub fn signal(&self, port: u16, signal: &str) {
+        let i = self.ports.iter().position(|p| *p == port).expect("a node of this cluster");
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(self.children[i].id().to_string()).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{signal} of node :{port}");
+    }
+
+    /// Closes the replication links of the master on `port` (`CLIENT KILL TYPE replica`).
+    pub fn cut_replication(&self, port: u16) {
+        let mut con =
+            redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url").get_connection().expect("connect");
+        let _: i64 = redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("replica").query(&mut con).expect("CLIENT KILL");
+    }
+
+    /// kill -9 of the node on `port`.
+    pub fn kill(&mut self, port: u16) {
+        let i = self.ports.iter().position(|p| *p == port).expect("a node of this cluster");
+        let _ = self.children[i].kill();
+        let _ = self.children[i].wait();
+    }
+
+    /// `redis+cluster://` URL naming every node as a seed.
+    pub fn url(&self) -> String {
+        let seeds: Vec<String> = self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        format!("redis+cluster://{}", seeds.join(","))
+    }
+
+    /// A client of the cluster for the test's own commands.
+    pub fn client(&self) -> redis::cluster::ClusterClient {
+        let nodes: Vec<String> = self.ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect();
+        redis::cluster::ClusterClient::new(nodes).expect("cluster client")
+    }
+
+    pub fn con(&self) -> redis::cluster::ClusterConnection {
+        self.client().get_connection().expect("connect to the test cluster")
+    }
+}
+
+/// Whether the node on `port` answers PING within 10 s (a node just started).
+fn node_ready(port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if node_answers(port) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Whether the node on `port` answers PING now.
+fn node_answers(port: u16) -> bool {
+    node_info(port, "PING", None) == "PONG"
+}
+
+/// The text reply of `CMD [SUB]` on one node (empty when it does not answer).
+fn node_info(port: u16, cmd: &str, sub: Option<&str>) -> String {
+    let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}")) else { return String::new() };
+    let Ok(mut con) = client.get_connection_with_timeout(Duration::from_millis(500)) else { return String::new() };
+    let mut command = redis::cmd(cmd);
+    if let Some(sub) = sub {
+        command.arg(sub);
+    }
+    command.query::<String>(&mut con).unwrap_or_default()
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `cannon-host -f COMPOSE --broker URL`, for a broker other than a [`RedisServer`] (a
+/// cluster's `redis+cluster://` URL).
+pub fn host_at(project: &Project, url: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cannon-host"));
+    cmd.arg("-f")
+        .arg(&project.compose)
+        .arg("--broker")
+        .arg(url)
+        .env("CANNON_CACHE_DIR", cache_dir())
+        .env_remove("CANNON_BROKER")
+        .env("CANNON_LOG", "info,cannon_host=debug")
+        .current_dir(project.dir.path());
+    cmd
+}
+
 /// A temp dir holding a compose file.
 pub struct Project {
     pub dir: tempfile::TempDir,
@@ -289,27 +528,38 @@ pub fn run_host(project: &Project, redis: &RedisServer, args: &[&str], stdin: Op
     child.wait_with_output().expect("wait cannon-host")
 }
 
-/// Stream key of a service.
+/// Stream key of a service (under its hash tag `{cannon:SERVICE}`).
 pub fn key(service: &str, stream: &str) -> String {
-    format!("cannon:{service}:{stream}")
+    format!("{{cannon:{service}}}:{stream}")
 }
 
-/// Adds messages straight to a service's data stream; returns their ids.
-pub fn add_messages(con: &mut redis::Connection, service: &str, messages: &[Vec<(&str, String)>]) -> Vec<String> {
-    let mut pipe = redis::pipe();
-    for fields in messages {
+/// Adds messages straight to a service's data stream; returns their ids (pipelined, or one
+/// by one on a connection without pipelines: a cluster's).
+pub fn add_messages(
+    con: &mut impl redis::ConnectionLike,
+    service: &str,
+    messages: &[Vec<(&str, String)>],
+) -> Vec<String> {
+    let xadd = |fields: &Vec<(&str, String)>| {
         let mut cmd = redis::cmd("XADD");
         cmd.arg(key(service, "data")).arg("*");
         for (k, v) in fields {
             cmd.arg(*k).arg(v);
         }
-        pipe.add_command(cmd);
+        cmd
+    };
+    if !con.supports_pipelining() {
+        return messages.iter().map(|fields| xadd(fields).query(con).expect("XADD")).collect();
+    }
+    let mut pipe = redis::pipe();
+    for fields in messages {
+        pipe.add_command(xadd(fields));
     }
     pipe.query(con).expect("XADD")
 }
 
 /// Every entry of a stream, as (id, fields).
-pub fn entries(con: &mut redis::Connection, key: &str) -> Vec<(String, Vec<(String, String)>)> {
+pub fn entries(con: &mut impl redis::ConnectionLike, key: &str) -> Vec<(String, Vec<(String, String)>)> {
     let value: Value = redis::cmd("XRANGE").arg(key).arg("-").arg("+").query(con).expect("XRANGE");
     let Value::Array(items) = value else { panic!("XRANGE reply {value:?}") };
     items
@@ -328,12 +578,12 @@ pub fn field<'a>(fields: &'a [(String, String)], key: &str) -> Option<&'a str> {
     fields.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
-pub fn xlen(con: &mut redis::Connection, key: &str) -> usize {
+pub fn xlen(con: &mut impl redis::ConnectionLike, key: &str) -> usize {
     redis::cmd("XLEN").arg(key).query(con).expect("XLEN")
 }
 
 /// Waits until `key` holds at least `n` entries.
-pub fn wait_len(con: &mut redis::Connection, key: &str, n: usize, timeout: Duration) -> usize {
+pub fn wait_len(con: &mut impl redis::ConnectionLike, key: &str, n: usize, timeout: Duration) -> usize {
     let deadline = Instant::now() + timeout;
     loop {
         let len = xlen(con, key);
@@ -345,7 +595,7 @@ pub fn wait_len(con: &mut redis::Connection, key: &str, n: usize, timeout: Durat
 }
 
 /// Messages pending in the workers' group (delivered, not acknowledged).
-pub fn pending(con: &mut redis::Connection, service: &str) -> usize {
+pub fn pending(con: &mut impl redis::ConnectionLike, service: &str) -> usize {
     let value: Value = redis::cmd("XPENDING").arg(key(service, "data")).arg("cannon").query(con).expect("XPENDING");
     match value {
         Value::Array(parts) => redis::from_redis_value(parts[0].clone()).unwrap_or(0),

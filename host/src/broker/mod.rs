@@ -1,6 +1,7 @@
 //! Brokers: where messages, taskbacks, dead letters and kv data live.
 //!
-//! Each service has three streams, `{ns}:{service}:data`, `:taskback` and `:dead`. Workers
+//! Each service has three streams, `data`, `taskback` and `dead` (Redis:
+//! `{ns:service}:data`, ...; `redis/keys.rs` has the layout). Workers
 //! read the data stream through the consumer group [`WORKER_GROUP`]; a collector reads the
 //! taskback stream through [`COLLECTOR_GROUP`]. A message is acknowledged only after its
 //! pipeline finished, in the same transaction that adds its taskback.
@@ -32,6 +33,8 @@ use async_trait::async_trait;
 
 pub use self::embedded::{DB_FILE as EMBEDDED_DB_FILE, EmbeddedBroker};
 pub use self::redis::acl::{WORKER_CHANNELS, WORKER_COMMANDS, acl_setuser};
+pub use self::redis::keys::names_broker_key;
+pub use self::redis::migrate::{MigrateError, Migration};
 pub use self::redis::{RedisBroker, parse};
 pub use self::versions::ComponentStore;
 pub use crate::vocab::fields::{ATTEMPTS_FIELD, DEAD_FIELDS, ERROR_FIELD, FAILED_AT_FIELD, Fields, ID_FIELD};
@@ -366,7 +369,7 @@ pub trait Broker: KvStore + StreamReader + Send + Sync + 'static {
 
     /// Counts one message in `bucket` of the service's `rate_limit:`: a fixed window of
     /// `window` that starts with the first message counted in it. Atomic, so every worker
-    /// of the service shares the count (Redis: `{ns}:{service}:rate:{bucket}`).
+    /// of the service shares the count (Redis: `{ns:service}:rate:{bucket}`).
     async fn rate_count(&self, service: &str, bucket: &str, window: Duration) -> Result<RateCount>;
 }
 
@@ -388,6 +391,10 @@ pub trait BrokerAdmin: Broker {
     /// Deletes the service's streams, groups and kv data (used by `cannon-host bench` for its
     /// scratch namespace).
     async fn drop_service(&self, service: &str) -> Result<()>;
+
+    /// The name under which this broker keeps one of the service's streams, for display
+    /// (Redis: the key, `{ns:service}:data`; embedded: `ns:service:data`).
+    fn stream_name(&self, service: &str, stream: StreamKind) -> String;
 
     /// Moves dead letters (ids of the dead stream) back onto the data stream, without the
     /// [`DEAD_FIELDS`], atomically per letter; returns `(dead id, new data id)` of each moved.

@@ -53,11 +53,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     let name = service.name.as_str();
     let mut infos = Vec::with_capacity(STREAMS.len());
     for kind in STREAMS {
-        infos.push((
-            kind,
-            format!("{}:{name}:{}", compose.namespace, kind.as_str()),
-            broker.stream_info(name, kind).await?,
-        ));
+        infos.push((kind, broker.stream_name(name, kind), broker.stream_info(name, kind).await?));
     }
     let pending: u64 = infos[0].2.groups.iter().filter(|g| g.name == WORKER_GROUP).map(|g| g.pending).sum();
     let dead = infos[2].2.length;

@@ -7,6 +7,7 @@ mod dead;
 mod deploy;
 mod info;
 mod ls;
+mod migrate;
 mod new;
 mod pending;
 mod rollback;
@@ -88,6 +89,9 @@ pub enum Command {
     Rollback(rollback::Args),
     /// Write a ready project for a new task or shell (Rust, Python or JavaScript).
     New(new::Args),
+    /// Move a namespace's Redis keys to the layout with a hash tag per service
+    /// (`{ns:service}:...`); stop the services' workers first.
+    MigrateKeys(migrate::Args),
 }
 
 /// Runs one command; the exit code is the command's verdict.
@@ -109,6 +113,7 @@ pub async fn dispatch(cli: Cli, shutdown: CancellationToken) -> anyhow::Result<E
         Command::Versions(args) => versions::run(&cli, args).await,
         Command::Rollback(args) => rollback::run(&cli, args).await,
         Command::New(args) => new::run(args),
+        Command::MigrateKeys(args) => migrate::run(&cli, args).await,
     }
 }
 

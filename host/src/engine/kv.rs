@@ -1,7 +1,7 @@
 //! The `kv` import: key checks and quotas on the host side, storage in the broker.
 //!
 //! A guest names keys relative to its service; the broker stores them under
-//! `{ns}:kv:{service}:{key}`. A key written in an absolute form is refused as out of
+//! `{ns:service}:kv:{key}`. A key written in an absolute form is refused as out of
 //! scope, so a guest cannot even try to address another service's keys. The key is
 //! checked before anything else, so the answer is the same whether or not a store is
 //! attached (a kv-granted component without a store gets `unavailable` for in-scope keys).
@@ -19,9 +19,8 @@ pub const MAX_KEY_BYTES: usize = 512;
 
 /// Checks one key (or `list-keys` prefix) of the calling service.
 ///
-/// Out of scope: a key starting with `{namespace}:` when the namespace is known (a broker
-/// key of any kind), and, whatever the namespace, a key of the absolute kv form
-/// `{ns}:kv:{service}:{key}` (some service's key, written out in full).
+/// Out of scope: a key in one of the broker's absolute forms ([`crate::broker::names_broker_key`]:
+/// `{ns:service}:...` or the older `ns:kv:service:key`).
 pub(crate) fn check_key(key: &str, namespace: Option<&str>, service: &str) -> Result<(), KvError> {
     if key.is_empty() {
         return Err(KvError::InvalidKey("empty key".into()));
@@ -32,11 +31,7 @@ pub(crate) fn check_key(key: &str, namespace: Option<&str>, service: &str) -> Re
     if key.chars().any(char::is_control) {
         return Err(KvError::InvalidKey(format!("key {key:?} contains a control character")));
     }
-    let in_namespace = namespace.is_some_and(|ns| key.strip_prefix(ns).is_some_and(|rest| rest.starts_with(':')));
-    let mut parts = key.splitn(4, ':');
-    let absolute_kv =
-        matches!((parts.next(), parts.next(), parts.next(), parts.next()), (Some(_), Some("kv"), Some(_), Some(_)));
-    if in_namespace || absolute_kv {
+    if crate::broker::names_broker_key(key, namespace) {
         return Err(KvError::OutOfScope(format!(
             "key {key:?} names a broker key; keys are relative to service {service:?}"
         )));
@@ -163,7 +158,7 @@ mod tests {
     #[test]
     fn absolute_keys_are_out_of_scope_with_or_without_a_namespace() {
         for ns in [Some("cannon"), None] {
-            for key in ["cannon:kv:other:secret", "prod:kv:svc:x", "x:kv:y:z:w"] {
+            for key in ["cannon:kv:other:secret", "prod:kv:svc:x", "x:kv:y:z:w", "{cannon:other}:kv:secret"] {
                 assert!(matches!(scope_error(key, ns), Some(KvError::OutOfScope(_))), "{key} with {ns:?}");
             }
         }

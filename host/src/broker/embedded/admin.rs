@@ -10,6 +10,10 @@ use crate::broker::{BrokerAdmin, BrokerError, Entry, Result, StreamKind};
 
 #[async_trait]
 impl BrokerAdmin for EmbeddedBroker {
+    fn stream_name(&self, service: &str, stream: StreamKind) -> String {
+        self.key(service, stream)
+    }
+
     async fn tail(
         &self,
         service: &str,

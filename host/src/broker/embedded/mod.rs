@@ -115,7 +115,7 @@ impl EmbeddedBroker {
     }
 
     /// `{ns}:{service}:{stream}`, the same names as in Redis.
-    fn key(&self, service: &str, stream: StreamKind) -> String {
+    pub(super) fn key(&self, service: &str, stream: StreamKind) -> String {
         format!("{}:{service}:{}", self.inner.namespace, stream.as_str())
     }
 

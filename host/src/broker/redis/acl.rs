@@ -3,9 +3,7 @@
 //! commands they send. Built from the same key functions the broker uses, so the rule
 //! follows the key layout.
 
-use super::kv::{kv_meta_prefix, kv_prefix};
-use super::stream_key;
-use super::versions::component_prefix;
+use super::keys;
 use crate::broker::StreamKind;
 
 /// Commands `run` sends: streams and consumer groups, the Lua scripts (whose own calls
@@ -53,8 +51,9 @@ pub const WORKER_COMMANDS: &[&str] = &[
 /// Pub/sub channels `run` uses (none yet: the rule says `resetchannels`).
 pub const WORKER_CHANNELS: &[&str] = &[];
 
-/// The arguments of `ACL SETUSER` for `user` serving `service` in `namespace`: its three
-/// streams, its kv keys, the streams it follows (`stream` collectors), no channels beyond
+/// The arguments of `ACL SETUSER` for `user` serving `service` in `namespace`: every key
+/// under the service's hash tag (`~{ns:service}:*`: its streams, kv, rate counters and
+/// component versions, and nothing of another service), the streams it follows (`stream` collectors), no channels beyond
 /// [`WORKER_CHANNELS`], and [`WORKER_COMMANDS`]. `password_sha256` (hex) sets the password
 /// without printing it; without one the user cannot log in until one is added.
 pub fn acl_setuser(
@@ -68,15 +67,10 @@ pub fn acl_setuser(
     if let Some(hash) = password_sha256 {
         args.push(format!("#{hash}"));
     }
-    for stream in [StreamKind::Data, StreamKind::Taskback, StreamKind::Dead] {
-        args.push(format!("~{}", stream_key(namespace, service, stream)));
-    }
-    args.push(format!("~{}*", component_prefix(namespace, service)));
-    args.push(format!("~{}*", kv_prefix(namespace, service)));
-    args.push(format!("~{}*", kv_meta_prefix(namespace, service)));
+    args.push(format!("~{}", keys::service_pattern(namespace, service)));
     for (other, stream) in follows {
-        let key = format!("~{}", stream_key(namespace, other, *stream));
-        if !args.contains(&key) {
+        let key = format!("~{}", keys::stream(namespace, other, *stream));
+        if *other != service && !args.contains(&key) {
             args.push(key);
         }
     }
@@ -95,10 +89,10 @@ mod tests {
     fn rule_names_only_the_services_keys() {
         let args = acl_setuser("ns", "kv", &[("chat", StreamKind::Taskback)], "cannon-kv", Some("ab12"));
         let line = args.join(" ");
-        assert!(line.starts_with("ACL SETUSER cannon-kv reset on #ab12 ~ns:kv:data ~ns:kv:taskback ~ns:kv:dead "));
-        assert!(line.contains(" ~ns:kv:kv:* ~ns:kvmeta:kv:* ~ns:chat:taskback resetchannels -@all +ping +xadd"));
-        // A service called `kv` gets exact stream keys, never `ns:kv:*` (every service's kv).
-        assert!(!args.iter().any(|a| a == "~ns:kv:*" || a == "~ns:*"), "{line}");
+        assert!(line.starts_with("ACL SETUSER cannon-kv reset on #ab12 ~{ns:kv}:* ~{ns:chat}:taskback resetchannels "));
+        assert!(line.contains(" resetchannels -@all +ping +xadd"));
+        // Never a pattern that reaches another service's keys.
+        assert!(!args.iter().any(|a| a.starts_with("~ns:") || a == "~*" || a == "~{ns:*"), "{line}");
         assert!(!line.contains("keyspace") && !line.contains("+@"), "{line}");
     }
 }

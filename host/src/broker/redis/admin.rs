@@ -46,6 +46,10 @@ return out
 
 #[async_trait]
 impl BrokerAdmin for RedisBroker {
+    fn stream_name(&self, service: &str, stream: StreamKind) -> String {
+        self.key(service, stream)
+    }
+
     async fn tail(
         &self,
         service: &str,
@@ -77,8 +81,11 @@ impl BrokerAdmin for RedisBroker {
         loop {
             let mut scan = redis::cmd("SCAN");
             scan.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
-            let mut con = self.manager.clone();
-            let (next, found): (u64, Vec<String>) = scan.query_async(&mut con).await.map_err(|e| self.err(e))?;
+            // On a cluster, SCAN goes to the node owning the service's slot: every key
+            // matched carries the service's hash tag.
+            let reply = self.manager.clone().on_slot_of(&pattern, &scan).await.map_err(|e| self.err(e))?;
+            let (next, found): (u64, Vec<String>) =
+                redis::from_redis_value(reply).map_err(|e| self.protocol("SCAN", e.to_string()))?;
             keys.extend(found);
             if next == 0 {
                 break;

@@ -165,14 +165,10 @@ impl RedisBroker {
                 }
             }
             rest = &rest[taken..];
-            let reply: Value = if alone {
-                let mut con = self.dedicated().await?;
-                invocation.invoke_async(&mut con).await
-            } else {
-                let mut con = self.manager.clone();
-                invocation.invoke_async(&mut con).await
-            }
-            .map_err(|e| self.script_err("finish script", e))?;
+            let mut con = if alone { self.dedicated().await? } else { self.manager.clone() };
+            let reply: Value =
+                invocation.invoke_async(&mut con).await.map_err(|e| self.script_err("finish script", e))?;
+            self.wait_replicas_on(&mut con, data).await?;
             let n = parse::int(&reply).map_err(|d| self.protocol("finish script", d))?;
             skipped += usize::try_from(n).unwrap_or(0);
         }
@@ -211,6 +207,7 @@ impl RedisBroker {
             let mut con = self.manager.clone();
             let reply: Value =
                 invocation.invoke_async(&mut con).await.map_err(|e| self.script_err("bury script", e))?;
+            self.wait_replicas_on(&mut con, data).await?;
             let n = parse::int(&reply).map_err(|d| self.protocol("bury script", d))?;
             skipped += usize::try_from(n).unwrap_or(0);
         }
@@ -248,6 +245,7 @@ impl RedisBroker {
         // Entries this large go on a connection of their own (see [`LARGE_WRITE`]).
         let mut con = self.dedicated().await?;
         pipe.query_async::<()>(&mut con).await.map_err(|e| self.err(e))?;
+        self.wait_replicas_on(&mut con, data).await?;
         Ok(done.len() - held.len())
     }
 }

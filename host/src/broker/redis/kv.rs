@@ -1,7 +1,7 @@
-//! Redis: the `kv` store. A service's key `k` lives at `{ns}:kv:{service}:k` as a plain
+//! Redis: the `kv` store. A service's key `k` lives at `{ns:service}:kv:k` as a plain
 //! string (with a real Redis TTL when set with one). Quotas need the service's key count
 //! and bytes, so each write runs as one Lua script that also maintains, under
-//! `{ns}:kvmeta:{service}:`, `index` (sorted set of keys, for sorted listing), `sizes`
+//! `{ns:service}:kvmeta:`, `index` (sorted set of keys, for sorted listing), `sizes`
 //! (hash key -> bytes), `expiry` (sorted set key -> expiry ms) and `bytes` (the total).
 //! Each script first purges expired keys from that bookkeeping, so expired keys stop
 //! counting against the quota.
@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::{Script, Value};
 
-use super::parse;
+use super::{keys, parse};
 use crate::broker::{KvFailure, KvStore, RedisBroker, kv_ttl_ms};
 use crate::vocab::KvQuota;
 use crate::vocab::kv::KvSwap;
@@ -192,12 +192,11 @@ fn status(value: &Value) -> Result<(String, Option<String>), KvFailure> {
 
 impl RedisBroker {
     pub(super) fn kv_keys(&self, service: &str) -> [String; 4] {
-        let meta = kv_meta_prefix(&self.namespace, service);
-        ["index", "sizes", "expiry", "bytes"].map(|part| format!("{meta}{part}"))
+        keys::kv_meta(&self.namespace, service)
     }
 
     pub(super) fn kv_prefix(&self, service: &str) -> String {
-        kv_prefix(&self.namespace, service)
+        keys::kv_prefix(&self.namespace, service)
     }
 
     async fn kv_script(&self, script: &Script, service: &str, args: &[&[u8]]) -> Result<Value, KvFailure> {
@@ -306,14 +305,4 @@ impl KvStore for RedisBroker {
             })
             .collect()
     }
-}
-
-/// `{ns}:kv:{service}:`: the prefix of a service's kv values.
-pub(crate) fn kv_prefix(namespace: &str, service: &str) -> String {
-    format!("{namespace}:kv:{service}:")
-}
-
-/// `{ns}:kvmeta:{service}:`: the prefix of a service's kv bookkeeping (index, sizes, expiry).
-pub(crate) fn kv_meta_prefix(namespace: &str, service: &str) -> String {
-    format!("{namespace}:kvmeta:{service}:")
 }

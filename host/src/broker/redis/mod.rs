@@ -1,12 +1,16 @@
 //! Redis streams with consumer groups.
 //!
-//! Short commands share one auto-reconnecting multiplexed connection. Blocking reads
-//! (`XREADGROUP ... BLOCK`, `XREAD ... BLOCK`) each borrow a dedicated connection from a
-//! small pool, because a blocked command would stall every other command queued on a
-//! shared connection.
+//! Short commands share one auto-reconnecting multiplexed connection (on a Redis Cluster,
+//! one cluster connection, which sends each command to the node owning its keys' slot).
+//! Blocking reads (`XREADGROUP ... BLOCK`, `XREAD ... BLOCK`) each borrow a dedicated
+//! connection from a small pool, because a blocked command would stall every other command
+//! queued on a shared connection.
 //!
 //! ## Layout
 //! - `mod.rs`: [`RedisBroker`], its connections, and the [`Broker`] implementation.
+//! - `connection.rs`: the broker URL (one Redis or a cluster, `wait_replicas`) and the
+//!   connections it opens.
+//! - `keys.rs`: the key layout, every key of a service under its hash tag `{ns:service}`.
 //! - `finish.rs`: the hot path's atomic writes: taskbacks plus ack, dead letter plus ack,
 //!   each only while this consumer still holds the message (Lua scripts).
 //! - `admin.rs`: the [`crate::broker::BrokerAdmin`] side: tails, dead-letter replays,
@@ -23,8 +27,11 @@
 pub(super) mod acl;
 mod admin;
 mod claims;
+mod connection;
 mod finish;
+pub(crate) mod keys;
 mod kv;
+pub mod migrate;
 pub mod parse;
 mod range;
 mod rate;
@@ -35,9 +42,10 @@ use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, Cmd, Value};
+use redis::{Cmd, Value};
 
+pub(crate) use self::connection::Con;
+use self::connection::{Nodes, RESPONSE_TIMEOUT, WaitReplicas};
 use self::finish::Outgoing;
 use self::parse::RawEntry;
 use crate::broker::{
@@ -47,18 +55,19 @@ use crate::broker::{
 
 /// Default approximate stream length when a service was not prepared.
 const DEFAULT_MAXLEN: u64 = 100_000;
-/// How long a short command may take before the connection is considered broken.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The Redis broker: streams with consumer groups, kv and rate counters in Lua.
 pub struct RedisBroker {
-    client: Client,
+    nodes: Nodes,
     /// The URL without its password, for messages.
     url: String,
     pub(super) namespace: String,
-    pub(super) manager: ConnectionManager,
+    /// The shared connection for short commands.
+    pub(super) manager: Con,
     /// Dedicated connections for blocking reads, reused across reads.
-    blocking: Mutex<Vec<MultiplexedConnection>>,
+    blocking: Mutex<Vec<Con>>,
+    /// `wait_replicas`: `WAIT` after each write that must survive a failover.
+    wait: Option<WaitReplicas>,
     /// Approximate maximum length per service, from `prepare`.
     maxlen: RwLock<HashMap<String, u64>>,
 }
@@ -77,39 +86,62 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// `{ns}:{service}:{stream}`: the key of one of a service's streams.
-pub(crate) fn stream_key(namespace: &str, service: &str, stream: StreamKind) -> String {
-    format!("{namespace}:{service}:{}", stream.as_str())
-}
-
 impl RedisBroker {
-    /// Connects to `url` (`redis://` or `rediss://`); every key starts with `namespace`.
+    /// Connects to `url` (`redis://`, `rediss://`, `redis+cluster://`, `rediss+cluster://`,
+    /// see `connection.rs`); every key carries the hash tag `{namespace:service}`.
     pub async fn connect(url: &str, namespace: &str) -> Result<Self> {
         // `rediss://` goes through rustls, whose provider the whole process shares (ring).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let shown = redact(url);
-        let client = Client::open(url).map_err(|e| BrokerError::Url { url: shown.clone(), reason: e.to_string() })?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(3);
-        let manager = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(|source| BrokerError::Redis { url: shown.clone(), source })?;
+        let bad_url = |reason: String| BrokerError::Url { url: shown.clone(), reason };
+        let target = connection::parse_target(url).map_err(bad_url)?;
+        let nodes = Nodes::open(&target).map_err(|e| bad_url(e.to_string()))?;
+        let manager = nodes.shared().await.map_err(|source| BrokerError::Redis { url: shown.clone(), source })?;
         Ok(Self {
-            client,
+            nodes,
             url: shown,
             namespace: namespace.to_owned(),
             manager,
             blocking: Mutex::new(Vec::new()),
+            wait: target.wait,
             maxlen: RwLock::new(HashMap::new()),
         })
     }
 
-    /// `{ns}:{service}:{stream}`.
+    /// Whether this broker is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.manager.is_cluster()
+    }
+
+    /// With `wait_replicas`, waits until that many replicas have every write made so far
+    /// on the shared connection to the node of `key` (`WAIT`); fewer within the timeout is
+    /// an error (the write is in place on the primary, but a failover now could lose it).
+    pub(super) async fn wait_replicas(&self, key: &str) -> Result<()> {
+        self.wait_replicas_on(&mut self.manager.clone(), key).await
+    }
+
+    /// [`RedisBroker::wait_replicas`] for writes made on `con`.
+    pub(super) async fn wait_replicas_on(&self, con: &mut Con, key: &str) -> Result<()> {
+        let Some(wait) = self.wait else { return Ok(()) };
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(wait.replicas).arg(wait.timeout_ms);
+        let reply = con.on_slot_of(key, &cmd).await.map_err(|e| self.err(e))?;
+        let acked = parse::int(&reply).map_err(|d| self.protocol("WAIT", d))?;
+        if acked < i64::from(wait.replicas) {
+            // The code Redis itself gives a write refused for want of replicas
+            // (`min-replicas-to-write`): transient, the write is retried.
+            let detail = format!(
+                "only {acked} of wait_replicas={} replicas acknowledged the write to {key} within {} ms",
+                wait.replicas, wait.timeout_ms
+            );
+            return Err(self.err(redis::make_extension_error("NOREPLICAS".to_owned(), Some(detail))));
+        }
+        Ok(())
+    }
+
+    /// `{ns:service}:stream` ([`keys::stream`]).
     pub fn key(&self, service: &str, stream: StreamKind) -> String {
-        stream_key(&self.namespace, service, stream)
+        keys::stream(&self.namespace, service, stream)
     }
 
     pub(super) fn maxlen(&self, service: &str) -> u64 {
@@ -131,11 +163,8 @@ impl RedisBroker {
 
     /// A new connection of its own, for a write large enough that Redis might refuse it by
     /// closing the connection (dropped after use).
-    pub(super) async fn dedicated(&self) -> Result<MultiplexedConnection> {
-        let config = AsyncConnectionConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT * 6))
-            .set_connection_timeout(Some(Duration::from_secs(5)));
-        self.client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| self.err(e))
+    pub(super) async fn dedicated(&self) -> Result<Con> {
+        self.nodes.own(Some(RESPONSE_TIMEOUT * 6)).await.map_err(|e| self.err(e))
     }
 
     /// Runs a blocking command on a dedicated connection.
@@ -143,12 +172,7 @@ impl RedisBroker {
         let pooled = self.blocking.lock().unwrap_or_else(PoisonError::into_inner).pop();
         let mut con = match pooled {
             Some(con) => con,
-            None => {
-                let config = AsyncConnectionConfig::new()
-                    .set_response_timeout(None)
-                    .set_connection_timeout(Some(Duration::from_secs(5)));
-                self.client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| self.err(e))?
-            }
+            None => self.nodes.own(None).await.map_err(|e| self.err(e))?,
         };
         let value: Value = cmd.query_async(&mut con).await.map_err(|e| self.err(e))?;
         self.blocking.lock().unwrap_or_else(PoisonError::into_inner).push(con);
@@ -248,12 +272,15 @@ impl Broker for RedisBroker {
 
     async fn add(&self, service: &str, stream: StreamKind, fields: &[(String, String)]) -> Result<String> {
         let maxlen = (stream == StreamKind::Dead).then(|| self.maxlen(service));
-        let cmd = self.xadd(&self.key(service, stream), maxlen, fields);
-        match self.query(&cmd).await? {
-            Value::BulkString(id) => Ok(String::from_utf8_lossy(&id).into_owned()),
-            Value::SimpleString(id) => Ok(id),
-            other => Err(self.protocol("XADD", format!("{other:?}"))),
-        }
+        let key = self.key(service, stream);
+        let cmd = self.xadd(&key, maxlen, fields);
+        let id = match self.query(&cmd).await? {
+            Value::BulkString(id) => String::from_utf8_lossy(&id).into_owned(),
+            Value::SimpleString(id) => id,
+            other => return Err(self.protocol("XADD", format!("{other:?}"))),
+        };
+        self.wait_replicas(&key).await?;
+        Ok(id)
     }
 
     async fn read(&self, service: &str, consumer: &str, count: usize, block: Duration) -> Result<Vec<Delivery>> {

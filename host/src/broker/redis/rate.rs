@@ -1,5 +1,5 @@
 //! Redis: the counters of `rate_limit:`. A bucket's count lives at
-//! `{ns}:{service}:rate:{bucket}`, an integer that expires when its window ends; one Lua
+//! `{ns:service}:rate:{bucket}`, an integer that expires when its window ends; one Lua
 //! script counts a message and reads the time left, so every worker shares the count.
 
 use std::sync::LazyLock;
@@ -26,9 +26,9 @@ return {n, left}
 });
 
 impl RedisBroker {
-    /// `{ns}:{service}:rate:{bucket}`.
+    /// `{ns:service}:rate:{bucket}`.
     pub(super) fn rate_key(&self, service: &str, bucket: &str) -> String {
-        format!("{}:{service}:rate:{bucket}", self.namespace)
+        super::keys::rate(&self.namespace, service, bucket)
     }
 
     pub(super) async fn count_rate(&self, service: &str, bucket: &str, window: Duration) -> Result<RateCount> {

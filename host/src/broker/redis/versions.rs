@@ -15,18 +15,12 @@
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 
 use crate::broker::versions::{
     Active, ComponentStore, MAX_HISTORY, Version, WorkerReport, parse_report, parse_version,
 };
 use crate::broker::{BrokerError, Result, parse};
-
-/// `{ns:service}:component:`: the prefix of every version key of a service.
-pub(crate) fn component_prefix(namespace: &str, service: &str) -> String {
-    format!("{{{namespace}:{service}}}:component:")
-}
 
 /// KEYS: bytes, active, generation; ARGV: component, sha256. Returns the new generation,
 /// or -1 when no bytes are stored under the SHA-256.
@@ -43,7 +37,7 @@ return redis.call('INCR', KEYS[3])
 pub struct RedisVersions {
     url: String,
     namespace: String,
-    manager: ConnectionManager,
+    manager: super::Con,
 }
 
 impl RedisVersions {
@@ -54,7 +48,7 @@ impl RedisVersions {
     }
 
     fn key(&self, service: &str, rest: &str) -> String {
-        format!("{}{rest}", component_prefix(&self.namespace, service))
+        format!("{}{rest}", super::keys::component_prefix(&self.namespace, service))
     }
 
     fn err(&self, source: redis::RedisError) -> BrokerError {
