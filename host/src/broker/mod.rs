@@ -261,6 +261,34 @@ impl BrokerError {
     }
 }
 
+impl BrokerError {
+    /// Whether the broker said it is in a passing state (`LOADING`, `BUSY`, `TRYAGAIN`,
+    /// `MASTERDOWN`, `READONLY`, `NOREPLICAS`, `CLUSTERDOWN`, `OOM`, `MISCONF`): such a write
+    /// is retried for as long as it takes, even while the broker answers reads, because the
+    /// same bytes will be taken once the state passes (`NOREPLICAS` while a replica resyncs
+    /// after a failover, say). Only errors without such a code (a dropped connection) can be a
+    /// refusal in disguise.
+    pub fn is_passing_state(&self) -> bool {
+        match self {
+            BrokerError::Redis { source, .. } => matches!(
+                source.code(),
+                Some(
+                    "LOADING"
+                        | "BUSY"
+                        | "TRYAGAIN"
+                        | "MASTERDOWN"
+                        | "READONLY"
+                        | "NOREPLICAS"
+                        | "CLUSTERDOWN"
+                        | "OOM"
+                        | "MISCONF"
+                )
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// A broker operation's result.
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
 
@@ -428,6 +456,8 @@ mod tests {
         }
         let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
         assert!(!redis(reset.into()).is_permanent());
+        assert!(redis(::redis::make_extension_error("NOREPLICAS".into(), None)).is_passing_state());
+        assert!(!redis(::redis::make_extension_error("ERR".into(), None)).is_passing_state());
         let embedded = BrokerError::Embedded { path: "d".into(), detail: "busy".into() };
         assert!(!embedded.is_permanent());
         let sqlite = |code| BrokerError::Sqlite {

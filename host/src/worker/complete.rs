@@ -64,7 +64,7 @@ impl Writer {
                     break;
                 };
                 failures += 1;
-                if err.is_permanent() || (failures > 1 && self.broker_answers().await) {
+                if err.is_permanent() || (failures > 1 && !err.is_passing_state() && self.broker_answers().await) {
                     // Something in the batch is refused, not the broker away: find it.
                     tracing::warn!(service = %self.service, error = %err, count = ids.len(), "a batch write was refused; writing its messages one by one");
                     let done = completions.drain(..).zip(sources.drain(..)).map(|(c, f)| Finished::Done(c, f));
@@ -114,7 +114,8 @@ impl Writer {
             };
             let Err(err) = result else { return };
             failures += 1;
-            let refused = err.is_permanent() || (failures >= REFUSALS_BEFORE_PERMANENT && self.broker_answers().await);
+            let refused = err.is_permanent()
+                || (failures >= REFUSALS_BEFORE_PERMANENT && !err.is_passing_state() && self.broker_answers().await);
             if refused && let Some(next) = fallback(&finished, &err) {
                 tracing::error!(
                     service = %self.service,
