@@ -239,19 +239,7 @@ impl BrokerError {
                     return false;
                 }
                 match source.code() {
-                    Some(code) => !matches!(
-                        code,
-                        "LOADING"
-                            | "BUSY"
-                            | "TRYAGAIN"
-                            | "MASTERDOWN"
-                            | "READONLY"
-                            | "NOREPLICAS"
-                            | "CLUSTERDOWN"
-                            | "OOM"
-                            | "MISCONF"
-                            | "NOSCRIPT"
-                    ),
+                    Some(code) => !(self.is_passing_state() || code == "NOSCRIPT"),
                     None => false,
                 }
             }

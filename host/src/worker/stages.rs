@@ -19,14 +19,7 @@ pub struct Stages {
 }
 
 /// The process's totals.
-pub static STAGES: Stages = Stages {
-    read_ns: AtomicU64::new(0),
-    read_msgs: AtomicU64::new(0),
-    merge_ns: AtomicU64::new(0),
-    merge_msgs: AtomicU64::new(0),
-    write_ns: AtomicU64::new(0),
-    write_msgs: AtomicU64::new(0),
-};
+pub static STAGES: Stages = Stages::new();
 
 /// A copy of the totals at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -49,7 +42,25 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+impl Default for Stages {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Stages {
+    /// All totals at zero.
+    pub const fn new() -> Self {
+        Stages {
+            read_ns: AtomicU64::new(0),
+            read_msgs: AtomicU64::new(0),
+            merge_ns: AtomicU64::new(0),
+            merge_msgs: AtomicU64::new(0),
+            write_ns: AtomicU64::new(0),
+            write_msgs: AtomicU64::new(0),
+        }
+    }
+
     /// A read that took `took` and delivered `msgs` messages (empty reads are not counted:
     /// their time is waiting, not cost).
     pub fn read(&self, took: Duration, msgs: usize) {
@@ -116,14 +127,7 @@ mod tests {
 
     #[test]
     fn totals_and_differences() {
-        let stages = Stages {
-            read_ns: AtomicU64::new(0),
-            read_msgs: AtomicU64::new(0),
-            merge_ns: AtomicU64::new(0),
-            merge_msgs: AtomicU64::new(0),
-            write_ns: AtomicU64::new(0),
-            write_msgs: AtomicU64::new(0),
-        };
+        let stages = Stages::new();
         let before = stages.snapshot();
         stages.read(Duration::from_micros(100), 10);
         stages.read(Duration::from_secs(1), 0); // an empty read: waiting, not counted
