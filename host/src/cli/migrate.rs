@@ -25,7 +25,7 @@ pub struct Args {
 
 pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
     let compose = load_compose(&cli.file)?;
-    let url = match cli.broker.clone().or_else(|| compose.broker.clone()) {
+    let url = match super::broker_url(cli, &compose) {
         Some(url) if url != "embedded" => url,
         _ => anyhow::bail!("migrate-keys moves Redis keys; the embedded broker has no old layout to migrate"),
     };

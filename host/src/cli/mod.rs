@@ -136,11 +136,17 @@ pub(crate) fn load_compose(path: &Path) -> anyhow::Result<Compose> {
     })
 }
 
+/// The broker URL chosen by `--broker`, `$CANNON_BROKER` or the compose file's `broker:`
+/// (`None`, or `embedded`: the embedded broker).
+pub(crate) fn broker_url(cli: &Cli, compose: &Compose) -> Option<String> {
+    cli.broker.clone().or_else(|| compose.broker.as_ref().map(|url| url.expose().to_owned()))
+}
+
 /// Connects to the broker chosen by `--broker`, `$CANNON_BROKER` or the compose file's
 /// `broker:`; without any of them (or with `embedded`), opens the embedded broker in
 /// `--data-dir` (default: the compose file's `data_dir`).
 pub(crate) async fn connect(cli: &Cli, compose: &Compose) -> anyhow::Result<Arc<dyn BrokerAdmin>> {
-    match cli.broker.clone().or_else(|| compose.broker.clone()) {
+    match broker_url(cli, compose) {
         Some(url) if url != "embedded" => crate::broker::connect(&url, &compose.namespace)
             .await
             .with_context(|| format!("cannot connect to the broker of {}", compose.path.display())),
@@ -159,7 +165,7 @@ pub(crate) async fn connect_versions(
     cli: &Cli,
     compose: &Compose,
 ) -> anyhow::Result<Arc<dyn crate::broker::ComponentStore>> {
-    match cli.broker.clone().or_else(|| compose.broker.clone()) {
+    match broker_url(cli, compose) {
         Some(url) if url != "embedded" => crate::broker::versions::connect(&url, &compose.namespace)
             .await
             .with_context(|| format!("cannot connect to the broker of {}", compose.path.display())),

@@ -209,7 +209,7 @@ pub(crate) async fn summary(
 /// the broker is reachable within a moment (`None` otherwise, or when the embedded broker
 /// has no database yet: nothing was deployed to it).
 pub(crate) async fn deployed(cli: &Cli, compose: &crate::config::Compose) -> Option<Vec<(String, Active)>> {
-    let embedded = !matches!(cli.broker.clone().or_else(|| compose.broker.clone()), Some(url) if url != "embedded");
+    let embedded = !matches!(super::broker_url(cli, compose), Some(url) if url != "embedded");
     let dir = cli.data_dir.clone().unwrap_or_else(|| compose.data_dir.clone());
     if embedded && !dir.join(crate::broker::EMBEDDED_DB_FILE).is_file() {
         return Some(Vec::new());

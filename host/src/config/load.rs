@@ -96,7 +96,7 @@ pub(crate) fn compose(root: &Node, path: &Path, ctx: &mut Loader) -> Option<Comp
     let broker = match root.get("broker") {
         None => None,
         Some(node) if matches!(node.value, Value::Null) => None,
-        Some(node) => ctx.name(node, "broker"),
+        Some(node) => ctx.name(node, "broker").map(crate::vocab::Secret::new),
     };
     let dir = |ctx: &mut Loader, key: &str, default: &str| match root.get(key) {
         None => default.to_owned(),

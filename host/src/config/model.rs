@@ -22,8 +22,9 @@ pub struct Compose {
     pub path: PathBuf,
     /// Prefix of every broker key, so several deployments can share one Redis.
     pub namespace: String,
-    /// Broker URL from the file (`--broker` and `CANNON_BROKER` take precedence).
-    pub broker: Option<String>,
+    /// Broker URL from the file (`--broker` and `CANNON_BROKER` take precedence). A
+    /// [`Secret`](crate::vocab::Secret): the URL may carry a password, so `Debug` hides it.
+    pub broker: Option<crate::vocab::Secret>,
     /// Directory where `file: NAME` components live as `NAME.wasm`.
     pub app_dir: PathBuf,
     /// Directory of the embedded broker (relative to the compose file unless absolute).

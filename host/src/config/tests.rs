@@ -118,7 +118,8 @@ fn full_file() {
     let c = dir.ok(FULL, &[("REDIS_HOST", "db")]);
     assert_eq!(c.path, dir.0.join("cannon-compose.yml"));
     assert_eq!(c.namespace, "prod.bots");
-    assert_eq!(c.broker.as_deref(), Some("redis://db:6379"));
+    assert_eq!(c.broker.as_ref().map(|b| b.expose()), Some("redis://db:6379"));
+    assert!(!format!("{c:?}").contains("redis://db"), "Debug shows no broker URL");
     assert_eq!(c.app_dir, dir.0.join("wasm"));
     assert_eq!(c.data_dir, PathBuf::from("/var/lib/cannon"));
     assert_eq!(c.groups["moderators"], ["alice", "42"]);
