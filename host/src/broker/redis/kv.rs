@@ -182,6 +182,16 @@ fn tagged(value: Option<&[u8]>) -> Vec<u8> {
     value.map(|v| [b"1", v].concat()).unwrap_or_default()
 }
 
+/// One stored value as `GET` or `MGET` answers it (`nil`: no such key).
+fn kv_value(reply: Value, command: &str) -> Result<Option<Vec<u8>>, KvFailure> {
+    match reply {
+        Value::Nil => Ok(None),
+        Value::BulkString(bytes) => Ok(Some(bytes)),
+        Value::SimpleString(text) => Ok(Some(text.into_bytes())),
+        other => Err(KvFailure::Unavailable(format!("unexpected reply to {command}: {other:?}"))),
+    }
+}
+
 /// A script's `[status, detail]` reply.
 fn status(value: &Value) -> Result<(String, Option<String>), KvFailure> {
     let parts = parse::strings(value).map_err(|d| KvFailure::Unavailable(format!("unexpected kv reply: {d}")))?;
@@ -227,12 +237,7 @@ impl KvStore for RedisBroker {
     async fn kv_get(&self, service: &str, key: &str) -> Result<Option<Vec<u8>>, KvFailure> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(format!("{}{key}", self.kv_prefix(service)));
-        match self.query(&cmd).await.map_err(|e| KvFailure::Unavailable(e.to_string()))? {
-            Value::Nil => Ok(None),
-            Value::BulkString(bytes) => Ok(Some(bytes)),
-            Value::SimpleString(text) => Ok(Some(text.into_bytes())),
-            other => Err(KvFailure::Unavailable(format!("unexpected reply to GET: {other:?}"))),
-        }
+        kv_value(self.query(&cmd).await.map_err(|e| KvFailure::Unavailable(e.to_string()))?, "GET")
     }
 
     async fn kv_set(
@@ -295,14 +300,6 @@ impl KvStore for RedisBroker {
         if items.len() != keys.len() {
             return Err(KvFailure::Unavailable(format!("MGET of {} keys answered {} values", keys.len(), items.len())));
         }
-        items
-            .into_iter()
-            .map(|item| match item {
-                Value::Nil => Ok(None),
-                Value::BulkString(bytes) => Ok(Some(bytes)),
-                Value::SimpleString(text) => Ok(Some(text.into_bytes())),
-                other => Err(KvFailure::Unavailable(format!("unexpected value in reply to MGET: {other:?}"))),
-            })
-            .collect()
+        items.into_iter().map(|item| kv_value(item, "MGET")).collect()
     }
 }
