@@ -225,6 +225,7 @@ async fn measure(
             eprintln!("  {} messages queued in {:.2} s; starting the workers", args.messages, enqueue.as_secs_f64());
         }
     }
+    STAGES.measure();
     let before = (metrics::snapshot(), STAGES.snapshot(), cpu_time());
     let starting = Instant::now();
     let workers = crate::runner::start(compose, &[spec], broker.clone(), &options, shutdown.clone()).await?;

@@ -58,9 +58,11 @@ impl Writer {
             }
             let mut failures = 0;
             loop {
-                let writing = Instant::now();
+                let writing = super::stages::STAGES.clock();
                 let Err(err) = self.write(&completions, &dead, failures).await else {
-                    super::stages::STAGES.write(writing.elapsed(), completions.len() + dead.len());
+                    if let Some(writing) = writing {
+                        super::stages::STAGES.write(writing.elapsed(), completions.len() + dead.len());
+                    }
                     break;
                 };
                 failures += 1;

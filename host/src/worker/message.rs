@@ -110,9 +110,11 @@ async fn run_with_retries(
             Ok(outcome) => {
                 host_fault::recovered();
                 tracing::debug!(wall_us = outcome.stats.wall.as_micros() as u64, attempt, "processed");
-                let merging = std::time::Instant::now();
+                let merging = super::stages::STAGES.clock();
                 let completion = Completion { id: msg.id.clone(), taskbacks: outcome.taskbacks(&msg) };
-                super::stages::STAGES.merge(merging.elapsed());
+                if let Some(merging) = merging {
+                    super::stages::STAGES.merge(merging.elapsed());
+                }
                 break Finished::Done(completion, msg.fields);
             }
             Err(err) if err.error.is_host_fault() => {

@@ -72,9 +72,11 @@ impl Fetcher {
                 return Ok(found);
             }
         }
-        let started = Instant::now();
+        let started = super::stages::STAGES.clock();
         let read = self.broker.read(&self.service, &self.consumer, room, self.block).await?;
-        super::stages::STAGES.read(started.elapsed(), read.len());
+        if let Some(started) = started {
+            super::stages::STAGES.read(started.elapsed(), read.len());
+        }
         Ok(read)
     }
 }

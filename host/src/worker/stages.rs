@@ -2,14 +2,17 @@
 //! that delivered messages, the merge of results into taskbacks, and the broker writes of
 //! taskbacks and acks. `cannon-host bench` divides them by the messages they served to show
 //! a message's cost stage by stage (the engine's own [`crate::engine::metrics`] has the
-//! instantiate and call times). Plain relaxed atomics: a few per batch or message.
+//! instantiate and call times). Plain relaxed atomics: a few per batch or message, and only
+//! once `bench` turned the measurement on ([`Stages::measure`]); otherwise the hot path reads
+//! no clock for them and touches no shared counter.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// Totals since the process started.
 #[derive(Debug)]
 pub struct Stages {
+    on: AtomicBool,
     read_ns: AtomicU64,
     read_msgs: AtomicU64,
     merge_ns: AtomicU64,
@@ -52,6 +55,7 @@ impl Stages {
     /// All totals at zero.
     pub const fn new() -> Self {
         Stages {
+            on: AtomicBool::new(false),
             read_ns: AtomicU64::new(0),
             read_msgs: AtomicU64::new(0),
             merge_ns: AtomicU64::new(0),
@@ -59,6 +63,16 @@ impl Stages {
             write_ns: AtomicU64::new(0),
             write_msgs: AtomicU64::new(0),
         }
+    }
+
+    /// Turns the measurement on for the rest of the process (`bench`).
+    pub fn measure(&self) {
+        self.on.store(true, Ordering::Relaxed);
+    }
+
+    /// The start of a stage: a clock reading while measuring, else nothing to time.
+    pub fn clock(&self) -> Option<Instant> {
+        self.on.load(Ordering::Relaxed).then(Instant::now)
     }
 
     /// A read that took `took` and delivered `msgs` messages (empty reads are not counted:
