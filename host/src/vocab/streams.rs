@@ -30,8 +30,10 @@ pub struct StreamId {
 impl StreamId {
     /// `MS-SEQ` or `MS` (sequence 0), decimal digits only; the reason when it is not.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let shown: String = text.chars().take(64).collect();
-        let bad = || format!("{shown:?} is not a stream id (MS-SEQ, e.g. 1732364400000-0)");
+        let bad = || {
+            let shown: String = text.chars().take(64).collect();
+            format!("{shown:?} is not a stream id (MS-SEQ, e.g. 1732364400000-0)")
+        };
         let (ms, seq) = text.split_once('-').unwrap_or((text, "0"));
         let number = |part: &str| {
             if part.is_empty() || part.len() > 20 || !part.bytes().all(|b| b.is_ascii_digit()) {
