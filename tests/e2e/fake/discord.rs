@@ -26,7 +26,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
@@ -305,29 +305,7 @@ async fn connection(tcp: tokio::net::TcpStream, state: Shared<DiscordState>, por
     if socket.send(Message::Text(hello.to_string().into())).await.is_err() {
         return;
     }
-    loop {
-        tokio::select! {
-            control = rx.recv() => match control {
-                Some(Control::Send(text)) => {
-                    if socket.send(Message::Text(text.into())).await.is_err() { break; }
-                }
-                Some(Control::Close(code)) => {
-                    let frame = tokio_tungstenite::tungstenite::protocol::CloseFrame { code: code.into(), reason: "".into() };
-                    let _ = socket.close(Some(frame)).await;
-                    break;
-                }
-                Some(Control::Drop) | None => break,
-            },
-            frame = socket.next() => match frame {
-                Some(Ok(Message::Text(text))) => {
-                    let Ok(payload) = serde_json::from_str::<Value>(text.as_str()) else { continue };
-                    opcode(&state, &tx, &payload, port);
-                }
-                Some(Ok(_)) => {}
-                _ => break,
-            },
-        }
-    }
+    super::relay(&mut socket, &mut rx, |payload| opcode(&state, &tx, &payload, port)).await;
     let mut st = state.lock();
     if st.live.as_ref().is_some_and(|live| live.same_channel(&tx)) {
         st.live = None;

@@ -78,6 +78,41 @@ pub enum Control {
     Close(u16),
 }
 
+/// Relays one WebSocket connection until it ends: frames queued on `rx` go out (or close or
+/// drop it, as the test asks), and each JSON text frame that comes in goes to `frame`.
+pub async fn relay(
+    socket: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    rx: &mut mpsc::UnboundedReceiver<Control>,
+    mut frame: impl FnMut(serde_json::Value),
+) {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        tokio::select! {
+            control = rx.recv() => match control {
+                Some(Control::Send(text)) => {
+                    if socket.send(Message::Text(text.into())).await.is_err() { return; }
+                }
+                Some(Control::Close(code)) => {
+                    let close = tokio_tungstenite::tungstenite::protocol::CloseFrame { code: code.into(), reason: "".into() };
+                    let _ = socket.close(Some(close)).await;
+                    return;
+                }
+                Some(Control::Drop) | None => return,
+            },
+            next = socket.next() => match next {
+                Some(Ok(Message::Text(text))) => {
+                    if let Ok(payload) = serde_json::from_str(text.as_str()) {
+                        frame(payload);
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => return,
+            },
+        }
+    }
+}
+
 /// The control channel of the live connection, if any.
 pub type Live = Option<mpsc::UnboundedSender<Control>>;
 

@@ -21,10 +21,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::post;
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server as handshake;
 
 use super::{Background, Control, Live, Shared, form, form_get, json_response, wait_until};
@@ -269,7 +267,13 @@ async fn connection(tcp: tokio::net::TcpStream, state: Shared<SlackState>) {
         let _ = socket.close(None).await;
         return;
     }
-    relay(&mut socket, &mut rx, &state).await;
+    super::relay(&mut socket, &mut rx, |ack| {
+        let Some(id) = ack["envelope_id"].as_str() else { return };
+        let mut st = state.lock();
+        st.unacked.retain(|(e, _)| e["envelope_id"].as_str() != Some(id));
+        st.acks.push(id.to_owned());
+    })
+    .await;
     let mut st = state.lock();
     if st.live.as_ref().is_some_and(|live| live.same_channel(&tx)) {
         st.live = None;
@@ -309,37 +313,4 @@ fn admit(state: &Shared<SlackState>, ticket: &str, tx: &mpsc::UnboundedSender<Co
         st.live = Some(tx.clone());
     }
     true
-}
-
-async fn relay(
-    socket: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
-    rx: &mut mpsc::UnboundedReceiver<Control>,
-    state: &Shared<SlackState>,
-) {
-    loop {
-        tokio::select! {
-            control = rx.recv() => match control {
-                Some(Control::Send(text)) => {
-                    if socket.send(Message::Text(text.into())).await.is_err() { return; }
-                }
-                Some(Control::Close(code)) => {
-                    let frame = tokio_tungstenite::tungstenite::protocol::CloseFrame { code: code.into(), reason: "".into() };
-                    let _ = socket.close(Some(frame)).await;
-                    return;
-                }
-                Some(Control::Drop) | None => return,
-            },
-            frame = socket.next() => match frame {
-                Some(Ok(Message::Text(text))) => {
-                    let Ok(ack) = serde_json::from_str::<Value>(text.as_str()) else { continue };
-                    let Some(id) = ack["envelope_id"].as_str() else { continue };
-                    let mut st = state.lock();
-                    st.unacked.retain(|(e, _)| e["envelope_id"].as_str() != Some(id));
-                    st.acks.push(id.to_owned());
-                }
-                Some(Ok(_)) => {}
-                _ => return,
-            },
-        }
-    }
 }
