@@ -6,6 +6,12 @@ use clap::Parser as _;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc's malloc: a message's path allocates many small buffers on
+/// several threads (reply parsing, fields, futures), and glibc's arenas spent a quarter of
+/// the worker's CPU on them (docs/performance.md, round 3).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cannon_host::cli::Cli::parse();
     let filter = EnvFilter::try_from_env("CANNON_LOG")

@@ -153,6 +153,19 @@ pub(crate) fn base_config(fuel: bool) -> Config {
     config
 }
 
+/// Bytes of a reused memory slot reset in place ([`MEMORY_KEEP_RESIDENT_SCANNED`] or
+/// [`MEMORY_KEEP_RESIDENT`]); `CANNON_KEEP_RESIDENT_KB` overrides it (docs/performance.md).
+fn keep_resident(scanned: bool) -> anyhow::Result<usize> {
+    let Ok(kb) = std::env::var("CANNON_KEEP_RESIDENT_KB") else {
+        return Ok(if scanned { MEMORY_KEEP_RESIDENT_SCANNED } else { MEMORY_KEEP_RESIDENT });
+    };
+    kb.trim()
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(1024))
+        .ok_or_else(|| anyhow::anyhow!("CANNON_KEEP_RESIDENT_KB={kb:?} is not a number of KiB"))
+}
+
 impl Engine {
     /// Builds the engine, its linker and the epoch ticker from `options`.
     pub fn new(options: &EngineOptions) -> anyhow::Result<Self> {
@@ -177,7 +190,7 @@ impl Engine {
             // Where the kernel reports which pages a call wrote, restore only those.
             let scanned = PoolingAllocationConfig::is_pagemap_scan_available();
             pool.pagemap_scan(if scanned { Enabled::Yes } else { Enabled::No })
-                .linear_memory_keep_resident(if scanned { MEMORY_KEEP_RESIDENT_SCANNED } else { MEMORY_KEEP_RESIDENT })
+                .linear_memory_keep_resident(keep_resident(scanned)?)
                 .table_keep_resident(TABLE_KEEP_RESIDENT)
                 .async_stack_keep_resident(STACK_KEEP_RESIDENT);
             config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
