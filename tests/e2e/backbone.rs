@@ -265,3 +265,31 @@ fn bench_drain_queues_first_then_times_the_workers() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--rate"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn keep_resident_override_is_checked_and_used() {
+    let redis = RedisServer::start();
+    let project = shout_and_counter();
+    // Not a number of KiB: `run` stops before it starts anything, naming the variable.
+    let mut cmd = crate::support::host(&project, &redis);
+    let out = cmd
+        .env("CANNON_KEEP_RESIDENT_KB", "16M")
+        .args(["run", "shout"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run cannon-host");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(r#"CANNON_KEEP_RESIDENT_KB="16M" is not a number of KiB"#), "{stderr}");
+
+    // A valid size (smaller than a slot's dirty pages, so part is decommitted) still answers.
+    let mut cmd = crate::support::host(&project, &redis);
+    cmd.env("CANNON_KEEP_RESIDENT_KB", "4");
+    let mut host = Running::start_cmd(cmd, &project, &["shout"]);
+    host.wait_for_log("ready", Duration::from_secs(60));
+    let out = run_host(&project, &redis, &["send", "shout", "text=kept", "--wait"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+    assert_eq!(json["text"], "KEPT", "{json}");
+    assert!(host.terminate().success(), "{}", host.log_text());
+}
