@@ -5,14 +5,16 @@
 
 Run from the repository root; each run is `BIN -f bench/cannon-compose.yml bench BENCH ARGS
 --json`, the binaries alternating (A, B, then B, A, ...). With AB_REDIS_PORT (default 6411)
-naming a local redis-server, its CPU per message is read from /proc around each run.
+naming a local redis-server (found by `INFO server`, as in
+worker-drain.py), its CPU per message is read from /proc around each run.
 Example: python3 bench/ab.py 4 "shout -n 50000 --drain --broker redis://127.0.0.1:6411" base new
 """
 import json, os, statistics as st, subprocess, sys
 
 pairs, args, bins = int(sys.argv[1]), sys.argv[2].split(), sys.argv[3:]
 port = os.environ.get("AB_REDIS_PORT", "6411")
-found = subprocess.run(["pgrep", "-f", f"redis-server 127.0.0.1:{port}"], capture_output=True, text=True).stdout.split()
+info = subprocess.run(["redis-cli", "-p", port, "info", "server"], capture_output=True, text=True).stdout
+found = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("process_id:")]
 
 
 def redis_ticks():
