@@ -19,5 +19,12 @@ for f in cannon_drain.py cannon_latency.py; do
     || { echo "bench/peers.sh: $f no longer names the keys as expected; update this script" >&2; exit 1; }
   sed -i -e 's/f"{NS}:shout:\(data\|taskback\|dead\)"/f"{{{NS}:shout}}:\1"/g' "$copy/$f"
 done
+# cannon_latency.py reads the taskback stream from `$` after its XADD: a worker that answers
+# before that XREAD is issued makes the answer invisible and the run hang (seen with a fast
+# worker). The stream is new for each run (the namespace has the pid), so read it from the
+# start; the script matches answers by `cannon.id` anyway.
+grep -q '^last = "\$"$' "$copy/cannon_latency.py" \
+  || { echo "bench/peers.sh: cannon_latency.py no longer starts from \$; update this script" >&2; exit 1; }
+sed -i -e 's/^last = "\$"$/last = "0-0"/' "$copy/cannon_latency.py"
 cd "$repo"
 bash "$copy/run.sh" "${1:-target/release/cannon-host}" "${2:-app}"

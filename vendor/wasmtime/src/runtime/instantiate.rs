@@ -165,6 +165,21 @@ impl CompiledModule {
         }
     }
 
+    /// Text-section offsets of a defined function's array-to-wasm trampoline
+    /// and of its body, or `None` if either is absent (the function does not
+    /// escape). (cannon: used to build `Module`'s funcref table, see
+    /// `Module::defined_func_ref_offsets`.)
+    pub fn func_ref_offsets(&self, def_index: DefinedFuncIndex) -> Option<[u32; 2]> {
+        let module = self.module_index();
+        let array = self
+            .index
+            .func_loc(FuncKey::ArrayToWasmTrampoline(module, def_index))?;
+        let wasm = self
+            .index
+            .func_loc(FuncKey::DefinedWasmFunction(module, def_index))?;
+        Some([array.start, wasm.start])
+    }
+
     /// Gets the function location information for a given function index.
     pub fn func_loc(&self, key: FuncKey) -> &FunctionLoc {
         self.index

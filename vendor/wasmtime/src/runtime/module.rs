@@ -151,6 +151,14 @@ struct ModuleInner {
     /// instantiated.
     memory_images: OnceLock<Option<ModuleMemoryImages>>,
 
+    /// cannon: for each defined function, the text-section offsets of its
+    /// array-to-wasm trampoline and its body (`[u32::MAX; 2]` when it does not
+    /// escape), built on the first `ref.func`/funcref initialization. Turns
+    /// the two `FuncKey` lookups and the store's code-registry lookup per
+    /// funcref into one indexed load; componentize-py guests initialize
+    /// thousands of funcrefs per instance. See `Instance::initialize_defined_funcref`.
+    func_ref_offsets: OnceLock<Box<[[u32; 2]]>>,
+
     /// Flag indicating whether this module can be serialized or not.
     #[cfg(any(feature = "cranelift", feature = "winch"))]
     serializable: bool,
@@ -553,6 +561,7 @@ impl Module {
                 engine: engine.clone(),
                 code,
                 memory_images: OnceLock::new(),
+                func_ref_offsets: OnceLock::new(),
                 module,
                 #[cfg(any(feature = "cranelift", feature = "winch"))]
                 serializable,
@@ -643,6 +652,28 @@ impl Module {
 
     pub(crate) fn compiled_module(&self) -> &CompiledModule {
         &self.inner.module
+    }
+
+    /// Text-section offsets `[array_to_wasm_trampoline, body]` of the defined
+    /// function `def_index`, or `None` if it has no trampoline (cannon; see
+    /// `func_ref_offsets` above).
+    #[inline]
+    pub(crate) fn defined_func_ref_offsets(
+        &self,
+        def_index: wasmtime_environ::DefinedFuncIndex,
+    ) -> Option<[u32; 2]> {
+        let table = self.inner.func_ref_offsets.get_or_init(|| {
+            let compiled = &self.inner.module;
+            compiled
+                .module()
+                .defined_func_indices()
+                .map(|i| compiled.func_ref_offsets(i).unwrap_or([u32::MAX; 2]))
+                .collect()
+        });
+        match table.get(def_index.as_u32() as usize) {
+            Some(&[u32::MAX, _]) | Some(&[_, u32::MAX]) | None => None,
+            Some(&offsets) => Some(offsets),
+        }
     }
 
     pub(crate) fn engine_code(&self) -> &Arc<EngineCode> {

@@ -880,6 +880,30 @@ impl Instance {
         let func = &module.functions[index];
         let type_index = func.signature.unwrap_engine_type_index();
         let vmctx_offset = self.offsets().vmctx_func_ref(func.func_ref);
+
+        // cannon: fast path. When the store runs the engine's code itself (no
+        // private per-store copy, which only guest debugging makes), the
+        // function's pointers are the engine code's text plus offsets that
+        // the module computes once; this skips the code-registry lookup and
+        // the two `FuncKey` searches of the general path below.
+        let fast = self.runtime_module().and_then(|runtime_module| {
+            #[cfg(feature = "debug")]
+            if runtime_module.engine().tunables().debug_guest {
+                return None;
+            }
+            let [array_off, wasm_off] = runtime_module.defined_func_ref_offsets(def_index)?;
+            let text = runtime_module.engine_code().text();
+            let array_call = NonNull::from(text.get(array_off as usize..)?).cast::<u8>();
+            let wasm_call = NonNull::from(text.get(wasm_off as usize..)?).cast::<u8>();
+            Some((array_call, wasm_call))
+        });
+        if let Some((array_call, wasm_call)) = fast {
+            // SAFETY: both pointers are the starts of this defined function's
+            // trampoline and body in the text that the store executes, which
+            // is what the general path below computes.
+            return unsafe { self.write_funcref(type_index, vmctx_offset, array_call, wasm_call) };
+        }
+
         let array_to_wasm_key = FuncKey::ArrayToWasmTrampoline(module.module_index, def_index);
         let wasm_key = FuncKey::DefinedWasmFunction(module.module_index, def_index);
         // SAFETY: the type/offset/keys here are all valid for the defined
@@ -967,19 +991,32 @@ impl Instance {
         )
         .expect("module not in store");
 
-        let array_call =
-            VmPtr::from(NonNull::from(module_with_code.function(array_to_wasm_key)).cast());
+        let array_call = NonNull::from(module_with_code.function(array_to_wasm_key)).cast::<u8>();
+        let wasm_call =
+            NonNull::new(module_with_code.function(wasm_key).as_ptr().cast_mut()).unwrap();
 
-        let wasm_call = Some(VmPtr::from(
-            NonNull::new(
-                module_with_code
-                    .function(wasm_key)
-                    .as_ptr()
-                    .cast::<VMWasmCallFunction>()
-                    .cast_mut(),
-            )
-            .unwrap(),
-        ));
+        // SAFETY: the caller's contract, and the two pointers are this
+        // function's trampoline and body in the store's code.
+        unsafe { self.write_funcref(type_index, vmctx_offset, array_call, wasm_call) }
+    }
+
+    /// Writes the `VMFuncRef` at `vmctx_offset` of this instance's `VMContext`
+    /// and returns a pointer to it.
+    ///
+    /// # Safety
+    ///
+    /// As `initialize_and_return_funcref`, and `array_call`/`wasm_call` must be
+    /// the function's array-to-wasm trampoline and body in the code this
+    /// store executes.
+    unsafe fn write_funcref(
+        self: Pin<&mut Self>,
+        type_index: VMSharedTypeIndex,
+        vmctx_offset: u32,
+        array_call: NonNull<u8>,
+        wasm_call: NonNull<u8>,
+    ) -> Option<NonNull<VMFuncRef>> {
+        let array_call = VmPtr::from(array_call.cast());
+        let wasm_call = Some(VmPtr::from(wasm_call.cast::<VMWasmCallFunction>()));
 
         let vmctx = VMOpaqueContext::from_vmcontext(self.vmctx()).into();
 
