@@ -1,7 +1,7 @@
 //! Redis Cluster: real `cannon-host` processes on a local cluster of 3 masters and 3
 //! replicas (`support::RedisCluster`): a worker killed with kill -9, retries and dead
 //! letters, kv through a guest, a master killed under load (the failover test, with and
-//! without `wait_replicas`), and `migrate-keys` from the layout before hash tags (on one
+//! without `wait_replicas`), a shell reading another service's stream, and `migrate-keys` from the layout before hash tags (on one
 //! Redis). The broker conformance suite runs on a cluster in `conformance.rs`.
 
 use std::collections::HashMap;
@@ -31,6 +31,17 @@ fn retries_dead_letters_and_replay_on_a_cluster() {
 fn kv_through_a_guest_on_a_cluster() {
     let project = crate::kv::project();
     crate::kv::kv_through_a_guest(&Backend::Cluster(RedisCluster::start()), &project);
+}
+
+/// A shell of one service reads another service's stream (the `streams` import's read-only
+/// script) on the node that owns that service's slot: `{cannon:room}` and
+/// `{cannon:sensors}` live on different masters.
+#[test]
+fn roombot_reads_another_services_stream_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    assert_ne!(cluster.master_of(&key("room", "data")), cluster.master_of(&key("sensors", "taskback")));
+    let project = crate::streams::roombot_project();
+    crate::streams::roombot(&Backend::Cluster(cluster), &project);
 }
 
 #[test]

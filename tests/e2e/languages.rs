@@ -25,7 +25,7 @@ fn polyglot() -> Project {
       - file: wordstats
         conf: { kwargs: { top_n: "2" } }
   notes:
-    shell: { file: notes }
+    shell: { file: notes, allow: [ { streams: [notes] } ] }
     tasks: [ torch ]
   hello:
     tasks:
@@ -59,9 +59,16 @@ fn python_shell_through_torch() {
     host.wait_for_log("ready", Duration::from_secs(120));
     let json = send_wait(&project, &redis, &["notes", "text=count 'one two' three"]);
     assert_eq!(json["text"], "2 words, 13 chars", "{json}");
+    // The SDK's `streams`: the shell reads its own service's replies (granted), not another's.
+    let json = send_wait(&project, &redis, &["notes", "text=upper shout"]);
+    assert_eq!(json["text"], "SHOUT", "{json}");
+    let json = send_wait(&project, &redis, &["notes", "text=recent notes 2"]);
+    assert_eq!(json["text"], "2 words, 13 chars\nSHOUT", "{json}");
     let json = send_wait(&project, &redis, &["notes", "text=help"]);
     let help = json["text"].as_str().expect("text");
-    assert!(help.contains("echo") && help.contains("upper"), "{help}");
+    assert!(help.contains("echo") && help.contains("upper") && help.contains("recent"), "{help}");
+    let json = send_wait(&project, &redis, &["notes", "text=recent words"]);
+    assert_eq!(json["text"], "cannot read words: not-granted", "{json}");
     assert!(host.terminate().success());
 }
 

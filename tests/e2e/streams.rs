@@ -232,7 +232,7 @@ fn expected_stats(name: &str, unit: &str, values: &[f64]) -> String {
 }
 
 /// examples/roombot as shipped, with a 1 s tick and without the stdin collector.
-fn roombot(backend: &Backend, project: &Project) {
+pub(crate) fn roombot(backend: &Backend, project: &Project) {
     let rt = runtime();
     let broker = rt.block_on(backend.open());
     let mut sensors = Running::start_cmd(backend.host(project), project, &["sensors"]);
@@ -286,7 +286,7 @@ fn roombot(backend: &Backend, project: &Project) {
     assert!(room.terminate().success(), "{}", room.log_text());
 }
 
-fn roombot_project() -> Project {
+pub(crate) fn roombot_project() -> Project {
     component("sensors");
     component("roombot");
     example(
@@ -308,7 +308,9 @@ fn roombot_answers_from_the_sensors_stream_embedded() {
 }
 
 /// `cannon-host acl room` lets the room's processes read the sensors' streams (with the
-/// script's XRANGE/XREVRANGE) and nothing of a service it was not granted.
+/// read-only script's XRANGE/XREVRANGE), not write them, and nothing of a service it was
+/// not granted. A rule printed before reads were read-only (`~` and `+evalsha` only) still
+/// works: the read falls back to `EVALSHA`.
 #[test]
 fn roombot_reads_under_its_acl_user_with_redis() {
     let redis = RedisServer::start();
@@ -331,30 +333,58 @@ fn roombot_reads_under_its_acl_user_with_redis() {
         .expect("acl");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rule = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert!(rule.contains(" ~{cannon:sensors}:taskback ") && rule.contains(" +xrevrange"), "{rule}");
-    assert!(!rule.contains("~{cannon:sensors}:dead") && !rule.contains("~{cannon:sensors}:*"), "{rule}");
-    let mut setuser = redis::Cmd::new();
-    for arg in rule.split(' ') {
-        setuser.arg(arg);
+    assert!(rule.contains(" %R~{cannon:sensors}:taskback ") && rule.contains(" +evalsha_ro"), "{rule}");
+    assert!(!rule.contains(" ~{cannon:sensors}:") && !rule.contains("~{cannon:sensors}:*"), "{rule}");
+    assert!(!rule.contains("~{cannon:sensors}:dead"), "{rule}");
+    let older = rule.replace("%R~", "~").replace(" +evalsha_ro +eval_ro", "").replace("cannon-room", "cannon-room-old");
+    for rule in [&rule, &older] {
+        let mut setuser = redis::Cmd::new();
+        for arg in rule.split(' ') {
+            setuser.arg(arg);
+        }
+        let () = setuser.query(&mut admin).expect("ACL SETUSER as printed");
     }
-    let () = setuser.query(&mut admin).expect("ACL SETUSER as printed");
+
+    for user in ["cannon-room", "cannon-room-old", "cannon-room"] {
+        // The first read loads the script (EVAL_RO), the others find it (EVALSHA_RO).
+        let url = format!("redis://{user}:{password}@127.0.0.1:{}", redis.port);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cannon-host"))
+            .arg("-f")
+            .arg(&project.compose)
+            .args(["--broker", &url, "torch", "room", "room temp --last 1h"])
+            .env("CANNON_CACHE_DIR", crate::support::cache_dir())
+            .env_remove("CANNON_BROKER")
+            .current_dir(project.dir.path())
+            .output()
+            .expect("torch");
+        let answer = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{user}: {answer}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            answer.starts_with("temp, last 1h: min 20.5 °C, mean 21.5 °C, max 22.5 °C (2 readings)"),
+            "{user}: {answer}"
+        );
+    }
 
     let url = format!("redis://cannon-room:{password}@127.0.0.1:{}", redis.port);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cannon-host"))
-        .arg("-f")
-        .arg(&project.compose)
-        .args(["--broker", &url, "torch", "room", "room temp --last 1h"])
-        .env("CANNON_CACHE_DIR", crate::support::cache_dir())
-        .env_remove("CANNON_BROKER")
-        .current_dir(project.dir.path())
-        .output()
-        .expect("torch");
-    let answer = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{answer}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(answer.starts_with("temp, last 1h: min 20.5 °C, mean 21.5 °C, max 22.5 °C (2 readings)"), "{answer}");
+    let mut user = redis::Client::open(url.as_str()).expect("url").get_connection().expect("log in as cannon-room");
+    // It may read the sensors' taskback, but not write it, nor run a script that writes it.
+    let read: redis::Value =
+        redis::cmd("XLEN").arg(crate::support::key("sensors", "taskback")).query(&mut user).expect("XLEN");
+    assert_eq!(read, redis::Value::Int(2));
+    let mut xadd = redis::cmd("XADD");
+    xadd.arg(crate::support::key("sensors", "taskback")).arg("*").arg("temp_c").arg("99");
+    let err = xadd.query::<redis::Value>(&mut user).expect_err("write the sensors' stream");
+    assert!(err.to_string().to_lowercase().contains("noperm"), "{err}");
+    let mut eval = redis::cmd("EVAL");
+    eval.arg("return redis.call('XADD', KEYS[1], '*', 'temp_c', '99')")
+        .arg(1)
+        .arg(crate::support::key("sensors", "taskback"));
+    let err = eval.query::<redis::Value>(&mut user).expect_err("write the sensors' stream from a script");
+    assert!(err.to_string().to_lowercase().contains("noperm"), "{err}");
+    let len: i64 = redis::cmd("XLEN").arg(crate::support::key("sensors", "taskback")).query(&mut admin).expect("XLEN");
+    assert_eq!(len, 2, "the sensors' stream is unchanged");
 
     // The same user cannot read a stream it was not granted.
-    let mut user = redis::Client::open(url.as_str()).expect("url").get_connection().expect("log in as cannon-room");
     let mut xrange = redis::cmd("XRANGE");
     xrange.arg(crate::support::key("other", "data")).arg("-").arg("+");
     let err = xrange.query::<redis::Value>(&mut user).expect_err("read another service");

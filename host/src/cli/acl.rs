@@ -48,7 +48,8 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
         })
         .collect();
     // `allow: [{streams: [...]}]`: the data and taskback streams its components may read
-    // (the `streams` import reads them with XRANGE and XREVRANGE, inside a script).
+    // (the `streams` import reads them with XRANGE and XREVRANGE inside a read-only script, so
+    // they are granted read only).
     let components = service.shell.iter().chain(service.tasks.iter().filter_map(|t| match t {
         crate::config::TaskSpec::Wasm(c) => Some(c),
         crate::config::TaskSpec::Torch(_) => None,
@@ -61,12 +62,7 @@ pub fn run(cli: &Cli, args: &Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let mut follows = follows;
-    follows.extend(reads.iter().copied());
-    let mut rule = acl_setuser(&compose.namespace, &service.name, &follows, &user, hash.as_deref());
-    if !reads.is_empty() {
-        rule.extend(["+xrange".to_owned(), "+xrevrange".to_owned()]);
-    }
+    let rule = acl_setuser(&compose.namespace, &service.name, &follows, &reads, &user, hash.as_deref());
     println!("{}", rule.join(" "));
     if hash.is_none() {
         eprintln!(

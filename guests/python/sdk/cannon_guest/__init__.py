@@ -19,20 +19,22 @@ under plain CPython, e.g. for unit tests with a fake `wit_world`.
 from __future__ import annotations
 
 import sys
+import time
 import traceback
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 __all__ = [
-    "Message", "Fail", "KvError", "task", "Shell",
-    "log", "config", "kv", "taskback", "to_fields",
+    "Message", "Fail", "HostError", "KvError", "StreamsError", "Page", "task", "Shell",
+    "log", "config", "kv", "taskback", "streams", "to_fields",
 ]
 
 Fields = List[Tuple[str, str]]
 
 # The bindings exist only inside componentize-py (at build-time pre-initialisation and at
-# run time); importing them here puts them in the pre-initialised snapshot. `kv` and
-# `taskback` exist only when the guest's world imports them (a `# cannon-allow: kv` line in
-# app.py, see guests/build-python.sh), so each module is imported on its own.
+# run time); importing them here puts them in the pre-initialised snapshot. `kv`,
+# `taskback` and `streams` exist only when the guest's world imports them (a
+# `# cannon-allow: kv` line in app.py, see guests/build-python.sh), so each module is
+# imported on its own.
 def _bindings(name: str):
     try:
         return __import__(f"wit_world.imports.{name}", fromlist=[name])
@@ -48,15 +50,16 @@ _wcfg = _bindings("config")
 _wlog = _bindings("log")
 _wkv = _bindings("kv")
 _wtb = _bindings("taskback")
+_wstreams = _bindings("streams")
 _wtypes = _bindings("types")
 _Command = getattr(_wtypes, "Command", None)
 
 
-def _require(module: Any, name: str) -> Any:
+def _require(module: Any, name: str, grant: str = "") -> Any:
     if module is None:
         raise Fail(
             f"`{name}` is not available to this component: add `# cannon-allow: {name}` to its "
-            f"app.py (then rebuild) and `allow: [{name}]` to its entry in cannon-compose.yml"
+            f"app.py (then rebuild) and `allow: [{grant or name}]` to its entry in cannon-compose.yml"
         )
     return module
 
@@ -65,13 +68,23 @@ class Fail(Exception):
     """Raise to fail the call with exactly this text (the host retries, then dead-letters)."""
 
 
-class KvError(Exception):
-    """A `kv` call failed; `.kind` is the WIT variant (e.g. "quota-exceeded")."""
+class HostError(Exception):
+    """An import answered `err`: `.kind` is the WIT variant's name (e.g. "quota-exceeded"),
+    `.detail` its text."""
 
     def __init__(self, kind: str, detail: str):
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
         self.detail = detail
+
+
+class KvError(HostError):
+    """A `kv` call failed; `.kind` is the WIT variant (e.g. "quota-exceeded")."""
+
+
+class StreamsError(HostError):
+    """A `streams` call failed; `.kind` is the WIT variant: "not-granted",
+    "unknown-service", "invalid-id", "too-large" or "unavailable"."""
 
 
 class Message:
@@ -239,14 +252,20 @@ class _Config:
         return dict(_wcfg.get_all())
 
 
-def _kv_call(fn, *args):
+def _call(error: type, fn, *args):
+    """Calls an import returning `result<_, variant>`; an `err` raises `error(kind, detail)`,
+    `kind` being the variant's WIT name (`Error_QuotaExceeded` -> "quota-exceeded")."""
     try:
         return fn(*args)
     except _Err as e:
         v = e.value
         kind = type(v).__name__.removeprefix("Error_")
         kind = "".join("-" + c.lower() if c.isupper() else c for c in kind).lstrip("-")
-        raise KvError(kind, getattr(v, "value", str(v))) from None
+        raise error(kind, getattr(v, "value", str(v))) from None
+
+
+def _kv_call(fn, *args):
+    return _call(KvError, fn, *args)
 
 
 class _Kv:
@@ -301,7 +320,77 @@ class _Taskback:
             raise Fail(f"taskback refused: {e.value}") from None
 
 
+class Page:
+    """One answer of `streams`: `.entries` (a list of `Message`, oldest first, `.service`
+    the service read) and `.truncated` (more entries matched than the answer holds)."""
+
+    __slots__ = ("entries", "truncated")
+
+    def __init__(self, entries: List[Message], truncated: bool):
+        self.entries = entries
+        self.truncated = truncated
+
+    def __repr__(self) -> str:
+        return f"Page(entries={self.entries!r}, truncated={self.truncated!r})"
+
+
+class _Streams:
+    """Read-only access to services' `data` and `taskback` streams (needs
+    `# cannon-allow: streams` in app.py and `allow: [{streams: [SERVICE...]}]` in the
+    compose file, naming each service read). `kind` is "taskback" (what the service sent
+    back: each message's fields plus its results) or "data" (what its collectors added).
+    Each call answers at most 1,000 entries and 1 MiB; failures raise `StreamsError`."""
+
+    MAX_COUNT = 1000
+
+    def _page(self, name: str, service: str, kind: str, *args: Any) -> Page:
+        module = _require(_wstreams, "streams", "{streams: [SERVICE...]}")
+        if kind not in ("data", "taskback"):
+            raise ValueError(f'kind must be "data" or "taskback", not {kind!r}')
+        wit_kind = getattr(module.StreamKind, kind.upper())
+        page = _call(StreamsError, getattr(module, name), service, wit_kind, *args)
+        return Page([Message._from_wit(m) for m in page.entries], page.truncated)
+
+    def last(self, service: str, kind: str = "taskback", count: int = 100) -> Page:
+        """The newest `count` entries, oldest first."""
+        return self._page("last", service, kind, count)
+
+    def after(self, service: str, kind: str, id: str, count: int = MAX_COUNT) -> Page:
+        """Up to `count` entries after id `id` ("0": from the start), oldest first."""
+        return self._page("after", service, kind, id, count)
+
+    def between(self, service: str, kind: str, from_ms: int, to_ms: int, count: int = MAX_COUNT) -> Page:
+        """Up to `count` entries added from `from_ms` to `to_ms` (Unix milliseconds, both
+        included), oldest first."""
+        return self._page("between", service, kind, from_ms, to_ms, count)
+
+    def since(self, service: str, kind: str, from_ms: int, limit: int = 10_000) -> Tuple[List[Message], bool]:
+        """Every entry added since `from_ms`, oldest first, page after page, but at most
+        `limit`; the bool says whether more were left unread."""
+        size = lambda left: max(1, min(left, self.MAX_COUNT))  # noqa: E731
+        out: List[Message] = []
+        page = self.between(service, kind, from_ms, 2**64 - 1, size(limit))
+        while True:
+            out.extend(page.entries)
+            left = limit - len(out)
+            if not (page.truncated and left > 0 and page.entries):
+                return out[:limit], page.truncated or len(out) > limit
+            page = self.after(service, kind, out[-1].id, size(left))
+
+    @staticmethod
+    def id_ms(id: str) -> Optional[int]:
+        """The time an entry was added: the milliseconds part of its id (`MS-SEQ`)."""
+        head = id.split("-", 1)[0]
+        return int(head) if head.isdigit() else None
+
+    @staticmethod
+    def now_ms() -> int:
+        """Milliseconds since the Unix epoch now (the host's wall clock)."""
+        return time.time_ns() // 1_000_000
+
+
 log = _Log()
 config = _Config()
 kv = _Kv()
 taskback = _Taskback()
+streams = _Streams()

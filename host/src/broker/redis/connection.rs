@@ -186,15 +186,20 @@ pub(crate) enum Con {
 }
 
 impl Con {
-    /// Runs `cmd` (which names no key) on the primary that owns `key`'s slot; on one Redis,
-    /// just runs it.
+    /// Runs `cmd` on the primary that owns `key`'s slot (for a command whose key a cluster
+    /// client would not find); on one Redis, just runs it. An error reply is an `Err`
+    /// either way (a routed command hands it back as a value).
     pub(super) async fn on_slot_of(&mut self, key: &str, cmd: &Cmd) -> std::result::Result<Value, RedisError> {
-        match self {
+        let reply = match self {
             Con::Cluster(con) => {
                 let route = SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
-                con.route_command(cmd.clone(), RoutingInfo::SingleNode(route)).await
+                con.route_command(cmd.clone(), RoutingInfo::SingleNode(route)).await?
             }
-            other => cmd.query_async(other).await,
+            other => cmd.query_async(other).await?,
+        };
+        match reply {
+            Value::ServerError(err) => Err(err.into()),
+            reply => Ok(reply),
         }
     }
 

@@ -3,11 +3,18 @@
 //! entries) and keeps entries while they fit in the byte bound, so Redis never sends more
 //! than the bound (plus what decoding adds), whatever the stream holds. The host checks the
 //! bound again on the decoded entries.
+//!
+//! The script runs with `EVALSHA_RO` (`EVAL_RO` the first time a Redis sees it): Redis
+//! refuses it any write, and a service's ACL user needs only read rights (`%R~`) on the
+//! streams its components read (`cannon-host acl`). Redis 6.2 has no `EVALSHA_RO`, and a
+//! rule printed by an older `cannon-host acl` does not grant it: then the script runs with
+//! `EVALSHA`, as before.
 
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use redis::{Script, Value};
+use redis::{Cmd, ErrorKind, RedisError, Script, ServerErrorKind, Value};
 
 use super::parse;
 use crate::broker::{RangeFailure, RangePage, RangeQuery, RangeRequest, RedisBroker, StreamKind, StreamReader};
@@ -18,8 +25,8 @@ use crate::vocab::streams::fit_bytes;
 /// Returns `{'all' | 'more', entries}` (`more`: some matching entries were left out), or
 /// `{'big', id, size}` when the first entry alone exceeds the byte bound. `last` reads
 /// newest first. Sizes count the id plus each field's key, value and the overhead.
-static RANGE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
+static RANGE_CODE: LazyLock<String> = LazyLock::new(|| {
+    format!(
         r"
 local n = tonumber(ARGV[4])
 local rows
@@ -46,8 +53,36 @@ end
 if more then return {{'more', out}} end
 return {{'all', out}}
 "
-    ))
+    )
 });
+static RANGE: LazyLock<Script> = LazyLock::new(|| Script::new(&RANGE_CODE));
+
+/// Cleared when Redis answers that it has no `EVALSHA_RO` (Redis 6.2).
+static READ_ONLY_SCRIPTS: AtomicBool = AtomicBool::new(true);
+
+/// `EVALSHA_RO` of the range script, or `EVAL_RO` of its source (`code`), with one key.
+/// (`EVAL_RO` also caches the script, so the next `EVALSHA_RO` finds it.)
+fn read_only(code: bool, key: &str, args: &[String]) -> Cmd {
+    let mut cmd = if code { redis::cmd("EVAL_RO") } else { redis::cmd("EVALSHA_RO") };
+    if code {
+        cmd.arg(RANGE_CODE.as_str());
+    } else {
+        cmd.arg(RANGE.get_hash());
+    }
+    cmd.arg(1).arg(key).arg(args);
+    cmd
+}
+
+/// Redis answered that it has no such command (before 7.0).
+fn unknown_command(err: &RedisError) -> bool {
+    err.to_string().to_ascii_lowercase().contains("unknown command")
+}
+
+/// The ACL user may not run it: a rule printed by `cannon-host acl` before reads ran
+/// read-only grants `EVALSHA` but not `EVALSHA_RO`.
+fn no_permission(err: &RedisError) -> bool {
+    err.kind() == ErrorKind::Server(ServerErrorKind::NoPerm)
+}
 
 impl RedisBroker {
     fn range_failure(&self, detail: String) -> RangeFailure {
@@ -94,17 +129,28 @@ impl StreamReader for RedisBroker {
             // A bare millisecond means `MS-0` as a start and `MS-<max>` as an end.
             RangeQuery::Between { from_ms, to_ms } => ("range", from_ms.to_string(), to_ms.to_string()),
         };
-        let mut invocation = RANGE.prepare_invoke();
-        invocation
-            .key(self.key(service, stream))
-            .arg(mode)
-            .arg(start)
-            .arg(end)
-            .arg(request.count.max(1))
-            .arg(request.max_bytes);
+        let key = self.key(service, stream);
+        let args = [mode.to_owned(), start, end, request.count.max(1).to_string(), request.max_bytes.to_string()];
         let mut con = self.manager.clone();
-        let reply: Value =
-            invocation.invoke_async(&mut con).await.map_err(|e| RangeFailure::Unavailable(self.err(e).to_string()))?;
+        let unavailable = |e: RedisError| RangeFailure::Unavailable(self.err(e).to_string());
+        let reply: Value = if READ_ONLY_SCRIPTS.load(Ordering::Relaxed) {
+            // Sent to the node owning the key's slot: a cluster client routes only EVAL and
+            // EVALSHA by their key.
+            match con.on_slot_of(&key, &read_only(false, &key, &args)).await {
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    con.on_slot_of(&key, &read_only(true, &key, &args)).await.map_err(unavailable)?
+                }
+                Err(e) if unknown_command(&e) || no_permission(&e) => {
+                    if unknown_command(&e) {
+                        READ_ONLY_SCRIPTS.store(false, Ordering::Relaxed);
+                    }
+                    RANGE.key(key).arg(&args).invoke_async(&mut con).await.map_err(unavailable)?
+                }
+                other => other.map_err(unavailable)?,
+            }
+        } else {
+            RANGE.key(key).arg(&args).invoke_async(&mut con).await.map_err(unavailable)?
+        };
         self.range_page(&reply, request.query == RangeQuery::Last, request.max_bytes)
     }
 }
