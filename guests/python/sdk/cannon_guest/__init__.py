@@ -367,7 +367,9 @@ class _Streams:
     def since(self, service: str, kind: str, from_ms: int, limit: int = 10_000) -> Tuple[List[Message], bool]:
         """Every entry added since `from_ms`, oldest first, page after page, but at most
         `limit`; the bool says whether more were left unread."""
-        size = lambda left: max(1, min(left, self.MAX_COUNT))  # noqa: E731
+        def size(left: int) -> int:
+            return max(1, min(left, self.MAX_COUNT))
+
         out: List[Message] = []
         page = self.between(service, kind, from_ms, 2**64 - 1, size(limit))
         while True:

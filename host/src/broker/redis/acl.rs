@@ -76,17 +76,13 @@ pub fn acl_setuser(
         args.push(format!("#{hash}"));
     }
     args.push(format!("~{}", keys::service_pattern(namespace, service)));
+    // A stream both followed and read keeps the full grant (listed first).
     let mut granted: Vec<(&str, StreamKind)> = Vec::new();
-    for (other, stream) in follows {
-        if *other != service && !granted.contains(&(*other, *stream)) {
-            granted.push((*other, *stream));
-            args.push(format!("~{}", keys::stream(namespace, other, *stream)));
-        }
-    }
-    for (other, stream) in reads {
-        if *other != service && !granted.contains(&(*other, *stream)) {
-            granted.push((*other, *stream));
-            args.push(format!("%R~{}", keys::stream(namespace, other, *stream)));
+    let grants = follows.iter().map(|s| (s, "~")).chain(reads.iter().map(|s| (s, "%R~")));
+    for (&(other, stream), rights) in grants {
+        if other != service && !granted.contains(&(other, stream)) {
+            granted.push((other, stream));
+            args.push(format!("{rights}{}", keys::stream(namespace, other, stream)));
         }
     }
     args.push("resetchannels".to_owned());

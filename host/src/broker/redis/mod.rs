@@ -70,6 +70,9 @@ pub struct RedisBroker {
     wait: Option<WaitReplicas>,
     /// Approximate maximum length per service, from `prepare`.
     maxlen: RwLock<HashMap<String, u64>>,
+    /// Whether `streams` reads still try the read-only script (`range.rs`): cleared the
+    /// first time this Redis or this user cannot run `EVALSHA_RO`.
+    pub(super) read_only_scripts: std::sync::atomic::AtomicBool,
 }
 
 /// `redis://user:secret@host` -> `redis://user:***@host`.
@@ -105,6 +108,7 @@ impl RedisBroker {
             blocking: Mutex::new(Vec::new()),
             wait: target.wait,
             maxlen: RwLock::new(HashMap::new()),
+            read_only_scripts: std::sync::atomic::AtomicBool::new(true),
         })
     }
 

@@ -8,10 +8,10 @@
 //! refuses it any write, and a service's ACL user needs only read rights (`%R~`) on the
 //! streams its components read (`cannon-host acl`). Redis 6.2 has no `EVALSHA_RO`, and a
 //! rule printed by an older `cannon-host acl` does not grant it: then the script runs with
-//! `EVALSHA`, as before.
+//! `EVALSHA`, as before, from that read on.
 
 use std::sync::LazyLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use async_trait::async_trait;
 use redis::{Cmd, ErrorKind, RedisError, Script, ServerErrorKind, Value};
@@ -57,31 +57,19 @@ return {{'all', out}}
 });
 static RANGE: LazyLock<Script> = LazyLock::new(|| Script::new(&RANGE_CODE));
 
-/// Cleared when Redis answers that it has no `EVALSHA_RO` (Redis 6.2).
-static READ_ONLY_SCRIPTS: AtomicBool = AtomicBool::new(true);
-
-/// `EVALSHA_RO` of the range script, or `EVAL_RO` of its source (`code`), with one key.
-/// (`EVAL_RO` also caches the script, so the next `EVALSHA_RO` finds it.)
-fn read_only(code: bool, key: &str, args: &[String]) -> Cmd {
-    let mut cmd = if code { redis::cmd("EVAL_RO") } else { redis::cmd("EVALSHA_RO") };
-    if code {
-        cmd.arg(RANGE_CODE.as_str());
-    } else {
-        cmd.arg(RANGE.get_hash());
-    }
-    cmd.arg(1).arg(key).arg(args);
+/// `NAME script 1 key args...`: `EVALSHA_RO` with the range script's hash, or `EVAL_RO` with
+/// its source (which also caches it, so the next `EVALSHA_RO` finds it).
+fn read_only(name: &str, script: &str, key: &str, args: &[String]) -> Cmd {
+    let mut cmd = redis::cmd(name);
+    cmd.arg(script).arg(1).arg(key).arg(args);
     cmd
 }
 
-/// Redis answered that it has no such command (before 7.0).
-fn unknown_command(err: &RedisError) -> bool {
-    err.to_string().to_ascii_lowercase().contains("unknown command")
-}
-
-/// The ACL user may not run it: a rule printed by `cannon-host acl` before reads ran
-/// read-only grants `EVALSHA` but not `EVALSHA_RO`.
-fn no_permission(err: &RedisError) -> bool {
+/// This Redis (before 7.0) or this ACL user (a rule printed before reads ran read-only)
+/// cannot run `EVALSHA_RO`.
+fn no_read_only_scripts(err: &RedisError) -> bool {
     err.kind() == ErrorKind::Server(ServerErrorKind::NoPerm)
+        || err.to_string().to_ascii_lowercase().contains("unknown command")
 }
 
 impl RedisBroker {
@@ -129,28 +117,24 @@ impl StreamReader for RedisBroker {
             // A bare millisecond means `MS-0` as a start and `MS-<max>` as an end.
             RangeQuery::Between { from_ms, to_ms } => ("range", from_ms.to_string(), to_ms.to_string()),
         };
+        let newest_first = request.query == RangeQuery::Last;
         let key = self.key(service, stream);
         let args = [mode.to_owned(), start, end, request.count.max(1).to_string(), request.max_bytes.to_string()];
         let mut con = self.manager.clone();
         let unavailable = |e: RedisError| RangeFailure::Unavailable(self.err(e).to_string());
-        let reply: Value = if READ_ONLY_SCRIPTS.load(Ordering::Relaxed) {
+        if self.read_only_scripts.load(Ordering::Relaxed) {
             // Sent to the node owning the key's slot: a cluster client routes only EVAL and
             // EVALSHA by their key.
-            match con.on_slot_of(&key, &read_only(false, &key, &args)).await {
-                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    con.on_slot_of(&key, &read_only(true, &key, &args)).await.map_err(unavailable)?
-                }
-                Err(e) if unknown_command(&e) || no_permission(&e) => {
-                    if unknown_command(&e) {
-                        READ_ONLY_SCRIPTS.store(false, Ordering::Relaxed);
-                    }
-                    RANGE.key(key).arg(&args).invoke_async(&mut con).await.map_err(unavailable)?
-                }
-                other => other.map_err(unavailable)?,
+            let mut reply = con.on_slot_of(&key, &read_only("EVALSHA_RO", RANGE.get_hash(), &key, &args)).await;
+            if matches!(&reply, Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript)) {
+                reply = con.on_slot_of(&key, &read_only("EVAL_RO", &RANGE_CODE, &key, &args)).await;
             }
-        } else {
-            RANGE.key(key).arg(&args).invoke_async(&mut con).await.map_err(unavailable)?
-        };
-        self.range_page(&reply, request.query == RangeQuery::Last, request.max_bytes)
+            match reply {
+                Err(e) if no_read_only_scripts(&e) => self.read_only_scripts.store(false, Ordering::Relaxed),
+                reply => return self.range_page(&reply.map_err(unavailable)?, newest_first, request.max_bytes),
+            }
+        }
+        let reply: Value = RANGE.key(key).arg(&args).invoke_async(&mut con).await.map_err(unavailable)?;
+        self.range_page(&reply, newest_first, request.max_bytes)
     }
 }

@@ -152,12 +152,12 @@ struct ModuleInner {
     memory_images: OnceLock<Option<ModuleMemoryImages>>,
 
     /// cannon: for each defined function, the text-section offsets of its
-    /// array-to-wasm trampoline and its body (`[u32::MAX; 2]` when it does not
-    /// escape), built on the first `ref.func`/funcref initialization. Turns
+    /// array-to-wasm trampoline and its body (`None` when it does not escape),
+    /// built on the first `ref.func`/funcref initialization. Turns
     /// the two `FuncKey` lookups and the store's code-registry lookup per
     /// funcref into one indexed load; componentize-py guests initialize
     /// thousands of funcrefs per instance. See `Instance::initialize_defined_funcref`.
-    func_ref_offsets: OnceLock<Box<[[u32; 2]]>>,
+    func_ref_offsets: OnceLock<Box<[Option<[u32; 2]>]>>,
 
     /// Flag indicating whether this module can be serialized or not.
     #[cfg(any(feature = "cranelift", feature = "winch"))]
@@ -667,13 +667,10 @@ impl Module {
             compiled
                 .module()
                 .defined_func_indices()
-                .map(|i| compiled.func_ref_offsets(i).unwrap_or([u32::MAX; 2]))
+                .map(|i| compiled.func_ref_offsets(i))
                 .collect()
         });
-        match table.get(def_index.as_u32() as usize) {
-            Some(&[u32::MAX, _]) | Some(&[_, u32::MAX]) | None => None,
-            Some(&offsets) => Some(offsets),
-        }
+        table.get(def_index.as_u32() as usize).copied().flatten()
     }
 
     pub(crate) fn engine_code(&self) -> &Arc<EngineCode> {
