@@ -11,6 +11,7 @@ use std::sync::mpsc::{Receiver, Sender};
 
 use rusqlite::{Connection, TransactionBehavior};
 
+use super::streams::exec;
 use super::{EmbeddedBroker, Fail, error};
 use crate::broker::Result;
 
@@ -113,17 +114,20 @@ where
 {
     fn run(&mut self, tx: &rusqlite::Transaction<'_>) -> bool {
         let Some(f) = self.f.take() else { return true };
-        if let Err(err) = tx.execute_batch("SAVEPOINT write") {
+        if let Err(err) = exec(tx, "SAVEPOINT write", []) {
             self.out = Some(Err(err.into()));
             return false;
         }
         let (out, sound) = match f(tx) {
-            Ok(value) => match tx.execute_batch("RELEASE write") {
-                Ok(()) => (Ok(value), true),
+            Ok(value) => match exec(tx, "RELEASE write", []) {
+                Ok(_) => (Ok(value), true),
                 Err(err) => (Err(err.into()), false),
             },
             // Undo this write only; the transaction goes on with the others.
-            Err(fail) => (Err(fail), tx.execute_batch("ROLLBACK TO write; RELEASE write").is_ok()),
+            Err(fail) => {
+                let undone = exec(tx, "ROLLBACK TO write", []).and_then(|_| exec(tx, "RELEASE write", []));
+                (Err(fail), undone.is_ok())
+            }
         };
         self.out = Some(out);
         sound

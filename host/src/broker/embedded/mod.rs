@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::Connection;
+use rusqlite::config::DbConfig;
 
 use self::commit::Job;
 use crate::broker::{BrokerError, Result, StreamKind};
@@ -171,6 +172,10 @@ fn open_db(dir: &PathBuf, path: &Path) -> std::result::Result<Connection, Fail> 
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // Room for every statement of the hot paths (rusqlite keeps 16 by default).
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // Without the query planner stability guarantee SQLite compiles the value bound to
+    // `LIMIT ?N` into the statement, so binding another expires it: every run of a cached
+    // statement with a limit (reads of a group, tails, ranges) was parsed and planned anew.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Fail::Invalid(format!("cannot switch {} to WAL mode (got {mode})", path.display())));
@@ -186,6 +191,23 @@ fn open_db(dir: &PathBuf, path: &Path) -> std::result::Result<Connection, Fail> 
 mod tests {
     use super::*;
     use crate::broker::{Broker, BrokerAdmin};
+
+    /// A cached statement with a bound `LIMIT` runs again without being compiled again.
+    #[test]
+    fn a_cached_statement_with_a_limit_is_not_prepared_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = open_db(&dir.path().to_path_buf(), &dir.path().join(DB_FILE)).expect("open");
+        for limit in 1..=3_i64 {
+            let mut select = conn.prepare_cached("SELECT ms FROM entries WHERE stream = ?1 LIMIT ?2").expect("prepare");
+            let rows: Vec<i64> = select
+                .query_map(rusqlite::params!["s", limit], |r| r.get(0))
+                .expect("query")
+                .map(|r| r.expect("row"))
+                .collect();
+            assert!(rows.is_empty());
+            assert_eq!(select.get_status(rusqlite::StatementStatus::RePrepare), 0, "limit {limit}");
+        }
+    }
 
     /// Concurrent writes share transactions; one that fails after writing is undone alone.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
