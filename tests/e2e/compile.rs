@@ -132,6 +132,9 @@ services:
     };
     expect(&found[0], 6, "memories", &["two-memories", "memor"]);
     expect(&found[1], 8, "tables", &["two-tables", "table"]);
+    // Compiled, stored, refused when loaded: removed again; only shout's compile is kept.
+    let cached = cache_files(cache.path());
+    assert!(cached.len() == 1 && cached[0].ends_with(".cwasm"), "{cached:?}");
 
     // `run` refuses with the very same words.
     let out = output(host_with_cache(&project, &redis, cache.path()), &["run"]);
@@ -139,6 +142,42 @@ services:
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let first = found[0].strip_prefix(&format!("{file}:6: ")).expect("file:line: prefix");
     assert!(stderr.contains(&format!("error: {first}")), "{first}\nnot in\n{stderr}");
+}
+
+/// A fresh compile is loaded from the cache file it was stored in, as later starts load it:
+/// its code and memory image are the file's pages (page cache, shared by every pool slot),
+/// not a private copy the process keeps for its lifetime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_compile_is_mapped_from_its_cache_file() {
+    let cache = tempfile::tempdir().expect("cache dir");
+    let engine = Engine::new(&EngineOptions {
+        instances: 2,
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..EngineOptions::default()
+    })
+    .expect("engine");
+    let spec = ComponentSpec {
+        name: "shout".into(),
+        path: component("shout"),
+        sha256: None,
+        config: Default::default(),
+        allow: Vec::new(),
+        http: None,
+        streams: Vec::new(),
+        secrets: Default::default(),
+        files: None,
+        permissions: Default::default(),
+        limits: Limits::default(),
+        line: 1,
+    };
+    let task = engine.load(&spec, World::Task).unwrap_or_else(|e| panic!("{e}"));
+    let cached = cache_files(cache.path());
+    assert!(cached.len() == 1 && cached[0].ends_with(".cwasm"), "{cached:?}");
+    let file = cache.path().join(&cached[0]).display().to_string();
+    let maps = std::fs::read_to_string("/proc/self/maps").expect("maps");
+    assert!(maps.lines().any(|line| line.ends_with(&file)), "{file} is not mapped");
+    let msg = Message { id: "1-0".into(), service: "s".into(), fields: vec![("text".into(), "hi".into())] };
+    task.run(&msg, &Vec::new(), None).await.unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// Both components are real, working tasks: only the pooling allocator refuses them.

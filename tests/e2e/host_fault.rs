@@ -35,11 +35,16 @@ fn running_out_of_fds_spends_no_attempt_and_recovers() {
     let project = Project::new(
         "services:\n  shout:\n    tasks: [ { file: shout } ]\n    retry: { max_attempts: 1, backoff_ms: 10 }\n",
     );
-    // A cache of its own, empty: the component is compiled now and loaded from memory, so its
-    // first instance needs a new descriptor (the memfd of its memory image).
-    let cache = tempfile::tempdir().expect("cache dir");
+    // A cache directory that cannot be created (its parent is a file): the component is
+    // compiled now and, not stored, loaded from memory, so its first instance needs a new
+    // descriptor (the memfd of its memory image). A compile that is stored is mapped from
+    // its file and needs none.
+    let scratch = tempfile::tempdir().expect("scratch dir");
+    std::fs::write(scratch.path().join("file"), "").expect("write");
     let mut cmd = host(&project, &redis);
-    cmd.env("CANNON_CACHE_DIR", cache.path()).env("CANNON_LOG", "info").env("NO_COLOR", "1");
+    cmd.env("CANNON_CACHE_DIR", scratch.path().join("file").join("cache"))
+        .env("CANNON_LOG", "info")
+        .env("NO_COLOR", "1");
     let mut running = Running::start_cmd(cmd, &project, &[]);
     running.wait_for_log("ready", Duration::from_secs(60));
     let pid = running.child.id();

@@ -1,10 +1,11 @@
 //! Compiled-component cache on disk.
 //!
 //! Compiling a component with Cranelift takes from milliseconds (a 60 KB Rust guest) to
-//! over ten seconds (an 18 MB Python guest). A compile that succeeded and that the engine
-//! accepted (never one refused by a limit) is stored as
+//! over ten seconds (an 18 MB Python guest). A compile that succeeded is stored (and removed
+//! again if the engine refuses to load it: never one refused by a limit) as
 //! `{dir}/{sha256(component bytes, engine settings)}.cwasm` and mapped back in with
-//! `Component::deserialize_file`, which takes a few milliseconds. The key covers the
+//! `Component::deserialize_file`, which takes a few milliseconds (a fresh compile too, once
+//! stored: mapped from the file, its pages are shared page cache). The key covers the
 //! engine's compatibility hash (wasmtime version, target, settings), so a different
 //! engine never loads an incompatible artifact; a corrupt file is recompiled.
 
@@ -84,11 +85,24 @@ impl ComponentCache {
         }
     }
 
-    /// Keeps a compile that succeeded and that the engine accepted; a failure to write only
-    /// costs the next load a compile.
-    pub(crate) fn store(&self, file: &Path, compiled: &[u8]) {
-        if let Err(err) = write_atomically(&self.dir, file, compiled) {
-            tracing::warn!(dir = %self.dir.display(), "cannot write the component cache: {err:#}");
+    /// Keeps a compile that succeeded; a failure to write only costs the next load a
+    /// compile. Says whether the file was written.
+    pub(crate) fn store(&self, file: &Path, compiled: &[u8]) -> bool {
+        match write_atomically(&self.dir, file, compiled) {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(dir = %self.dir.display(), "cannot write the component cache: {err:#}");
+                false
+            }
+        }
+    }
+
+    /// Removes a stored compile that the engine refused: it is never loaded again.
+    pub(crate) fn forget(&self, file: &Path) {
+        if let Err(err) = std::fs::remove_file(file)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(file = %file.display(), "cannot remove a refused compile from the cache: {err}");
         }
     }
 }
@@ -107,7 +121,7 @@ fn write_atomically(dir: &Path, file: &Path, bytes: &[u8]) -> anyhow::Result<()>
               (the cache key includes the engine's compatibility hash) and wasmtime re-checks \
               the header; only someone able to write the cache directory could forge it"
 )]
-fn deserialize_file(engine: &wasmtime::Engine, file: &Path) -> anyhow::Result<Component> {
+pub(crate) fn deserialize_file(engine: &wasmtime::Engine, file: &Path) -> anyhow::Result<Component> {
     // SAFETY: see the `expect` reason above.
     unsafe { Component::deserialize_file(engine, file) }.map_err(anyhow::Error::from)
 }
