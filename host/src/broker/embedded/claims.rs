@@ -5,7 +5,7 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::Fail;
-use super::streams::{Id, add, delete_pending, entry_fields, format_id, ids, now_ms, parse_id, seen};
+use super::streams::{Id, add, add_all, delete_pending, entry_fields, format_id, ids, now_ms, parse_id, seen};
 use crate::broker::{DEAD_FIELDS, Delivery, Fields, WORKER_GROUP};
 
 /// Moves `rows` (pending ids with their delivery count) to `consumer`, counting a delivery;
@@ -126,15 +126,16 @@ pub fn finish(
     done: &[(String, Vec<Fields>)],
 ) -> Result<usize, Fail> {
     let mut skipped = 0;
+    let mut held = Vec::with_capacity(done.len());
     for (id, entries) in done {
-        if !take_pending(tx, data, consumer, id)? {
+        if take_pending(tx, data, consumer, id)? {
+            held.push(entries);
+        } else {
             skipped += 1;
-            continue;
-        }
-        for fields in entries {
-            add(tx, out, fields)?;
         }
     }
+    // One transaction: the entries of all held messages are added together, in order.
+    add_all(tx, out, held.into_iter().flatten())?;
     Ok(skipped)
 }
 

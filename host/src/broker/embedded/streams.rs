@@ -145,27 +145,46 @@ pub fn set_maxlen(tx: &Transaction<'_>, stream: &str, maxlen: u64) -> Result<(),
 
 /// Appends an entry with the next id and trims the stream to about its `maxlen`.
 pub fn add(tx: &Transaction<'_>, stream: &str, fields: &Fields) -> Result<String, Fail> {
+    let mut ids = add_all(tx, stream, std::iter::once(fields))?;
+    ids.pop().ok_or_else(|| Fail::Invalid("an add returned no id".to_owned()))
+}
+
+/// Appends entries with the next ids, in order, and trims the stream to about its `maxlen`
+/// once: the stream's row is read and written once for all of them.
+pub fn add_all<'a>(
+    tx: &Transaction<'_>,
+    stream: &str,
+    entries: impl IntoIterator<Item = &'a Fields>,
+) -> Result<Vec<String>, Fail> {
+    let mut entries = entries.into_iter().peekable();
+    if entries.peek().is_none() {
+        return Ok(Vec::new());
+    }
     // A SELECT and an UPDATE: cheaper than one `UPDATE ... RETURNING` (which SQLite runs
     // through a temporary table), measured.
     let known = row(tx, "SELECT last_ms, last_seq, length, maxlen FROM streams WHERE name = ?1", [stream], |r| {
         Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
     })
     .optional()?;
-    let (last_ms, last_seq, length, maxlen): (i64, i64, i64, i64) = match known {
-        Some(known) => known,
+    let (mut last, mut length, maxlen): (Id, i64, i64) = match known {
+        Some((ms, seq, length, maxlen)) => ((ms, seq), length, maxlen),
         None => {
             exec(tx, "INSERT INTO streams (name, maxlen) VALUES (?1, ?2)", params![stream, DEFAULT_MAXLEN])?;
-            (0, 0, 0, DEFAULT_MAXLEN)
+            ((0, 0), 0, DEFAULT_MAXLEN)
         }
     };
     let now = now_ms();
-    let id = if now > last_ms { (now, 0) } else { (last_ms, last_seq + 1) };
-    exec(
-        tx,
-        "INSERT INTO entries (stream, ms, seq, fields) VALUES (?1, ?2, ?3, ?4)",
-        params![stream, id.0, id.1, encode(fields)?],
-    )?;
-    let mut length = length + 1;
+    let mut ids = Vec::new();
+    for fields in entries {
+        last = if now > last.0 { (now, 0) } else { (last.0, last.1 + 1) };
+        exec(
+            tx,
+            "INSERT INTO entries (stream, ms, seq, fields) VALUES (?1, ?2, ?3, ?4)",
+            params![stream, last.0, last.1, encode(fields)?],
+        )?;
+        length += 1;
+        ids.push(format_id(last));
+    }
     // `MAXLEN ~`: trim in steps, not on every add, and never past what a group still needs.
     let slack = (maxlen / 64).clamp(1, 1000);
     if length >= maxlen.saturating_add(slack) {
@@ -182,9 +201,9 @@ pub fn add(tx: &Transaction<'_>, stream: &str, fields: &Fields) -> Result<String
     exec(
         tx,
         "UPDATE streams SET last_ms = ?2, last_seq = ?3, length = ?4 WHERE name = ?1",
-        params![stream, id.0, id.1, length],
+        params![stream, last.0, last.1, length],
     )?;
-    Ok(format_id(id))
+    Ok(ids)
 }
 
 /// The oldest id some consumer group of `stream` still needs: its oldest pending entry, or
