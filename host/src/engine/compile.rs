@@ -163,7 +163,11 @@ fn compile_in_child(program: &Path, fuel: bool, bytes: &[u8], spec: &ComponentSp
             }
         });
         let out = scope.spawn(move || {
-            let mut artifact = Vec::new();
+            // Room for the usual artifact (1-2x the component) from the start: growing by
+            // doubling held the old and the new buffer at once, tens of MiB for a Python
+            // guest. Untouched capacity is address space, not memory.
+            let expected = u64::try_from(bytes.len()).unwrap_or(u64::MAX).saturating_mul(3).min(max_artifact);
+            let mut artifact = Vec::with_capacity(usize::try_from(expected).unwrap_or(0));
             if let Some(stdout) = stdout {
                 stdout.take(max_artifact).read_to_end(&mut artifact)?;
             }
