@@ -8,28 +8,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use cannon_host::config::{ComponentSpec, Limits};
+use cannon_host::config::ComponentSpec;
 use cannon_host::engine::{Component, Engine, EngineOptions, Message, World};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn component(engine: &Engine, name: &str, world: World) -> Arc<Component> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../app").join(format!("{name}.wasm"));
     assert!(path.is_file(), "{} missing: run guests/build.sh rust", path.display());
-    let spec = ComponentSpec {
-        name: name.to_owned(),
-        path,
-        sha256: None,
-        config: Default::default(),
-        allow: Vec::new(),
-        http: None,
-        streams: Vec::new(),
-        secrets: Default::default(),
-        files: None,
-        permissions: Default::default(),
-        limits: Limits::default(),
-        line: 0,
-    };
-    Arc::new(engine.load(&spec, world).expect("load component"))
+    Arc::new(engine.load(&ComponentSpec::ungranted(name, path), world).expect("load component"))
 }
 
 fn bench(c: &mut Criterion) {

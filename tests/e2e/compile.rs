@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use cannon_host::config::{ComponentSpec, Limits};
+use cannon_host::config::ComponentSpec;
 use cannon_host::engine::{Engine, EngineOptions, Message, World};
 
 use crate::support::{Project, RedisServer, Running, add_messages, component, entries, field, host, key, wait_len};
@@ -144,24 +144,6 @@ services:
     assert!(stderr.contains(&format!("error: {first}")), "{first}\nnot in\n{stderr}");
 }
 
-/// A task component `name` at `path`, with no grants and the default limits.
-fn spec(name: &str, path: std::path::PathBuf) -> ComponentSpec {
-    ComponentSpec {
-        name: name.into(),
-        path,
-        sha256: None,
-        config: Default::default(),
-        allow: Vec::new(),
-        http: None,
-        streams: Vec::new(),
-        secrets: Default::default(),
-        files: None,
-        permissions: Default::default(),
-        limits: Limits::default(),
-        line: 1,
-    }
-}
-
 /// A fresh compile is loaded from the cache file it was stored in, as later starts load it:
 /// its code and memory image are the file's pages (page cache, shared by every pool slot),
 /// not a private copy the process keeps for its lifetime.
@@ -174,7 +156,9 @@ async fn a_fresh_compile_is_mapped_from_its_cache_file() {
         ..EngineOptions::default()
     })
     .expect("engine");
-    let task = engine.load(&spec("shout", component("shout")), World::Task).unwrap_or_else(|e| panic!("{e}"));
+    let task = engine
+        .load(&ComponentSpec::ungranted("shout", component("shout")), World::Task)
+        .unwrap_or_else(|e| panic!("{e}"));
     let cached = cache_files(cache.path());
     assert!(cached.len() == 1 && cached[0].ends_with(".cwasm"), "{cached:?}");
     let file = cache.path().join(&cached[0]).display().to_string();
@@ -193,7 +177,7 @@ async fn the_multi_memory_components_work_without_the_pool() {
     for (name, bytes) in [("two-memories", wat::two_memories()), ("two-tables", wat::two_tables())] {
         let path = dir.path().join(format!("{name}.wasm"));
         std::fs::write(&path, bytes).expect("write");
-        let task = engine.load(&spec(name, path), World::Task).unwrap_or_else(|e| panic!("{e}"));
+        let task = engine.load(&ComponentSpec::ungranted(name, path), World::Task).unwrap_or_else(|e| panic!("{e}"));
         let msg = Message { id: "1-0".into(), service: "s".into(), fields: vec![("text".into(), "hi".into())] };
         let out = task.run(&msg, &Vec::new(), None).await.unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(out.value.is_empty(), "{name}: {:?}", out.value);

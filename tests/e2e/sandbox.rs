@@ -22,18 +22,10 @@ fn engine(fuel: bool) -> Engine {
 
 fn spec(name: &str, conf: &[(&str, &str)], limits: Limits, allow: &[Capability]) -> ComponentSpec {
     ComponentSpec {
-        name: name.to_owned(),
-        path: component(name),
-        sha256: None,
         config: conf.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<Kwargs>(),
         allow: allow.to_vec(),
-        http: None,
-        streams: Vec::new(),
-        secrets: Default::default(),
-        files: None,
-        permissions: Default::default(),
         limits,
-        line: 1,
+        ..ComponentSpec::ungranted(name, component(name))
     }
 }
 

@@ -96,15 +96,6 @@ impl ComponentCache {
             }
         }
     }
-
-    /// Removes a stored compile that the engine refused: it is never loaded again.
-    pub(crate) fn forget(&self, file: &Path) {
-        if let Err(err) = std::fs::remove_file(file)
-            && err.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(file = %file.display(), "cannot remove a refused compile from the cache: {err}");
-        }
-    }
 }
 
 fn write_atomically(dir: &Path, file: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -121,7 +112,7 @@ fn write_atomically(dir: &Path, file: &Path, bytes: &[u8]) -> anyhow::Result<()>
               (the cache key includes the engine's compatibility hash) and wasmtime re-checks \
               the header; only someone able to write the cache directory could forge it"
 )]
-pub(crate) fn deserialize_file(engine: &wasmtime::Engine, file: &Path) -> anyhow::Result<Component> {
+fn deserialize_file(engine: &wasmtime::Engine, file: &Path) -> anyhow::Result<Component> {
     // SAFETY: see the `expect` reason above.
     unsafe { Component::deserialize_file(engine, file) }.map_err(anyhow::Error::from)
 }

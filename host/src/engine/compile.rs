@@ -282,24 +282,21 @@ impl Engine {
         };
         // Once stored, the compile is mapped from its cache file like any later load: its
         // code and memory images are then page cache, which every pool slot shares, not a
-        // private copy of the bytes held by this process for its lifetime (Python: 100 MiB
-        // more at the peak, 20 MiB more from then on). Loaded from the bytes where there is
-        // no cache or it cannot be written.
-        let from_file = cached
-            .as_ref()
-            .filter(|(cache, file)| cache.store(file, &compiled))
-            .and_then(|(_, file)| cache::deserialize_file(&self.engine, file).ok());
+        // private copy of the bytes held by this process for its lifetime. `lookup` removes
+        // a file the engine refuses. Loaded from the bytes where there is no cache, it
+        // cannot be written, or the engine refused the file.
+        let mut from_file = None;
+        if let Some((cache, file)) = &cached
+            && cache.store(file, &compiled)
+        {
+            from_file = cache.lookup(&self.engine, file);
+        }
         let component = match from_file {
             Some(component) => component,
             // Refused here: what the instance allocator cannot take (the pooling allocator's
-            // memories and tables per module, memory sizes), exactly as `run` would; such a
-            // compile is not kept.
-            None => cache::deserialize(&self.engine, &compiled).map_err(|e| {
-                if let Some((cache, file)) = &cached {
-                    cache.forget(file);
-                }
-                LoadError::Unsupported { name: spec.name.clone(), reason: format!("{e:#}") }
-            })?,
+            // memories and tables per module, memory sizes), exactly as `run` would.
+            None => cache::deserialize(&self.engine, &compiled)
+                .map_err(|e| LoadError::Unsupported { name: spec.name.clone(), reason: format!("{e:#}") })?,
         };
         Ok((component, false))
     }
@@ -327,18 +324,8 @@ mod tests {
     #[test]
     fn each_way_a_child_ends_has_its_verdict() {
         let spec = ComponentSpec {
-            name: "x".into(),
-            path: "x.wasm".into(),
-            sha256: None,
-            config: Default::default(),
-            allow: Vec::new(),
-            http: None,
-            streams: Vec::new(),
-            secrets: Default::default(),
-            files: None,
-            permissions: Default::default(),
             limits: crate::vocab::Limits { compile_s: 7, compile_mb: 300, ..Default::default() },
-            line: 1,
+            ..ComponentSpec::ungranted("x", "x.wasm".into())
         };
         let said = |end: ChildEnd| verdict(end, &spec).map_err(|e| e.to_string());
         assert_eq!(said(end(0, false, "")), Ok(b"artifact".to_vec()));

@@ -44,6 +44,27 @@ pub struct ComponentSpec {
     pub line: usize,
 }
 
+impl ComponentSpec {
+    /// The component at `path` as if declared with nothing but its file: no config, no
+    /// grants, no secrets or files, the default limits (for tests and benchmarks).
+    pub fn ungranted(name: &str, path: PathBuf) -> Self {
+        Self {
+            name: name.to_owned(),
+            path,
+            sha256: None,
+            config: Kwargs::default(),
+            allow: Vec::new(),
+            http: None,
+            streams: Vec::new(),
+            secrets: IndexMap::new(),
+            files: None,
+            permissions: IndexMap::new(),
+            limits: Limits::default(),
+            line: 1,
+        }
+    }
+}
+
 /// A cannon import the compose file may grant to a component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]

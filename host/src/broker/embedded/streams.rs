@@ -145,20 +145,21 @@ pub fn set_maxlen(tx: &Transaction<'_>, stream: &str, maxlen: u64) -> Result<(),
 
 /// Appends an entry with the next id and trims the stream to about its `maxlen`.
 pub fn add(tx: &Transaction<'_>, stream: &str, fields: &Fields) -> Result<String, Fail> {
-    let mut ids = add_all(tx, stream, std::iter::once(fields))?;
-    ids.pop().ok_or_else(|| Fail::Invalid("an add returned no id".to_owned()))
+    let last = add_all(tx, stream, std::iter::once(fields))?;
+    last.map(format_id).ok_or_else(|| Fail::Invalid("an add of one entry added none".to_owned()))
 }
 
 /// Appends entries with the next ids, in order, and trims the stream to about its `maxlen`
-/// once: the stream's row is read and written once for all of them.
+/// once: the stream's row is read and written once for all of them. Returns the last id
+/// (`None` when there were no entries).
 pub fn add_all<'a>(
     tx: &Transaction<'_>,
     stream: &str,
     entries: impl IntoIterator<Item = &'a Fields>,
-) -> Result<Vec<String>, Fail> {
+) -> Result<Option<Id>, Fail> {
     let mut entries = entries.into_iter().peekable();
     if entries.peek().is_none() {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     // A SELECT and an UPDATE: cheaper than one `UPDATE ... RETURNING` (which SQLite runs
     // through a temporary table), measured.
@@ -174,7 +175,6 @@ pub fn add_all<'a>(
         }
     };
     let now = now_ms();
-    let mut ids = Vec::new();
     for fields in entries {
         last = if now > last.0 { (now, 0) } else { (last.0, last.1 + 1) };
         exec(
@@ -183,7 +183,6 @@ pub fn add_all<'a>(
             params![stream, last.0, last.1, encode(fields)?],
         )?;
         length += 1;
-        ids.push(format_id(last));
     }
     // `MAXLEN ~`: trim in steps, not on every add, and never past what a group still needs.
     let slack = (maxlen / 64).clamp(1, 1000);
@@ -203,7 +202,7 @@ pub fn add_all<'a>(
         "UPDATE streams SET last_ms = ?2, last_seq = ?3, length = ?4 WHERE name = ?1",
         params![stream, last.0, last.1, length],
     )?;
-    Ok(ids)
+    Ok(Some(last))
 }
 
 /// The oldest id some consumer group of `stream` still needs: its oldest pending entry, or
