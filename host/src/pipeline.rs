@@ -118,6 +118,7 @@ impl Pipeline {
             outcome.extra_taskbacks.extend(taskbacks);
             outcome.stats.instantiate += stats.instantiate;
             outcome.stats.wall += stats.wall;
+            outcome.stats.waited += stats.waited;
             outcome.stats.memory_peak = outcome.stats.memory_peak.max(stats.memory_peak);
             outcome.stats.fuel = match (outcome.stats.fuel, stats.fuel) {
                 (Some(a), Some(b)) => Some(a.saturating_add(b)),

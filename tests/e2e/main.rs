@@ -28,6 +28,7 @@ mod languages;
 mod observe;
 mod receipts;
 mod reliability;
+mod runners;
 mod sandbox;
 mod service_model;
 mod streams;

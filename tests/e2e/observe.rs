@@ -232,6 +232,7 @@ fn metrics_count_messages_calls_and_broker_gauges() {
     assert_eq!(m.value("cannon_message_duration_seconds_count", &[("service", "bad")]), 3.0);
     assert_eq!(m.value("cannon_call_seconds_count", &[("component", "crash")]), 6.0);
     assert_eq!(m.value("cannon_instantiate_seconds_count", &[("component", "shout")]), 12.0);
+    assert_eq!(m.value("cannon_seat_wait_seconds_count", &[("component", "shout")]), 12.0);
     assert_eq!(m.value("cannon_guest_memory_peak_bytes_count", &[("component", "shout")]), 12.0);
 
     // Gauges: nothing in flight or pending any more; stream lengths from the broker.

@@ -20,7 +20,7 @@ fn engine(fuel: bool) -> Engine {
     Engine::new(&options).expect("engine")
 }
 
-fn spec(name: &str, conf: &[(&str, &str)], limits: Limits, allow: &[Capability]) -> ComponentSpec {
+pub(crate) fn spec(name: &str, conf: &[(&str, &str)], limits: Limits, allow: &[Capability]) -> ComponentSpec {
     ComponentSpec {
         config: conf.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<Kwargs>(),
         allow: allow.to_vec(),
@@ -29,15 +29,15 @@ fn spec(name: &str, conf: &[(&str, &str)], limits: Limits, allow: &[Capability])
     }
 }
 
-fn small() -> Limits {
+pub(crate) fn small() -> Limits {
     Limits { timeout_ms: 100, memory_mb: 16, ..Limits::default() }
 }
 
-fn load(engine: &Engine, spec: &ComponentSpec) -> Component {
+pub(crate) fn load(engine: &Engine, spec: &ComponentSpec) -> Component {
     engine.load(spec, World::Task).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn msg(fields: &[(&str, &str)]) -> Message {
+pub(crate) fn msg(fields: &[(&str, &str)]) -> Message {
     Message {
         id: "1-0".into(),
         service: "svc".into(),

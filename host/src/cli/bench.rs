@@ -189,6 +189,10 @@ struct Report {
     failed: u64,
     instantiate_us: f64,
     call_us: f64,
+    /// Waiting for a seat before the call (`engine/runners.rs`).
+    wait_us: f64,
+    /// Most calls alive at once (each holds a pool slot).
+    live_peak: u64,
     read_us: f64,
     merge_us: f64,
     write_us: f64,
@@ -281,6 +285,8 @@ async fn measure(
         failed: after.failed().saturating_sub(before.failed()),
         instantiate_us: per_call(instantiate),
         call_us: per_call(wall.saturating_sub(instantiate)),
+        wait_us: per_call(after.waited.saturating_sub(before.waited)),
+        live_peak: after.live_peak,
         read_us: StagesSnapshot::per_msg_us(stages.read, stages.read_msgs),
         merge_us: StagesSnapshot::per_msg_us(stages.merge, stages.merge_msgs),
         write_us: StagesSnapshot::per_msg_us(stages.write, stages.write_msgs),
@@ -404,6 +410,8 @@ impl Report {
             "rss_mb": (self.rss_peak_mb * 10.0).round() / 10.0,
             "instantiate_us": (self.instantiate_us * 10.0).round() / 10.0,
             "call_us": (self.call_us * 10.0).round() / 10.0,
+            "wait_us": (self.wait_us * 10.0).round() / 10.0,
+            "live_peak": self.live_peak,
             "read_us": (self.read_us * 10.0).round() / 10.0,
             "merge_us": (self.merge_us * 10.0).round() / 10.0,
             "write_us": (self.write_us * 10.0).round() / 10.0,
@@ -438,11 +446,14 @@ impl Report {
             );
         }
         println!(
-            "  per message µs  read {:.1} | instantiate {:.1} | call {:.1} | merge {:.1} | write {:.1}",
-            self.read_us, self.instantiate_us, self.call_us, self.merge_us, self.write_us
+            "  per message µs  read {:.1} | wait for a seat {:.1} | instantiate {:.1} | call {:.1} | merge {:.1} | write {:.1}",
+            self.read_us, self.wait_us, self.instantiate_us, self.call_us, self.merge_us, self.write_us
         );
         println!("  process CPU     {:.1} µs per message (this benchmark's producer and reader included)", self.cpu_us);
-        println!("  memory          peak RSS {:.1} MiB (now {:.1} MiB)", self.rss_peak_mb, self.rss_mb);
+        println!(
+            "  memory          peak RSS {:.1} MiB (now {:.1} MiB); at most {} calls alive at once",
+            self.rss_peak_mb, self.rss_mb, self.live_peak
+        );
         if self.failed > 0 {
             println!("  failed calls    {} of {}", self.failed, self.calls);
         }

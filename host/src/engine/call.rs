@@ -22,6 +22,7 @@ use crate::engine::error::{GUEST_ERROR_MAX, host_fault, truncate_text};
 use crate::engine::http::CallHttp;
 use crate::engine::metrics::METRICS;
 use crate::engine::output::{CallLog, GuestOutput, Source};
+use crate::engine::runners::Seat;
 use crate::engine::state::{HostState, Limiter};
 use crate::engine::streams::CallStreams;
 use crate::engine::{CallError, CallOutput, CallStats, Component, KvScope};
@@ -62,7 +63,7 @@ impl Component {
         self.output_budget().saturating_mul(2).max(kv_value).max(HOSTCALL_MIN)
     }
 
-    fn store(&self, kv: Option<KvScope>, service: &str) -> Result<Store<HostState>, CallError> {
+    fn store(&self, kv: Option<KvScope>, service: &str, seat: Seat) -> Result<Store<HostState>, CallError> {
         let log = Arc::new(Mutex::new(CallLog::new(kib(self.limits.log_kb)).with_secrets(self.secrets.clone())));
         let memory_max = kib(self.limits.memory_mb.saturating_mul(1024));
         let mut wasi = WasiCtxBuilder::new();
@@ -97,6 +98,7 @@ impl Component {
             deadline_hit: false,
             http: CallHttp::new(self.http.clone()),
             secrets: self.secrets.clone(),
+            seat,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -110,10 +112,12 @@ impl Component {
         let deadline = Instant::now().checked_add(self.timeout());
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut ctx| {
-            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            let now = Instant::now();
+            if deadline.is_some_and(|deadline| now >= deadline) {
                 ctx.data_mut().deadline_hit = true;
                 Ok(UpdateDeadline::Interrupt)
             } else {
+                ctx.data_mut().seat.tick(now);
                 Ok(UpdateDeadline::Yield(1))
             }
         });
@@ -199,9 +203,10 @@ impl Component {
         self.invoke(None, None, call, checked).await.map(|out| out.value)
     }
 
-    /// The one path of every call: check the message, a fresh store, instantiate and call
-    /// (`call` records when instantiation ended) under the deadline, turn the outcome into
-    /// a value or a specific error, `check` the value, then log and count the cost.
+    /// The one path of every call: check the message, a seat (`runners.rs`), a fresh store,
+    /// instantiate and call (`call` records when instantiation ended) under the deadline,
+    /// turn the outcome into a value or a specific error, `check` the value, then log and
+    /// count the cost. The call's time and deadline start once it has its seat.
     async fn invoke<R, T>(
         &self,
         msg: Option<&Message>,
@@ -216,14 +221,17 @@ impl Component {
         {
             return self.refused(&site, started, err);
         }
-        let mut store = match self.store(kv, site.service) {
+        let seat = self.runners.sit().await;
+        let waited = seat.waited;
+        let started = Instant::now();
+        let mut store = match self.store(kv, site.service, seat) {
             Ok(store) => store,
             Err(err) => return self.refused(&site, started, err),
         };
         let mut instantiated = None;
         let outcome = tokio::time::timeout(self.timeout(), call(&mut store, &mut instantiated)).await;
         let value = self.outcome(&mut store, outcome, instantiated.is_some()).and_then(check);
-        self.finish(&mut store, &site, started, instantiated, value)
+        self.finish(&mut store, &site, (started, waited), instantiated, value)
     }
 
     /// A task's results within `limits.max_fields` and `limits.output_kb`.
@@ -270,7 +278,7 @@ impl Component {
         &self,
         store: &mut Store<HostState>,
         site: &CallSite<'_>,
-        started: Instant,
+        (started, waited): (Instant, Duration),
         instantiated: Option<Instant>,
         value: Result<T, CallError>,
     ) -> Result<CallOutput<T>, CallError> {
@@ -286,6 +294,7 @@ impl Component {
         let stats = CallStats {
             instantiate: instantiated.map_or(wall, |at| at.saturating_duration_since(started)),
             wall,
+            waited,
             fuel,
             memory_peak: state.limiter.memory_peak,
         };
@@ -312,6 +321,7 @@ impl Component {
             outcome = %err.map_or("ok", |e| e.kind().as_str()),
             wall_us = stats.wall.as_micros() as u64,
             instantiate_us = stats.instantiate.as_micros() as u64,
+            waited_us = stats.waited.as_micros() as u64,
             fuel = stats.fuel,
             memory_peak = stats.memory_peak,
             "call finished"

@@ -62,6 +62,8 @@ pub struct Component {
     pub(super) engine: wasmtime::Engine,
     /// Keeps the epoch ticker (and so this component's deadlines) alive.
     _ticker: Arc<Ticker>,
+    /// The engine's seats (`runners.rs`).
+    pub(super) runners: Arc<super::runners::Runners>,
     /// Whether the engine meters fuel (it does for every call once any component sets it).
     pub(super) fuel_enabled: bool,
     /// What the `config` import answers.
@@ -86,8 +88,10 @@ pub struct Component {
 pub struct CallStats {
     /// Instantiation time.
     pub instantiate: Duration,
-    /// Whole call, instantiation included.
+    /// Whole call, instantiation included, from when it had its seat.
     pub wall: Duration,
+    /// Time spent waiting for a seat before the call (`engine/runners.rs`), not in `wall`.
+    pub waited: Duration,
     /// Fuel consumed, when fuel is on.
     pub fuel: Option<u64>,
     /// Largest linear memory size reached, in bytes.
@@ -175,6 +179,7 @@ impl Engine {
             pre,
             engine: self.engine.clone(),
             _ticker: self.ticker.clone(),
+            runners: self.runners.clone(),
             fuel_enabled: self.fuel,
             config: Arc::new(spec.config.clone()),
             limits: spec.limits,

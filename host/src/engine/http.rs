@@ -95,6 +95,9 @@ const HOP_BY_HOP: [&str; 9] = [
 
 impl WasiHttpView for HostState {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
+        // A call that uses `wasi:http` waits on the network: its seat goes to another
+        // (`engine/runners.rs`).
+        self.seat.stand();
         WasiHttpCtxView { hooks: &mut self.http.hooks, table: &mut self.table, ctx: &mut self.http.ctx }
     }
 }

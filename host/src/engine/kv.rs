@@ -71,11 +71,14 @@ impl HostState {
 
 impl Host for HostState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
+        // The call waits on the broker from here: its seat goes to another (`runners.rs`).
+        self.seat.stand();
         let kv = self.kv_for(&key)?;
         kv.store.kv_get(&kv.service, &key).await.map_err(failure)
     }
 
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> Result<(), KvError> {
+        self.seat.stand();
         let kv = self.kv_for(&key)?;
         check_size(&value, kv)?;
         let ttl = ttl_ms.map(Duration::from_millis);
@@ -83,16 +86,19 @@ impl Host for HostState {
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, KvError> {
+        self.seat.stand();
         let kv = self.kv_for(&key)?;
         kv.store.kv_delete(&kv.service, &key).await.map_err(failure)
     }
 
     async fn increment(&mut self, key: String, delta: i64) -> Result<i64, KvError> {
+        self.seat.stand();
         let kv = self.kv_for(&key)?;
         kv.store.kv_increment(&kv.service, &key, delta, &kv.quota).await.map_err(failure)
     }
 
     async fn list_keys(&mut self, prefix: String, limit: u32) -> Result<Vec<String>, KvError> {
+        self.seat.stand();
         let kv = if prefix.is_empty() {
             self.kv.as_ref().ok_or_else(|| KvError::Unavailable("kv is not available to this component".into()))?
         } else {
@@ -109,6 +115,7 @@ impl Host for HostState {
         new: Option<Vec<u8>>,
         ttl_ms: Option<u64>,
     ) -> Result<bool, KvError> {
+        self.seat.stand();
         let kv = self.kv_for(&key)?;
         if let Some(value) = &new {
             check_size(value, kv)?;
@@ -123,6 +130,7 @@ impl Host for HostState {
     }
 
     async fn get_many(&mut self, keys: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, KvError> {
+        self.seat.stand();
         if keys.len() > MAX_GET_MANY {
             return Err(KvError::TooLarge(format!("get-many of {} keys; at most {MAX_GET_MANY} per call", keys.len())));
         }

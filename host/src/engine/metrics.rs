@@ -18,6 +18,8 @@ pub struct Metrics {
     instantiate_us: AtomicU64,
     fuel: AtomicU64,
     memory_peak_max: AtomicU64,
+    waited_us: AtomicU64,
+    live_peak: AtomicU64,
 }
 
 /// Counters of every call in this process.
@@ -38,6 +40,10 @@ pub struct MetricsSnapshot {
     pub fuel: u64,
     /// Largest linear memory (all memories of one call together) any call reached, bytes.
     pub memory_peak_max: u64,
+    /// Time all calls waited for a seat (`engine/runners.rs`), outside their `wall`.
+    pub waited: Duration,
+    /// Most calls alive at once (each holds a pool slot) in any one engine.
+    pub live_peak: u64,
 }
 
 impl MetricsSnapshot {
@@ -65,6 +71,8 @@ impl Metrics {
             instantiate_us: AtomicU64::new(0),
             fuel: AtomicU64::new(0),
             memory_peak_max: AtomicU64::new(0),
+            waited_us: AtomicU64::new(0),
+            live_peak: AtomicU64::new(0),
         }
     }
 
@@ -78,10 +86,16 @@ impl Metrics {
         }
         self.wall_us.fetch_add(micros(stats.wall), Ordering::Relaxed);
         self.instantiate_us.fetch_add(micros(stats.instantiate), Ordering::Relaxed);
+        self.waited_us.fetch_add(micros(stats.waited), Ordering::Relaxed);
         if let Some(fuel) = stats.fuel {
             self.fuel.fetch_add(fuel, Ordering::Relaxed);
         }
         self.memory_peak_max.fetch_max(stats.memory_peak as u64, Ordering::Relaxed);
+    }
+
+    /// Notes that `live` calls of one engine are alive at once.
+    pub fn record_live(&self, live: usize) {
+        self.live_peak.fetch_max(live as u64, Ordering::Relaxed);
     }
 
     /// The counters now (each read on its own; they may be a call apart).
@@ -97,6 +111,8 @@ impl Metrics {
             instantiate: Duration::from_micros(self.instantiate_us.load(Ordering::Relaxed)),
             fuel: self.fuel.load(Ordering::Relaxed),
             memory_peak_max: self.memory_peak_max.load(Ordering::Relaxed),
+            waited: Duration::from_micros(self.waited_us.load(Ordering::Relaxed)),
+            live_peak: self.live_peak.load(Ordering::Relaxed),
         }
     }
 }
@@ -116,6 +132,7 @@ mod tests {
         let stats = CallStats {
             instantiate: Duration::from_micros(10),
             wall: Duration::from_micros(100),
+            waited: Duration::from_micros(5),
             fuel: Some(7),
             memory_peak: 1 << 20,
         };
@@ -131,5 +148,9 @@ mod tests {
         assert_eq!(snap.instantiate, Duration::from_micros(30));
         assert_eq!(snap.fuel, 14);
         assert_eq!(snap.memory_peak_max, 2 << 20);
+        assert_eq!(snap.waited, Duration::from_micros(15));
+        metrics.record_live(3);
+        metrics.record_live(2);
+        assert_eq!(metrics.snapshot().live_peak, 3);
     }
 }

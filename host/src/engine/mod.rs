@@ -7,6 +7,7 @@
 //! - `call.rs`: one call: a fresh store with its limits and grants, the call, its cost.
 //! - `commands.rs`: what a shell's command table may hold (checked at load).
 //! - `state.rs`: the per-call store data ([`KvScope`] included) and its resource limiter.
+//! - `runners.rs`: how many calls run guest code at once (seats), and for how long.
 //! - `metrics.rs`: process-wide call counters ([`metrics::snapshot`]).
 //! - `output.rs`: guest log and stdout/stderr, bounded, into `tracing`.
 //! - `imports.rs`, `kv.rs`, `streams.rs`: the cannon imports.
@@ -30,6 +31,7 @@ mod imports;
 mod kv;
 pub mod metrics;
 mod output;
+mod runners;
 mod secrets;
 mod state;
 mod streams;
@@ -48,6 +50,7 @@ pub use compile::Compiler;
 pub use component::{CallOutput, CallStats, Component, VERSION_DIGITS, World, sha256_hex};
 pub use error::{CallError, FailureKind, GUEST_ERROR_MAX, LoadError};
 pub use metrics::MetricsSnapshot;
+pub use runners::{RUN_SLICE, RUN_WAIT, RunnerOptions};
 pub use state::{HostState, KvScope};
 
 /// How often the epoch advances: the granularity of deadlines, and how often a busy guest
@@ -69,6 +72,8 @@ pub struct EngineOptions {
     /// Where components are compiled: the `cannon-host` commands compile in a child
     /// process under `limits.compile_s` and `limits.compile_mb`.
     pub compiler: Compiler,
+    /// How many calls run guest code at once (`runners.rs`).
+    pub runners: RunnerOptions,
 }
 
 impl Default for EngineOptions {
@@ -79,6 +84,7 @@ impl Default for EngineOptions {
             fuel: false,
             cache_dir: ComponentCache::default_dir(),
             compiler: Compiler::InProcess,
+            runners: RunnerOptions::default(),
         }
     }
 }
@@ -93,6 +99,8 @@ pub struct Engine {
     /// Shared with every loaded [`Component`]: the ticker runs while any of them exists,
     /// even after the `Engine` itself is dropped (without ticks no deadline would fire).
     pub(crate) ticker: Arc<Ticker>,
+    /// The seats calls take turns at; shared with every loaded [`Component`].
+    pub(crate) runners: Arc<runners::Runners>,
 }
 
 /// The thread that advances the engine's epoch every [`EPOCH_TICK`]; stopped on drop.
@@ -206,6 +214,7 @@ impl Engine {
         )
         .map_err(anyhow::Error::from)?;
         let ticker = Arc::new(Ticker::spawn(engine.clone())?);
+        let runners = Arc::new(runners::Runners::new(&options.runners)?);
         Ok(Self {
             engine,
             linker: Arc::new(linker),
@@ -213,7 +222,14 @@ impl Engine {
             compiler: options.compiler.clone(),
             fuel: options.fuel,
             ticker,
+            runners,
         })
+    }
+
+    /// Most calls of this engine's components that had a store at once, seated or not
+    /// (each holds a pool slot while it lives).
+    pub fn live_calls_peak(&self) -> usize {
+        self.runners.peak()
     }
 
     /// The compiled-component cache, if enabled.

@@ -56,6 +56,9 @@ pub struct HostState {
     pub(crate) http: crate::engine::http::CallHttp,
     /// The component's `secrets:`: answered by `config.get`, masked in its output.
     pub(crate) secrets: Arc<crate::engine::secrets::Secrets>,
+    /// The call's turn at running guest code (`engine/runners.rs`): given up at its first
+    /// kv, streams or HTTP call and when its slice is over.
+    pub(crate) seat: crate::engine::runners::Seat,
 }
 
 impl HostState {

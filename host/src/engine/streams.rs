@@ -92,14 +92,17 @@ async fn read(
     Ok(Page { entries, truncated: page.truncated })
 }
 
+// Each read waits on the broker: the call gives its seat to another (`engine/runners.rs`).
 impl Host for HostState {
     async fn last(&mut self, service: String, stream: WitKind, count: u32) -> Result<Page, StreamsError> {
+        self.seat.stand();
         let reader = self.streams.check(&service, count)?.clone();
         read(reader, service, stream, RangeQuery::Last, count).await
     }
 
     async fn after(&mut self, service: String, stream: WitKind, id: String, count: u32) -> Result<Page, StreamsError> {
         // The grant first: a component learns nothing from a stream it may not read.
+        self.seat.stand();
         let reader = self.streams.check(&service, count)?.clone();
         let after = StreamId::parse(&id).map_err(StreamsError::InvalidId)?;
         match after.next() {
@@ -116,6 +119,7 @@ impl Host for HostState {
         to_ms: u64,
         count: u32,
     ) -> Result<Page, StreamsError> {
+        self.seat.stand();
         let reader = self.streams.check(&service, count)?.clone();
         if from_ms > to_ms {
             return Ok(Page { entries: Vec::new(), truncated: false });

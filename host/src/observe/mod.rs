@@ -54,6 +54,7 @@ pub struct Observe {
     fuel: Family<Labels, Counter>,
     message_seconds: HistFamily,
     instantiate_seconds: HistFamily,
+    seat_wait_seconds: HistFamily,
     call_seconds: HistFamily,
     memory_peak: HistFamily,
     in_flight: Family<Labels, Gauge>,
@@ -118,6 +119,12 @@ impl Observe {
         );
         let instantiate_seconds =
             hist(&mut registry, "instantiate_seconds", "Instantiation time of component calls", Hist::seconds);
+        let seat_wait_seconds = hist(
+            &mut registry,
+            "seat_wait_seconds",
+            "Time component calls waited for a seat (one per core) before they started",
+            Hist::seconds,
+        );
         let call_seconds = hist(&mut registry, "call_seconds", "Wall time of component calls", Hist::seconds);
         let memory_peak =
             hist(&mut registry, "guest_memory_peak_bytes", "Largest linear memory a call reached", Hist::bytes);
@@ -142,6 +149,7 @@ impl Observe {
             fuel,
             message_seconds,
             instantiate_seconds,
+            seat_wait_seconds,
             call_seconds,
             memory_peak,
             in_flight,
@@ -288,6 +296,7 @@ pub struct CallMetrics {
     outcomes: Vec<Counter>,
     fuel: Counter,
     instantiate: Hist,
+    seat_wait: Hist,
     call: Hist,
     memory_peak: Hist,
 }
@@ -314,6 +323,7 @@ pub fn component(service: &str, component: &str, version: &str) -> Arc<CallMetri
         outcomes,
         fuel: o.fuel.get_or_create(&by_component).clone(),
         instantiate: o.instantiate_seconds.get_or_create(&by_component).clone(),
+        seat_wait: o.seat_wait_seconds.get_or_create(&by_component).clone(),
         call: o.call_seconds.get_or_create(&by_component).clone(),
         memory_peak: o.memory_peak.get_or_create(&by_component).clone(),
     });
@@ -333,6 +343,7 @@ impl CallMetrics {
         }
         self.call.observe(stats.wall.as_secs_f64());
         self.instantiate.observe(stats.instantiate.as_secs_f64());
+        self.seat_wait.observe(stats.waited.as_secs_f64());
         self.memory_peak.observe(stats.memory_peak as f64);
         if let Some(fuel) = stats.fuel {
             self.fuel.inc_by(fuel);
