@@ -1,13 +1,14 @@
 //! Runners (`host/src/engine/runners.rs`): calls take turns at the engine's seats, so at
 //! concurrency 16 a CPU-bound guest keeps about one instance per core alive instead of 16;
-//! a call gives its seat up when its slice is over or when it waits on the broker, and a
+//! a call gives its seat up when its slice is over or when it waits on the broker or the
+//! network, and a
 //! seat held past its slice where no epoch tick runs is taken back. Each property is checked
 //! against the order in which calls finish (or the count of calls alive at once), never a
 //! timing.
 
 use std::time::{Duration, Instant};
 
-use cannon_host::config::{Capability, KvQuota, Limits};
+use cannon_host::config::{Capability, ComponentSpec, HttpGrant, KvQuota, Limits, parse_pattern};
 use cannon_host::engine::{CallError, Component, Engine, EngineOptions, KvScope, RunnerOptions};
 
 use crate::sandbox::{load, msg, small, spec};
@@ -130,4 +131,42 @@ async fn a_call_waiting_on_the_broker_gives_its_seat_up() {
     assert_eq!(read.value.iter().find(|(k, _)| k == "found").map(|(_, v)| v.as_str()), Some("false"), "{read:?}");
     shouted.expect("shout");
     assert_eq!(finished_first, "second", "shout ran while the kv call waited on Redis");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_waiting_on_an_http_server_gives_its_seat_up() {
+    // A server that answers each request 2 s late: the `fetcher` guest waits for it in
+    // `wasi:http`. With one seat and no take-back, a call started meanwhile still runs.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut head = [0u8; 4096];
+                let _ = stream.read(&mut head);
+                std::thread::sleep(Duration::from_secs(2));
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate");
+            });
+        }
+    });
+    let engine = engine(RunnerOptions { seats: Some(1), wait: NEVER, slice: NEVER });
+    let grant = HttpGrant { patterns: vec![parse_pattern("http://127.0.0.1:*").expect("pattern")] };
+    let fetcher = load(
+        &engine,
+        &ComponentSpec {
+            http: Some(grant),
+            limits: Limits { timeout_ms: 20_000, ..small() },
+            ..spec("fetcher", &[], small(), &[])
+        },
+    );
+    let shout = load(&engine, &spec("shout", &[], small(), &[]));
+    let url = format!("http://127.0.0.1:{port}/slow");
+    let (get, hi, results) = (msg(&[("url", &url)]), msg(&[("text", "hi")]), Vec::new());
+    let (finished_first, fetched, shouted) =
+        race(fetcher.run(&get, &results, None), shout.run(&hi, &results, None)).await;
+    let fetched = fetched.expect("the late answer");
+    assert!(fetched.value.contains(&("body".to_owned(), "late".to_owned())), "{:?}", fetched.value);
+    shouted.expect("shout");
+    assert_eq!(finished_first, "second", "shout ran while the fetcher waited on the server");
 }
