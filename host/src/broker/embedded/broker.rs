@@ -92,9 +92,7 @@ impl Broker for EmbeddedBroker {
     }
 
     async fn add(&self, service: &str, stream: StreamKind, fields: &[(String, String)]) -> Result<String> {
-        let key = self.key(service, stream);
-        let fields = fields.to_vec();
-        let id = self.write(move |tx| streams::add(tx, &key, &fields)).await?;
+        let id = self.add_entry(self.key(service, stream), fields.to_vec()).await?;
         self.inner.added.notify_waiters();
         Ok(id)
     }

@@ -4,6 +4,8 @@
 //! leaves the others intact; each caller hears back only after the commit. Nothing else
 //! writes through that connection, so there is no lock to take and no hand-off to the
 //! blocking pool per call: a burst of writes costs one wake-up of the thread and one commit.
+//! Adds to the same stream queued in one group go further: they share one savepoint and
+//! one read and write of the stream's row (a producer's burst, a collector's backlog).
 //! The thread ends when the broker is dropped (the queue's last sender with it).
 
 use std::panic::AssertUnwindSafe;
@@ -11,9 +13,9 @@ use std::sync::mpsc::{Receiver, Sender};
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::streams::exec;
+use super::streams::{self, exec, format_id, nth_after};
 use super::{EmbeddedBroker, Fail, error};
-use crate::broker::Result;
+use crate::broker::{Fields, Result};
 
 /// Most writes that share one transaction: the first callers are not kept waiting for the
 /// commit of an unbounded group.
@@ -27,6 +29,8 @@ pub(super) const WRITER_FAILED: &str = "database call failed in the writer threa
 pub(super) enum Job {
     /// A write that may share a transaction with its neighbours.
     Write(Box<dyn QueuedWrite>),
+    /// An add of one entry: joins the adds to the same stream in its group.
+    Add(Add),
     /// A call on the connection outside any transaction (it manages its own).
     Call(Box<dyn FnOnce(&mut Connection) + Send>),
 }
@@ -45,15 +49,32 @@ fn writer_loop(mut conn: Connection, jobs: &Receiver<Job>) {
     let mut pending_call = None;
     while let Ok(first) = jobs.recv() {
         let mut next = Some(first);
+        let mut taken = 0;
+        // Where in `group` the adds to each stream are gathered.
+        let mut adds_of: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         while let Some(job) = next.take() {
             match job {
                 Job::Write(write) => group.push(write),
+                // Every write in a group was queued while the ones before it were still
+                // waiting for their commit, so none of them happened before another: an add
+                // may join the adds to its stream queued earlier in the group.
+                Job::Add(add) => {
+                    let left = match adds_of.get(&add.stream).and_then(|i| group.get_mut(*i)) {
+                        Some(adds) => adds.absorb(add),
+                        None => Some(add),
+                    };
+                    if let Some(add) = left {
+                        adds_of.insert(add.stream.clone(), group.len());
+                        group.push(Box::new(Adds::new(add)));
+                    }
+                }
                 Job::Call(call) => {
                     pending_call = Some(call);
                     break;
                 }
             }
-            if group.len() >= MAX_GROUP {
+            taken += 1;
+            if taken >= MAX_GROUP {
                 break;
             }
             next = jobs.try_recv().ok();
@@ -90,6 +111,17 @@ impl EmbeddedBroker {
         };
         outcome.map_err(|fail| error(&self.inner.shown, fail))
     }
+
+    /// Adds one entry to `stream` through the writer thread, which runs the adds to one
+    /// stream queued in one group as one (`streams::add_all`). Returns its id.
+    pub(super) async fn add_entry(&self, stream: String, fields: Fields) -> Result<String> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let outcome = match self.inner.writer.send(Job::Add(Add { stream, fields, reply })) {
+            Ok(()) => answer.await.unwrap_or_else(|_| Err(Fail::Invalid(WRITER_FAILED.to_owned()))),
+            Err(_) => Err(Fail::Invalid(WRITER_GONE.to_owned())),
+        };
+        outcome.map_err(|fail| error(&self.inner.shown, fail))
+    }
 }
 
 /// A write waiting for the next group commit.
@@ -99,6 +131,45 @@ pub(super) trait QueuedWrite: Send {
     fn run(&mut self, tx: &rusqlite::Transaction<'_>) -> bool;
     /// Answers the caller: the write's outcome if the transaction committed, else why not.
     fn answer(self: Box<Self>, committed: std::result::Result<(), String>);
+    /// Takes `add` into this write if it can run with it (an [`Adds`] to the same stream),
+    /// else gives it back.
+    fn absorb(&mut self, add: Add) -> Option<Add> {
+        Some(add)
+    }
+}
+
+/// Runs `f` inside a savepoint: released when it succeeds, rolled back when it fails. The
+/// flag is false when a failure could not be undone (the transaction must not commit).
+fn in_savepoint<T>(
+    tx: &rusqlite::Transaction<'_>,
+    f: impl FnOnce(&rusqlite::Transaction<'_>) -> std::result::Result<T, Fail>,
+) -> (std::result::Result<T, Fail>, bool) {
+    if let Err(err) = exec(tx, "SAVEPOINT write", []) {
+        return (Err(err.into()), false);
+    }
+    match f(tx) {
+        Ok(value) => match exec(tx, "RELEASE write", []) {
+            Ok(_) => (Ok(value), true),
+            Err(err) => (Err(err.into()), false),
+        },
+        // Undo this write only; the transaction goes on with the others.
+        Err(fail) => {
+            let undone = exec(tx, "ROLLBACK TO write", []).and_then(|_| exec(tx, "RELEASE write", []));
+            (Err(fail), undone.is_ok())
+        }
+    }
+}
+
+/// What `answer` sends a caller: the outcome if the transaction committed, else why not.
+fn settled<T>(
+    committed: &std::result::Result<(), String>,
+    out: Option<std::result::Result<T, Fail>>,
+) -> std::result::Result<T, Fail> {
+    match (committed, out) {
+        (Ok(()), Some(out)) => out,
+        (Ok(()), None) => Err(Fail::Invalid("write was not run".to_owned())),
+        (Err(why), _) => Err(Fail::Invalid(why.clone())),
+    }
 }
 
 struct Write<T, F> {
@@ -114,33 +185,94 @@ where
 {
     fn run(&mut self, tx: &rusqlite::Transaction<'_>) -> bool {
         let Some(f) = self.f.take() else { return true };
-        if let Err(err) = exec(tx, "SAVEPOINT write", []) {
-            self.out = Some(Err(err.into()));
-            return false;
-        }
-        let (out, sound) = match f(tx) {
-            Ok(value) => match exec(tx, "RELEASE write", []) {
-                Ok(_) => (Ok(value), true),
-                Err(err) => (Err(err.into()), false),
-            },
-            // Undo this write only; the transaction goes on with the others.
-            Err(fail) => {
-                let undone = exec(tx, "ROLLBACK TO write", []).and_then(|_| exec(tx, "RELEASE write", []));
-                (Err(fail), undone.is_ok())
-            }
-        };
+        let (out, sound) = in_savepoint(tx, f);
         self.out = Some(out);
         sound
     }
 
     fn answer(self: Box<Self>, committed: std::result::Result<(), String>) {
-        let outcome = match (committed, self.out) {
-            (Ok(()), Some(out)) => out,
-            (Ok(()), None) => Err(Fail::Invalid("write was not run".to_owned())),
-            (Err(why), _) => Err(Fail::Invalid(why)),
-        };
         // The caller may have gone away (its future was dropped); nothing to tell then.
-        let _ = self.reply.send(outcome);
+        let _ = self.reply.send(settled(&committed, self.out));
+    }
+}
+
+/// An add waiting for the writer thread.
+pub(super) struct Add {
+    stream: String,
+    fields: Fields,
+    reply: tokio::sync::oneshot::Sender<std::result::Result<String, Fail>>,
+}
+
+/// The adds to one stream queued in one group: one savepoint and one read and write of the
+/// stream's row for all of them. If that fails, each runs on its own, so one bad add fails
+/// alone, as any write would.
+struct Adds {
+    stream: String,
+    entries: Vec<Fields>,
+    replies: Vec<tokio::sync::oneshot::Sender<std::result::Result<String, Fail>>>,
+    outs: Vec<std::result::Result<String, Fail>>,
+}
+
+impl Adds {
+    fn new(add: Add) -> Self {
+        Self { stream: add.stream, entries: vec![add.fields], replies: vec![add.reply], outs: Vec::new() }
+    }
+}
+
+/// Groups of more than one add run so far (for the tests).
+#[cfg(test)]
+pub(super) static ADDS_GROUPED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl QueuedWrite for Adds {
+    fn run(&mut self, tx: &rusqlite::Transaction<'_>) -> bool {
+        #[cfg(test)]
+        if self.entries.len() > 1 {
+            ADDS_GROUPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let (together, sound) = in_savepoint(tx, |tx| streams::add_all(tx, &self.stream, &self.entries));
+        match together {
+            Ok(Some(first)) => {
+                self.outs = (0..self.entries.len()).map(|n| Ok(format_id(nth_after(first, n)))).collect();
+                sound
+            }
+            Ok(None) => {
+                self.outs =
+                    self.entries.iter().map(|_| Err(Fail::Invalid("an add added nothing".to_owned()))).collect();
+                sound
+            }
+            Err(fail) if !sound || self.entries.len() == 1 => {
+                self.outs = vec![Err(fail)];
+                sound
+            }
+            Err(_) => {
+                let mut all_sound = true;
+                for fields in &self.entries {
+                    let (out, sound) = in_savepoint(tx, |tx| streams::add(tx, &self.stream, fields));
+                    self.outs.push(out);
+                    all_sound &= sound;
+                    if !sound {
+                        break;
+                    }
+                }
+                all_sound
+            }
+        }
+    }
+
+    fn answer(self: Box<Self>, committed: std::result::Result<(), String>) {
+        let mut outs = self.outs.into_iter();
+        for reply in self.replies {
+            let _ = reply.send(settled(&committed, outs.next()));
+        }
+    }
+
+    fn absorb(&mut self, add: Add) -> Option<Add> {
+        if add.stream != self.stream || self.entries.len() >= MAX_GROUP {
+            return Some(add);
+        }
+        self.entries.push(add.fields);
+        self.replies.push(add.reply);
+        None
     }
 }
 

@@ -248,4 +248,49 @@ mod tests {
         assert_eq!(kept, expected, "exactly the writes that succeeded are in the stream");
         assert_eq!(broker.stream_info("s", StreamKind::Data).await.expect("info").length, 60);
     }
+
+    /// Adds queued together to one stream run as one, each answered with its own id, in the
+    /// order they were queued; one that fails (here: a trigger refuses its fields) fails
+    /// alone and the others are written, ids still in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn adds_queued_together_run_as_one_and_fail_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = EmbeddedBroker::open(dir.path(), "t").await.expect("open");
+        let other = Connection::open(dir.path().join(DB_FILE)).expect("second connection");
+        other
+            .execute_batch(
+                "CREATE TRIGGER poison BEFORE INSERT ON entries WHEN NEW.fields LIKE '%poison%'
+                 BEGIN SELECT RAISE(ABORT, 'poisoned entry'); END;",
+            )
+            .expect("trigger");
+        // Queued from one task without awaiting in between, so the writer finds them waiting
+        // together (the first may start alone).
+        let fields: Vec<Vec<(String, String)>> = (0..200)
+            .map(|i| vec![("i".to_owned(), if i == 150 { "poison".to_owned() } else { i.to_string() })])
+            .collect();
+        let adds: Vec<_> = fields.iter().map(|f| broker.add("s", StreamKind::Data, f)).collect();
+        let grouped = commit::ADDS_GROUPED.load(std::sync::atomic::Ordering::Relaxed);
+        let outs = futures_util::future::join_all(adds).await;
+        assert!(commit::ADDS_GROUPED.load(std::sync::atomic::Ordering::Relaxed) > grouped, "some adds ran together");
+        let mut ids = Vec::new();
+        for (i, out) in outs.into_iter().enumerate() {
+            match out {
+                Ok(id) => {
+                    assert_ne!(i, 150, "the poisoned add was written");
+                    ids.push((streams::parse_id(&id).expect("id"), i));
+                }
+                Err(err) => {
+                    assert_eq!(i, 150, "add {i}: {err}");
+                    assert!(err.to_string().contains("poisoned entry"), "{err}");
+                }
+            }
+        }
+        assert_eq!(ids.len(), 199);
+        assert!(ids.windows(2).all(|w| w[0].0 < w[1].0), "ids rise in the order the adds were queued");
+        let entries = broker.tail("s", StreamKind::Data, "0-0", 1000, Duration::ZERO).await.expect("tail");
+        let stored: Vec<(String, String)> = entries.iter().map(|e| (e.id.clone(), e.fields[0].1.clone())).collect();
+        let answered: Vec<(String, String)> =
+            ids.iter().map(|(id, i)| (streams::format_id(*id), i.to_string())).collect();
+        assert_eq!(stored, answered, "each caller got the id its entry was stored under");
+    }
 }

@@ -145,13 +145,14 @@ pub fn set_maxlen(tx: &Transaction<'_>, stream: &str, maxlen: u64) -> Result<(),
 
 /// Appends an entry with the next id and trims the stream to about its `maxlen`.
 pub fn add(tx: &Transaction<'_>, stream: &str, fields: &Fields) -> Result<String, Fail> {
-    let last = add_all(tx, stream, std::iter::once(fields))?;
-    last.map(format_id).ok_or_else(|| Fail::Invalid("an add of one entry added none".to_owned()))
+    let id = add_all(tx, stream, std::iter::once(fields))?;
+    id.map(format_id).ok_or_else(|| Fail::Invalid("an add of one entry added none".to_owned()))
 }
 
 /// Appends entries with the next ids, in order, and trims the stream to about its `maxlen`
-/// once: the stream's row is read and written once for all of them. Returns the last id
-/// (`None` when there were no entries).
+/// once: the stream's row is read and written once for all of them. Returns the first id
+/// (`None` when there were no entries); the others follow it in the same millisecond, their
+/// sequence numbers one apart ([`nth_after`]).
 pub fn add_all<'a>(
     tx: &Transaction<'_>,
     stream: &str,
@@ -175,8 +176,10 @@ pub fn add_all<'a>(
         }
     };
     let now = now_ms();
-    for fields in entries {
-        last = if now > last.0 { (now, 0) } else { (last.0, last.1 + 1) };
+    // The next id after the stream's last; the entries after the first share its millisecond.
+    let first = if now > last.0 { (now, 0) } else { (last.0, last.1 + 1) };
+    for (n, fields) in entries.enumerate() {
+        last = nth_after(first, n);
         exec(
             tx,
             "INSERT INTO entries (stream, ms, seq, fields) VALUES (?1, ?2, ?3, ?4)",
@@ -202,7 +205,12 @@ pub fn add_all<'a>(
         "UPDATE streams SET last_ms = ?2, last_seq = ?3, length = ?4 WHERE name = ?1",
         params![stream, last.0, last.1, length],
     )?;
-    Ok(Some(last))
+    Ok(Some(first))
+}
+
+/// The id of the `n`th entry after `first` in one [`add_all`].
+pub fn nth_after(first: Id, n: usize) -> Id {
+    (first.0, first.1.saturating_add(i64::try_from(n).unwrap_or(i64::MAX)))
 }
 
 /// The oldest id some consumer group of `stream` still needs: its oldest pending entry, or
