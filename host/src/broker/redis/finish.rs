@@ -20,23 +20,21 @@ use crate::broker::{DEAD_FIELDS, DeadLetter, RedisBroker, Result, WORKER_GROUP};
 static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local group, consumer = ARGV[1], ARGV[2]
+local group, consumer, maxlen = ARGV[1], ARGV[2], ARGV[3]
 local skipped = 0
-local i = 4
-while i <= #ARGV do
+local i, argc = 4, #ARGV
+while i <= argc do
   local id, entries = ARGV[i], tonumber(ARGV[i + 1])
   i = i + 2
   local held = #redis.call('XPENDING', KEYS[1], group, id, id, 1, consumer) > 0
   for _ = 1, entries do
     local n = tonumber(ARGV[i])
     if held then
-      local cmd = {'XADD', KEYS[2]}
-      if ARGV[3] ~= '' then
-        cmd[3], cmd[4], cmd[5] = 'MAXLEN', '~', ARGV[3]
+      if maxlen ~= '' then
+        redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, i + 1, i + 2 * n))
+      else
+        redis.call('XADD', KEYS[2], '*', unpack(ARGV, i + 1, i + 2 * n))
       end
-      cmd[#cmd + 1] = '*'
-      for j = i + 1, i + 2 * n do cmd[#cmd + 1] = ARGV[j] end
-      redis.call(unpack(cmd))
     end
     i = i + 1 + 2 * n
   end
