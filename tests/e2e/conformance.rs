@@ -136,6 +136,7 @@ conformance!(
     claim_only_from_the_named_consumer,
     dead_letters_and_replay,
     only_the_holder_writes_and_only_once,
+    a_holder_of_many_writes_all_it_finishes,
     last_id_and_tail,
     create_group_and_read_group,
     own_pending_is_read_again_after_a_restart,
@@ -335,6 +336,25 @@ async fn only_the_holder_writes_and_only_once(b: Arc<dyn BrokerAdmin>) {
     assert_eq!(b.tail(SVC, StreamKind::Dead, "0-0", 10, NO_WAIT).await.expect("tail").len(), 1);
     assert_eq!(pending_ids(&*b, None).await, vec![sent[0].clone()], "only c2's message is left");
     assert_eq!(pending_ids(&*b, Some("c2")).await, vec![sent[0].clone()]);
+}
+
+/// A consumer holding more entries between the first and the last it finishes than Redis's
+/// finish script asks `XPENDING` for in one range (four per message plus 256) still writes
+/// every one it holds: what the range could not cover is asked about alone.
+async fn a_holder_of_many_writes_all_it_finishes(b: Arc<dyn BrokerAdmin>) {
+    b.prepare(SVC, 10_000).await.expect("prepare");
+    let sent = add_n(&*b, 400).await;
+    assert_eq!(b.read(SVC, "c1", 400, NO_WAIT).await.expect("read").len(), 400);
+    let done = vec![
+        Completion { id: sent[0].clone(), taskbacks: vec![f(&[("at", "first")])] },
+        Completion { id: sent[399].clone(), taskbacks: vec![f(&[("at", "last")])] },
+    ];
+    assert_eq!(b.complete(SVC, "c1", &done).await.expect("complete"), 0, "c1 holds both");
+    let taskbacks = b.tail(SVC, StreamKind::Taskback, "0-0", 10, NO_WAIT).await.expect("tail");
+    let fields: Vec<Vec<(String, String)>> = taskbacks.into_iter().map(|e| e.fields).collect();
+    assert_eq!(fields, vec![f(&[("at", "first")]), f(&[("at", "last")])]);
+    let pending = b.pending(SVC, StreamKind::Data, WORKER_GROUP, Some("c1"), 1000).await.expect("pending");
+    assert_eq!(pending.len(), 398, "both acknowledged, the rest still held");
 }
 
 async fn last_id_and_tail(b: Arc<dyn BrokerAdmin>) {

@@ -13,20 +13,32 @@ use crate::broker::{DEAD_FIELDS, DeadLetter, RedisBroker, Result, WORKER_GROUP};
 /// Writes finished messages, each only if consumer ARGV[2] of group ARGV[1] still holds it
 /// in stream KEYS[1]: adds its entries to stream KEYS[2] (trimmed to `MAXLEN ~ ARGV[3]`
 /// unless that is empty) and acknowledges it. ARGV[4..] is, per message: its id, its number
-/// of entries, then per entry its number of field pairs and the fields. Returns how many
-/// messages were no longer held and left alone. Each message is acknowledged right after
-/// its entries: Redis does not undo a script that fails halfway, and a message written
-/// before the failure must not be written again by the retry.
+/// of entries, then per entry its number of field pairs and the fields; the last three are
+/// the lowest and highest message id and a count (empty ids: none given). The entries the
+/// consumer holds in that range are asked for in one `XPENDING` of at most that count; when
+/// the answer fills it, a message not in it is asked for alone. Returns how many messages
+/// were no longer held and left alone. Each message is acknowledged right after its
+/// entries: Redis does not undo a script that fails halfway, and a message written before
+/// the failure must not be written again by the retry.
 static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local group, consumer, maxlen = ARGV[1], ARGV[2], ARGV[3]
+local argc = #ARGV
+local first, last, limit = ARGV[argc - 2], ARGV[argc - 1], tonumber(ARGV[argc])
+argc = argc - 3
+local held_ids, complete = {}, false
+if first ~= '' then
+  local rows = redis.call('XPENDING', KEYS[1], group, first, last, limit, consumer)
+  for _, row in ipairs(rows) do held_ids[row[1]] = true end
+  complete = #rows < limit
+end
 local skipped = 0
-local i, argc = 4, #ARGV
+local i = 4
 while i <= argc do
   local id, entries = ARGV[i], tonumber(ARGV[i + 1])
   i = i + 2
-  local held = #redis.call('XPENDING', KEYS[1], group, id, id, 1, consumer) > 0
+  local held = held_ids[id] or (not complete and #redis.call('XPENDING', KEYS[1], group, id, id, 1, consumer) > 0)
   for _ = 1, entries do
     local n = tonumber(ARGV[i])
     if held then
@@ -117,6 +129,21 @@ impl Outgoing<'_> {
     }
 }
 
+/// The lowest and highest of stream ids `ids` (`MS-SEQ`); `None` when there are none or one
+/// is not an id (the script then asks about each message alone).
+fn id_range<'a>(ids: impl Iterator<Item = &'a str>) -> Option<((u64, u64), (u64, u64))> {
+    let mut range: Option<((u64, u64), (u64, u64))> = None;
+    for id in ids {
+        let (ms, seq) = id.split_once('-')?;
+        let id = (ms.parse().ok()?, seq.parse().ok()?);
+        range = Some(match range {
+            None => (id, id),
+            Some((low, high)) => (low.min(id), high.max(id)),
+        });
+    }
+    range
+}
+
 impl RedisBroker {
     /// Writes finished messages to stream `out` and acknowledges them in `data`, each
     /// atomically and only if `consumer` still holds it (one Lua script per chunk); returns
@@ -162,6 +189,12 @@ impl RedisBroker {
                     break;
                 }
             }
+            // The range the script asks `XPENDING` about, with room for the other messages
+            // this consumer holds between (in flight, read ahead).
+            let range = id_range(rest[..taken].iter().map(|f| f.id));
+            let (first, last) =
+                range.map(|(a, b)| (format!("{}-{}", a.0, a.1), format!("{}-{}", b.0, b.1))).unwrap_or_default();
+            invocation.arg(first).arg(last).arg(taken.saturating_mul(4).saturating_add(256));
             rest = &rest[taken..];
             let mut con = if alone { self.dedicated().await? } else { self.manager.clone() };
             let reply: Value =
@@ -245,5 +278,19 @@ impl RedisBroker {
         pipe.query_async::<()>(&mut con).await.map_err(|e| self.err(e))?;
         self.wait_replicas_on(&mut con, data).await?;
         Ok(done.len() - held.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::id_range;
+
+    #[test]
+    fn the_range_of_a_batch_compares_ids_as_numbers() {
+        let ids = ["1700000000000-10", "1700000000000-9", "999-0", "1700000000001-0"];
+        assert_eq!(id_range(ids.into_iter()), Some(((999, 0), (1_700_000_000_001, 0))));
+        assert_eq!(id_range(["5-1"].into_iter()), Some(((5, 1), (5, 1))));
+        assert_eq!(id_range(std::iter::empty()), None);
+        assert_eq!(id_range(["5-1", "not-an-id"].into_iter()), None, "then each message is asked about alone");
     }
 }
