@@ -221,9 +221,8 @@ impl Component {
         {
             return self.refused(&site, started, err);
         }
-        let seat = self.runners.sit().await;
-        let waited = seat.waited;
-        let started = Instant::now();
+        let seat = self.runners.sit(started).await;
+        let (started, waited) = (seat.seated, seat.waited);
         let mut store = match self.store(kv, site.service, seat) {
             Ok(store) => store,
             Err(err) => return self.refused(&site, started, err),

@@ -90,7 +90,8 @@ struct Holder {
     taken_back: bool,
 }
 
-/// A seat held: the permit and the holder's entry.
+/// A seat held: the permit and the holder's entry (its slice end copied, so the epoch tick
+/// needs no lock).
 #[derive(Debug)]
 struct Held {
     permit: OwnedSemaphorePermit,
@@ -118,37 +119,44 @@ impl Runners {
         })
     }
 
-    /// Waits for a seat, then counts the call as live until the returned [`Seat`] drops.
-    pub(crate) async fn sit(self: &Arc<Self>) -> Seat {
-        let asked = Instant::now();
-        let held = match &self.seats {
-            Some(seats) => self.take_seat(seats).await,
-            None => None,
+    /// Waits for a seat (the call asked at `asked`), then counts the call as live until the
+    /// returned [`Seat`] drops. The clock is read again only if the call had to wait.
+    pub(crate) async fn sit(self: &Arc<Self>, asked: Instant) -> Seat {
+        let (held, seated) = match &self.seats {
+            Some(seats) => self.take_seat(seats, asked).await,
+            None => (None, asked),
         };
         let live = self.live.fetch_add(1, Ordering::Relaxed) + 1;
-        self.live_peak.fetch_max(live, Ordering::Relaxed);
-        METRICS.record_live(live);
-        Seat { held, runners: self.clone(), waited: asked.elapsed() }
+        // The process-wide gauge only when this engine's peak rises, not on every call.
+        if self.live_peak.fetch_max(live, Ordering::Relaxed) < live {
+            METRICS.record_live(live);
+        }
+        Seat { held, runners: self.clone(), waited: seated.saturating_duration_since(asked), seated }
     }
 
     /// A free seat, or the first to come free, looking every `wait` for seats held past
-    /// their slice. `None` only if the semaphore were closed (it never is).
-    async fn take_seat(&self, seats: &Arc<Semaphore>) -> Option<Held> {
-        let permit = match seats.clone().try_acquire_owned() {
-            Ok(permit) => permit,
+    /// their slice; with when it was had. No seat only if the semaphore were closed (it
+    /// never is).
+    async fn take_seat(&self, seats: &Arc<Semaphore>, asked: Instant) -> (Option<Held>, Instant) {
+        let (permit, seated) = match seats.clone().try_acquire_owned() {
+            Ok(permit) => (permit, asked),
             Err(_) => {
                 // One `acquire` for the whole wait keeps the call's place in the queue.
                 let acquire = seats.clone().acquire_owned();
                 tokio::pin!(acquire);
-                loop {
+                let permit = loop {
                     tokio::select! {
-                        permit = &mut acquire => break permit.ok()?,
+                        permit = &mut acquire => break permit,
                         () = tokio::time::sleep(self.wait) => self.take_back_stale(seats),
                     }
+                };
+                match permit {
+                    Ok(permit) => (permit, Instant::now()),
+                    Err(_) => return (None, Instant::now()),
                 }
             }
         };
-        let holder = Holder { slice_end: Instant::now().checked_add(self.slice), taken_back: false };
+        let holder = Holder { slice_end: seated.checked_add(self.slice), taken_back: false };
         let mut holders = lock(&self.holders);
         let index = match holders.iter().position(Option::is_none) {
             Some(free) => free,
@@ -158,7 +166,7 @@ impl Runners {
             }
         };
         holders[index] = Some(holder);
-        Some(Held { permit, index, slice_end: holder.slice_end })
+        (Some(Held { permit, index, slice_end: holder.slice_end }), seated)
     }
 
     /// Hands the queue a seat for each call that holds one past its slice.
@@ -194,6 +202,8 @@ pub(crate) struct Seat {
     runners: Arc<Runners>,
     /// How long the call waited for its seat.
     pub(crate) waited: Duration,
+    /// When it had its seat (or found it needed none): the call's own time starts here.
+    pub(crate) seated: Instant,
 }
 
 impl Seat {
@@ -239,11 +249,11 @@ mod tests {
     #[tokio::test]
     async fn a_seat_taken_back_is_not_given_back_twice() {
         let runners = runners(1, 5, 10);
-        let sleeper = runners.sit().await;
+        let sleeper = runners.sit(Instant::now()).await;
         assert_eq!(free(&runners), 0);
         tokio::time::sleep(Duration::from_millis(20)).await;
         // The sleeper reached no tick; the next call takes its seat back.
-        let next = runners.sit().await;
+        let next = runners.sit(Instant::now()).await;
         assert!(next.held.is_some(), "seated by the seat taken back");
         drop(sleeper);
         assert_eq!(free(&runners), 0, "the sleeper's own permit is forgotten, not returned");
@@ -256,7 +266,7 @@ mod tests {
     #[tokio::test]
     async fn a_seat_is_given_up_at_the_first_tick_after_the_slice() {
         let runners = runners(1, 5, 10);
-        let mut seat = runners.sit().await;
+        let mut seat = runners.sit(Instant::now()).await;
         seat.tick(Instant::now());
         assert_eq!(free(&runners), 0, "within its slice");
         seat.tick(Instant::now() + Duration::from_millis(11));
@@ -270,7 +280,7 @@ mod tests {
     #[tokio::test]
     async fn without_seats_calls_are_only_counted() {
         let runners = runners(0, 5, 10);
-        let (a, b) = (runners.sit().await, runners.sit().await);
+        let (a, b) = (runners.sit(Instant::now()).await, runners.sit(Instant::now()).await);
         assert!(a.held.is_none() && b.held.is_none());
         assert_eq!(runners.peak(), 2);
     }

@@ -9,6 +9,7 @@ use redis::{Script, Value};
 use super::claims::SCRIPT_CHUNK;
 use super::parse;
 use crate::broker::{DEAD_FIELDS, DeadLetter, RedisBroker, Result, WORKER_GROUP};
+use crate::vocab::StreamId;
 
 /// Writes finished messages, each only if consumer ARGV[2] of group ARGV[1] still holds it
 /// in stream KEYS[1]: adds its entries to stream KEYS[2] (trimmed to `MAXLEN ~ ARGV[3]`
@@ -129,19 +130,19 @@ impl Outgoing<'_> {
     }
 }
 
-/// The lowest and highest of stream ids `ids` (`MS-SEQ`); `None` when there are none or one
+/// The lowest and highest of stream ids `ids`, as given; `None` when there are none or one
 /// is not an id (the script then asks about each message alone).
-fn id_range<'a>(ids: impl Iterator<Item = &'a str>) -> Option<((u64, u64), (u64, u64))> {
-    let mut range: Option<((u64, u64), (u64, u64))> = None;
-    for id in ids {
-        let (ms, seq) = id.split_once('-')?;
-        let id = (ms.parse().ok()?, seq.parse().ok()?);
+fn id_range<'a>(ids: impl Iterator<Item = &'a str>) -> Option<(&'a str, &'a str)> {
+    type Known<'a> = (StreamId, &'a str);
+    let mut range: Option<(Known<'a>, Known<'a>)> = None;
+    for text in ids {
+        let id = (StreamId::parse(text).ok()?, text);
         range = Some(match range {
             None => (id, id),
             Some((low, high)) => (low.min(id), high.max(id)),
         });
     }
-    range
+    range.map(|((_, low), (_, high))| (low, high))
 }
 
 impl RedisBroker {
@@ -191,9 +192,7 @@ impl RedisBroker {
             }
             // The range the script asks `XPENDING` about, with room for the other messages
             // this consumer holds between (in flight, read ahead).
-            let range = id_range(rest[..taken].iter().map(|f| f.id));
-            let (first, last) =
-                range.map(|(a, b)| (format!("{}-{}", a.0, a.1), format!("{}-{}", b.0, b.1))).unwrap_or_default();
+            let (first, last) = id_range(rest[..taken].iter().map(|f| f.id)).unwrap_or_default();
             invocation.arg(first).arg(last).arg(taken.saturating_mul(4).saturating_add(256));
             rest = &rest[taken..];
             let mut con = if alone { self.dedicated().await? } else { self.manager.clone() };
@@ -288,8 +287,8 @@ mod tests {
     #[test]
     fn the_range_of_a_batch_compares_ids_as_numbers() {
         let ids = ["1700000000000-10", "1700000000000-9", "999-0", "1700000000001-0"];
-        assert_eq!(id_range(ids.into_iter()), Some(((999, 0), (1_700_000_000_001, 0))));
-        assert_eq!(id_range(["5-1"].into_iter()), Some(((5, 1), (5, 1))));
+        assert_eq!(id_range(ids.into_iter()), Some(("999-0", "1700000000001-0")));
+        assert_eq!(id_range(["5-1"].into_iter()), Some(("5-1", "5-1")));
         assert_eq!(id_range(std::iter::empty()), None);
         assert_eq!(id_range(["5-1", "not-an-id"].into_iter()), None, "then each message is asked about alone");
     }
