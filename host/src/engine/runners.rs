@@ -9,8 +9,8 @@
 //!
 //! So a call takes a *seat* before its store is made and instantiated, and keeps it until
 //! the call ends, or until it
-//! - has run [`RUN_SLICE`] (checked at each epoch tick): a long call does not keep short
-//!   ones waiting;
+//! - has held it [`RUN_SLICE`] of wall time (checked at each epoch tick): a long call does
+//!   not keep short ones waiting;
 //! - waits on the network: its first kv, streams or outbound HTTP call gives the seat up;
 //!   the instance lives on, but a slow broker or server does not stall other messages.
 //!
