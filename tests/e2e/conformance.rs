@@ -574,3 +574,33 @@ async fn kv_is_scoped_per_service(b: Arc<dyn BrokerAdmin>) {
     kv.kv_delete("one", "shared").await.expect("delete");
     assert_eq!(kv.kv_get("two", "shared").await, Ok(Some(b"2".to_vec())));
 }
+
+/// Redis undoes no script that fails halfway. When one entry of a finish batch cannot be
+/// added (here an entry with no fields, which `XADD` refuses; the host never sends one, every
+/// taskback has `cannon.id`), the messages before it are written and acknowledged, that one
+/// and the ones after are neither, and the retry writes each of those once and nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_finish_that_fails_halfway_keeps_what_it_wrote_and_writes_nothing_twice() {
+    let fixture = redis_fixture().await;
+    let b = fixture.broker.clone();
+    b.prepare(SVC, 1000).await.expect("prepare");
+    let sent = add_n(&*b, 4).await;
+    assert_eq!(b.read(SVC, "c1", 4, NO_WAIT).await.expect("read").len(), 4);
+    let taskback = |i: usize| vec![f(&[("n", &i.to_string())])];
+    let mut done: Vec<Completion> =
+        (0..4).map(|i| Completion { id: sent[i].clone(), taskbacks: taskback(i) }).collect();
+    done[2].taskbacks = vec![Vec::new()];
+    let err = b.complete(SVC, "c1", &done).await.expect_err("XADD refuses an entry without fields");
+    assert!(err.to_string().contains("args"), "Redis's own refusal comes back: {err}");
+    let written = |entries: Vec<broker::Entry>| -> Vec<String> {
+        entries.into_iter().map(|e| e.fields.into_iter().map(|(_, v)| v).collect::<Vec<_>>().join(",")).collect()
+    };
+    let taskbacks = b.tail(SVC, StreamKind::Taskback, "0-0", 10, NO_WAIT).await.expect("tail");
+    assert_eq!(written(taskbacks), ["0", "1"], "the two before the failure are written");
+    assert_eq!(pending_ids(&*b, Some("c1")).await, sent[2..], "and acknowledged; the failed one and the next are not");
+    done[2].taskbacks = taskback(2);
+    assert_eq!(b.complete(SVC, "c1", &done).await.expect("retry"), 2, "0 and 1 are no longer held: left alone");
+    let taskbacks = b.tail(SVC, StreamKind::Taskback, "0-0", 10, NO_WAIT).await.expect("tail");
+    assert_eq!(written(taskbacks), ["0", "1", "2", "3"], "each written once");
+    assert!(pending_ids(&*b, Some("c1")).await.is_empty());
+}

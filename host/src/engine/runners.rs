@@ -34,8 +34,11 @@ use crate::engine::metrics::METRICS;
 
 /// How often a call waiting for a seat looks for seats held past their slice.
 pub const RUN_WAIT: Duration = Duration::from_millis(10);
-/// How long a call keeps its seat while it runs guest code.
-pub const RUN_SLICE: Duration = Duration::from_millis(10);
+/// How long a call keeps its seat while it runs guest code. Wall time, so it counts the
+/// time the call's thread was taken by other work too: at 10 ms a Python call of 0.5 ms on a
+/// busy machine now and then ran past it, the next message started an instance of its own,
+/// and up to 12 were alive at concurrency 16 (docs/performance.md, round 7).
+pub const RUN_SLICE: Duration = Duration::from_millis(25);
 
 /// How many seats an engine has, how often a waiting call looks for seats to take back and
 /// how long a call keeps one.

@@ -18,9 +18,11 @@ use crate::vocab::StreamId;
 /// the lowest and highest message id and a count (empty ids: none given). The entries the
 /// consumer holds in that range are asked for in one `XPENDING` of at most that count; when
 /// the answer fills it, a message not in it is asked for alone. Returns how many messages
-/// were no longer held and left alone. Each message is acknowledged right after its
-/// entries: Redis does not undo a script that fails halfway, and a message written before
-/// the failure must not be written again by the retry.
+/// were no longer held and left alone. The messages written are acknowledged together, in
+/// one `XACK` at the end (one per message cost Redis about 1 µs each). Redis does not undo a
+/// script that fails halfway, and a message written before a failure must not be written
+/// again by the retry: so each `XADD` runs under `pcall`, and the first that fails ends the
+/// script after acknowledging the messages written before it, with that error.
 static FINISH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -34,7 +36,10 @@ if first ~= '' then
   for _, row in ipairs(rows) do held_ids[row[1]] = true end
   complete = #rows < limit
 end
-local skipped = 0
+local written, skipped = {}, 0
+local function ack()
+  if #written > 0 then redis.call('XACK', KEYS[1], group, unpack(written)) end
+end
 local i = 4
 while i <= argc do
   local id, entries = ARGV[i], tonumber(ARGV[i + 1])
@@ -43,16 +48,22 @@ while i <= argc do
   for _ = 1, entries do
     local n = tonumber(ARGV[i])
     if held then
+      local added
       if maxlen ~= '' then
-        redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, i + 1, i + 2 * n))
+        added = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', unpack(ARGV, i + 1, i + 2 * n))
       else
-        redis.call('XADD', KEYS[2], '*', unpack(ARGV, i + 1, i + 2 * n))
+        added = redis.pcall('XADD', KEYS[2], '*', unpack(ARGV, i + 1, i + 2 * n))
+      end
+      if type(added) == 'table' and added.err then
+        ack()
+        return added
       end
     end
     i = i + 1 + 2 * n
   end
-  if held then redis.call('XACK', KEYS[1], group, id) else skipped = skipped + 1 end
+  if held then written[#written + 1] = id else skipped = skipped + 1 end
 end
+ack()
 return skipped
 ",
     )
