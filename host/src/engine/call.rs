@@ -117,7 +117,7 @@ impl Component {
                 ctx.data_mut().deadline_hit = true;
                 Ok(UpdateDeadline::Interrupt)
             } else {
-                ctx.data_mut().seat.tick(now);
+                ctx.data_mut().seat.tick();
                 Ok(UpdateDeadline::Yield(1))
             }
         });

@@ -9,22 +9,24 @@
 //!
 //! So a call takes a *seat* before its store is made and instantiated, and keeps it until
 //! the call ends, or until it
-//! - has held it [`RUN_SLICE`] of wall time (checked at each epoch tick): a long call does
-//!   not keep short ones waiting;
+//! - has run for [`RUN_SLICE`], counted in the epoch ticks it saw while running guest code (at
+//!   most one per tick however long its thread was held up, so a stalled process does not
+//!   end every seated call's slice at once): a long call does not keep short ones waiting;
 //! - waits on the network: its first kv, streams or outbound HTTP call gives the seat up;
 //!   the instance lives on, but a slow broker or server does not stall other messages.
 //!
-//! A call that holds its seat past its slice without reaching a tick (asleep in
+//! A call that holds its seat for its slice without its ticks moving (asleep in
 //! `wasi:io/poll`, or busy in the host) has it taken back: a waiting call looks for such
 //! seats every [`RUN_WAIT`] and hands them to the queue, so such a call delays the others
-//! by at most its slice and a wait. Waiting calls are seated in the order they asked
+//! by at most its slice and two looks. A look that comes long after the one before (the
+//! process was held up, and the seated calls could not tick either) takes nothing back. Waiting calls are seated in the order they asked
 //! (tokio's fair semaphore) and wait as long as seats change hands: a deep queue of short
 //! calls stays within the seats. No call is refused for want of a seat, and deadlines and
 //! limits are the call's own, counted from when it got its seat.
 //!
 //! Seats: one per core unless `CANNON_RUNNERS` says otherwise (0: no turns).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -34,10 +36,10 @@ use crate::engine::metrics::METRICS;
 
 /// How often a call waiting for a seat looks for seats held past their slice.
 pub const RUN_WAIT: Duration = Duration::from_millis(10);
-/// How long a call keeps its seat while it runs guest code. Wall time, so it counts the
-/// time the call's thread was taken by other work too: at 10 ms a Python call of 0.5 ms on a
-/// busy machine now and then ran past it, the next message started an instance of its own,
-/// and up to 12 were alive at concurrency 16 (docs/performance.md, round 7).
+/// How long a call keeps its seat while it runs guest code, counted in epoch ticks it saw.
+/// Round 6 counted 10 ms of wall time from the seat: whenever the process stalled that long,
+/// every seated call gave its seat up, the next messages started instances of their own, and
+/// up to 12 Python instances were alive at concurrency 16 (docs/performance.md, round 7).
 pub const RUN_SLICE: Duration = Duration::from_millis(25);
 
 /// How many seats an engine has, how often a waiting call looks for seats to take back and
@@ -74,32 +76,51 @@ pub(crate) struct Runners {
     /// `None`: no turns (0 seats).
     seats: Option<Arc<Semaphore>>,
     /// The calls holding a seat now, by [`Held::index`].
-    holders: Mutex<Vec<Option<Holder>>>,
+    holders: Mutex<Holders>,
     wait: Duration,
     slice: Duration,
+    /// The slice in epoch ticks (at least 1).
+    slice_ticks: u32,
     /// Calls with a store right now, seated or not.
     live: AtomicUsize,
     /// Most `live` ever.
     live_peak: AtomicUsize,
 }
 
+/// The seated calls and when a waiting call last looked at them.
+#[derive(Debug, Default)]
+struct Holders {
+    /// By [`Held::index`]; a place is reused, its tick counter with it (no allocation per call).
+    places: Vec<Place>,
+    last_look: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Place {
+    /// Ticks its call has seen while seated; the call counts, the waiting calls read.
+    ticks: Arc<AtomicU32>,
+    holder: Option<Holder>,
+}
+
 /// A seated call, as the waiting calls see it.
 #[derive(Debug, Clone, Copy)]
 struct Holder {
-    /// When its slice ends; `None`: never.
-    slice_end: Option<Instant>,
+    /// Its ticks at the last look, and when they last moved (at first: when it was seated).
+    seen: u32,
+    moved: Instant,
     /// Its seat was taken back: the semaphore already has a permit in its place, so the
     /// call's own permit is forgotten when it stands up.
     taken_back: bool,
 }
 
-/// A seat held: the permit and the holder's entry (its slice end copied, so the epoch tick
+/// A seat held: the permit, the holder's place and its tick counter (so the epoch tick
 /// needs no lock).
 #[derive(Debug)]
 struct Held {
     permit: OwnedSemaphorePermit,
     index: usize,
-    slice_end: Option<Instant>,
+    ticks: Arc<AtomicU32>,
+    slice_ticks: u32,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -112,11 +133,13 @@ impl Runners {
             Some(n) => n,
             None => default_seats()?,
         };
+        let ticks = options.slice.as_nanos() / super::EPOCH_TICK.as_nanos().max(1);
         Ok(Self {
             seats: (seats > 0).then(|| Arc::new(Semaphore::new(seats))),
-            holders: Mutex::new(Vec::with_capacity(seats)),
+            holders: Mutex::new(Holders { places: Vec::with_capacity(seats), last_look: None }),
             wait: options.wait,
             slice: options.slice,
+            slice_ticks: u32::try_from(ticks).unwrap_or(u32::MAX).max(1),
             live: AtomicUsize::new(0),
             live_peak: AtomicUsize::new(0),
         })
@@ -150,7 +173,7 @@ impl Runners {
                 let permit = loop {
                     tokio::select! {
                         permit = &mut acquire => break permit,
-                        () = tokio::time::sleep(self.wait) => self.take_back_stale(seats),
+                        () = tokio::time::sleep(self.wait) => self.take_back_stale(seats, Instant::now()),
                     }
                 };
                 match permit {
@@ -159,24 +182,36 @@ impl Runners {
                 }
             }
         };
-        let holder = Holder { slice_end: seated.checked_add(self.slice), taken_back: false };
         let mut holders = lock(&self.holders);
-        let index = match holders.iter().position(Option::is_none) {
+        let places = &mut holders.places;
+        let index = match places.iter().position(|p| p.holder.is_none()) {
             Some(free) => free,
             None => {
-                holders.push(None);
-                holders.len() - 1
+                places.push(Place { ticks: Arc::new(AtomicU32::new(0)), holder: None });
+                places.len() - 1
             }
         };
-        holders[index] = Some(holder);
-        (Some(Held { permit, index, slice_end: holder.slice_end }), seated)
+        let place = &mut places[index];
+        place.ticks.store(0, Ordering::Relaxed);
+        place.holder = Some(Holder { seen: 0, moved: seated, taken_back: false });
+        let held = Held { permit, index, ticks: place.ticks.clone(), slice_ticks: self.slice_ticks };
+        (Some(held), seated)
     }
 
-    /// Hands the queue a seat for each call that holds one past its slice.
-    fn take_back_stale(&self, seats: &Semaphore) {
-        let now = Instant::now();
-        for holder in lock(&self.holders).iter_mut().flatten() {
-            if !holder.taken_back && holder.slice_end.is_some_and(|end| now >= end) {
+    /// Hands the queue a seat for each call whose ticks have not moved for its slice
+    /// (`now`: the time of this look). After a look that came more than two waits after
+    /// the one before, nothing is taken back: the seated calls could not tick either.
+    fn take_back_stale(&self, seats: &Semaphore, now: Instant) {
+        let mut holders = lock(&self.holders);
+        let stalled = holders.last_look.is_none_or(|at| now.saturating_duration_since(at) > self.wait.saturating_mul(2));
+        holders.last_look = Some(now);
+        for place in &mut holders.places {
+            let Some(holder) = place.holder.as_mut().filter(|h| !h.taken_back) else { continue };
+            let ticks = place.ticks.load(Ordering::Relaxed);
+            if ticks != holder.seen || stalled {
+                holder.seen = ticks;
+                holder.moved = now;
+            } else if now.saturating_duration_since(holder.moved) >= self.slice {
                 holder.taken_back = true;
                 seats.add_permits(1);
             }
@@ -186,7 +221,8 @@ impl Runners {
     /// Gives a seat back (or, if it was taken back, forgets it: its place is filled).
     fn release(&self, held: Held) {
         let mut holders = lock(&self.holders);
-        let taken_back = holders.get_mut(held.index).and_then(Option::take).is_some_and(|h| h.taken_back);
+        let taken_back =
+            holders.places.get_mut(held.index).and_then(|p| p.holder.take()).is_some_and(|h| h.taken_back);
         if taken_back {
             held.permit.forget();
         }
@@ -217,10 +253,13 @@ impl Seat {
         }
     }
 
-    /// At an epoch tick: gives the seat up once the call has run its slice.
-    pub(crate) fn tick(&mut self, now: Instant) {
-        if self.held.as_ref().is_some_and(|held| held.slice_end.is_some_and(|end| now >= end)) {
-            self.stand();
+    /// At an epoch tick: counts it, and gives the seat up once the call has run its slice.
+    pub(crate) fn tick(&mut self) {
+        if let Some(held) = &self.held {
+            let ticks = held.ticks.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+            if ticks >= held.slice_ticks {
+                self.stand();
+            }
         }
     }
 }
@@ -267,17 +306,45 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_seat_is_given_up_at_the_first_tick_after_the_slice() {
+    async fn a_seat_is_given_up_at_the_tick_that_ends_the_slice() {
         let runners = runners(1, 5, 10);
         let mut seat = runners.sit(Instant::now()).await;
-        seat.tick(Instant::now());
+        // Wall time does not count: only the ticks the call saw (10 of 1 ms here).
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        for _ in 0..9 {
+            seat.tick();
+        }
         assert_eq!(free(&runners), 0, "within its slice");
-        seat.tick(Instant::now() + Duration::from_millis(11));
+        seat.tick();
         assert_eq!(free(&runners), 1, "slice over");
         seat.stand();
         assert_eq!(free(&runners), 1, "standing twice gives nothing back twice");
         drop(seat);
         assert_eq!(free(&runners), 1);
+    }
+
+    #[tokio::test]
+    async fn a_holder_that_ticks_or_a_late_look_keeps_its_seat() {
+        let runners = runners(1, 5, 10);
+        let seats = runners.seats.clone().expect("seats");
+        let mut seat = runners.sit(Instant::now()).await;
+        let start = Instant::now();
+        let look = |ms: u64| runners.take_back_stale(&seats, start + Duration::from_millis(ms));
+        look(0); // the first look only notes what it sees
+        for ms in (5..=40).step_by(5) {
+            seat.tick();
+            look(ms);
+        }
+        assert_eq!(free(&runners), 0, "running (its ticks move): not taken back, 40 ms on");
+        // The process held up 100 ms: the next look is late, and takes nothing back.
+        look(140);
+        assert_eq!(free(&runners), 0, "a late look takes nothing back");
+        look(145);
+        assert_eq!(free(&runners), 0, "5 ms without a tick is within the slice");
+        look(150);
+        assert_eq!(free(&runners), 1, "10 ms without a tick: taken back");
+        drop(seat);
+        assert_eq!(free(&runners), 1, "its own permit forgotten");
     }
 
     #[tokio::test]
