@@ -203,7 +203,8 @@ impl Runners {
     /// the one before, nothing is taken back: the seated calls could not tick either.
     fn take_back_stale(&self, seats: &Semaphore, now: Instant) {
         let mut holders = lock(&self.holders);
-        let stalled = holders.last_look.is_none_or(|at| now.saturating_duration_since(at) > self.wait.saturating_mul(2));
+        let stalled =
+            holders.last_look.is_none_or(|at| now.saturating_duration_since(at) > self.wait.saturating_mul(2));
         holders.last_look = Some(now);
         for place in &mut holders.places {
             let Some(holder) = place.holder.as_mut().filter(|h| !h.taken_back) else { continue };
@@ -221,8 +222,7 @@ impl Runners {
     /// Gives a seat back (or, if it was taken back, forgets it: its place is filled).
     fn release(&self, held: Held) {
         let mut holders = lock(&self.holders);
-        let taken_back =
-            holders.places.get_mut(held.index).and_then(|p| p.holder.take()).is_some_and(|h| h.taken_back);
+        let taken_back = holders.places.get_mut(held.index).and_then(|p| p.holder.take()).is_some_and(|h| h.taken_back);
         if taken_back {
             held.permit.forget();
         }
