@@ -19,9 +19,9 @@
 //! `wasi:io/poll`, or busy in the host) has it taken back: a waiting call looks for such
 //! seats every [`RUN_WAIT`] and hands them to the queue, so such a call delays the others
 //! by at most its slice and two looks. A look that comes long after the one before (the
-//! process was held up, and the seated calls could not tick either) takes nothing back. Waiting calls are seated in the order they asked
-//! (tokio's fair semaphore) and wait as long as seats change hands: a deep queue of short
-//! calls stays within the seats. No call is refused for want of a seat, and deadlines and
+//! process was held up, and the seated calls could not tick either) takes nothing back.
+//! Waiting calls are seated in the order they asked (tokio's fair semaphore) and wait as
+//! long as seats change hands: a deep queue of short calls stays within the seats. No call is refused for want of a seat, and deadlines and
 //! limits are the call's own, counted from when it got its seat.
 //!
 //! Seats: one per core unless `CANNON_RUNNERS` says otherwise (0: no turns).
