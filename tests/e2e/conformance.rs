@@ -137,6 +137,7 @@ conformance!(
     dead_letters_and_replay,
     only_the_holder_writes_and_only_once,
     a_holder_of_many_writes_all_it_finishes,
+    a_message_finished_twice_in_one_call_is_written_once,
     last_id_and_tail,
     create_group_and_read_group,
     own_pending_is_read_again_after_a_restart,
@@ -355,6 +356,24 @@ async fn a_holder_of_many_writes_all_it_finishes(b: Arc<dyn BrokerAdmin>) {
     assert_eq!(fields, vec![f(&[("at", "first")]), f(&[("at", "last")])]);
     let pending = b.pending(SVC, StreamKind::Data, WORKER_GROUP, Some("c1"), 1000).await.expect("pending");
     assert_eq!(pending.len(), 398, "both acknowledged, the rest still held");
+}
+
+/// The same message twice in one `complete` (the broker must not rely on its caller never
+/// doing that): the first is written and acknowledged, the second finds it no longer held.
+async fn a_message_finished_twice_in_one_call_is_written_once(b: Arc<dyn BrokerAdmin>) {
+    b.prepare(SVC, 1000).await.expect("prepare");
+    let sent = add_n(&*b, 2).await;
+    assert_eq!(b.read(SVC, "c1", 2, NO_WAIT).await.expect("read").len(), 2);
+    let done = vec![
+        Completion { id: sent[0].clone(), taskbacks: vec![f(&[("n", "first")])] },
+        Completion { id: sent[0].clone(), taskbacks: vec![f(&[("n", "again")])] },
+        Completion { id: sent[1].clone(), taskbacks: vec![f(&[("n", "other")])] },
+    ];
+    assert_eq!(b.complete(SVC, "c1", &done).await.expect("complete"), 1, "the repeat is left alone");
+    let taskbacks = b.tail(SVC, StreamKind::Taskback, "0-0", 10, NO_WAIT).await.expect("tail");
+    let fields: Vec<Vec<(String, String)>> = taskbacks.into_iter().map(|e| e.fields).collect();
+    assert_eq!(fields, vec![f(&[("n", "first")]), f(&[("n", "other")])]);
+    assert!(pending_ids(&*b, Some("c1")).await.is_empty());
 }
 
 async fn last_id_and_tail(b: Arc<dyn BrokerAdmin>) {

@@ -18,7 +18,8 @@ use crate::vocab::StreamId;
 /// the lowest and highest message id and a count (empty ids: none given). The entries the
 /// consumer holds in that range are asked for in one `XPENDING` of at most that count; when
 /// the answer fills it, a message not in it is asked for alone. Returns how many messages
-/// were no longer held and left alone. The messages written are acknowledged together, in
+/// were no longer held and left alone (a message given twice is written once: the second
+/// finds it no longer held). The messages written are acknowledged together, in
 /// one `XACK` at the end (one per message cost Redis about 1 µs each). Redis does not undo a
 /// script that fails halfway, and a message written before a failure must not be written
 /// again by the retry: so each `XADD` runs under `pcall`, and the first that fails ends the
@@ -44,7 +45,10 @@ local i = 4
 while i <= argc do
   local id, entries = ARGV[i], tonumber(ARGV[i + 1])
   i = i + 2
-  local held = held_ids[id] or (not complete and #redis.call('XPENDING', KEYS[1], group, id, id, 1, consumer) > 0)
+  local held = held_ids[id]
+  if held == nil then
+    held = not complete and #redis.call('XPENDING', KEYS[1], group, id, id, 1, consumer) > 0
+  end
   for _ = 1, entries do
     local n = tonumber(ARGV[i])
     if held then
@@ -61,7 +65,12 @@ while i <= argc do
     end
     i = i + 1 + 2 * n
   end
-  if held then written[#written + 1] = id else skipped = skipped + 1 end
+  if held then
+    written[#written + 1] = id
+    held_ids[id] = false
+  else
+    skipped = skipped + 1
+  end
 end
 ack()
 return skipped
