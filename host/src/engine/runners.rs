@@ -120,7 +120,6 @@ struct Held {
     permit: OwnedSemaphorePermit,
     index: usize,
     ticks: Arc<AtomicU32>,
-    slice_ticks: u32,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -194,8 +193,7 @@ impl Runners {
         let place = &mut places[index];
         place.ticks.store(0, Ordering::Relaxed);
         place.holder = Some(Holder { seen: 0, moved: seated, taken_back: false });
-        let held = Held { permit, index, ticks: place.ticks.clone(), slice_ticks: self.slice_ticks };
-        (Some(held), seated)
+        (Some(Held { permit, index, ticks: place.ticks.clone() }), seated)
     }
 
     /// Hands the queue a seat for each call whose ticks have not moved for its slice
@@ -257,7 +255,7 @@ impl Seat {
     pub(crate) fn tick(&mut self) {
         if let Some(held) = &self.held {
             let ticks = held.ticks.fetch_add(1, Ordering::Relaxed).saturating_add(1);
-            if ticks >= held.slice_ticks {
+            if ticks >= self.runners.slice_ticks {
                 self.stand();
             }
         }

@@ -266,8 +266,9 @@ impl QueuedWrite for Adds {
         }
     }
 
+    /// (At most [`MAX_GROUP`] entries: the writer takes no more jobs than that per group.)
     fn absorb(&mut self, add: Add) -> Option<Add> {
-        if add.stream != self.stream || self.entries.len() >= MAX_GROUP {
+        if add.stream != self.stream {
             return Some(add);
         }
         self.entries.push(add.fields);
