@@ -40,8 +40,8 @@ for i in range(pairs):
         # The process's CPU from its rusage, start-up included: the same reading for every build,
         # and the only one for a build older than bench's own cpu_us.
         done = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = done.ru_utime + done.ru_stime - usage.ru_utime - usage.ru_stime
-        run["rusage_us"] = round(cpu * 1e6 / run["messages"], 1)
+        spent = done.ru_utime + done.ru_stime - usage.ru_utime - usage.ru_stime
+        run["rusage_us"] = round(spent * 1e6 / run["messages"], 1)
         run.setdefault("cpu_us", run["rusage_us"])
         runs[b].append(run)
         print(os.path.basename(b), run["msgs_per_s"], "cpu_us", run["cpu_us"], "redis_us", round(run["redis_us"], 1),

@@ -170,6 +170,12 @@ async fn add_n(b: &dyn BrokerAdmin, n: usize) -> Vec<String> {
     out
 }
 
+/// The fields of the first ten taskbacks, oldest first.
+async fn taskback_fields(b: &dyn BrokerAdmin) -> Vec<Vec<(String, String)>> {
+    let taskbacks = b.tail(SVC, StreamKind::Taskback, "0-0", 10, NO_WAIT).await.expect("tail");
+    taskbacks.into_iter().map(|e| e.fields).collect()
+}
+
 async fn pending_ids(b: &dyn BrokerAdmin, consumer: Option<&str>) -> Vec<String> {
     let rows = b.pending(SVC, StreamKind::Data, WORKER_GROUP, consumer, 100).await.expect("pending");
     rows.into_iter().map(|p| p.id).collect()
@@ -331,9 +337,7 @@ async fn only_the_holder_writes_and_only_once(b: Arc<dyn BrokerAdmin>) {
     assert_eq!(b.dead_letter(SVC, "c1", &[letter(&sent[3])]).await.expect("bury"), 0);
     assert_eq!(b.dead_letter(SVC, "c1", &[letter(&sent[3])]).await.expect("bury again"), 1);
 
-    let taskbacks = b.tail(SVC, StreamKind::Taskback, "0-0", 10, NO_WAIT).await.expect("tail");
-    let fields: Vec<Vec<(String, String)>> = taskbacks.into_iter().map(|e| e.fields).collect();
-    assert_eq!(fields, vec![f(&[("by", "c1")]), f(&[("extra", "1")]), large]);
+    assert_eq!(taskback_fields(&*b).await, vec![f(&[("by", "c1")]), f(&[("extra", "1")]), large]);
     assert_eq!(b.tail(SVC, StreamKind::Dead, "0-0", 10, NO_WAIT).await.expect("tail").len(), 1);
     assert_eq!(pending_ids(&*b, None).await, vec![sent[0].clone()], "only c2's message is left");
     assert_eq!(pending_ids(&*b, Some("c2")).await, vec![sent[0].clone()]);
@@ -351,9 +355,7 @@ async fn a_holder_of_many_writes_all_it_finishes(b: Arc<dyn BrokerAdmin>) {
         Completion { id: sent[399].clone(), taskbacks: vec![f(&[("at", "last")])] },
     ];
     assert_eq!(b.complete(SVC, "c1", &done).await.expect("complete"), 0, "c1 holds both");
-    let taskbacks = b.tail(SVC, StreamKind::Taskback, "0-0", 10, NO_WAIT).await.expect("tail");
-    let fields: Vec<Vec<(String, String)>> = taskbacks.into_iter().map(|e| e.fields).collect();
-    assert_eq!(fields, vec![f(&[("at", "first")]), f(&[("at", "last")])]);
+    assert_eq!(taskback_fields(&*b).await, vec![f(&[("at", "first")]), f(&[("at", "last")])]);
     let pending = b.pending(SVC, StreamKind::Data, WORKER_GROUP, Some("c1"), 1000).await.expect("pending");
     assert_eq!(pending.len(), 398, "both acknowledged, the rest still held");
 }
@@ -370,9 +372,7 @@ async fn a_message_finished_twice_in_one_call_is_written_once(b: Arc<dyn BrokerA
         Completion { id: sent[1].clone(), taskbacks: vec![f(&[("n", "other")])] },
     ];
     assert_eq!(b.complete(SVC, "c1", &done).await.expect("complete"), 1, "the repeat is left alone");
-    let taskbacks = b.tail(SVC, StreamKind::Taskback, "0-0", 10, NO_WAIT).await.expect("tail");
-    let fields: Vec<Vec<(String, String)>> = taskbacks.into_iter().map(|e| e.fields).collect();
-    assert_eq!(fields, vec![f(&[("n", "first")]), f(&[("n", "other")])]);
+    assert_eq!(taskback_fields(&*b).await, vec![f(&[("n", "first")]), f(&[("n", "other")])]);
     assert!(pending_ids(&*b, Some("c1")).await.is_empty());
 }
 
