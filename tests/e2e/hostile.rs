@@ -215,10 +215,15 @@ fn floods_are_cut_at_their_limits() {
     assert!(host.terminate().success());
 
     let log = host.log_text();
-    let guest_lines = log.lines().filter(|l| l.contains("flood-")).count();
+    let guest_lines: Vec<&str> = log.lines().filter(|l| l.contains("flood-")).collect();
     // 4 KiB at 32 bytes of overhead per line plus the text: at most 128 lines, and some.
-    assert!((2..=128).contains(&guest_lines), "{guest_lines} guest lines in the host log");
-    assert!(log.contains("was dropped") && log.contains("dropped_lines="), "{log}");
+    assert!((2..=128).contains(&guest_lines.len()), "{} guest lines in the host log", guest_lines.len());
+    // Each guest line, and the note of what was dropped, names its service, message and component.
+    let id = field(&flood[0].1, "cannon.id").expect("the taskback names its message");
+    let context = format!("service=flood id={id} component=flood");
+    assert!(guest_lines.iter().all(|l| l.contains(&context)), "{context} missing in {guest_lines:#?}");
+    let dropped = log.lines().find(|l| l.contains("was dropped")).expect("what was dropped is logged");
+    assert!(dropped.contains(&context) && dropped.contains("dropped_lines="), "{dropped}");
     // Forged records stay inside one escaped line; no terminal escape gets through.
     assert!(log.contains("flood-forged\\n2030-01-01T00:00:00Z ERROR"), "{log}");
     assert!(!log.lines().any(|l| l.starts_with("2030-01-01")), "a guest forged a host log line");

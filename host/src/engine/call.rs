@@ -21,7 +21,7 @@ use crate::engine::component::Prepared;
 use crate::engine::error::{GUEST_ERROR_MAX, host_fault, truncate_text};
 use crate::engine::http::CallHttp;
 use crate::engine::metrics::METRICS;
-use crate::engine::output::{CallLog, GuestOutput, Source};
+use crate::engine::output::{CallContext, CallLog, GuestOutput, Source};
 use crate::engine::runners::Seat;
 use crate::engine::state::{HostState, Limiter};
 use crate::engine::streams::CallStreams;
@@ -63,8 +63,16 @@ impl Component {
         self.output_budget().saturating_mul(2).max(kv_value).max(HOSTCALL_MIN)
     }
 
-    fn store(&self, kv: Option<KvScope>, service: &str, seat: Seat) -> Result<Store<HostState>, CallError> {
-        let log = Arc::new(Mutex::new(CallLog::new(kib(self.limits.log_kb)).with_secrets(self.secrets.clone())));
+    fn store(&self, kv: Option<KvScope>, site: &CallSite<'_>, seat: Seat) -> Result<Store<HostState>, CallError> {
+        let service = site.service;
+        let context = Arc::new(CallContext {
+            service: service.to_owned(),
+            id: site.msg_id.unwrap_or("-").to_owned(),
+            component: self.name.clone(),
+        });
+        let log =
+            CallLog::new(kib(self.limits.log_kb)).with_secrets(self.secrets.clone()).with_context(context.clone());
+        let log = Arc::new(Mutex::new(log));
         let memory_max = kib(self.limits.memory_mb.saturating_mul(1024));
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(GuestOutput::new(log.clone(), Source::Stdout))
@@ -96,7 +104,7 @@ impl Component {
             service: service.into(),
             streams,
             deadline_hit: false,
-            http: CallHttp::new(self.http.clone()),
+            http: CallHttp::new(self.http.clone(), context),
             secrets: self.secrets.clone(),
             seat,
         };
@@ -223,7 +231,7 @@ impl Component {
         }
         let seat = self.runners.sit(started).await;
         let (started, waited) = (seat.seated, seat.waited);
-        let mut store = match self.store(kv, site.service, seat) {
+        let mut store = match self.store(kv, &site, seat) {
             Ok(store) => store,
             Err(err) => return self.refused(&site, started, err),
         };

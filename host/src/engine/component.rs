@@ -187,7 +187,7 @@ impl Engine {
             kv_granted: spec.allow.contains(&Capability::Kv),
             taskback_granted: spec.allow.contains(&Capability::Taskback),
             streams: spec.streams.iter().cloned().collect(),
-            http: spec.http.clone().map(|grant| Arc::new(HttpPolicy::new(&spec.name, grant, &spec.limits))),
+            http: spec.http.clone().map(|grant| Arc::new(HttpPolicy::new(grant, &spec.limits))),
             secrets: Arc::new(Secrets::new(spec.secrets.clone())),
         })
     }

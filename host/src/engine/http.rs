@@ -30,6 +30,7 @@ use wasmtime_wasi_http::{
     WasiHttpHooks, WasiHttpView,
 };
 
+use crate::engine::output::CallContext;
 use crate::engine::state::HostState;
 use crate::vocab::Limits;
 use crate::vocab::http::{Destination, HttpGrant, HttpScheme, PortPattern};
@@ -37,8 +38,6 @@ use crate::vocab::http::{Destination, HttpGrant, HttpScheme, PortPattern};
 /// The grant and limits of one component, shared by its calls.
 #[derive(Debug)]
 pub struct HttpPolicy {
-    /// Component name, for the host's log.
-    component: String,
     grant: HttpGrant,
     max_requests: u32,
     max_body: usize,
@@ -47,9 +46,8 @@ pub struct HttpPolicy {
 }
 
 impl HttpPolicy {
-    pub fn new(component: &str, grant: HttpGrant, limits: &Limits) -> Self {
+    pub fn new(grant: HttpGrant, limits: &Limits) -> Self {
         Self {
-            component: component.to_owned(),
             grant,
             max_requests: limits.http_requests,
             max_body: usize::try_from(limits.http_response_kb.saturating_mul(1024)).unwrap_or(usize::MAX),
@@ -66,8 +64,8 @@ pub struct CallHttp {
 }
 
 impl CallHttp {
-    pub fn new(policy: Option<Arc<HttpPolicy>>) -> Self {
-        Self { ctx: WasiHttpCtx::new(), hooks: Hooks { policy, sent: 0 } }
+    pub fn new(policy: Option<Arc<HttpPolicy>>, context: Arc<CallContext>) -> Self {
+        Self { ctx: WasiHttpCtx::new(), hooks: Hooks { policy, sent: 0, context } }
     }
 }
 
@@ -78,6 +76,8 @@ struct Hooks {
     policy: Option<Arc<HttpPolicy>>,
     /// Requests sent (or refused for the grant) so far in this call.
     sent: u32,
+    /// The call's message and component, named in the record of a refused request.
+    context: Arc<CallContext>,
 }
 
 /// Headers that describe one connection, not the request (RFC 9110 7.6.1): never forwarded.
@@ -120,7 +120,7 @@ impl WasiHttpHooks for Hooks {
         _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Sent {
         let checked = self.check(&request);
-        let component = self.policy.as_ref().map_or_else(|| "-".to_owned(), |p| p.component.clone());
+        let context = self.context.clone();
         Box::new(async move {
             let outcome = match checked {
                 Ok(target) => {
@@ -130,7 +130,8 @@ impl WasiHttpHooks for Hooks {
                 Err(text) => Err(text),
             };
             outcome.map_err(|text| {
-                tracing::warn!(component = %component, "{text}");
+                let CallContext { service, id, component } = &*context;
+                tracing::warn!(service = %service, id = %id, component = %component, "{text}");
                 Error::InternalError(Some(text))
             })
         })

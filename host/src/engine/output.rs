@@ -40,6 +40,18 @@ impl Source {
 /// Budget charged per line on top of its bytes: a line is never free, even when empty.
 pub const LINE_OVERHEAD: usize = 32;
 
+/// Whose call a record belongs to: written with each record the call's guest causes (its
+/// log lines, a refused HTTP request), so a line names its message without a `tracing` span.
+#[derive(Debug, Default)]
+pub struct CallContext {
+    /// The service the message belongs to (empty for a call without a message).
+    pub service: String,
+    /// The message's stream id, `-` for a call without a message (a shell's command list).
+    pub id: String,
+    /// The component called.
+    pub component: String,
+}
+
 /// The log output of one call.
 #[derive(Debug)]
 pub struct CallLog {
@@ -53,6 +65,8 @@ pub struct CallLog {
     partial: [Vec<u8>; 2],
     /// The component's secrets, masked in every line.
     secrets: Arc<Secrets>,
+    /// Written with every line.
+    context: Arc<CallContext>,
 }
 
 impl CallLog {
@@ -64,7 +78,14 @@ impl CallLog {
             dropped_lines: 0,
             partial: [Vec::new(), Vec::new()],
             secrets: Arc::default(),
+            context: Arc::default(),
         }
+    }
+
+    /// Names this call's message and component in every line.
+    pub fn with_context(mut self, context: Arc<CallContext>) -> Self {
+        self.context = context;
+        self
     }
 
     /// Masks these secrets in every line (see `engine/secrets.rs`).
@@ -114,8 +135,12 @@ impl CallLog {
             }
         }
         if self.dropped_lines > 0 {
+            let CallContext { service, id, component } = &*self.context;
             tracing::warn!(
                 target: "guest",
+                service = %service,
+                id = %id,
+                component = %component,
                 dropped_bytes = self.dropped,
                 dropped_lines = self.dropped_lines,
                 "guest output beyond the log budget of {} bytes (limits.log_kb) was dropped",
@@ -138,12 +163,23 @@ impl CallLog {
         let lossy = self.secrets.mask(&lossy);
         let text = crate::text::for_terminal(&lossy);
         let source = source.as_str();
+        let CallContext { service, id, component } = &*self.context;
         match level {
-            Level::Trace => tracing::trace!(target: "guest", source, "{text}"),
-            Level::Debug => tracing::debug!(target: "guest", source, "{text}"),
-            Level::Info => tracing::info!(target: "guest", source, "{text}"),
-            Level::Warn => tracing::warn!(target: "guest", source, "{text}"),
-            Level::Error => tracing::error!(target: "guest", source, "{text}"),
+            Level::Trace => {
+                tracing::trace!(target: "guest", service = %service, id = %id, component = %component, source, "{text}")
+            }
+            Level::Debug => {
+                tracing::debug!(target: "guest", service = %service, id = %id, component = %component, source, "{text}")
+            }
+            Level::Info => {
+                tracing::info!(target: "guest", service = %service, id = %id, component = %component, source, "{text}")
+            }
+            Level::Warn => {
+                tracing::warn!(target: "guest", service = %service, id = %id, component = %component, source, "{text}")
+            }
+            Level::Error => {
+                tracing::error!(target: "guest", service = %service, id = %id, component = %component, source, "{text}")
+            }
         }
     }
 }

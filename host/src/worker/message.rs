@@ -23,7 +23,7 @@ pub(super) async fn process(service: Arc<ServiceRuntime>, delivery: Delivery, do
     let span = MessageSpan::start(service.name(), &msg.id, &msg.fields);
     let finished = match unrunnable(&service, &msg, delivery.not_utf8) {
         Some(error) => {
-            tracing::error!("{error}; moving to dead letters");
+            tracing::error!(service = %service.name(), id = %msg.id, "{error}; moving to dead letters");
             Finished::Dead(dead_letter(msg, error, 0))
         }
         None => run_with_retries(&service, msg, delivery.deliveries.max(1), span.as_ref()).await,
@@ -87,7 +87,8 @@ fn unrunnable(service: &ServiceRuntime, msg: &Message, not_utf8: Option<String>)
 }
 
 /// Runs the pipeline from delivery number `attempt` until it succeeds or the attempts are
-/// spent; host faults wait and spend none. Each attempt runs inside the message's span.
+/// spent; host faults wait and spend none. Each attempt runs inside the message's trace span
+/// (OTLP, when on).
 async fn run_with_retries(
     service: &ServiceRuntime,
     msg: Message,
@@ -103,13 +104,19 @@ async fn run_with_retries(
                 "abandoned: delivered {} times without finishing (workers crashed while running it)",
                 attempt - 1
             );
-            tracing::error!(attempts = attempt - 1, "{error}; moving to dead letters");
+            tracing::error!(service = %service.name(), id = %msg.id, attempts = attempt - 1, "{error}; moving to dead letters");
             break Finished::Dead(dead_letter(msg, error, attempt - 1));
         }
         match trace::within(span, service.pipeline.run(&msg)).await {
             Ok(outcome) => {
                 host_fault::recovered();
-                tracing::debug!(wall_us = outcome.stats.wall.as_micros() as u64, attempt, "processed");
+                tracing::debug!(
+                    service = %service.name(),
+                    id = %msg.id,
+                    wall_us = outcome.stats.wall.as_micros() as u64,
+                    attempt,
+                    "processed"
+                );
                 let merging = super::stages::STAGES.clock();
                 let completion = Completion { id: msg.id.clone(), taskbacks: outcome.taskbacks(&msg) };
                 if let Some(merging) = merging {
@@ -125,7 +132,14 @@ async fn run_with_retries(
                 let pause = backoff(Duration::from_millis(retry.backoff_ms), attempt, Duration::from_secs(60));
                 // The error holds guest text: escaped, so it cannot forge a log record.
                 let error = for_terminal(&err.to_string()).into_owned();
-                tracing::warn!(attempt, max_attempts = retry.max_attempts, %error, "failed; retrying");
+                tracing::warn!(
+                    service = %service.name(),
+                    id = %msg.id,
+                    attempt,
+                    max_attempts = retry.max_attempts,
+                    %error,
+                    "failed; retrying"
+                );
                 service.observe.retried(); // observe
                 if let Some(span) = span {
                     span.retried(attempt, &error);
@@ -135,7 +149,13 @@ async fn run_with_retries(
             }
             Err(err) => {
                 let error = for_terminal(&err.to_string()).into_owned();
-                tracing::error!(attempt, %error, "failed for the last time; moving to dead letters");
+                tracing::error!(
+                    service = %service.name(),
+                    id = %msg.id,
+                    attempt,
+                    %error,
+                    "failed for the last time; moving to dead letters"
+                );
                 break Finished::Dead(dead_letter(msg, err.to_string(), attempt));
             }
         }

@@ -20,7 +20,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tracing::Instrument as _;
 
 use super::Finished;
 use super::rate::Limiter;
@@ -130,9 +129,10 @@ pub(super) async fn run_slot(
     done: mpsc::Sender<Finished>,
 ) {
     loop {
-        let span = tracing::info_span!("message", service = %service.name(), id = %delivery.id);
+        // No `tracing` span per message: it cost 2-3% of the worker's CPU (docs/performance.md,
+        // round 9). Each record of a message's path names its service and id itself.
         let limited = match &limiter {
-            Some(limiter) => limiter.check(&delivery).instrument(span.clone()).await,
+            Some(limiter) => limiter.check(&delivery).await,
             None => None,
         };
         let queued = match limited {
@@ -144,7 +144,7 @@ pub(super) async fn run_slot(
                 }
                 Err(_) => false,
             },
-            None => super::message::process(service.clone(), delivery, done.clone()).instrument(span).await,
+            None => super::message::process(service.clone(), delivery, done.clone()).await,
         };
         if !queued {
             break;

@@ -53,7 +53,12 @@ impl Limiter {
         let counted = match self.broker.rate_count(&self.service, &bucket, self.limit.every).await {
             Ok(counted) => counted,
             Err(err) => {
-                tracing::warn!(error = %err, "cannot count the message against rate_limit; running it");
+                tracing::warn!(
+                    service = %self.service,
+                    id = %delivery.id,
+                    error = %err,
+                    "cannot count the message against rate_limit; running it"
+                );
                 return None;
             }
         };
@@ -63,10 +68,15 @@ impl Limiter {
         let msg = Message { id: delivery.id.clone(), service: self.service.clone(), fields: delivery.fields.clone() };
         let taskbacks = if counted.count == self.limit.max + 1 {
             let text = self.refusal(counted.left_ms);
-            tracing::info!(count = counted.count, "rate limit reached; answered once, not run");
+            tracing::info!(service = %self.service, id = %msg.id, count = counted.count, "rate limit reached; answered once, not run");
             Outcome { results: vec![(self.reply_key.clone(), text)], ..Outcome::default() }.taskbacks(&msg)
         } else {
-            tracing::debug!(count = counted.count, "rate limit exceeded; acknowledged without running");
+            tracing::debug!(
+                service = %self.service,
+                id = %msg.id,
+                count = counted.count,
+                "rate limit exceeded; acknowledged without running"
+            );
             Vec::new()
         };
         Some(Finished::Done(Completion { id: msg.id, taskbacks }, msg.fields))
