@@ -66,7 +66,8 @@ impl Component {
     fn store(&self, kv: Option<KvScope>, site: &CallSite<'_>, seat: Seat) -> Result<Store<HostState>, CallError> {
         let service = site.service;
         let context = Arc::new(CallContext {
-            service: service.to_owned(),
+            // A call without a message (a shell's command list) names neither.
+            service: if service.is_empty() { "-" } else { service }.to_owned(),
             id: site.msg_id.unwrap_or("-").to_owned(),
             component: self.name.clone(),
         });

@@ -44,7 +44,7 @@ pub const LINE_OVERHEAD: usize = 32;
 /// log lines, a refused HTTP request), so a line names its message without a `tracing` span.
 #[derive(Debug, Default)]
 pub struct CallContext {
-    /// The service the message belongs to (empty for a call without a message).
+    /// The service the message belongs to, `-` for a call without a message.
     pub service: String,
     /// The message's stream id, `-` for a call without a message (a shell's command list).
     pub id: String,
