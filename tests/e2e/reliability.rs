@@ -181,6 +181,37 @@ fn the_drain_timeout_bounds_messages_read_ahead() {
     assert!(second.terminate().success());
 }
 
+/// The reader sends its next read once half a batch is left to start, so a worker holds at
+/// most `concurrency + batch + batch / 2` messages, and does reach that bound (a read sent only
+/// when the whole batch had started held at most `concurrency + batch`).
+#[test]
+fn the_next_read_goes_out_while_half_a_batch_is_left_to_start() {
+    let redis = RedisServer::start();
+    let project = slow_project(
+        250,
+        "    workers: { concurrency: 1, batch: 4 }
+",
+    );
+    let mut con = redis.con();
+    let messages: Vec<_> = (0..16).map(|i| vec![("text", format!("m{i}"))]).collect();
+    let sent = add_messages(&mut con, "work", &messages);
+    let mut worker = Running::start(&project, &redis, &["work"]);
+    // Held: one running, the batch's last two not started, the next batch of four; pending
+    // in Redis may also count, for a moment, one finished and not yet acknowledged.
+    wait_until("the next batch read early", Duration::from_secs(60), || pending(&mut con, "work") >= 7);
+    let started = Instant::now();
+    let mut most = 0;
+    while started.elapsed() < Duration::from_millis(1500) {
+        most = most.max(pending(&mut con, "work"));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!((7..=8).contains(&most), "{most} pending at most: concurrency 1 + batch 4 + 4 / 2 held");
+    let got = wait_len(&mut con, &key("work", "taskback"), 16, Duration::from_secs(60));
+    assert_eq!(got, 16, "{}", worker.log_text());
+    assert_exactly_once(&mut con, "work", &sent);
+    assert!(worker.terminate().success());
+}
+
 #[test]
 fn a_second_signal_exits_at_once_and_another_worker_recovers_the_rest() {
     let redis = RedisServer::start();

@@ -196,7 +196,8 @@ pub struct TorchSpec {
 pub struct Workers {
     /// Messages processed concurrently per process.
     pub concurrency: usize,
-    /// Messages fetched per read from the broker.
+    /// Messages fetched per read from the broker; the next read goes out once half a batch is
+    /// left to start, so a process holds up to `concurrency + batch + batch / 2` messages.
     pub batch: usize,
     /// How long one blocking read waits for new messages, in milliseconds.
     pub block_ms: u64,

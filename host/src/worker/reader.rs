@@ -1,6 +1,6 @@
 //! The reader: fetches batches (orphans, then reclaims, then new messages) and starts each
 //! message, in stream order, on its own task as soon as a concurrency slot is free; it
-//! reads the next batch while the last messages of the previous one run.
+//! reads the next batch while the last half of the previous one starts.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -103,12 +103,22 @@ impl Reader {
     /// Reads and starts messages until shutdown (or until the drain timeout passes with
     /// messages read ahead still unstarted).
     pub(super) async fn run(&self, mut fetcher: Fetcher) {
-        // A worker holds at most `concurrency` running messages plus one batch
-        // (`workers.batch`) read ahead: a freed slot does not wait for a broker round trip.
+        // A worker holds at most `concurrency` running messages plus a batch and a half
+        // (`workers.batch`) read ahead: the next read is sent once half a batch is left to
+        // start, so it is back before the slots run dry. (Sent only when the whole batch had
+        // started, the read waited behind the finish script in Redis while the last 16
+        // messages ran out, and the machine stood idle 10-12% of a drain: docs/performance.md,
+        // round 9.)
         let read_ahead = self.service.spec.workers.batch.max(1);
+        let early = read_ahead / 2;
         let mut failures = 0u32;
+        let mut fetched = None;
         while !self.shutdown.is_cancelled() {
-            let mut deliveries = match fetcher.fetch(read_ahead).await {
+            let read = match fetched.take() {
+                Some(read) => read,
+                None => fetcher.fetch(read_ahead).await,
+            };
+            let mut deliveries = match read {
                 Ok(deliveries) => {
                     failures = 0;
                     deliveries
@@ -124,16 +134,37 @@ impl Reader {
                     }
                 }
             };
-            {
-                // A reclaim after a broker outage may hand back a message this worker still
-                // runs; running it twice at once could write its taskbacks twice.
-                let mut held = lock(&self.in_flight);
-                deliveries.retain(|d| held.insert(d.id.clone()));
-            }
+            self.hold(&mut deliveries);
+            let last = deliveries.split_off(deliveries.len().saturating_sub(early));
             if !self.start_batch(deliveries).await {
                 break;
             }
+            if self.shutdown.is_cancelled() {
+                self.start_batch(last).await;
+                break;
+            }
+            // The next read runs while the last of this batch start, in read order.
+            let (read, started) = tokio::join!(fetcher.fetch(read_ahead), self.start_batch(last));
+            fetched = Some(read);
+            if !started {
+                break;
+            }
         }
+        // A batch read while the last one started, when the shutdown came meanwhile: started
+        // like any batch read before the shutdown was seen, until the drain timeout (what is
+        // left then stays pending, logged, for another worker to recover).
+        if let Some(Ok(mut deliveries)) = fetched {
+            self.hold(&mut deliveries);
+            self.start_batch(deliveries).await;
+        }
+    }
+
+    /// Marks `deliveries` as held by this worker, dropping those it already runs: a reclaim
+    /// after a broker outage may hand back such a message, and running it twice at once could
+    /// write its taskbacks twice.
+    fn hold(&self, deliveries: &mut Vec<Delivery>) {
+        let mut held = lock(&self.in_flight);
+        deliveries.retain(|d| held.insert(d.id.clone()));
     }
 
     /// Starts each message of a batch in read order, so `concurrency: 1` runs messages one
