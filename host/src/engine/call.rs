@@ -64,10 +64,10 @@ impl Component {
     }
 
     fn store(&self, kv: Option<KvScope>, site: &CallSite<'_>, seat: Seat) -> Result<Store<HostState>, CallError> {
-        let service = site.service;
+        let service: Arc<str> = site.service.into();
         let context = Arc::new(CallContext {
             // A call without a message (a shell's command list) names neither.
-            service: if service.is_empty() { "-" } else { service }.to_owned(),
+            service: if service.is_empty() { "-".into() } else { service.clone() },
             id: site.msg_id.unwrap_or("-").to_owned(),
             component: self.name.clone(),
         });
@@ -102,7 +102,7 @@ impl Component {
             max_taskback_bytes: self.output_budget(),
             max_taskback_fields: self.limits.max_fields,
             kv,
-            service: service.into(),
+            service,
             streams,
             deadline_hit: false,
             http: CallHttp::new(self.http.clone(), context),

@@ -43,8 +43,8 @@ pub(super) enum Prepared {
 
 /// A component ready to be called: compiled once, pre-instantiated once.
 pub struct Component {
-    /// Name used in logs and errors.
-    pub name: String,
+    /// Name used in logs and errors (shared with each call's log context).
+    pub name: Arc<str>,
     /// Which world it was loaded for.
     pub world: World,
     /// Whether the compiled code came from the on-disk cache.
@@ -169,7 +169,7 @@ impl Engine {
             }
         };
         Ok(Component {
-            name: spec.name.clone(),
+            name: spec.name.as_str().into(),
             world,
             from_cache,
             load_time: started.elapsed(),

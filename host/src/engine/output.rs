@@ -45,11 +45,11 @@ pub const LINE_OVERHEAD: usize = 32;
 #[derive(Debug, Default)]
 pub struct CallContext {
     /// The service the message belongs to, `-` for a call without a message.
-    pub service: String,
+    pub service: Arc<str>,
     /// The message's stream id, `-` for a call without a message (a shell's command list).
     pub id: String,
     /// The component called.
-    pub component: String,
+    pub component: Arc<str>,
 }
 
 /// The log output of one call.

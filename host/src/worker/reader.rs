@@ -110,7 +110,7 @@ impl Reader {
         // messages ran out, and the machine stood idle 10-12% of a drain: docs/performance.md,
         // round 9.)
         let read_ahead = self.service.spec.workers.batch.max(1);
-        let early = read_ahead / 2;
+        let left_at_next_read = read_ahead / 2;
         let mut failures = 0u32;
         let mut fetched = None;
         while !self.shutdown.is_cancelled() {
@@ -135,7 +135,7 @@ impl Reader {
                 }
             };
             self.hold(&mut deliveries);
-            let last = deliveries.split_off(deliveries.len().saturating_sub(early));
+            let last = deliveries.split_off(deliveries.len().saturating_sub(left_at_next_read));
             if !self.start_batch(deliveries).await {
                 break;
             }
