@@ -4,13 +4,17 @@ interleaved, with where the CPU goes: between the first and the last answer, the
 busy time (/proc/stat) and the CPU of the worker(s), of redis-server and of the harness's
 reader, each per message (docs/performance.md, round 7).
 
-    python3 bench/side.py ROUNDS BIN [BIN ...]      (from the repository root; ~40 s a run)
+    python3 bench/side.py ROUNDS BIN[@APP_DIR] [BIN[@APP_DIR] ...]   (from the repository root; ~40 s a run)
+
+`BIN@APP_DIR` runs that binary with the components in APP_DIR instead of app/ (two builds of
+the same guests side by side).
 
 Copies the harness to /tmp/side, rewrites cannon's key names as bench/peers.sh does, adds the
 readings, and uses the harness's venv in /tmp/peers (made by bench/peers.sh if missing)."""
 import json, os, shutil, subprocess, sys
 
-rounds, bins = int(sys.argv[1]), [os.path.realpath(b) for b in sys.argv[2:]]
+rounds = int(sys.argv[1])
+bins = [(os.path.realpath(b), os.path.realpath(a) if a else None) for b, _, a in (x.partition("@") for x in sys.argv[2:])]
 repo = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 peers, work = os.path.join(repo, "..", "shared", "peers"), "/tmp/side"
 if not os.path.exists("/tmp/peers/venv/bin/python"):
@@ -64,7 +68,8 @@ if subprocess.run(["redis-cli", "-p", "6400", "ping"], capture_output=True).retu
     subprocess.run(["redis-server", "--port", "6400", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                     "--daemonize", "yes"], check=True, stdout=subprocess.DEVNULL)
 py = os.path.join(work, "venv", "bin", "python")
-runs = [(os.path.basename(os.path.dirname(b)) + "/" + os.path.basename(b), [py, "cannon_drain.py", b, os.path.join(repo, "app"), "20000", "16"]) for b in bins]
+runs = [(os.path.basename(os.path.dirname(b)) + "/" + os.path.basename(b) + (f"@{a}" if a else ""),
+         [py, "cannon_drain.py", b, a or os.path.join(repo, "app"), "20000", "16"]) for b, a in bins]
 runs.append(("raw", [py, "bench.py", "raw-inproc", "throughput", "20000"]))
 for _ in range(rounds):
     for name, cmd in runs:

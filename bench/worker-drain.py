@@ -5,7 +5,8 @@ worker` started; prints its drain rate and the CPU per message of the worker and
     /tmp/peers/venv/bin/python bench/worker-drain.py BIN [N] [CONCURRENCY]
 
 Needs redis-py (the venv that bench/peers.sh makes has it), a redis-server on
-127.0.0.1:$AB_REDIS_PORT (default 6411), and the guests built into app/."""
+127.0.0.1:$AB_REDIS_PORT (default 6411), and the guests built into app/ ($AB_APP to use another
+directory)."""
 import os, subprocess, sys, tempfile, time
 
 import redis
@@ -14,7 +15,7 @@ BIN = sys.argv[1]
 N = int(sys.argv[2]) if len(sys.argv) > 2 else 50000
 CONC = int(sys.argv[3]) if len(sys.argv) > 3 else 16
 PORT = int(os.environ.get("AB_REDIS_PORT", "6411"))
-APP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "app"))
+APP = os.environ.get("AB_APP") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "app"))
 R = redis.Redis(port=PORT)
 NS = f"wd{os.getpid()}"
 DATA, TB = f"{{{NS}:shout}}:data", f"{{{NS}:shout}}:taskback"

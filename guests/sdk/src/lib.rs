@@ -69,6 +69,8 @@ mod args;
 #[cfg(feature = "http")]
 pub mod http;
 mod imports;
+#[cfg(target_arch = "wasm32")]
+mod preview1;
 pub mod receipt;
 mod shell;
 
