@@ -435,6 +435,17 @@ fn scaffolds_build_deploy_and_answer(kind: &str, name: &str, compose: &str, star
         assert!(out.contains("build.sh"), "{out}");
         assert!(dir.join("wit/cannon.wit").is_file() && dir.join("README.md").is_file());
         let wasm = build_scaffold(&dir, name, lang);
+        if lang == "rust" {
+            // The project's `src/preview1.rs` answers std's preview-1 calls, so wit-component
+            // adds no adapter: no core module imports `wasi_snapshot_preview1` (the name as
+            // a wasm string, its length byte first; the shim's own export names only contain it).
+            let bytes = std::fs::read(&wasm).expect("read the component");
+            let adapter = b"\x16wasi_snapshot_preview1";
+            assert!(
+                !bytes.windows(adapter.len()).any(|w| w == adapter),
+                "{kind}: the Rust scaffold carries the adapter"
+            );
+        }
         let out = ok(&project, &redis, &["deploy", "hello", name, &wasm.display().to_string(), "--wait-s", "120"]);
         assert!(out.contains("1 of 1 running workers acknowledged it"), "{kind} {lang}: {out}");
         let mut con = redis.con();

@@ -92,7 +92,9 @@ fn files(kind: Kind, lang: Lang, name: &str) -> Vec<(&'static str, String, bool)
             "src/lib.rs",
             include_str!("templates/rust-build.sh"),
             "Needs rustup's `wasm32-wasip2` target, or Debian's `rustc-web cargo-web rust-web-src \
-             wasi-libc lld-22`; wit-bindgen comes from crates.io.",
+             wasi-libc lld-22`; wit-bindgen and wasi come from crates.io. `src/preview1.rs` answers \
+             std's stdio, exit and clock calls over WASI 0.2, so the component carries no preview-1 \
+             adapter (one core module less to instantiate with every call).",
         ),
         Lang::Python => {
             ("app.py", include_str!("templates/python-build.sh"), "Needs Python 3; componentize-py comes from PyPI.")
@@ -143,7 +145,11 @@ fn files(kind: Kind, lang: Lang, name: &str) -> Vec<(&'static str, String, bool)
         (".gitignore", "/target\n/.venv\n/.cache\n/node_modules\n*.wasm\n".to_owned(), false),
     ];
     match lang {
-        Lang::Rust => out.push(("Cargo.toml", fill(include_str!("templates/rust-Cargo.toml")), false)),
+        Lang::Rust => {
+            out.push(("Cargo.toml", fill(include_str!("templates/rust-Cargo.toml")), false));
+            // The guest SDK's own file, so both build the same lean component (docs/guests.md).
+            out.push(("src/preview1.rs", include_str!("../../../guests/sdk/src/preview1.rs").to_owned(), false));
+        }
         Lang::Js => out.push(("package.json", fill(include_str!("templates/js-package.json")), false)),
         Lang::Python | Lang::C => {}
     }

@@ -3,6 +3,11 @@
 
 // Generates `Guest` (the exports to implement), `Message`, `Command` and the host imports
 // under `cannon::platform` from the vendored WIT.
+// stdio, exit and clocks over WASI 0.2, so the component needs no preview-1 adapter (see the
+// file; `cannon-host new` copies it from cannon's guest SDK).
+#[cfg(target_arch = "wasm32")]
+mod preview1;
+
 wit_bindgen::generate!({ world: "shell-base", path: "wit" });
 
 
