@@ -26,8 +26,8 @@ use wasi::clocks::{monotonic_clock, wall_clock};
 /// `errno` values of preview 1.
 const SUCCESS: i32 = 0;
 const BADF: i32 = 8;
-const INVAL: i32 = 28;
 const IO: i32 = 29;
+const OVERFLOW: i32 = 61;
 
 /// A preview-1 `ciovec`: a pointer and a length, both 32-bit in wasm32.
 #[repr(C)]
@@ -102,8 +102,9 @@ extern "C" fn __imported_wasi_snapshot_preview1_proc_exit(code: i32) -> ! {
     core::arch::wasm32::unreachable()
 }
 
-/// `clock_time_get`: the realtime (0) and monotonic (1) clocks, in nanoseconds; the CPU-time
-/// clocks (2, 3) are not offered (`EINVAL`), as with the adapter.
+/// `clock_time_get`: the realtime (0) and monotonic (1) clocks, in nanoseconds. As in the
+/// adapter, any other clock (the CPU-time ones) is `EBADF`, and a wall-clock time past `u64`
+/// nanoseconds is `EOVERFLOW`.
 ///
 /// # Safety
 /// wasi-libc passes a writable `u64` at `time`.
@@ -112,10 +113,13 @@ unsafe extern "C" fn __imported_wasi_snapshot_preview1_clock_time_get(id: i32, _
     let nanos = match id {
         0 => {
             let now = wall_clock::now();
-            now.seconds.saturating_mul(1_000_000_000).saturating_add(u64::from(now.nanoseconds))
+            match now.seconds.checked_mul(1_000_000_000).and_then(|n| n.checked_add(u64::from(now.nanoseconds))) {
+                Some(nanos) => nanos,
+                None => return OVERFLOW,
+            }
         }
         1 => monotonic_clock::now(),
-        _ => return INVAL,
+        _ => return BADF,
     };
     // SAFETY: the caller's contract (above).
     unsafe { *time = nanos };

@@ -1,13 +1,13 @@
 //! {{name}}: a cannon shell, a table of commands that the built-in `torch` task calls with
 //! a chat line split into words (`hello Ada` calls `hello` with `["hello", "Ada"]`).
 
-// Generates `Guest` (the exports to implement), `Message`, `Command` and the host imports
-// under `cannon::platform` from the vendored WIT.
 // stdio, exit and clocks over WASI 0.2, so the component needs no preview-1 adapter (see the
 // file; `cannon-host new` copies it from cannon's guest SDK).
 #[cfg(target_arch = "wasm32")]
 mod preview1;
 
+// Generates `Guest` (the exports to implement), `Message`, `Command` and the host imports
+// under `cannon::platform` from the vendored WIT.
 wit_bindgen::generate!({ world: "shell-base", path: "wit" });
 
 

@@ -2,13 +2,13 @@
 //! it, and returns its own results; here, a greeting for the message's `text` field (or
 //! the field named by `conf: {kwargs: {field: ...}}` in the compose file).
 
-// Generates `Guest` (the exports to implement), `Message`, `Fields` and the host imports
-// under `cannon::platform` from the vendored WIT.
 // stdio, exit and clocks over WASI 0.2, so the component needs no preview-1 adapter (see the
 // file; `cannon-host new` copies it from cannon's guest SDK).
 #[cfg(target_arch = "wasm32")]
 mod preview1;
 
+// Generates `Guest` (the exports to implement), `Message`, `Fields` and the host imports
+// under `cannon::platform` from the vendored WIT.
 wit_bindgen::generate!({ world: "task-base", path: "wit" });
 
 use cannon::platform::config;
