@@ -152,6 +152,9 @@ fn failover_under_load(options: &str) -> Outcome {
     let duplicated = seen.values().filter(|n| **n > 1).count();
     let unanswered: Vec<&String> = queued.iter().filter(|t| !seen.contains_key(*t)).collect();
     eprintln!("queued {} at the end of the load; not answered (accepted or not): {unanswered:?}", queued.len());
+    if !unanswered.is_empty() {
+        explain_unanswered(&mut con, &unanswered, &host.log_text());
+    }
     let outcome = Outcome { accepted: accepted.len(), refused, lost, duplicated };
     eprintln!(
         "failover{options}: accepted {}, refused {}, lost {}, duplicated {}; master :{master} -> :{promoted}; \
@@ -167,6 +170,41 @@ fn failover_under_load(options: &str) -> Outcome {
     let status = host.terminate();
     assert!(status.success(), "{}", host.log_text());
     outcome
+}
+
+/// What became of messages never answered: their dead letters, what is still pending, and
+/// the host's warnings and errors (for a failure seen only in CI).
+fn explain_unanswered(con: &mut redis::cluster::ClusterConnection, unanswered: &[&String], log: &str) {
+    for (id, fields) in entries(con, &key("hook", "dead")) {
+        if field(&fields, "text").is_some_and(|t| unanswered.iter().any(|u| u.eq_ignore_ascii_case(t))) {
+            eprintln!("dead letter {id}: {fields:?}");
+        }
+    }
+    for (id, fields) in entries(con, &key("hook", "data")) {
+        if field(&fields, "text").is_some_and(|t| unanswered.iter().any(|u| u.eq_ignore_ascii_case(t))) {
+            let pending: redis::Value = redis::cmd("XPENDING")
+                .arg(key("hook", "data"))
+                .arg("cannon")
+                .arg(&id)
+                .arg(&id)
+                .arg(1)
+                .query(con)
+                .unwrap_or(redis::Value::Nil);
+            eprintln!("data entry {id}: {fields:?}; pending: {pending:?}");
+        }
+    }
+    let group: redis::Value =
+        redis::cmd("XINFO").arg("GROUPS").arg(key("hook", "data")).query(con).unwrap_or(redis::Value::Nil);
+    eprintln!("groups: {group:?}");
+    // cannon's own (the Redis client's reconnection warnings are many and say little).
+    let noted: Vec<&str> = log
+        .lines()
+        .filter(|l| (l.contains("WARN") || l.contains("ERROR")) && !l.contains("log.target=\"redis::"))
+        .collect();
+    eprintln!("the host's {} warnings and errors, the first 80:", noted.len());
+    for line in noted.iter().take(80) {
+        eprintln!("  {line}");
+    }
 }
 
 fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {

@@ -27,6 +27,12 @@ fn set_nofile(pid: u32, soft: &str, hard: &str) {
     assert!(status.success(), "prlimit failed");
 }
 
+/// `blocked_clients` of `INFO clients`: connections waiting in a blocking command.
+fn blocked_clients(con: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("clients").query(con).expect("INFO clients");
+    info.lines().find_map(|l| l.strip_prefix("blocked_clients:")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+}
+
 #[test]
 fn running_out_of_fds_spends_no_attempt_and_recovers() {
     component("shout");
@@ -47,6 +53,14 @@ fn running_out_of_fds_spends_no_attempt_and_recovers() {
         .env("NO_COLOR", "1");
     let mut running = Running::start_cmd(cmd, &project, &[]);
     running.wait_for_log("ready", Duration::from_secs(60));
+    // The reader opens its connection at its first read: until Redis holds that read
+    // blocked, lowering the limit would starve the connection instead of the instance.
+    let mut con = redis.con();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while blocked_clients(&mut con) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no blocked read within 30s:\n{}", running.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let pid = running.child.id();
     let (soft, hard) = nofile(pid);
     // Raised at start: the soft limit is the hard one.
@@ -54,7 +68,6 @@ fn running_out_of_fds_spends_no_attempt_and_recovers() {
 
     // No new descriptor can be opened (any new one would be numbered above 3).
     set_nofile(pid, "3", &hard);
-    let mut con = redis.con();
     let messages: Vec<_> = (0..20).map(|i| vec![("text", format!("message {i}"))]).collect();
     let ids = add_messages(&mut con, "shout", &messages);
     running.wait_for_log("EMFILE: too many open files", Duration::from_secs(30));

@@ -227,21 +227,23 @@ pub enum BrokerError {
 
 impl BrokerError {
     /// Whether the broker refused this for good: the same write would be refused again
-    /// (Redis answered with an error such as `ERR Protocol error: invalid bulk length` or a
-    /// script error; SQLite said `string or blob too big`). Lost connections, timeouts,
-    /// `LOADING`, `BUSY`, `READONLY`, `OOM`, `MISCONF`, a busy or full database are
-    /// transient. A refusal Redis makes by closing the connection looks transient here; the
-    /// worker's writer tells it apart by retrying the message alone while the broker answers.
+    /// (Redis answered `ERR`, as for `Protocol error: invalid bulk length` or a script
+    /// error, `WRONGTYPE`, `NOPERM` or `CROSSSLOT`; SQLite said `string or blob too big`).
+    /// Every other error is not known to be about the write and counts as transient: lost
+    /// connections, timeouts, the passing states (`LOADING`, `BUSY`, `READONLY`, `MOVED`,
+    /// ...), and codes this list does not know. The worker's writer tells a refusal in
+    /// disguise apart (Redis refuses some requests by closing the connection) by retrying
+    /// the message alone while the broker answers other requests. The list is of known
+    /// refusals, not of known transient states, because a transient state taken for a
+    /// refusal turns a message's taskbacks into a dead letter: a `MOVED` during a cluster
+    /// failover once did.
     pub fn is_permanent(&self) -> bool {
         match self {
             BrokerError::Redis { source, .. } => {
                 if source.is_io_error() || source.is_timeout() || source.is_connection_dropped() {
                     return false;
                 }
-                match source.code() {
-                    Some(code) => !(self.is_passing_state() || code == "NOSCRIPT"),
-                    None => false,
-                }
+                matches!(source.code(), Some("ERR" | "WRONGTYPE" | "NOPERM" | "CROSSSLOT"))
             }
             BrokerError::Sqlite { source, .. } => source.sqlite_error_code() == Some(rusqlite::ErrorCode::TooBig),
             BrokerError::Protocol { .. } | BrokerError::Url { .. } | BrokerError::Embedded { .. } => false,
@@ -251,7 +253,8 @@ impl BrokerError {
 
 impl BrokerError {
     /// Whether the broker said it is in a passing state (`LOADING`, `BUSY`, `TRYAGAIN`,
-    /// `MASTERDOWN`, `READONLY`, `NOREPLICAS`, `CLUSTERDOWN`, `OOM`, `MISCONF`): such a write
+    /// `MASTERDOWN`, `READONLY`, `MOVED`, `ASK`, `NOREPLICAS`, `CLUSTERDOWN`, `OOM`, `MISCONF`;
+    /// a redirect the cluster client could not follow yet is a failover in progress): such a write
     /// is retried for as long as it takes, even while the broker answers reads, because the
     /// same bytes will be taken once the state passes (`NOREPLICAS` while a replica resyncs
     /// after a failover, say). Only errors without such a code (a dropped connection) can be a
@@ -266,6 +269,8 @@ impl BrokerError {
                         | "TRYAGAIN"
                         | "MASTERDOWN"
                         | "READONLY"
+                        | "MOVED"
+                        | "ASK"
                         | "NOREPLICAS"
                         | "CLUSTERDOWN"
                         | "OOM"
@@ -439,8 +444,29 @@ mod tests {
     fn refusals_for_good_are_told_from_transient_failures() {
         let refused = ::redis::make_extension_error("ERR".into(), Some("Protocol error: invalid bulk length".into()));
         assert!(redis(refused).is_permanent());
-        for code in ["OOM", "LOADING", "BUSY", "READONLY", "MISCONF"] {
+        for code in ["OOM", "LOADING", "BUSY", "READONLY", "MISCONF", "SOMETHINGNEW"] {
             assert!(!redis(::redis::make_extension_error(code.into(), None)).is_permanent(), "{code}");
+        }
+        // As Redis sends them: a redirect the cluster client gave up on during a failover
+        // (node down) is no refusal of the write; a wrong-type or script error is.
+        let reply = |wire: &str| -> BrokerError {
+            let value = ::redis::parse_redis_value(wire.as_bytes()).expect("a RESP error reply");
+            redis(value.extract_error().expect_err("an error reply"))
+        };
+        for wire in [
+            "-MOVED 11110 127.0.0.1:40855\r\n",
+            "-ASK 3999 127.0.0.1:6381\r\n",
+            "-CLUSTERDOWN The cluster is down\r\n",
+            "-EXECABORT Transaction discarded\r\n",
+        ] {
+            assert!(!reply(wire).is_permanent(), "{wire}");
+        }
+        assert!(reply("-MOVED 11110 127.0.0.1:40855\r\n").is_passing_state());
+        for wire in [
+            "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+            "-ERR user_script:1: Script attempted to access nonexistent global variable\r\n",
+        ] {
+            assert!(reply(wire).is_permanent(), "{wire}");
         }
         let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
         assert!(!redis(reset.into()).is_permanent());

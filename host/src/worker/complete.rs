@@ -2,7 +2,9 @@
 //! broker takes them. The broker writes a message (its taskbacks or dead letter, and its
 //! acknowledgement) only if this consumer still holds it, checked atomically with the write:
 //! a write that went through although its reply was lost, or a message another worker took
-//! over, is not written a second time.
+//! over, is not written a second time. A message the broker delivered anew while its write
+//! was under way (its claim lost in a failover) is written once more after it, so a write
+//! that checked the claim before the new delivery does not leave it unanswered.
 //!
 //! Transient failures (the broker is away, slow or busy) are retried with backoff, forever.
 //! A write the broker refuses for good (too large for it, say) would be refused forever, so
@@ -11,6 +13,7 @@
 //! the broker keeps refusing becomes a dead letter carrying the broker's error, then one
 //! without its large fields, then one with no message fields at all.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -43,7 +46,6 @@ impl Writer {
         let mut batch = Vec::with_capacity(COMPLETE_BATCH);
         let mut last_trim = Instant::now();
         while done.recv_many(&mut batch, COMPLETE_BATCH).await > 0 {
-            let ids: Vec<String> = batch.iter().map(|f| f.id().to_owned()).collect();
             let mut completions = Vec::new();
             let mut sources = Vec::new();
             let mut dead = Vec::new();
@@ -56,40 +58,22 @@ impl Writer {
                     Finished::Dead(letter) => dead.push(letter),
                 }
             }
-            let mut failures = 0;
-            loop {
-                let writing = super::stages::STAGES.clock();
-                let Err(err) = self.write(&completions, &dead, failures).await else {
-                    if let Some(writing) = writing {
-                        super::stages::STAGES.write(writing.elapsed(), completions.len() + dead.len());
-                    }
-                    break;
-                };
-                failures += 1;
-                if err.is_permanent() || (failures > 1 && !err.is_passing_state() && self.broker_answers().await) {
-                    // Something in the batch is refused, not the broker away: find it.
-                    tracing::warn!(service = %self.service, error = %err, count = ids.len(), "a batch write was refused; writing its messages one by one");
-                    let done = completions.drain(..).zip(sources.drain(..)).map(|(c, f)| Finished::Done(c, f));
-                    for finished in done.chain(dead.drain(..).map(Finished::Dead)).collect::<Vec<_>>() {
-                        self.write_alone(finished).await;
-                    }
-                    break;
-                }
-                let pause = backoff(Duration::from_millis(50), failures, MAX_BROKER_BACKOFF);
-                tracing::error!(
+            self.write_batch(&completions, &sources, &dead, false).await;
+            let again = self.release(&completions, &dead);
+            if !again.is_empty() {
+                // Delivered anew while being written (the broker lost this worker's claim in
+                // a failover, say): the reader dropped that delivery, and the write may have
+                // checked the claim before it. Written once more; where the first write came
+                // after the new delivery, the check finds nothing held and writes nothing.
+                tracing::info!(
                     service = %self.service,
-                    error = %err,
-                    count = completions.len() + dead.len(),
-                    retry_in_ms = pause.as_millis() as u64,
-                    "cannot write taskbacks, acks and dead letters; retrying"
+                    count = again.len(),
+                    "messages were delivered again while their results were being written; writing them once more"
                 );
-                tokio::time::sleep(pause).await;
-            }
-            {
-                let mut held = lock(&self.in_flight);
-                for id in &ids {
-                    held.remove(id);
-                }
+                let (completions, sources): (Vec<Completion>, Vec<Fields>) =
+                    completions.into_iter().zip(sources).filter(|(c, _)| again.contains(&c.id)).unzip();
+                dead.retain(|d| again.contains(&d.id));
+                self.write_batch(&completions, &sources, &dead, true).await;
             }
             if last_trim.elapsed() >= TRIM_EVERY {
                 last_trim = Instant::now();
@@ -100,6 +84,54 @@ impl Writer {
         }
     }
 
+    /// Writes a batch until the broker takes it; a batch it refuses is written message by
+    /// message (see the module's documentation). `again`: a second write of messages
+    /// delivered anew meanwhile (see [`Writer::run`]).
+    async fn write_batch(&self, completions: &[Completion], sources: &[Fields], dead: &[DeadLetter], again: bool) {
+        let mut failures = 0;
+        loop {
+            let writing = super::stages::STAGES.clock();
+            let Err(err) = self.write(completions, dead, failures, again).await else {
+                if let Some(writing) = writing {
+                    super::stages::STAGES.write(writing.elapsed(), completions.len() + dead.len());
+                }
+                return;
+            };
+            failures += 1;
+            if err.is_permanent() || (failures > 1 && !err.is_passing_state() && self.broker_answers().await) {
+                // Something in the batch is refused, not the broker away: find it.
+                tracing::warn!(service = %self.service, error = %err, count = completions.len() + dead.len(), "a batch write was refused; writing its messages one by one");
+                let done = completions.iter().zip(sources).map(|(c, f)| Finished::Done(c.clone(), f.clone()));
+                for finished in done.chain(dead.iter().cloned().map(Finished::Dead)).collect::<Vec<_>>() {
+                    self.write_alone(finished, again).await;
+                }
+                return;
+            }
+            let pause = backoff(Duration::from_millis(50), failures, MAX_BROKER_BACKOFF);
+            tracing::error!(
+                service = %self.service,
+                error = %err,
+                count = completions.len() + dead.len(),
+                retry_in_ms = pause.as_millis() as u64,
+                "cannot write taskbacks, acks and dead letters; retrying"
+            );
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Lets go of the messages of a written batch; returns those delivered again meanwhile.
+    fn release(&self, completions: &[Completion], dead: &[DeadLetter]) -> HashSet<String> {
+        let mut held = lock(&self.in_flight);
+        let mut again = HashSet::new();
+        for id in completions.iter().map(|c| &c.id).chain(dead.iter().map(|d| &d.id)) {
+            held.ids.remove(id);
+            if held.again.remove(id) {
+                again.insert(id.clone());
+            }
+        }
+        again
+    }
+
     /// Whether the broker answers a small read: then a failing write is about the write.
     async fn broker_answers(&self) -> bool {
         self.broker.last_id(&self.service, StreamKind::Dead).await.is_ok()
@@ -107,16 +139,20 @@ impl Writer {
 
     /// Writes one message alone until the broker takes it. A refusal for good turns it into
     /// the next, smaller form (see [`fallback`]); the last form is retried like any write.
-    async fn write_alone(&self, mut finished: Finished) {
+    async fn write_alone(&self, mut finished: Finished, again: bool) {
         let mut failures = 0;
         loop {
             let result = match &finished {
-                Finished::Done(completion, _) => self.write(std::slice::from_ref(completion), &[], failures).await,
-                Finished::Dead(letter) => self.write(&[], std::slice::from_ref(letter), failures).await,
+                Finished::Done(completion, _) => {
+                    self.write(std::slice::from_ref(completion), &[], failures, again).await
+                }
+                Finished::Dead(letter) => self.write(&[], std::slice::from_ref(letter), failures, again).await,
             };
             let Err(err) = result else { return };
             failures += 1;
-            let refused = err.is_permanent()
+            // Even a refusal for good must repeat before the message is changed: a lone
+            // error may have been about the moment (a node failing over), not the write.
+            let refused = (err.is_permanent() && failures >= 2)
                 || (failures >= REFUSALS_BEFORE_PERMANENT && !err.is_passing_state() && self.broker_answers().await);
             if refused && let Some(next) = fallback(&finished, &err) {
                 tracing::error!(
@@ -144,7 +180,15 @@ impl Writer {
     /// One attempt. The broker writes only what this consumer still holds, each message
     /// atomically with that check: a write that went through although its reply was lost,
     /// or a message another worker took over, is not written a second time.
-    async fn write(&self, completions: &[Completion], dead: &[DeadLetter], retry: u32) -> Result<(), BrokerError> {
+    /// `again`: a second write of messages delivered anew meanwhile, where skipping those
+    /// the first write took is expected.
+    async fn write(
+        &self,
+        completions: &[Completion],
+        dead: &[DeadLetter],
+        retry: u32,
+        again: bool,
+    ) -> Result<(), BrokerError> {
         let mut skipped = 0;
         if !completions.is_empty() {
             skipped += self.broker.complete(&self.service, &self.consumer, completions).await?;
@@ -152,7 +196,9 @@ impl Writer {
         if !dead.is_empty() {
             skipped += self.broker.dead_letter(&self.service, &self.consumer, dead).await?;
         }
-        if skipped > 0 && retry == 0 {
+        if skipped > 0 && again {
+            tracing::debug!(service = %self.service, count = skipped, "the first write had taken these");
+        } else if skipped > 0 && retry == 0 {
             tracing::warn!(
                 service = %self.service,
                 count = skipped,
@@ -216,6 +262,71 @@ fn fallback(finished: &Finished, err: &BrokerError) -> Option<DeadLetter> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::{EmbeddedBroker, WORKER_GROUP};
+
+    async fn length(broker: &EmbeddedBroker, stream: StreamKind) -> u64 {
+        broker.stream_info("s", stream).await.expect("stream info").length
+    }
+
+    /// The interleaving a failover can make: the write checks the claim on `m` after the
+    /// broker lost it (and writes nothing for it), then the broker delivers `m` to this
+    /// worker anew, before the writer lets go of it. The reader drops that delivery, since
+    /// it holds `m`; the writer must write `m` once more, or `m` stays pending, unanswered,
+    /// until the visibility timeout, and spends an attempt it never ran. The test holds the
+    /// worker's `in_flight` lock across the write to make that order certain (the writer
+    /// blocks on it to let go of the batch).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[allow(clippy::await_holding_lock, reason = "the lock is what orders the writer's steps here")]
+    async fn a_message_delivered_anew_during_its_write_is_written_once_more() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = Arc::new(EmbeddedBroker::open(dir.path(), "t").await.expect("open"));
+        broker.prepare("s", 1000).await.expect("prepare");
+        let fields = |t: &str| vec![("text".to_owned(), t.to_owned())];
+        let m = broker.add("s", StreamKind::Data, &fields("m")).await.expect("add");
+        let n = broker.add("s", StreamKind::Data, &fields("n")).await.expect("add");
+        assert_eq!(broker.read("s", "me", 10, Duration::from_millis(10)).await.expect("read").len(), 2);
+        // The claim on m is lost: another consumer holds it now.
+        assert_eq!(broker.claim("s", "other", "me", std::slice::from_ref(&m)).await.expect("claim").len(), 1);
+
+        let in_flight: InFlight = Arc::default();
+        let mut held = lock(&in_flight);
+        held.ids.extend([m.clone(), n.clone()]);
+        let (tx, rx) = mpsc::channel(4);
+        for id in [&m, &n] {
+            let completion = Completion { id: id.clone(), taskbacks: vec![fields(&format!("answer to {id}"))] };
+            tx.send(Finished::Done(completion, fields("x"))).await.expect("send");
+        }
+        let writer =
+            Writer { broker: broker.clone(), service: "s".into(), consumer: "me".into(), in_flight: in_flight.clone() };
+        let task = tokio::spawn(writer.run(rx));
+        // The batch is written once n's taskback is there; m was skipped, not held.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while length(&broker, StreamKind::Taskback).await < 1 {
+            assert!(Instant::now() < deadline, "n was not written");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(length(&broker, StreamKind::Taskback).await, 1, "m is not held: nothing written for it");
+        // m delivered anew to this worker; the reader, holding m, drops it and notes it.
+        assert_eq!(broker.claim("s", "me", "other", std::slice::from_ref(&m)).await.expect("claim").len(), 1);
+        held.again.insert(m.clone());
+        drop(held);
+
+        while length(&broker, StreamKind::Taskback).await < 2 {
+            assert!(Instant::now() < deadline, "m was not written once more");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let pending = broker.pending("s", StreamKind::Data, WORKER_GROUP, None, 10).await.expect("pending");
+        assert!(
+            pending.is_empty(),
+            "answered and acknowledged: {:?}",
+            pending.iter().map(|p| &p.id).collect::<Vec<_>>()
+        );
+        drop(tx);
+        task.await.expect("the writer ends with its channel");
+        assert_eq!(length(&broker, StreamKind::Taskback).await, 2, "each answered once");
+        let left = lock(&in_flight);
+        assert!(left.ids.is_empty() && left.again.is_empty(), "the writer let go of both");
+    }
 
     fn refused() -> BrokerError {
         BrokerError::Embedded { path: "x".into(), detail: "too big".into() }

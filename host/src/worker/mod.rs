@@ -73,11 +73,22 @@ enum Finished {
 /// Finished messages waiting for the writer, per unit of `workers.concurrency`.
 const UNWRITTEN_PER_SLOT: usize = 4;
 
-/// Ids of the messages this worker holds: read or claimed, not yet written.
-type InFlight = Arc<Mutex<HashSet<String>>>;
+/// The messages this worker holds: read or claimed, not yet written.
+#[derive(Default)]
+struct Held {
+    ids: HashSet<String>,
+    /// Held ids the broker delivered again meanwhile, which the reader dropped rather than
+    /// run twice at once. After a failover the broker may have lost this worker's claim on
+    /// a message and hand it out anew while its write is under way; should that write have
+    /// checked the claim before the new delivery, it wrote nothing, so the writer writes
+    /// such a message once more once done (`complete.rs`).
+    again: HashSet<String>,
+}
 
-fn lock(set: &InFlight) -> std::sync::MutexGuard<'_, HashSet<String>> {
-    set.lock().unwrap_or_else(PoisonError::into_inner)
+type InFlight = Arc<Mutex<Held>>;
+
+fn lock(held: &InFlight) -> std::sync::MutexGuard<'_, Held> {
+    held.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// This machine's host name.

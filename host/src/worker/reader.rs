@@ -159,12 +159,19 @@ impl Reader {
         }
     }
 
-    /// Marks `deliveries` as held by this worker, dropping those it already runs: a reclaim
+    /// Marks `deliveries` as held by this worker, dropping those it already holds: a reclaim
     /// after a broker outage may hand back such a message, and running it twice at once could
-    /// write its taskbacks twice.
+    /// write its taskbacks twice. A dropped one is noted, for the writer to write it once more
+    /// should its write have missed the new delivery ([`super::Held::again`]).
     fn hold(&self, deliveries: &mut Vec<Delivery>) {
         let mut held = lock(&self.in_flight);
-        deliveries.retain(|d| held.insert(d.id.clone()));
+        deliveries.retain(|d| {
+            if held.ids.insert(d.id.clone()) {
+                return true;
+            }
+            held.again.insert(d.id.clone());
+            false
+        });
     }
 
     /// Starts each message of a batch in read order, so `concurrency: 1` runs messages one
@@ -212,7 +219,8 @@ impl Reader {
         );
         let mut held = lock(&self.in_flight);
         for id in &left {
-            held.remove(id);
+            held.ids.remove(id);
+            held.again.remove(id);
         }
         false
     }

@@ -80,7 +80,7 @@ pub async fn refresh_loop(
             () = tokio::time::sleep(every) => {}
             () = stop.cancelled() => return,
         }
-        let ids: Vec<String> = lock(&in_flight).iter().cloned().collect();
+        let ids: Vec<String> = lock(&in_flight).ids.iter().cloned().collect();
         if ids.is_empty() {
             continue;
         }
@@ -90,7 +90,7 @@ pub async fn refresh_loop(
                 // Ids finished and written meanwhile are no longer in flight: not lost.
                 let lost = {
                     let held = lock(&in_flight);
-                    ids.iter().filter(|id| !owned.contains(*id) && held.contains(*id)).count()
+                    ids.iter().filter(|id| !owned.contains(*id) && held.ids.contains(*id)).count()
                 };
                 if lost > 0 {
                     tracing::warn!(
