@@ -143,9 +143,13 @@ fn discord_sends_a_taskback_to_a_user_as_a_direct_message() {
     fake.wait_live(1, 0, WAIT);
     fake.say("100", "Alice", CHANNEL, "iwant coffee at +1h for 30m until +50m");
     fake.wait_posts(1, WAIT);
+    // Discord fails twice to open Alice's DM channel (a 502): the notice waits and is
+    // posted, not refused for good.
+    fake.state.lock().fail_dm_opens = 2;
     fake.say("200", "Bob", CHANNEL, "iwant coffee at +70m for 30m until +55m");
     // Bob's answer in the channel, and iwant's notice to Alice (`to: Alice`) in her DMs.
     let posts = fake.wait_posts(3, WAIT);
+    assert_eq!(fake.state.lock().dm_opens, 3, "two 502s, then the channel");
     let dm: Vec<_> = posts.iter().filter(|p| p.channel == "dm-100").collect();
     assert_eq!(dm.len(), 1, "{posts:?}");
     assert!(dm[0].content.starts_with("@Alice: match #1: coffee with Bob at "), "{posts:?}");

@@ -1,7 +1,8 @@
 //! A local Discord: the REST routes a bot uses and the Gateway (v10, JSON encoding).
 //!
 //! - `GET /api/v10/gateway/bot`, `POST /api/v10/channels/{id}/messages` and
-//!   `POST /api/v10/users/@me/channels` (a DM channel `dm-{user}`), `PATCH /api/v10/guilds/{id}`
+//!   `POST /api/v10/users/@me/channels` (a DM channel `dm-{user}`; the test can ask for
+//!   502s first), `PATCH /api/v10/guilds/{id}`
 //!   (icon and banner as image data URIs) with
 //!   `Authorization: Bot TOKEN` (else 401). Each channel's create-message route is a bucket of
 //!   [`BUCKET`] calls per second, announced with `X-RateLimit-Limit`, `-Remaining`, `-Reset`,
@@ -73,6 +74,9 @@ pub struct DiscordState {
     buckets: HashMap<String, (u32, Instant)>,
     pub violations: usize,
     pub rate_limited: usize,
+    /// Calls of the DM-channel route, and how many more to answer with a 502.
+    pub dm_opens: usize,
+    pub fail_dm_opens: usize,
     /// The client asked for the MESSAGE_CONTENT intent.
     content_intent: bool,
     next: u64,
@@ -218,9 +222,17 @@ async fn modify_guild(
 }
 
 /// `POST /users/@me/channels {"recipient_id"}`: the DM channel `dm-{recipient}`.
-async fn open_dm(headers: HeaderMap, body: Bytes) -> Response {
+async fn open_dm(State((state, _)): State<(Shared<DiscordState>, u16)>, headers: HeaderMap, body: Bytes) -> Response {
     if !authorized(&headers) {
         return unauthorized();
+    }
+    {
+        let mut st = state.lock();
+        st.dm_opens += 1;
+        if st.fail_dm_opens > 0 {
+            st.fail_dm_opens -= 1;
+            return json_response(StatusCode::BAD_GATEWAY, json!({"message": "upstream failed", "code": 0}));
+        }
     }
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let Some(user) = body["recipient_id"].as_str() else {

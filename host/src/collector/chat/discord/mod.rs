@@ -171,9 +171,15 @@ impl Discord {
                     link.hold_until(until);
                     return Some(out);
                 }
-                Err(err) => {
+                Err(err @ RestError::Refused { .. }) => {
                     out.finish(Err(err.to_string()));
                     return None;
+                }
+                // The network or a 5xx while opening the channel: the reply waits, as a
+                // post that failed so would (refused only for good, never for the moment).
+                Err(err) => {
+                    self.failed_post(link, &err);
+                    return Some(out);
                 }
             },
         };
@@ -198,18 +204,21 @@ impl Discord {
                 out.finish(Err(err.to_string()));
                 return None;
             }
-            Err(err) => {
-                self.post_failures += 1;
-                let pause = crate::time::backoff(
-                    std::time::Duration::from_secs(1),
-                    self.post_failures,
-                    std::time::Duration::from_secs(30),
-                );
-                tracing::warn!(service = %link.service(), error = %err, retry_in_ms = pause.as_millis() as u64, "cannot post a Discord reply; retrying");
-                link.hold_until(Instant::now() + pause);
-            }
+            Err(err) => self.failed_post(link, &err),
         }
         Some(out)
+    }
+
+    /// A post that failed for the moment: the reply waits, with backoff.
+    fn failed_post(&mut self, link: &mut Link, err: &RestError) {
+        self.post_failures += 1;
+        let pause = crate::time::backoff(
+            std::time::Duration::from_secs(1),
+            self.post_failures,
+            std::time::Duration::from_secs(30),
+        );
+        tracing::warn!(service = %link.service(), error = %err, retry_in_ms = pause.as_millis() as u64, "cannot post a Discord reply; retrying");
+        link.hold_until(Instant::now() + pause);
     }
 }
 
