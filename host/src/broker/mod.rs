@@ -228,7 +228,8 @@ pub enum BrokerError {
 impl BrokerError {
     /// Whether the broker refused this for good: the same write would be refused again
     /// (Redis answered `ERR`, as for `Protocol error: invalid bulk length` or a script
-    /// error, `WRONGTYPE`, `NOPERM` or `CROSSSLOT`; SQLite said `string or blob too big`).
+    /// error, but not `ERR max number of clients reached`; `WRONGTYPE`, `NOPERM` or
+    /// `CROSSSLOT`; SQLite said `string or blob too big`).
     /// Every other error is not known to be about the write and counts as transient: lost
     /// connections, timeouts, the passing states (`LOADING`, `BUSY`, `READONLY`, `MOVED`,
     /// ...), and codes this list does not know. The worker's writer tells a refusal in
@@ -243,7 +244,12 @@ impl BrokerError {
                 if source.is_io_error() || source.is_timeout() || source.is_connection_dropped() {
                     return false;
                 }
-                matches!(source.code(), Some("ERR" | "WRONGTYPE" | "NOPERM" | "CROSSSLOT"))
+                match source.code() {
+                    // Redis's one transient state without a code of its own.
+                    Some("ERR") => !source.detail().is_some_and(|d| d.starts_with("max number of clients")),
+                    Some(code) => matches!(code, "WRONGTYPE" | "NOPERM" | "CROSSSLOT"),
+                    None => false,
+                }
             }
             BrokerError::Sqlite { source, .. } => source.sqlite_error_code() == Some(rusqlite::ErrorCode::TooBig),
             BrokerError::Protocol { .. } | BrokerError::Url { .. } | BrokerError::Embedded { .. } => false,
@@ -454,6 +460,7 @@ mod tests {
             redis(value.extract_error().expect_err("an error reply"))
         };
         for wire in [
+            "-ERR max number of clients reached\r\n",
             "-MOVED 11110 127.0.0.1:40855\r\n",
             "-ASK 3999 127.0.0.1:6381\r\n",
             "-CLUSTERDOWN The cluster is down\r\n",
