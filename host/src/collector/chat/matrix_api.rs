@@ -279,11 +279,12 @@ pub(crate) fn localpart(user_id: &str) -> &str {
 }
 
 impl ApiError {
-    /// Whether the call may succeed later unchanged (network trouble, server errors).
+    /// Whether the call may succeed later unchanged (network trouble, server errors, a
+    /// request timeout or a rate limit however it is told).
     pub(crate) fn is_transient(&self) -> bool {
         match self {
             ApiError::Transport { .. } | ApiError::RateLimited(_) => true,
-            ApiError::Refused { status, .. } => *status >= 500,
+            ApiError::Refused { status, .. } => *status >= 500 || matches!(*status, 408 | 429),
             ApiError::Unauthorized(_) => false,
         }
     }
@@ -300,6 +301,18 @@ pub(crate) fn check_sync(sync: &SyncAnswer) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_answers_that_will_not_change_refuse_for_good() {
+        let refused =
+            |status| ApiError::Refused { what: "send".into(), status, errcode: "E".into(), error: "e".into() };
+        for status in [408, 429, 500, 502, 503] {
+            assert!(refused(status).is_transient(), "{status}");
+        }
+        for status in [400, 403, 404, 413] {
+            assert!(!refused(status).is_transient(), "{status}");
+        }
+    }
 
     #[test]
     fn events() {
