@@ -3,7 +3,7 @@
 //! once the descriptors are back.
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::{
     Project, RedisServer, Running, add_messages, component, entries, field, host, key, wait_len, xlen,
@@ -56,9 +56,9 @@ fn running_out_of_fds_spends_no_attempt_and_recovers() {
     // The reader opens its connection at its first read: until Redis holds that read
     // blocked, lowering the limit would starve the connection instead of the instance.
     let mut con = redis.con();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while blocked_clients(&mut con) == 0 {
-        assert!(std::time::Instant::now() < deadline, "no blocked read within 30s:\n{}", running.log_text());
+        assert!(Instant::now() < deadline, "no blocked read within 30s:\n{}", running.log_text());
         std::thread::sleep(Duration::from_millis(20));
     }
     let pid = running.child.id();

@@ -119,13 +119,14 @@ impl Writer {
         }
     }
 
-    /// Lets go of the messages of a written batch; returns those delivered again meanwhile.
+    /// Lets go of the messages of a written batch; returns those delivered again meanwhile
+    /// (almost always none: then no message pays a second lookup).
     fn release(&self, completions: &[Completion], dead: &[DeadLetter]) -> HashSet<String> {
         let mut held = lock(&self.in_flight);
         let mut again = HashSet::new();
         for id in completions.iter().map(|c| &c.id).chain(dead.iter().map(|d| &d.id)) {
             held.ids.remove(id);
-            if held.again.remove(id) {
+            if !held.again.is_empty() && held.again.remove(id) {
                 again.insert(id.clone());
             }
         }
