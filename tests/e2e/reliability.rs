@@ -132,6 +132,43 @@ fn redis_restarted_mid_run_loses_nothing() {
     assert!(worker.terminate().success(), "{}", worker.log_text());
 }
 
+/// Redis down for a few seconds: the reader's failed reads make one error line, warnings
+/// only at the 2nd, 4th, 8th... failure, and one line when it reads again, with the count.
+#[test]
+fn a_broker_outage_logs_one_error_and_the_recovery() {
+    let mut redis = RedisServer::start_with(&["--appendonly", "yes"]);
+    let project = slow_project(1, "");
+    let mut worker = Running::start(&project, &redis, &["work"]);
+    worker.wait_for_log("workers started", Duration::from_secs(60));
+    redis.stop();
+    // Reads fail at about 0, 0.1, 0.3, 0.7, 1.5 and 3.1 s (a doubling backoff from 100 ms).
+    wait_until("the 4th failed read", Duration::from_secs(30), || {
+        worker.log_text().matches("cannot read messages").count() >= 3
+    });
+    std::thread::sleep(Duration::from_millis(2_500));
+    redis.restart_with(&["--appendonly", "yes"]);
+    worker.wait_for_log("reading messages again", Duration::from_secs(30));
+    let mut con = redis.con();
+    let sent = add_messages(&mut con, "work", &[vec![("text", "after".to_owned())]]);
+    wait_len(&mut con, &key("work", "taskback"), 1, Duration::from_secs(30));
+    assert_exactly_once(&mut con, "work", &sent);
+    let log = worker.log_text();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("cannot read messages")).collect();
+    let errors = lines.iter().filter(|l| l.contains("ERROR")).count();
+    let warnings = lines.iter().filter(|l| l.contains("WARN")).count();
+    assert_eq!(errors, 1, "one error for the outage:\n{log}");
+    assert!((1..=2).contains(&warnings), "warnings at the 2nd and 4th failed read only:\n{log}");
+    let again = log.lines().find(|l| l.contains("reading messages again")).expect("the recovery line");
+    let failed: u32 = again
+        .split("failed_reads=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no failed_reads count in {again:?}"));
+    assert!(failed >= 4, "the recovery line counts the failed reads ({failed}):\n{log}");
+    assert!(worker.terminate().success(), "{log}");
+}
+
 #[test]
 fn sigterm_finishes_and_acks_the_messages_in_flight() {
     let redis = RedisServer::start();

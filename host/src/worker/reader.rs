@@ -15,6 +15,20 @@ use crate::config::Workers;
 use crate::service::ServiceRuntime;
 use crate::time::backoff;
 
+/// Logs the `nth` failed read in a row: the first as an error, then a warning at the 2nd,
+/// 4th, 8th... (with the backoff capped, one line per ~5 s becomes one per doubling time),
+/// the rest at debug. The read that works again says how many failed ([`Reader::run`]).
+fn log_read_failure(service: &str, err: &BrokerError, nth: u32, pause: Duration) {
+    let retry_in_ms = pause.as_millis() as u64;
+    if nth == 1 {
+        tracing::error!(service = %service, error = %err, retry_in_ms, "cannot read messages");
+    } else if nth.is_power_of_two() {
+        tracing::warn!(service = %service, error = %err, failed_reads = nth, retry_in_ms, "still cannot read messages");
+    } else {
+        tracing::debug!(service = %service, error = %err, failed_reads = nth, retry_in_ms, "still cannot read messages");
+    }
+}
+
 /// Where the reader gets its next batch from, and when.
 pub(super) struct Fetcher {
     broker: Arc<dyn Broker>,
@@ -112,6 +126,7 @@ impl Reader {
         let read_ahead = self.service.spec.workers.batch.max(1);
         let left_at_next_read = read_ahead / 2;
         let mut failures = 0u32;
+        let mut failing_since = None;
         let mut fetched = None;
         while !self.shutdown.is_cancelled() {
             let read = match fetched.take() {
@@ -120,14 +135,18 @@ impl Reader {
             };
             let mut deliveries = match read {
                 Ok(deliveries) => {
+                    if let Some(since) = failing_since.take() {
+                        let secs = Instant::now().saturating_duration_since(since).as_secs();
+                        tracing::info!(service = %self.service.name(), failed_reads = failures, after_s = secs, "reading messages again");
+                    }
                     failures = 0;
                     deliveries
                 }
                 Err(err) => {
                     failures += 1;
+                    failing_since.get_or_insert_with(Instant::now);
                     let pause = backoff(Duration::from_millis(100), failures, MAX_BROKER_BACKOFF);
-                    let name = self.service.name();
-                    tracing::error!(service = %name, error = %err, retry_in_ms = pause.as_millis() as u64, "cannot read messages");
+                    log_read_failure(self.service.name(), &err, failures, pause);
                     tokio::select! {
                         () = tokio::time::sleep(pause) => continue,
                         () = self.shutdown.cancelled() => break,
