@@ -132,14 +132,19 @@ fn redis_restarted_mid_run_loses_nothing() {
     assert!(worker.terminate().success(), "{}", worker.log_text());
 }
 
-/// Redis down for a few seconds: the reader's failed reads make one error line, warnings
-/// only at the 2nd, 4th, 8th... failure, and one line when it reads again, with the count.
+/// Redis down for a few seconds while a message runs: the reader's failed reads, and the
+/// writer's for the finished message, each make one error line, warnings only at the 2nd,
+/// 4th, 8th... failure, and one line when they work again, with the count.
 #[test]
 fn a_broker_outage_logs_one_error_and_the_recovery() {
     let mut redis = RedisServer::start_with(&["--appendonly", "yes"]);
-    let project = slow_project(1, "");
+    let project = slow_project(1_500, "");
     let mut worker = Running::start(&project, &redis, &["work"]);
     worker.wait_for_log("workers started", Duration::from_secs(60));
+    let mut con = redis.con();
+    let mut sent = add_messages(&mut con, "work", &[vec![("text", "during".to_owned())]]);
+    wait_until("the message delivered", Duration::from_secs(30), || pending(&mut con, "work") == 1);
+    // It finishes about 1.2 s into the outage; its write fails until Redis is back.
     redis.stop();
     // Reads fail at about 0, 0.1, 0.3, 0.7, 1.5 and 3.1 s (a doubling backoff from 100 ms).
     wait_until("the 4th failed read", Duration::from_secs(30), || {
@@ -149,23 +154,31 @@ fn a_broker_outage_logs_one_error_and_the_recovery() {
     redis.restart_with(&["--appendonly", "yes"]);
     worker.wait_for_log("reading messages again", Duration::from_secs(30));
     let mut con = redis.con();
-    let sent = add_messages(&mut con, "work", &[vec![("text", "after".to_owned())]]);
-    wait_len(&mut con, &key("work", "taskback"), 1, Duration::from_secs(30));
+    sent.extend(add_messages(&mut con, "work", &[vec![("text", "after".to_owned())]]));
+    wait_len(&mut con, &key("work", "taskback"), 2, Duration::from_secs(30));
+    wait_until("nothing pending", Duration::from_secs(30), || pending(&mut con, "work") == 0);
     assert_exactly_once(&mut con, "work", &sent);
     let log = worker.log_text();
-    let lines: Vec<&str> = log.lines().filter(|l| l.contains("cannot read messages")).collect();
-    let errors = lines.iter().filter(|l| l.contains("ERROR")).count();
-    let warnings = lines.iter().filter(|l| l.contains("WARN")).count();
-    assert_eq!(errors, 1, "one error for the outage:\n{log}");
-    assert!((1..=2).contains(&warnings), "warnings at the 2nd and 4th failed read only:\n{log}");
-    let again = log.lines().find(|l| l.contains("reading messages again")).expect("the recovery line");
-    let failed: u32 = again
-        .split("failed_reads=")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no failed_reads count in {again:?}"));
-    assert!(failed >= 4, "the recovery line counts the failed reads ({failed}):\n{log}");
+    for (what, recovered, count) in [
+        ("cannot read messages", "reading messages again", "failed_reads="),
+        ("cannot write taskbacks", "wrote the batch held up by failed writes", "failed_writes="),
+    ] {
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(what)).collect();
+        let errors = lines.iter().filter(|l| l.contains("ERROR")).count();
+        let warnings = lines.iter().filter(|l| l.contains("WARN")).count();
+        assert_eq!(errors, 1, "one error for the outage ({what}):\n{log}");
+        assert!((1..=2).contains(&warnings), "warnings at the 2nd and 4th failure only ({what}):\n{log}");
+        let line = log.lines().find(|l| l.contains(recovered)).unwrap_or_else(|| panic!("no {recovered:?}:\n{log}"));
+        let failed: u32 = line
+            .split(count)
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {count} in {line:?}"));
+        assert!(failed >= 2, "the line after the outage counts the failures ({what}: {failed}):\n{log}");
+        let refused = "a batch write was refused";
+        assert!(!log.contains(refused), "an outage is not a refusal of the batch:\n{log}");
+    }
     assert!(worker.terminate().success(), "{log}");
 }
 

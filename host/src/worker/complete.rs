@@ -9,7 +9,8 @@
 //! Transient failures (the broker is away, slow or busy) are retried with backoff, forever.
 //! A write the broker refuses for good (too large for it, say) would be refused forever, so
 //! it must not block the service: when a batch fails, and the failure is permanent or the
-//! broker still answers other requests, its messages are written one by one, and a message
+//! broker answered other requests both before and after one of its failed tries (not only
+//! once an outage was over), its messages are written one by one, and a message
 //! the broker keeps refusing becomes a dead letter carrying the broker's error, then one
 //! without its large fields, then one with no message fields at all.
 
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::{Finished, InFlight, MAX_BROKER_BACKOFF, lock};
+use super::{Finished, InFlight, Loudness, MAX_BROKER_BACKOFF, lock, loudness};
 use crate::broker::{Broker, BrokerError, Completion, DeadLetter, Fields, StreamKind};
 use crate::time::{backoff, now_ms};
 
@@ -89,16 +90,28 @@ impl Writer {
     /// delivered anew meanwhile (see [`Writer::run`]).
     async fn write_batch(&self, completions: &[Completion], sources: &[Fields], dead: &[DeadLetter], again: bool) {
         let mut failures = 0;
+        let mut failing_since = None;
+        // Whether the broker answered a read after the previous failure.
+        let mut answered = false;
         loop {
             let writing = super::stages::STAGES.clock();
             let Err(err) = self.write(completions, dead, failures, again).await else {
                 if let Some(writing) = writing {
                     super::stages::STAGES.write(writing.elapsed(), completions.len() + dead.len());
                 }
+                if let Some(since) = failing_since {
+                    let after_s = Instant::now().saturating_duration_since(since).as_secs();
+                    tracing::info!(service = %self.service, failed_writes = failures, after_s, "wrote the batch held up by failed writes");
+                }
                 return;
             };
             failures += 1;
-            if err.is_permanent() || (failures > 1 && !err.is_passing_state() && self.broker_answers().await) {
+            failing_since.get_or_insert_with(Instant::now);
+            // The broker answering a read is evidence against the write only when it answered
+            // before the write failed too: a check that waited out an outage answers once
+            // the broker is back, and the batch's next try then goes through.
+            let answers = failures > 1 && !err.is_passing_state() && self.broker_answers().await;
+            if err.is_permanent() || (answers && answered) {
                 // Something in the batch is refused, not the broker away: find it.
                 tracing::warn!(service = %self.service, error = %err, count = completions.len() + dead.len(), "a batch write was refused; writing its messages one by one");
                 let done = completions.iter().zip(sources).map(|(c, f)| Finished::Done(c.clone(), f.clone()));
@@ -107,14 +120,34 @@ impl Writer {
                 }
                 return;
             }
+            answered = answers;
             let pause = backoff(Duration::from_millis(50), failures, MAX_BROKER_BACKOFF);
-            tracing::error!(
-                service = %self.service,
-                error = %err,
-                count = completions.len() + dead.len(),
-                retry_in_ms = pause.as_millis() as u64,
-                "cannot write taskbacks, acks and dead letters; retrying"
-            );
+            let (count, retry_in_ms) = (completions.len() + dead.len(), pause.as_millis() as u64);
+            match loudness(failures) {
+                Loudness::Error => tracing::error!(
+                    service = %self.service,
+                    error = %err,
+                    count,
+                    retry_in_ms,
+                    "cannot write taskbacks, acks and dead letters; retrying"
+                ),
+                Loudness::Warn => tracing::warn!(
+                    service = %self.service,
+                    error = %err,
+                    count,
+                    failed_writes = failures,
+                    retry_in_ms,
+                    "still cannot write taskbacks, acks and dead letters"
+                ),
+                Loudness::Debug => tracing::debug!(
+                    service = %self.service,
+                    error = %err,
+                    count,
+                    failed_writes = failures,
+                    retry_in_ms,
+                    "still cannot write taskbacks, acks and dead letters"
+                ),
+            }
             tokio::time::sleep(pause).await;
         }
     }

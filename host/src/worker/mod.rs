@@ -87,6 +87,24 @@ struct Held {
 
 type InFlight = Arc<Mutex<Held>>;
 
+/// How loudly the `nth` failure in a row of a broker request is logged: the first as an
+/// error, the 2nd, 4th, 8th... as warnings, the rest at debug. A broker outage then makes a
+/// few lines instead of one per retry; the request that works again says how many failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Loudness {
+    Error,
+    Warn,
+    Debug,
+}
+
+fn loudness(nth: u32) -> Loudness {
+    match nth {
+        0 | 1 => Loudness::Error,
+        n if n.is_power_of_two() => Loudness::Warn,
+        _ => Loudness::Debug,
+    }
+}
+
 fn lock(held: &InFlight) -> std::sync::MutexGuard<'_, Held> {
     held.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -180,4 +198,17 @@ pub async fn run(
         ),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Loudness, loudness};
+
+    #[test]
+    fn failures_in_a_row_are_logged_ever_more_quietly() {
+        let levels: Vec<Loudness> = (1..=9).map(loudness).collect();
+        use Loudness::{Debug, Error, Warn};
+        assert_eq!(levels, [Error, Warn, Debug, Warn, Debug, Debug, Debug, Warn, Debug]);
+        assert_eq!(loudness(1 << 20), Warn);
+    }
 }

@@ -9,23 +9,24 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Finished, InFlight, MAX_BROKER_BACKOFF, ORPHAN_CHECK, lock, order, rate, recovery};
+use super::{Finished, InFlight, Loudness, MAX_BROKER_BACKOFF, ORPHAN_CHECK, lock, loudness, order, rate, recovery};
 use crate::broker::{Broker, BrokerError, Delivery};
 use crate::config::Workers;
 use crate::service::ServiceRuntime;
 use crate::time::backoff;
 
-/// Logs the `nth` failed read in a row: the first as an error, then a warning at the 2nd,
-/// 4th, 8th... (with the backoff capped, one line per ~5 s becomes one per doubling time),
-/// the rest at debug. The read that works again says how many failed ([`Reader::run`]).
+/// Logs the `nth` failed read in a row as loudly as [`loudness`] says; the read that works
+/// again says how many failed ([`Reader::run`]).
 fn log_read_failure(service: &str, err: &BrokerError, nth: u32, pause: Duration) {
     let retry_in_ms = pause.as_millis() as u64;
-    if nth == 1 {
-        tracing::error!(service = %service, error = %err, retry_in_ms, "cannot read messages");
-    } else if nth.is_power_of_two() {
-        tracing::warn!(service = %service, error = %err, failed_reads = nth, retry_in_ms, "still cannot read messages");
-    } else {
-        tracing::debug!(service = %service, error = %err, failed_reads = nth, retry_in_ms, "still cannot read messages");
+    match loudness(nth) {
+        Loudness::Error => tracing::error!(service = %service, error = %err, retry_in_ms, "cannot read messages"),
+        Loudness::Warn => {
+            tracing::warn!(service = %service, error = %err, failed_reads = nth, retry_in_ms, "still cannot read messages");
+        }
+        Loudness::Debug => {
+            tracing::debug!(service = %service, error = %err, failed_reads = nth, retry_in_ms, "still cannot read messages");
+        }
     }
 }
 
