@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::{Finished, InFlight, Loudness, MAX_BROKER_BACKOFF, lock, loudness};
+use super::{Finished, InFlight, MAX_BROKER_BACKOFF, Streak, lock, log_failure};
 use crate::broker::{Broker, BrokerError, Completion, DeadLetter, Fields, StreamKind};
 use crate::time::{backoff, now_ms};
 
@@ -89,24 +89,21 @@ impl Writer {
     /// message (see the module's documentation). `again`: a second write of messages
     /// delivered anew meanwhile (see [`Writer::run`]).
     async fn write_batch(&self, completions: &[Completion], sources: &[Fields], dead: &[DeadLetter], again: bool) {
-        let mut failures = 0;
-        let mut failing_since = None;
+        let mut failing = Streak::default();
         // Whether the broker answered a read after the previous failure.
         let mut answered = false;
         loop {
             let writing = super::stages::STAGES.clock();
-            let Err(err) = self.write(completions, dead, failures, again).await else {
+            let Err(err) = self.write(completions, dead, failing.failures, again).await else {
                 if let Some(writing) = writing {
                     super::stages::STAGES.write(writing.elapsed(), completions.len() + dead.len());
                 }
-                if let Some(since) = failing_since {
-                    let after_s = Instant::now().saturating_duration_since(since).as_secs();
-                    tracing::info!(service = %self.service, failed_writes = failures, after_s, "wrote the batch held up by failed writes");
+                if let Some((failed_writes, after_s)) = failing.ended() {
+                    tracing::info!(service = %self.service, failed_writes, after_s, "wrote the batch held up by failed writes");
                 }
                 return;
             };
-            failures += 1;
-            failing_since.get_or_insert_with(Instant::now);
+            let failures = failing.failed();
             // The broker answering a read is evidence against the write only when it answered
             // before the write failed too: a check that waited out an outage answers once
             // the broker is back, and the batch's next try then goes through.
@@ -123,31 +120,16 @@ impl Writer {
             answered = answers;
             let pause = backoff(Duration::from_millis(50), failures, MAX_BROKER_BACKOFF);
             let (count, retry_in_ms) = (completions.len() + dead.len(), pause.as_millis() as u64);
-            match loudness(failures) {
-                Loudness::Error => tracing::error!(
-                    service = %self.service,
-                    error = %err,
-                    count,
-                    retry_in_ms,
-                    "cannot write taskbacks, acks and dead letters; retrying"
-                ),
-                Loudness::Warn => tracing::warn!(
-                    service = %self.service,
-                    error = %err,
-                    count,
-                    failed_writes = failures,
-                    retry_in_ms,
-                    "still cannot write taskbacks, acks and dead letters"
-                ),
-                Loudness::Debug => tracing::debug!(
-                    service = %self.service,
-                    error = %err,
-                    count,
-                    failed_writes = failures,
-                    retry_in_ms,
-                    "still cannot write taskbacks, acks and dead letters"
-                ),
-            }
+            log_failure!(
+                failures,
+                failed_writes,
+                "cannot write taskbacks, acks and dead letters; retrying",
+                "still cannot write taskbacks, acks and dead letters",
+                service = %self.service,
+                error = %err,
+                count,
+                retry_in_ms
+            );
             tokio::time::sleep(pause).await;
         }
     }

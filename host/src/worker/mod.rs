@@ -105,6 +105,43 @@ fn loudness(nth: u32) -> Loudness {
     }
 }
 
+/// Failures in a row of one broker request (the reader's read, the writer's batch), and
+/// since when.
+#[derive(Default)]
+struct Streak {
+    failures: u32,
+    since: Option<Instant>,
+}
+
+impl Streak {
+    /// Counts a failure; returns how many are in the streak now.
+    fn failed(&mut self) -> u32 {
+        self.failures += 1;
+        self.since.get_or_insert_with(Instant::now);
+        self.failures
+    }
+
+    /// The request worked: how many failed before it and for how many seconds, if any did.
+    fn ended(&mut self) -> Option<(u32, u64)> {
+        let since = self.since.take()?;
+        Some((std::mem::take(&mut self.failures), since.elapsed().as_secs()))
+    }
+}
+
+/// Logs the `$nth` failure of a streak as loudly as [`loudness`] says: the first with
+/// `$first` and the fields, later ones with `$again`, the fields and `$count = $nth`.
+macro_rules! log_failure {
+    ($nth:expr, $count:ident, $first:literal, $again:literal, $($field:tt)+) => {{
+        let nth: u32 = $nth;
+        match $crate::worker::loudness(nth) {
+            $crate::worker::Loudness::Error => tracing::error!($($field)+, $first),
+            $crate::worker::Loudness::Warn => tracing::warn!($($field)+, $count = nth, $again),
+            $crate::worker::Loudness::Debug => tracing::debug!($($field)+, $count = nth, $again),
+        }
+    }};
+}
+use log_failure;
+
 fn lock(held: &InFlight) -> std::sync::MutexGuard<'_, Held> {
     held.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -202,7 +239,7 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
-    use super::{Loudness, loudness};
+    use super::{Loudness, Streak, loudness};
 
     #[test]
     fn failures_in_a_row_are_logged_ever_more_quietly() {
@@ -210,5 +247,14 @@ mod tests {
         use Loudness::{Debug, Error, Warn};
         assert_eq!(levels, [Error, Warn, Debug, Warn, Debug, Debug, Debug, Warn, Debug]);
         assert_eq!(loudness(1 << 20), Warn);
+    }
+
+    #[test]
+    fn a_streak_counts_its_failures_until_it_ends() {
+        let mut streak = Streak::default();
+        assert_eq!(streak.ended(), None, "no failure, no streak");
+        assert_eq!((streak.failed(), streak.failed()), (1, 2));
+        assert_eq!(streak.ended(), Some((2, 0)));
+        assert_eq!((streak.ended(), streak.failures), (None, 0), "a new streak starts from nothing");
     }
 }

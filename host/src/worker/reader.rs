@@ -9,26 +9,11 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Finished, InFlight, Loudness, MAX_BROKER_BACKOFF, ORPHAN_CHECK, lock, loudness, order, rate, recovery};
+use super::{Finished, InFlight, MAX_BROKER_BACKOFF, ORPHAN_CHECK, Streak, lock, log_failure, order, rate, recovery};
 use crate::broker::{Broker, BrokerError, Delivery};
 use crate::config::Workers;
 use crate::service::ServiceRuntime;
 use crate::time::backoff;
-
-/// Logs the `nth` failed read in a row as loudly as [`loudness`] says; the read that works
-/// again says how many failed ([`Reader::run`]).
-fn log_read_failure(service: &str, err: &BrokerError, nth: u32, pause: Duration) {
-    let retry_in_ms = pause.as_millis() as u64;
-    match loudness(nth) {
-        Loudness::Error => tracing::error!(service = %service, error = %err, retry_in_ms, "cannot read messages"),
-        Loudness::Warn => {
-            tracing::warn!(service = %service, error = %err, failed_reads = nth, retry_in_ms, "still cannot read messages");
-        }
-        Loudness::Debug => {
-            tracing::debug!(service = %service, error = %err, failed_reads = nth, retry_in_ms, "still cannot read messages");
-        }
-    }
-}
 
 /// Where the reader gets its next batch from, and when.
 pub(super) struct Fetcher {
@@ -126,8 +111,7 @@ impl Reader {
         // round 9.)
         let read_ahead = self.service.spec.workers.batch.max(1);
         let left_at_next_read = read_ahead / 2;
-        let mut failures = 0u32;
-        let mut failing_since = None;
+        let mut failing = Streak::default();
         let mut fetched = None;
         while !self.shutdown.is_cancelled() {
             let read = match fetched.take() {
@@ -136,18 +120,25 @@ impl Reader {
             };
             let mut deliveries = match read {
                 Ok(deliveries) => {
-                    if let Some(since) = failing_since.take() {
-                        let secs = Instant::now().saturating_duration_since(since).as_secs();
-                        tracing::info!(service = %self.service.name(), failed_reads = failures, after_s = secs, "reading messages again");
+                    if let Some((failed_reads, after_s)) = failing.ended() {
+                        tracing::info!(service = %self.service.name(), failed_reads, after_s, "reading messages again");
                     }
-                    failures = 0;
                     deliveries
                 }
                 Err(err) => {
-                    failures += 1;
-                    failing_since.get_or_insert_with(Instant::now);
+                    let failures = failing.failed();
                     let pause = backoff(Duration::from_millis(100), failures, MAX_BROKER_BACKOFF);
-                    log_read_failure(self.service.name(), &err, failures, pause);
+                    let retry_in_ms = pause.as_millis() as u64;
+                    let service = self.service.name();
+                    log_failure!(
+                        failures,
+                        failed_reads,
+                        "cannot read messages",
+                        "still cannot read messages",
+                        service = %service,
+                        error = %err,
+                        retry_in_ms
+                    );
                     tokio::select! {
                         () = tokio::time::sleep(pause) => continue,
                         () = self.shutdown.cancelled() => break,
