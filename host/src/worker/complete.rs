@@ -112,8 +112,10 @@ impl Writer {
                 // Something in the batch is refused, not the broker away: find it.
                 tracing::warn!(service = %self.service, error = %err, count = completions.len() + dead.len(), "a batch write was refused; writing its messages one by one");
                 let done = completions.iter().zip(sources).map(|(c, f)| Finished::Done(c.clone(), f.clone()));
+                // One streak for the whole pass: an outage that starts in it logs as one.
+                let mut failing = Streak::default();
                 for finished in done.chain(dead.iter().cloned().map(Finished::Dead)).collect::<Vec<_>>() {
-                    self.write_alone(finished, again).await;
+                    self.write_alone(finished, again, &mut failing).await;
                 }
                 return;
             }
@@ -155,7 +157,9 @@ impl Writer {
 
     /// Writes one message alone until the broker takes it. A refusal for good turns it into
     /// the next, smaller form (see [`fallback`]); the last form is retried like any write.
-    async fn write_alone(&self, mut finished: Finished, again: bool) {
+    /// `failing`: the failed writes in a row of the one-by-one pass this message is in, for
+    /// the log (one error, then ever fewer warnings, as for a batch).
+    async fn write_alone(&self, mut finished: Finished, again: bool, failing: &mut Streak) {
         let mut failures = 0;
         loop {
             let result = match &finished {
@@ -164,7 +168,12 @@ impl Writer {
                 }
                 Finished::Dead(letter) => self.write(&[], std::slice::from_ref(letter), failures, again).await,
             };
-            let Err(err) = result else { return };
+            let Err(err) = result else {
+                if let Some((failed_writes, after_s)) = failing.ended() {
+                    tracing::info!(service = %self.service, id = %finished.id(), failed_writes, after_s, "wrote a finished message held up by failed writes");
+                }
+                return;
+            };
             failures += 1;
             // Even a refusal for good must repeat before the message is changed: a lone
             // error may have been about the moment (a node failing over), not the write.
@@ -182,12 +191,16 @@ impl Writer {
                 continue;
             }
             let pause = backoff(Duration::from_millis(50), failures, MAX_BROKER_BACKOFF);
-            tracing::error!(
+            let (id, retry_in_ms) = (finished.id(), pause.as_millis() as u64);
+            log_failure!(
+                failing.failed(),
+                failed_writes,
+                "cannot write a finished message; retrying",
+                "still cannot write finished messages one by one",
                 service = %self.service,
-                id = %finished.id(),
+                id = %id,
                 error = %err,
-                retry_in_ms = pause.as_millis() as u64,
-                "cannot write a finished message; retrying"
+                retry_in_ms
             );
             tokio::time::sleep(pause).await;
         }
