@@ -244,10 +244,8 @@ services:
     assert_eq!(crate::support::xlen(&mut con, &key("big", "taskback")), 0);
     assert_eq!(crate::support::pending(&mut con, "big"), 0, "nothing left pending");
     // Logged once per refused message, not once per retry, and its end once written.
-    let ended =
-        |host: &Running| plain(&host.log_text()).matches("wrote a finished message held up by failed writes").count();
     crate::reliability::wait_until("the refused writes' end lines", Duration::from_secs(30), || {
-        ended(&host) >= big.len()
+        plain(&host.log_text()).matches("wrote a finished message held up by failed writes").count() >= big.len()
     });
     let log = plain(&host.log_text());
     assert_eq!(log.matches("cannot write a finished message; retrying").count(), big.len(), "{log}");

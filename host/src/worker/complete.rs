@@ -121,7 +121,6 @@ impl Writer {
             }
             answered = answers;
             let pause = backoff(Duration::from_millis(50), failures, MAX_BROKER_BACKOFF);
-            let (count, retry_in_ms) = (completions.len() + dead.len(), pause.as_millis() as u64);
             log_failure!(
                 failures,
                 failed_writes,
@@ -129,8 +128,8 @@ impl Writer {
                 "still cannot write taskbacks, acks and dead letters",
                 service = %self.service,
                 error = %err,
-                count,
-                retry_in_ms
+                count = completions.len() + dead.len(),
+                retry_in_ms = pause.as_millis() as u64
             );
             tokio::time::sleep(pause).await;
         }
@@ -191,16 +190,15 @@ impl Writer {
                 continue;
             }
             let pause = backoff(Duration::from_millis(50), failures, MAX_BROKER_BACKOFF);
-            let (id, retry_in_ms) = (finished.id(), pause.as_millis() as u64);
             log_failure!(
                 failing.failed(),
                 failed_writes,
                 "cannot write a finished message; retrying",
                 "still cannot write finished messages one by one",
                 service = %self.service,
-                id = %id,
+                id = %finished.id(),
                 error = %err,
-                retry_in_ms
+                retry_in_ms = pause.as_millis() as u64
             );
             tokio::time::sleep(pause).await;
         }

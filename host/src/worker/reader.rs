@@ -128,16 +128,14 @@ impl Reader {
                 Err(err) => {
                     let failures = failing.failed();
                     let pause = backoff(Duration::from_millis(100), failures, MAX_BROKER_BACKOFF);
-                    let retry_in_ms = pause.as_millis() as u64;
-                    let service = self.service.name();
                     log_failure!(
                         failures,
                         failed_reads,
                         "cannot read messages",
                         "still cannot read messages",
-                        service = %service,
+                        service = %self.service.name(),
                         error = %err,
-                        retry_in_ms
+                        retry_in_ms = pause.as_millis() as u64
                     );
                     tokio::select! {
                         () = tokio::time::sleep(pause) => continue,
